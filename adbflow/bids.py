@@ -1,0 +1,198 @@
+"""Bids: what each device says about itself right now, gathered in parallel.
+
+Why keep the previous /proc/stat sample per device: load is a delta of cumulative counters;
+with the last round's sample on the laptop, a bid is one round trip with no sleep. Only first
+contact (or a stale/too-recent sample) asks the probe for two samples 0.2 s apart.
+A device that fails or times out still yields a Bid (with `error`): the user sees it.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+from adbflow.adb import Device
+from adbflow.errors import AdbError, AdbflowError, AdbTimeoutError, ParseError
+from adbflow.parsers.proc_stat import ProcStat, cpu_load
+from adbflow.parsers.sysfs import freq_ratio
+from adbflow.probes import FIRST_SAMPLE_WINDOW_S, ProbeReport, run_probe
+
+MIN_WINDOW_S = 0.15       # a previous sample younger than this gives a noisy delta: resample
+MAX_SAMPLE_AGE_S = 120.0  # older samples average over too long a past: resample
+
+
+@dataclass
+class Bid:
+    serial: str
+    model: str | None
+    cores: int
+    cpu_load: float                 # 0-100 whole device; NaN when unknown (error bids)
+    per_core_load: list[float]
+    mem_available_kb: int
+    mem_total_kb: int
+    battery_level: int | None
+    battery_charging: bool | None
+    temperature_c: float | None
+    freq_ratio: float               # mean cur/max over online cpus, 0-1 (1.0 when unknown)
+    probe_rtt_s: float              # round trip minus the first-contact sampling sleep
+    timestamp: float
+    abi: str | None = None
+    thermal_status: int | None = None
+    error: str | None = None
+    server: str | None = None       # adb server HOST:PORT the device was reached through
+    load_window_s: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not math.isnan(self.cpu_load)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        for k, v in d.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                d[k] = None
+        d["ok"] = self.ok
+        return d
+
+    @classmethod
+    def failed(cls, device: Device, error: str, *, rtt: float = 0.0) -> Bid:
+        return cls(serial=device.serial, model=device.model, cores=0, cpu_load=math.nan,
+                   per_core_load=[], mem_available_kb=0, mem_total_kb=0, battery_level=None,
+                   battery_charging=None, temperature_c=None, freq_ratio=math.nan,
+                   probe_rtt_s=rtt, timestamp=time.time(), error=error, server=str(device.server))
+
+
+@dataclass
+class _Memory:
+    """What the laptop remembers about one device between rounds."""
+    sample: ProcStat | None = None
+    sample_t: float = 0.0
+    props: dict[str, str] = field(default_factory=dict)
+
+
+def build_bid(device: Device, rep: ProbeReport, *, load, window_s: float | None,
+              rtt: float, props: dict[str, str]) -> Bid:
+    """Pure assembly of a Bid from a parsed probe and the computed load."""
+    cores = len(rep.present) or len(rep.stat.per_cpu) or 1
+    ratio = freq_ratio(rep.freqs, rep.online or None)
+    temp = rep.thermal.hottest_c() if rep.thermal else None
+    if temp is None:
+        temp = rep.battery_temp_c
+    error = None if load is not None else "cpu counters did not advance between samples"
+    return Bid(
+        serial=device.serial,
+        model=props.get("ro.product.model") or device.model,
+        cores=cores,
+        cpu_load=round(load.cpu_load, 2) if load is not None else math.nan,
+        per_core_load=[round(v, 2) for v in load.per_core.values()] if load is not None else [],
+        mem_available_kb=rep.meminfo.available_kb,
+        mem_total_kb=rep.meminfo.total_kb,
+        battery_level=rep.battery_level,
+        battery_charging=rep.battery_charging,
+        temperature_c=temp,
+        freq_ratio=round(ratio, 3) if ratio is not None else 1.0,
+        probe_rtt_s=round(rtt, 4),
+        timestamp=time.time(),
+        abi=props.get("ro.product.cpu.abi") or None,
+        error=error,
+        server=str(device.server),
+        load_window_s=round(window_s, 3) if window_s is not None else None,
+    )
+
+
+class Bidder:
+    """Gathers bids; keeps per-device memory (last /proc/stat sample, static props)."""
+
+    def __init__(self, *, timeout: float = 5.0, with_cpuinfo: bool = False,
+                 max_workers: int = 32) -> None:
+        self.timeout = timeout
+        self.with_cpuinfo = with_cpuinfo
+        self.max_workers = max_workers
+        self._mem: dict[tuple[str, str], _Memory] = {}
+        self._lock = threading.Lock()
+        self.last_reports: dict[str, ProbeReport] = {}
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _memory(self, device: Device) -> _Memory:
+        with self._lock:
+            return self._mem.setdefault((str(device.server), device.serial), _Memory())
+
+    def bid(self, device: Device) -> Bid:
+        """One device, one round trip. Never raises for device faults: they become Bid.error."""
+        mem = self._memory(device)
+        now = time.monotonic()
+        age = now - mem.sample_t
+        first = mem.sample is None or not (MIN_WINDOW_S <= age <= MAX_SAMPLE_AGE_S)
+        t0 = time.monotonic()
+        try:
+            rep, res = run_probe(device, timeout=self.timeout, first=first,
+                                 with_cpuinfo=self.with_cpuinfo, with_props=not mem.props)
+        except AdbTimeoutError as exc:
+            return Bid.failed(device, f"timeout after {self.timeout:g}s (probe killed)",
+                              rtt=time.monotonic() - t0)
+        except AdbError as exc:
+            return Bid.failed(device, _short_error(exc), rtt=time.monotonic() - t0)
+        except ParseError as exc:
+            return Bid.failed(device, f"unparsable probe output: {exc.detail}", rtt=time.monotonic() - t0)
+        except AdbflowError as exc:
+            return Bid.failed(device, str(exc), rtt=time.monotonic() - t0)
+        t_end = time.monotonic()
+        rtt = res.elapsed_s - (FIRST_SAMPLE_WINDOW_S if rep.stat_a is not None else 0.0)
+        if rep.props:
+            mem.props = rep.props
+        if rep.stat_a is not None:
+            load, window = cpu_load(rep.stat_a, rep.stat), FIRST_SAMPLE_WINDOW_S
+        elif mem.sample is not None:
+            load, window = cpu_load(mem.sample, rep.stat), t_end - mem.sample_t
+        else:
+            load, window = None, None
+        mem.sample, mem.sample_t = rep.stat, t_end
+        with self._lock:
+            self.last_reports[device.serial] = rep
+        return build_bid(device, rep, load=load, window_s=window, rtt=max(0.0, rtt), props=mem.props)
+
+    def gather(self, devices: Sequence[Device]) -> list[Bid]:
+        """All devices in parallel (one thread each, up to max_workers); order preserved."""
+        if not devices:
+            return []
+        with self._lock:
+            if self._pool is None:      # kept across rounds: no thread start-up per round
+                self._pool = ThreadPoolExecutor(max_workers=self.max_workers,
+                                                thread_name_prefix="adbflow-bid")
+            pool = self._pool
+        return list(pool.map(self.bid, devices))
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
+
+    def __enter__(self) -> Bidder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _short_error(exc: AdbError) -> str:
+    """AdbError text without the probe script (the `cmd` of a probe is the whole script)."""
+    detail = exc.stderr.strip().splitlines()[-1] if exc.stderr.strip() else None
+    base = exc.message.split("failed: ", 1)[-1] if "failed: " in exc.message else exc.message
+    text = detail or base
+    kind = type(exc).__name__.replace("Error", "").lower()
+    msg = f"{kind}: {text}" if kind != "adb" else text
+    return f"{msg} ({exc.hint})" if exc.hint else msg
+
+
+def pick_lowest_cpu(bids: Sequence[Bid]) -> str | None:
+    """Seed policy: the ok bid with the lowest whole-device CPU load.
+
+    Ties: more available memory first, then serial (so the choice is deterministic)."""
+    ok = [b for b in bids if b.ok]
+    if not ok:
+        return None
+    return min(ok, key=lambda b: (b.cpu_load, -b.mem_available_kb, b.serial)).serial

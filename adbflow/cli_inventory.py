@@ -1,0 +1,176 @@
+"""`adbflow devices` and `adbflow bid`: what is connected, and what each device bids now.
+
+Why here: these commands are thin views over adb.Inventory and bids.Bidder; exit codes are
+0 ok, 1 no device could bid, 2 usage/adbflow error (raised AdbflowError -> cli.main).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import time
+from typing import Annotated, Optional
+
+import typer
+from tabulate import tabulate
+
+from adbflow.adb import Inventory, resolve_servers
+from adbflow.bids import Bid, Bidder, pick_lowest_cpu
+from adbflow.cli_options import AdbServers, JsonOut, Serials, Timeout
+
+
+def _inventory(adb_server: list[str] | None, serial: list[str] | None) -> Inventory:
+    return Inventory(resolve_servers(adb_server), serial)
+
+
+def devices_cmd(adb_server: AdbServers = None, serial: Serials = None, json_out: JsonOut = False) -> None:
+    """List devices of every adb server with their state (device, offline, unauthorized, ...)."""
+    inv = _inventory(adb_server, serial)
+    refs = [r for r in inv.refs() if not inv.serials or r.serial in inv.serials or r.serial == "-"]
+    if json_out:
+        typer.echo(json.dumps([{"serial": r.serial, "state": r.state, "model": r.model,
+                                "server": str(r.server)} for r in refs], indent=2))
+        return
+    if not refs:
+        typer.echo("no devices (" + ", ".join(map(str, inv.servers)) + ")")
+        return
+    typer.echo(tabulate([[r.serial, r.state, r.model or "", str(r.server)] for r in refs],
+                        headers=["serial", "state", "model", "adb server"]))
+
+
+def _fmt(v, spec: str = "", none: str = "-") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return none
+    return format(v, spec)
+
+
+def bid_table(bids: list[Bid], winner: str | None) -> str:
+    rows = []
+    for b in bids:
+        charging = "" if b.battery_charging is None else ("+" if b.battery_charging else "")
+        rows.append([
+            "*" if b.serial == winner else "", b.serial, b.model or "", b.cores or "-",
+            _fmt(b.cpu_load, ".1f"),
+            _fmt(b.mem_available_kb // 1024 if b.ok or b.mem_total_kb else None, "d"),
+            _fmt(b.battery_level, "d") + charging, _fmt(b.temperature_c, ".1f"),
+            _fmt(b.freq_ratio, ".2f"), _fmt(b.probe_rtt_s * 1000, ".0f"), b.error or "",
+        ])
+    return tabulate(rows, headers=["win", "serial", "model", "cores", "cpu%", "mem MB free",
+                                   "batt%", "temp C", "freq", "rtt ms", "error"])
+
+
+def _explain(policy_name: str, bids: list[Bid]) -> tuple[str | None, dict | None]:
+    """Ask S's policy module (loaded lazily) for a decision on a classify task."""
+    from adbflow import policy as policy_mod  # noqa: PLC0415 (optional module)
+    from adbflow.profiles import ProfileBook  # noqa: PLC0415
+    pol = policy_mod.get_policy(policy_name)
+    decision = pol.choose(policy_mod.Task(stage="classify"), bids, inflight={},
+                          profiles=ProfileBook.load())
+    costs = [{"serial": c.serial, "eligible": c.eligible, "excluded": c.excluded,
+              "total_s": c.total_s, "parts": c.parts} for c in decision.costs]
+    fmt = getattr(policy_mod, "format_decision", None)
+    text = fmt(decision) if fmt else f"policy {decision.policy}: {decision.reason}"
+    return decision.winner, {"policy": decision.policy, "reason": decision.reason, "costs": costs,
+                             "text": text}
+
+
+def bid_cmd(
+    adb_server: AdbServers = None,
+    serial: Serials = None,
+    json_out: JsonOut = False,
+    timeout: Timeout = 5.0,
+    once: Annotated[bool, typer.Option("--once", help="One bid round, then exit.")] = False,
+    interval: Annotated[float, typer.Option("--interval", min=0.2,
+                                            help="Seconds between rounds (without --once).")] = 2.0,
+    cpuinfo: Annotated[bool, typer.Option("--cpuinfo",
+                                          help="Also read `dumpsys cpuinfo` (slower probe).")] = False,
+    policy: Optional[str] = None,
+    explain: bool = False,
+) -> None:
+    """Ask every device for a bid (CPU load, memory, battery, temperature) in parallel and mark
+    the winner (seed policy: lowest CPU load). Devices that fail are shown with their error."""
+    inv = _inventory(adb_server, serial)
+    bidder = Bidder(timeout=timeout, with_cpuinfo=cpuinfo)
+    while True:
+        refs = inv.refs()
+        unreachable = [r for r in refs if r.state == "server-unreachable"]
+        devices = inv.devices()
+        bids = bidder.gather(devices)
+        bids += [_not_ready_bid(r) for r in refs if r.state not in ("device", "server-unreachable")
+                 and (not inv.serials or r.serial in inv.serials)]
+        missing = [s for s in inv.serials if s not in {r.serial for r in refs}]
+        bids += [_not_ready_bid(None, serial=s) for s in missing]
+        explanation = None
+        if policy or explain:
+            winner, explanation = _explain(policy or "lowest-cpu", bids)
+        else:
+            winner = pick_lowest_cpu(bids)
+        if json_out:
+            doc = {"winner": winner, "policy": policy or "lowest-cpu",
+                   "bids": [b.to_json() for b in bids],
+                   "unreachable_servers": [str(r.server) for r in unreachable]}
+            if explanation is not None:
+                doc["explain"] = {k: v for k, v in explanation.items() if k != "text"}
+            typer.echo(json.dumps(doc, indent=2))
+        else:
+            for r in unreachable:
+                typer.secho(f"adb server {r.server} unreachable", fg=typer.colors.YELLOW, err=True)
+            typer.echo(bid_table(bids, winner) if bids else "no devices")
+            if explanation is not None:
+                typer.echo(explanation["text"])
+            typer.echo(f"winner: {winner or 'none'}")
+        if once:
+            raise typer.Exit(0 if winner else 1)
+        time.sleep(interval)
+
+
+def _not_ready_bid(ref, *, serial: str | None = None) -> Bid:
+    """A row for a device that is listed but cannot bid (offline, unauthorized, unknown)."""
+    from adbflow.adb import Device  # noqa: PLC0415
+    from adbflow.parsers.adb_messages import classify_adb_error  # noqa: PLC0415
+    if ref is None:
+        return Bid.failed(Device(serial or "?"), "not connected to any adb server")
+    problem = classify_adb_error(ref.state)
+    msg = f"{ref.state}" + (f" ({problem.hint})" if problem else "")
+    return Bid.failed(Device(ref.serial, ref.server, model=ref.model), msg)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("devices")(devices_cmd)
+    if importlib.util.find_spec("adbflow.policy") is not None:
+        _with_policy_options(app)
+    else:
+        app.command("bid")(_bid_without_policy)
+
+
+def _bid_without_policy(
+    adb_server: AdbServers = None, serial: Serials = None, json_out: JsonOut = False,
+    timeout: Timeout = 5.0,
+    once: Annotated[bool, typer.Option("--once", help="One bid round, then exit.")] = False,
+    interval: Annotated[float, typer.Option("--interval", min=0.2,
+                                            help="Seconds between rounds (without --once).")] = 2.0,
+    cpuinfo: Annotated[bool, typer.Option("--cpuinfo", help="Also read `dumpsys cpuinfo`.")] = False,
+) -> None:
+    """Ask every device for a bid (CPU load, memory, battery, temperature) in parallel and mark
+    the winner (lowest CPU load). Devices that fail are shown with their error."""
+    bid_cmd(adb_server, serial, json_out, timeout, once, interval, cpuinfo)
+
+
+def _with_policy_options(app: typer.Typer) -> None:
+    def bid(
+        adb_server: AdbServers = None, serial: Serials = None, json_out: JsonOut = False,
+        timeout: Timeout = 5.0,
+        once: Annotated[bool, typer.Option("--once", help="One bid round, then exit.")] = False,
+        interval: Annotated[float, typer.Option("--interval", min=0.2,
+                                                help="Seconds between rounds (without --once).")] = 2.0,
+        cpuinfo: Annotated[bool, typer.Option("--cpuinfo", help="Also read `dumpsys cpuinfo`.")] = False,
+        policy: Annotated[Optional[str], typer.Option(
+            "--policy", help="Choose with this policy (ect, lowest-cpu, random, round-robin).")] = None,
+        explain: Annotated[bool, typer.Option(
+            "--explain", help="Print the policy's per-device cost for a classify task.")] = False,
+    ) -> None:
+        """Ask every device for a bid (CPU load, memory, battery, temperature) in parallel and
+        mark the winner (default: lowest CPU load). Devices that fail are shown with their error."""
+        bid_cmd(adb_server, serial, json_out, timeout, once, interval, cpuinfo, policy, explain)
+
+    app.command("bid")(bid)

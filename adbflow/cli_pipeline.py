@@ -1,0 +1,410 @@
+"""`adbflow watch | run | jobs | show | demo`: the pipeline from the command line.
+
+Why these exit codes: scripts and CI branch on them. 0 every job done, 1 a job failed (its
+reason is in the output and the journal), 2 usage or adbflow error (cli.main), 130 Ctrl-C.
+`--json` prints one JSON document per finished job on stdout (one line each), so
+`adbflow watch --once --json | jq` works; progress goes to stderr.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from adbflow.cli_options import AdbServers, JsonOut, Serials
+from adbflow.errors import AdbflowError
+from adbflow.journal import FINAL_STATES, Journal
+from adbflow.paths import ASSETS_DIR, data_home
+from adbflow.pipeline import DEFAULT_POLICY, Pipeline, PipelineConfig
+from adbflow.stages import StageTimeouts
+from adbflow.story import display_text, render_result
+
+EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+DataDir = Annotated[Optional[Path], typer.Option(
+    "--data-dir", help="Journal and pulled pictures live here. Default: $ADBFLOW_HOME, "
+                       "else $XDG_DATA_HOME/adbflow, else ~/.local/share/adbflow.")]
+PolicyOpt = Annotated[str, typer.Option("--policy", help="Scheduling policy: ect (expected "
+                                        "completion time), lowest-cpu, random, round-robin.")]
+Attempts = Annotated[int, typer.Option("--attempts", min=1, max=20,
+                                       help="Attempts per stage (each on another device if any).")]
+Concurrency = Annotated[int, typer.Option("--concurrency", min=1, max=64,
+                                          help="Pictures processed at the same time.")]
+MaxBytes = Annotated[int, typer.Option("--max-bytes", min=1,
+                                       help="Larger pictures are refused (bytes).")]
+ClassifyTimeout = Annotated[float, typer.Option("--classify-timeout", min=1.0,
+                                                help="Seconds allowed for label_image.")]
+GenerateTimeout = Annotated[float, typer.Option("--generate-timeout", min=1.0,
+                                                help="Seconds allowed for llama-cli.")]
+
+
+def _config(data_dir: Path | None, policy: str, attempts: int, concurrency: int, max_bytes: int,
+            classify_timeout: float, generate_timeout: float, **kw: Any) -> PipelineConfig:
+    return PipelineConfig(data_dir=Path(data_dir) if data_dir else data_home(), policy=policy,
+                          attempts=attempts, concurrency=concurrency, max_bytes=max_bytes,
+                          timeouts=StageTimeouts(classify_s=classify_timeout,
+                                                 generate_s=generate_timeout), **kw)
+
+
+def _inventory(adb_server: list[str] | None, serial: list[str] | None):
+    from adbflow.adb import Inventory, resolve_servers
+    return Inventory(resolve_servers(adb_server), serial)
+
+
+def job_document(journal: Journal, job_id: int) -> dict[str, Any]:
+    """What --json prints for a finished job: state + error + the result fields."""
+    job = journal.job(job_id)
+    doc: dict[str, Any] = {"job": job.id, "state": job.state, "error": job.error,
+                           "origin": job.serial, "path": job.path}
+    doc.update(job.result or {})
+    return doc
+
+
+# ------------------------------------------------------------------ live view
+
+class LiveView:
+    """Progress for people: a rich table of jobs (TTY) or one line per event (pipes).
+
+    Events arrive from worker threads; the table is re-rendered under a lock."""
+
+    def __init__(self, *, json_out: bool, live: bool) -> None:
+        from rich.console import Console
+        self.console = Console(stderr=True, soft_wrap=True)
+        self.out = Console(soft_wrap=True)
+        self.json_out = json_out
+        self.jobs: dict[int, dict[str, Any]] = {}
+        self.lock = threading.Lock()
+        self.live = None
+        if live and self.console.is_terminal:
+            from rich.live import Live
+            self.live = Live(self._table(), console=self.console, refresh_per_second=4,
+                             transient=False)
+
+    def __enter__(self) -> "LiveView":
+        if self.live is not None:
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.__exit__(None, None, None)
+
+    def _table(self):
+        from rich.table import Table
+        t = Table(title="adbflow watch", expand=False)
+        for col in ("job", "from", "picture", "state", "stage", "classify", "generate",
+                    "top label", "secs"):
+            t.add_column(col)
+        for jid in sorted(self.jobs)[-15:]:
+            j = self.jobs[jid]
+            t.add_row(str(jid), j.get("origin", ""), display_text(j.get("name", ""), 32),
+                      j.get("state", ""), j.get("stage", ""), j.get("classify", ""),
+                      j.get("generate", ""), display_text(j.get("label", ""), 24),
+                      f"{time.time() - j['t0']:.1f}" if j.get("state") == "running"
+                      else j.get("secs", ""))
+        return t
+
+    def _say(self, text: str) -> None:
+        if self.live is not None:
+            self.live.console.print(text, markup=False, highlight=False)
+        else:
+            self.console.print(text, markup=False, highlight=False)
+
+    def __call__(self, ev: dict[str, Any]) -> None:
+        with self.lock:
+            self._handle(ev)
+            if self.live is not None:
+                self.live.update(self._table())
+
+    def _handle(self, ev: dict[str, Any]) -> None:
+        kind = ev["type"]
+        jid = ev.get("job")
+        if kind in ("job_added", "job_resumed"):
+            self.jobs[jid] = {"origin": ev.get("serial", ""), "name": ev.get("name", ""),
+                              "state": "pending", "t0": ev["t"]}
+            verb = "resuming" if kind == "job_resumed" else f"new picture ({ev.get('how')})"
+            self._say(f"{verb}: job {jid} {display_text(ev.get('name', ''))} on {ev.get('serial')}")
+        elif kind == "job_started":
+            self.jobs.setdefault(jid, {"origin": ev.get("serial", ""),
+                                       "name": ev.get("name", "")}).update(state="running",
+                                                                            t0=ev["t"])
+        elif kind == "stage_started":
+            self.jobs.setdefault(jid, {"t0": ev["t"]}).update(stage=ev["stage"])
+        elif kind == "stage_done":
+            j = self.jobs.setdefault(jid, {"t0": ev["t"]})
+            if ev["stage"] in ("classify", "generate"):
+                j[ev["stage"]] = ev.get("serial") or ""
+            if ev["stage"] == "classify":
+                labels = (ev.get("output") or {}).get("labels") or []
+                j["label"] = labels[0]["name"] if labels else ""
+            self._say(f"job {jid}: {ev['stage']} done on {ev.get('serial')}")
+        elif kind == "stage_failed":
+            self._say(f"job {jid}: {ev['stage']} failed on {ev.get('serial') or '-'}: "
+                      f"{display_text(str(ev.get('error')), 300)}"
+                      + ("" if ev.get("final") else " (re-bidding)"))
+        elif kind in ("job_done", "job_failed", "job_skipped"):
+            j = self.jobs.setdefault(jid, {"t0": ev["t"]})
+            j["state"] = kind.split("_", 1)[1]
+            j["secs"] = f"{ev['t'] - j.get('t0', ev['t']):.1f}"
+            if kind == "job_done" and not self.json_out:
+                self.out.print(render_result(ev["result"]), markup=False, highlight=False)
+            elif kind != "job_done":
+                self._say(f"job {jid} {j['state']}: {display_text(str(ev.get('error')), 400)}")
+        elif kind == "device_error":
+            self._say(f"device {ev.get('serial')}: {display_text(str(ev.get('error')), 300)}")
+        elif kind == "recovered":
+            self._say(f"recovered {ev['attempts']} attempt(s) left running by a stopped run")
+        elif kind == "watching":
+            self._say("watching " + (", ".join(ev["devices"]) or "no devices yet")
+                      + " (Ctrl-C to stop)")
+
+
+def _exit_code(journal: Journal, job_ids: list[int]) -> int:
+    states = [journal.job(j).state for j in job_ids]
+    return EXIT_FAILED if any(s == "failed" for s in states) else EXIT_OK
+
+
+def _print_json(journal: Journal, job_ids: list[int]) -> None:
+    for jid in job_ids:
+        if journal.job(jid).state in FINAL_STATES:
+            typer.echo(json.dumps(job_document(journal, jid), ensure_ascii=False))
+
+
+# ------------------------------------------------------------------ commands
+
+def watch_cmd(
+    adb_server: AdbServers = None,
+    serial: Serials = None,
+    json_out: JsonOut = False,
+    data_dir: DataDir = None,
+    policy: PolicyOpt = DEFAULT_POLICY,
+    once: Annotated[bool, typer.Option("--once", help="Process the next picture (or the jobs "
+                                       "a stopped run left unfinished), then exit.")] = False,
+    backlog: Annotated[bool, typer.Option("--backlog", help="Also process pictures that were "
+                                          "already on the devices before watching.")] = False,
+    poll: Annotated[float, typer.Option("--poll", min=0.2, help="Seconds between directory "
+                                        "listings (the safety net under inotify).")] = 2.0,
+    max_wait: Annotated[Optional[float], typer.Option("--max-wait", min=0.1, help="With --once: "
+                        "give up (exit 2) when no picture arrives within this many seconds."
+                        )] = None,
+    no_inotify: Annotated[bool, typer.Option("--no-inotify", help="Only list directories.")
+                          ] = False,
+    attempts: Attempts = 3,
+    concurrency: Concurrency = 4,
+    max_bytes: MaxBytes = 64 << 20,
+    classify_timeout: ClassifyTimeout = 180.0,
+    generate_timeout: GenerateTimeout = 300.0,
+) -> None:
+    """Watch every device's Pictures folder; classify each new picture and write a story."""
+    cfg = _config(data_dir, policy, attempts, concurrency, max_bytes, classify_timeout,
+                  generate_timeout, use_inotify=not no_inotify)
+    view = LiveView(json_out=json_out, live=not once)
+    pipe = Pipeline(cfg, _inventory(adb_server, serial), on_event=view)
+    try:
+        with view:
+            ids = pipe.watch(once=once, backlog=backlog, poll_s=poll, max_wait_s=max_wait)
+    except KeyboardInterrupt:
+        pipe.stop_event.set()
+        view.console.print("interrupted: unfinished jobs resume on the next `adbflow watch`")
+        raise typer.Exit(EXIT_INTERRUPTED)
+    finally:
+        pipe.stop_event.set()
+    try:
+        if json_out:
+            _print_json(pipe.journal, ids)
+        code = _exit_code(pipe.journal, ids)
+    finally:
+        pipe.close()
+    raise typer.Exit(code)
+
+
+def run_cmd(
+    image: Annotated[Path, typer.Argument(help="A picture on the laptop.")],
+    adb_server: AdbServers = None,
+    serial: Serials = None,
+    json_out: JsonOut = False,
+    data_dir: DataDir = None,
+    policy: PolicyOpt = DEFAULT_POLICY,
+    attempts: Attempts = 3,
+    max_bytes: MaxBytes = 64 << 20,
+    classify_timeout: ClassifyTimeout = 180.0,
+    generate_timeout: GenerateTimeout = 300.0,
+) -> None:
+    """Push one laptop picture through classify + generate (no pull). A picture already
+    processed (same path, size, mtime) is not processed again: its result is shown."""
+    cfg = _config(data_dir, policy, attempts, 1, max_bytes, classify_timeout, generate_timeout)
+    view = LiveView(json_out=json_out, live=False)
+    pipe = Pipeline(cfg, _inventory(adb_server, serial), on_event=view)
+    try:
+        job_id, created = pipe.add_laptop_image(image)
+        if not created:
+            view.console.print(f"{image} is job {job_id} (already known); not run again")
+        job = pipe.process(job_id)
+        if not created and job.state == "done" and not json_out:
+            view.out.print(render_result(job.result or {}), markup=False, highlight=False)
+        if json_out:
+            _print_json(pipe.journal, [job_id])
+        code = _exit_code(pipe.journal, [job_id])
+    except KeyboardInterrupt:
+        pipe.stop_event.set()
+        raise typer.Exit(EXIT_INTERRUPTED)
+    finally:
+        pipe.close()
+    raise typer.Exit(code)
+
+
+def jobs_cmd(
+    json_out: JsonOut = False,
+    data_dir: DataDir = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Newest N jobs.")] = 30,
+    state: Annotated[Optional[str], typer.Option("--state", help="Only jobs in this state: "
+                     "pending, running, done, failed, skipped.")] = None,
+) -> None:
+    """List jobs from the journal (newest first)."""
+    path = Path(data_dir or data_home()) / "journal.sqlite"
+    if not path.exists():
+        if json_out:
+            typer.echo("[]")
+        else:
+            typer.echo(f"no journal at {path} yet")
+        return
+    with Journal(path) as journal:
+        jobs = journal.jobs(limit=limit, state=state)
+        if json_out:
+            typer.echo(json.dumps([j.to_json() for j in jobs], ensure_ascii=False, indent=2))
+            return
+        from tabulate import tabulate
+        rows = []
+        for j in jobs:
+            r = j.result or {}
+            devs = r.get("devices") or {}
+            top = (r.get("labels") or [{}])[0].get("name", "") if r.get("labels") else ""
+            total = (r.get("timings") or {}).get("total_s")
+            rows.append([j.id, j.state, j.serial, display_text(j.name, 40),
+                         devs.get("classify") or "", devs.get("generate") or "",
+                         display_text(top, 24), "" if total is None else f"{total:.1f}",
+                         display_text(j.error or "", 60)])
+        typer.echo(tabulate(rows, headers=["job", "state", "from", "picture", "classify",
+                                           "generate", "top label", "secs", "error"],
+                            disable_numparse=True) if rows else "no jobs")
+
+
+def show_cmd(
+    job: Annotated[int, typer.Argument(help="Job id (see `adbflow jobs`).")],
+    json_out: JsonOut = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Everything the journal knows about one job: result and every stage attempt."""
+    path = Path(data_dir or data_home()) / "journal.sqlite"
+    if not path.exists():
+        raise AdbflowError(f"no journal at {path}", hint="pass the --data-dir used by watch")
+    with Journal(path) as journal:
+        rec = journal.job(job)
+        attempts = journal.attempts(job)
+        if json_out:
+            doc = rec.to_json()
+            doc["attempts"] = [a.to_json() for a in attempts]
+            typer.echo(json.dumps(doc, ensure_ascii=False, indent=2))
+            return
+        typer.echo(f"job {rec.id}: {rec.state}  {rec.source} {rec.serial}:{display_text(rec.path)}"
+                   f"  {rec.size} bytes  sha256 {rec.sha256 or '-'}")
+        if rec.error:
+            typer.echo(f"error: {display_text(rec.error, 1000)}")
+        from tabulate import tabulate
+        rows = [[a.stage, a.attempt, a.serial or "", a.state,
+                 "" if a.seconds is None else f"{a.seconds:.2f}", a.error_kind or "",
+                 display_text(a.error or "", 80)] for a in attempts]
+        typer.echo(tabulate(rows, headers=["stage", "try", "device", "state", "secs", "kind",
+                                           "error"], disable_numparse=True))
+        if rec.result:
+            typer.echo(render_result(rec.result))
+
+
+def demo_cmd(
+    json_out: JsonOut = False,
+    data_dir: DataDir = None,
+    policy: PolicyOpt = DEFAULT_POLICY,
+    devices: Annotated[int, typer.Option("--devices", min=2, max=20)] = 3,
+    image: Annotated[Path, typer.Option("--image", help="Picture snapped on device 2.")
+                     ] = ASSETS_DIR / "chelsea.png",
+    loads: Annotated[Optional[list[float]], typer.Option(
+        "--load", help="Extra CPU load %% per device, in order (repeatable). Default: device 1 "
+                       "idle-ish, the others busy.")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", min=10.0, help="Give up after this "
+                                           "many seconds.")] = 600.0,
+) -> None:
+    """The README's main job, self-contained: start a virtual fleet (private adb server,
+    temp dir), set loads, snap a cat picture on device 2, run `watch --once`, print labels
+    and story, tear everything down (also on Ctrl-C and errors)."""
+    from adbflow.adb import AdbServer, Inventory
+    from adbflow.fleet import adb_server as fleet_adb
+    from adbflow.fleet.control import start_fleet
+
+    view = LiveView(json_out=json_out, live=False)
+    say = view.console.print
+    code = EXIT_ERROR
+    with tempfile.TemporaryDirectory(prefix="adbflow-demo-") as tmp:
+        port = fleet_adb.free_port(15037, 16999)
+        base = fleet_adb.free_port(20000, 29000)
+        client = None
+        pipe = None
+        try:
+            say(f"starting {devices} virtual devices (adb server on port {port}) ...")
+            client = start_fleet(Path(tmp) / "fleet", devices=devices, adb_port=port,
+                                 base_port=base)
+            serials = client.serials
+            wanted = list(loads) if loads else [5.0] + [60.0 + 10 * i for i in range(devices - 1)]
+            for s, pct in zip(serials, wanted):
+                client.load(s, pct)
+            say("loads: " + ", ".join(f"{s}={pct:g}%" for s, pct in zip(serials, wanted)))
+            cfg = _config(data_dir or Path(tmp) / "data", policy, 3, 2, 64 << 20, 180.0, 300.0)
+            target = serials[1]
+
+            def on_event(ev: dict[str, Any]) -> None:
+                view(ev)
+                if ev["type"] == "watching":
+                    say(f"snapping {image.name} on {target}")
+                    client.snap(target, image)
+
+            pipe = Pipeline(cfg, Inventory([AdbServer(port=port)]), on_event=on_event)
+            timer = threading.Timer(timeout, pipe.stop_event.set)
+            timer.daemon = True
+            timer.start()
+            ids = pipe.watch(once=True, max_wait_s=min(60.0, timeout))
+            timer.cancel()
+            if pipe.stop_event.is_set():
+                raise AdbflowError(f"demo did not finish within {timeout:g} s")
+            if json_out:
+                _print_json(pipe.journal, ids)
+            code = _exit_code(pipe.journal, ids)
+        except KeyboardInterrupt:
+            say("interrupted: tearing the fleet down")
+            code = EXIT_INTERRUPTED
+        except AdbflowError as exc:
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            code = EXIT_ERROR
+        finally:
+            if pipe is not None:
+                pipe.stop_event.set()
+                pipe.close()
+            if client is not None:
+                try:
+                    client.down()
+                except Exception as exc:  # noqa: BLE001 - teardown must go on
+                    say(f"fleet teardown: {exc}")
+            fleet_adb.kill_server(port)
+    raise typer.Exit(code)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("watch")(watch_cmd)
+    app.command("run")(run_cmd)
+    app.command("jobs")(jobs_cmd)
+    app.command("show")(show_cmd)
+    app.command("demo")(demo_cmd)

@@ -1,0 +1,1 @@
+"""Virtual Android devices that the real adb server accepts (see README, "Virtual fleet")."""

@@ -1,0 +1,253 @@
+"""NamespaceBackend: one virtual Android device = a root directory + a namespace holder.
+
+Why: the adb transport (transport.py & co.) only needs "run this command in the device"
+and "where is this device path on the host"; this class hides how that is done (a chroot
+inside a private mount+pid namespace entered with nsenter, simulated /proc and /sys fed by
+the load model, stand-in programs reading /vendor/etc/adbflow-virtual.json).
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import json
+import os
+import struct
+import termios
+from pathlib import Path
+from typing import Any
+
+from adbflow.errors import FleetError
+from adbflow.fleet import rootfs
+from adbflow.fleet.faults import FaultState
+from adbflow.fleet.loadmodel import DeviceLoad, LoadTicker, contention_factor
+from adbflow.fleet.namespace import NamespaceHolder
+from adbflow.fleet.profile import VirtualProfile
+
+DEVICE_STATE_PATH = "/vendor/etc/adbflow-virtual.json"
+WRITABLE_PREFIXES = ("/data", "/storage", "/mnt", "/cache")
+_MAX_SYMLINKS = 40
+
+
+class NamespaceBackend:
+    """DeviceBackend (see backend_api.py) backed by a persistent Linux namespace.
+
+    root_dir is the device root, normally rootfs.device_root(STATE_DIR, serial)
+    (= STATE_DIR/devices/<safe-serial>/root); its parent also holds sim/ (the simulated
+    procfs files). `faults` may be mutated or replaced by the host at any time: the
+    device state file is rewritten within a second (or at once via update_faults()).
+    """
+
+    def __init__(self, serial: str, profile: VirtualProfile, root_dir: Path,
+                 faults: FaultState | None = None) -> None:
+        self.serial = serial
+        self.profile = profile
+        self.root_dir = Path(root_dir)
+        self.faults = faults if faults is not None else FaultState()
+        self._load_pct = 0.0
+        self._holder = NamespaceHolder(self.root_dir, [], label=serial)
+        self._model: DeviceLoad | None = None
+        self._ticker: LoadTicker | None = None
+        self._written_state: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------ identity
+    def banner_props(self) -> dict[str, str]:
+        """ro.product.name / ro.product.model / ro.product.device for the CNXN banner."""
+        return self.profile.banner_props()
+
+    def device_props(self) -> dict[str, str]:
+        """Everything `getprop` shows on this device."""
+        return self.profile.device_props(self.serial)
+
+    @property
+    def holder_pid(self) -> int | None:
+        """Host pid of the device's PID 1 (mksh), None when stopped."""
+        return self._holder.pid if self._holder.alive() else None
+
+    @property
+    def running(self) -> bool:
+        return self._holder.alive()
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Build/refresh the root, start the holder, register with the load ticker."""
+        if self.running:
+            return
+        rootfs.build_root(self.root_dir, self.profile, self.serial)
+        self._holder = NamespaceHolder(self.root_dir, rootfs.device_binds(self.root_dir),
+                                       label=self.serial)
+        if self._model is not None:
+            self._model.close()
+        self._model = DeviceLoad(self.profile, rootfs.sim_dir(self.root_dir),
+                                 self.root_dir / "sys", self._device_proc_dir)
+        self._model.set_load_pct = self._load_pct
+        self._model.on_slow = self._check_state
+        self._model.tick()
+        self.write_state()
+        await self._holder.start()
+        self._ticker = LoadTicker.for_running_loop()
+        self._ticker.add(self._model)
+
+    async def stop(self) -> None:
+        """Kill every device process and the holder; keep the root on disk."""
+        if self._ticker is not None and self._model is not None:
+            self._ticker.remove(self._model)
+        self._ticker = None
+        await self._holder.stop()
+        if self._model is not None:
+            self._model.close()
+            self._model = None
+
+    def _device_proc_dir(self) -> Path | None:
+        pid = self._holder.pid
+        return Path(f"/proc/{pid}/root/proc") if pid else None
+
+    # ------------------------------------------------------------ processes
+    def device_env(self, env: dict[str, str] | None = None) -> dict[str, str]:
+        """The environment adbd gives a shell, plus what the caller asks for (e.g. TERM)."""
+        out = dict(rootfs.DEVICE_ENV)
+        out["ANDROID_SERIAL"] = self.serial
+        if env:
+            out.update({str(k): str(v) for k, v in env.items()})
+        return out
+
+    async def spawn(self, command: str | None, *, pty: bool, env: dict[str, str] | None = None
+                    ) -> tuple[asyncio.subprocess.Process, int | None]:
+        """Run `command` with the device's /system/bin/sh -c (interactive sh when None).
+
+        The child leads a new session/process group (killpg-able); with pty=True it also
+        gets the pty slave as controlling terminal, like adbd's `shell,pty:` service."""
+        if not self.running:
+            raise FleetError(f"[{self.serial}] device is not running",
+                             hint="restart it (`adbflow fleet ...`) or check the fleet log")
+        argv = ["/system/bin/sh"] if command is None else ["/system/bin/sh", "-c", command]
+        full_env = self.device_env(env)
+        if command is None:
+            full_env.setdefault("ENV", "/system/etc/mkshrc")
+        full = self._holder.enter_argv(argv)
+        if not pty:
+            proc = await asyncio.create_subprocess_exec(
+                *full, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, env=full_env, start_new_session=True,
+                close_fds=True)
+            return proc, None
+        full_env.setdefault("TERM", "xterm-256color")
+        master, slave = os.openpty()
+        try:
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+            proc = await asyncio.create_subprocess_exec(
+                *full, stdin=slave, stdout=slave, stderr=slave, env=full_env,
+                preexec_fn=_become_tty_session_leader, close_fds=True)
+        except BaseException:
+            os.close(master)
+            raise
+        finally:
+            os.close(slave)
+        return proc, master
+
+    # ------------------------------------------------------------ files
+    def _host_root(self) -> Path:
+        """The root through the device's own mount namespace when running (binds visible)."""
+        pid = self._holder.pid if self._holder.alive() else None
+        return Path(f"/proc/{pid}/root") if pid else self.root_dir
+
+    def device_realpath(self, device_path: str, *, follow_last: bool = True) -> str:
+        """Canonical device path: symlinks resolved inside the device root, `..` clamped."""
+        base = self._host_root()
+        todo = [p for p in device_path.split("/") if p]
+        stack: list[str] = []
+        hops = 0
+        while todo:
+            comp = todo.pop(0)
+            if comp == ".":
+                continue
+            if comp == "..":
+                if stack:
+                    stack.pop()
+                continue
+            cand = base.joinpath(*stack, comp)
+            if (todo or follow_last) and cand.is_symlink():
+                hops += 1
+                if hops > _MAX_SYMLINKS:
+                    raise OSError(errno.ELOOP, "Too many levels of symbolic links", device_path)
+                target = os.readlink(cand)
+                if target.startswith("/"):
+                    stack = []
+                todo = [p for p in target.split("/") if p] + todo
+                continue
+            stack.append(comp)
+        return "/" + "/".join(stack)
+
+    def resolve(self, device_path: str, *, follow_last: bool = True) -> Path:
+        """Host path for a device path, never escaping the device root (see DeviceBackend)."""
+        real = self.device_realpath(device_path, follow_last=follow_last)
+        return self._host_root().joinpath(real.lstrip("/")) if real != "/" else self._host_root()
+
+    def writable(self, device_path: str) -> bool:
+        """Whether a push to `device_path` lands in a writable area (/data, /sdcard...)."""
+        real = self.device_realpath(device_path)
+        return any(real == p or real.startswith(p + "/") for p in WRITABLE_PREFIXES)
+
+    # ------------------------------------------------------------ load & faults
+    def set_load(self, percent: float) -> None:
+        """Configured extra CPU load (0-100) on top of the profile's background load."""
+        self._load_pct = max(0.0, min(100.0, float(percent)))
+        if self._model is not None:
+            self._model.set_load_pct = self._load_pct
+        self.write_state()
+
+    @property
+    def load(self) -> float:
+        return self._load_pct
+
+    def update_faults(self, faults: FaultState | None = None) -> None:
+        """Replace (or just re-publish) the fault switches; programs see them at next start."""
+        if faults is not None:
+            self.faults = faults
+        self.write_state()
+
+    def state(self) -> dict[str, Any]:
+        """What the stand-in programs read from /vendor/etc/adbflow-virtual.json."""
+        p = self.profile
+        other = min(100.0, p.background_load + self._load_pct)
+        return {
+            "serial": self.serial,
+            "virtual": True,
+            "profile": {"name": p.name, "ncores": p.ncores, "classify_ms": p.classify_ms,
+                        "llm_tok_s": p.llm_tok_s, "soc": p.soc},
+            "load": {"background_pct": p.background_load, "set_load_pct": self._load_pct,
+                     "other_load_pct": other, "contention_factor": contention_factor(other)},
+            "faults": self.faults.to_json(),
+        }
+
+    def write_state(self) -> None:
+        """Rewrite the device state file (atomic rename inside the /vendor/etc directory)."""
+        st = self.state()
+        if st == self._written_state:
+            return
+        path = self.root_dir / DEVICE_STATE_PATH.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(st, indent=1, sort_keys=True))
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, path)
+        self._written_state = st
+
+    def _check_state(self) -> None:
+        """Called by the load ticker each second: pick up faults mutated in place."""
+        if self.faults.to_json() != (self._written_state or {}).get("faults"):
+            self.write_state()
+
+    def status(self) -> dict[str, Any]:
+        """Numbers for `fleet status` (cheap; no I/O)."""
+        out: dict[str, Any] = {"serial": self.serial, "profile": self.profile.name,
+                               "root": str(self.root_dir), "holder_pid": self.holder_pid,
+                               "running": self.running, "set_load_pct": self._load_pct}
+        if self._model is not None:
+            out.update(self._model.snapshot())
+        return out
+
+
+def _become_tty_session_leader() -> None:  # runs in the child between fork and exec
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)

@@ -1,0 +1,175 @@
+"""Virtual device classes (profiles/virtual/*.toml) -> VirtualProfile.
+
+Why a separate loader: the fleet host, the load model and the stand-in programs all need
+the same numbers (cores, frequencies, latency, token rate) and must fail early, with the
+file name, when a profile is malformed. The numbers come from device-profiles.md; the
+profile only says how the virtual device *pretends* to behave, never what the host is.
+"""
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field, asdict
+from pathlib import Path
+from typing import Any
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from adbflow.errors import ProfileError
+from adbflow.paths import PROFILES_DIR
+
+VIRTUAL_PROFILES_DIR = PROFILES_DIR / "virtual"
+DEFAULT_PROFILE = "midrange_2023"
+
+_REQUIRED_NUMBERS = ("ram_gb", "background_load", "classify_ms", "llm_tok_s")
+_PROP_KEYS = ("ro.product.name", "ro.product.device", "ro.build.version.release",
+              "ro.build.version.sdk")
+
+
+@dataclass(frozen=True)
+class VirtualProfile:
+    """One device class. Core order follows Android: cpu0.. are little, then mid, then big."""
+
+    name: str
+    description: str
+    soc: str
+    cores_big: int
+    cores_mid: int
+    cores_little: int
+    big_max_khz: int
+    mid_max_khz: int
+    little_max_khz: int
+    ram_gb: float
+    background_load: float      # percent of all cores busy with no user work
+    classify_ms: float          # Inception-class CPU latency, 4 threads, idle device
+    llm_tok_s: float            # small LM generation rate, idle device
+    push_mb_s: float = 0.0      # informational only
+    pull_mb_s: float = 0.0
+    battery_level: int = 80
+    props: dict[str, str] = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def ncores(self) -> int:
+        return self.cores_big + self.cores_mid + self.cores_little
+
+    def core_max_khz(self) -> list[int]:
+        """cpuinfo_max_freq per cpu index (little cluster first, as on Android)."""
+        return ([self.little_max_khz] * self.cores_little + [self.mid_max_khz] * self.cores_mid
+                + [self.big_max_khz] * self.cores_big)
+
+    def core_min_khz(self) -> list[int]:
+        """cpuinfo_min_freq per cpu: roughly what Qualcomm parts idle at."""
+        return [300000 if i < self.cores_little else 700000 for i in range(self.ncores)]
+
+    def device_props(self, serial: str) -> dict[str, str]:
+        """All getprop properties of a device of this class with the given adb serial.
+
+        ro.product.cpu.abi is the host architecture on purpose: the stand-in programs run
+        host binaries, and a device claiming arm64 would be lying about what it executes.
+        ro.kernel.qemu is absent: these devices are not emulators.
+        """
+        arch = platform.machine() or "x86_64"
+        abi = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64-v8a"}.get(arch, arch)
+        props = {
+            "ro.product.model": f"adbflow-virtual {self.name}",
+            "ro.product.manufacturer": "adbflow",
+            "ro.product.brand": "adbflow",
+            "ro.product.cpu.abi": abi,
+            "ro.product.cpu.abilist": abi,
+            "ro.hardware": "adbflow_virtual",
+            "ro.soc.model": self.soc,
+            "ro.build.type": "userdebug",
+            "ro.build.tags": "test-keys",
+            "ro.debuggable": "1",
+            "ro.secure": "0",
+            "ro.adbflow.virtual": "1",
+            "ro.adbflow.profile": self.name,
+            "sys.boot_completed": "1",
+            "dev.bootcomplete": "1",
+            "init.svc.adbd": "running",
+            "persist.sys.timezone": "UTC",
+        }
+        props.update(self.props)
+        props["ro.serialno"] = serial
+        props["ro.boot.serialno"] = serial
+        return dict(sorted(props.items()))
+
+    def banner_props(self) -> dict[str, str]:
+        """The three properties adbd puts in its CNXN banner."""
+        return {"ro.product.name": self.props["ro.product.name"],
+                "ro.product.model": f"adbflow-virtual {self.name}",
+                "ro.product.device": self.props["ro.product.device"]}
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ncores"] = self.ncores
+        return d
+
+
+def list_virtual_profiles(directory: Path | None = None) -> list[str]:
+    """Names of the profiles in profiles/virtual (sorted)."""
+    d = directory or VIRTUAL_PROFILES_DIR
+    return sorted(p.stem for p in d.glob("*.toml"))
+
+
+def load_virtual_profile(name: str, directory: Path | None = None) -> VirtualProfile:
+    """Load profiles/virtual/<name>.toml; ProfileError names the file and the problem."""
+    d = directory or VIRTUAL_PROFILES_DIR
+    if not name or "/" in name or name.startswith("."):
+        raise ProfileError(f"invalid virtual profile name {name!r}",
+                           hint=f"choose one of: {', '.join(list_virtual_profiles(d))}")
+    path = d / f"{name}.toml"
+    if not path.is_file():
+        raise ProfileError(f"no virtual profile {name!r} ({path} missing)",
+                           hint=f"choose one of: {', '.join(list_virtual_profiles(d))}")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ProfileError(f"cannot read virtual profile {path}: {exc}",
+                           hint="fix the TOML syntax") from exc
+    return parse_virtual_profile(data, source=str(path), default_name=name)
+
+
+def parse_virtual_profile(data: dict[str, Any], *, source: str = "<dict>",
+                          default_name: str = "") -> VirtualProfile:
+    """Validate a parsed TOML document (pure; used by the loader and by tests)."""
+    def need(cond: bool, what: str) -> None:
+        if not cond:
+            raise ProfileError(f"virtual profile {source}: {what}",
+                               hint="compare with profiles/virtual/midrange_2023.toml")
+
+    for key in _REQUIRED_NUMBERS:
+        need(isinstance(data.get(key), (int, float)) and data[key] > 0 or
+             (key == "background_load" and isinstance(data.get(key), (int, float))
+              and data[key] >= 0), f"'{key}' must be a positive number")
+    need(0 <= float(data["background_load"]) < 100, "'background_load' must be 0..100 (%)")
+    cores = data.get("cores")
+    need(isinstance(cores, dict), "missing [cores] table")
+    counts = {k: cores.get(k, 0) for k in ("big", "mid", "little")}
+    need(all(isinstance(v, int) and v >= 0 for v in counts.values()),
+         "[cores] big/mid/little must be integers >= 0")
+    need(0 < sum(counts.values()) <= 64, "[cores] must have 1..64 cores in total")
+    freqs = {k: cores.get(f"{k}_max_khz", 0) for k in ("big", "mid", "little")}
+    for k in counts:
+        need(counts[k] == 0 or (isinstance(freqs[k], int) and freqs[k] > 0),
+             f"[cores] {k}_max_khz must be a positive integer when {k} > 0")
+    props = data.get("props") or {}
+    need(isinstance(props, dict) and all(isinstance(v, str) for v in props.values()),
+         "[props] values must be strings")
+    for key in _PROP_KEYS:
+        need(key in props, f"[props] lacks {key!r}")
+    level = data.get("battery_level", 80)
+    need(isinstance(level, int) and 0 <= level <= 100, "'battery_level' must be 0..100")
+    return VirtualProfile(
+        name=str(data.get("name") or default_name),
+        description=str(data.get("description", "")),
+        soc=str(data.get("soc", "unknown")),
+        cores_big=counts["big"], cores_mid=counts["mid"], cores_little=counts["little"],
+        big_max_khz=freqs["big"], mid_max_khz=freqs["mid"], little_max_khz=freqs["little"],
+        ram_gb=float(data["ram_gb"]), background_load=float(data["background_load"]),
+        classify_ms=float(data["classify_ms"]), llm_tok_s=float(data["llm_tok_s"]),
+        push_mb_s=float(data.get("push_mb_s", 0.0)), pull_mb_s=float(data.get("pull_mb_s", 0.0)),
+        battery_level=level, props=dict(props), source=source)

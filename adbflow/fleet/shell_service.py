@@ -1,0 +1,317 @@
+"""`shell:`, `shell,v2,...:` and `exec:` services of a virtual device.
+
+Why these exact semantics: adbflow (and adbutils, and the adb CLI) behave differently per
+protocol, and tests must see what a real phone does:
+- v1 (`shell:CMD`, `exec:CMD`): stdout and stderr merged, no exit code, the stream closes
+  when the output ends.
+- v2 (`shell,v2[,raw|,pty][,TERM=x]:CMD`): packets `u8 id, u32 LE len, payload`; ids
+  0 stdin, 1 stdout, 2 stderr, 3 exit (1 byte), 4 close-stdin, 5 window size
+  ("ROWSxCOLS,XxY"). Killed by signal N -> exit 128+N.
+- No command -> interactive shell with a pty; `raw`/`pty` override.
+- When the host closes the stream (adb killed, Ctrl-C, client timeout) the whole process
+  group gets SIGHUP then SIGKILL: a timed-out command must not keep running on the device.
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import os
+import signal
+import struct
+import termios
+from dataclasses import dataclass
+
+from adbflow.fleet.backend_api import DeviceBackend
+from adbflow.fleet.transport import Stream
+
+ID_STDIN, ID_STDOUT, ID_STDERR, ID_EXIT, ID_CLOSE_STDIN, ID_WINDOW_SIZE = range(6)
+_V2_HEADER = struct.Struct("<BI")
+_READ_CHUNK = 64 * 1024
+#: Time between SIGHUP and SIGKILL when the host abandons a command.
+KILL_GRACE_S = 0.2
+
+_background: set[asyncio.Task[None]] = set()
+
+
+@dataclass(frozen=True)
+class ShellRequest:
+    command: str | None   # None: interactive shell
+    v2: bool
+    pty: bool
+    term: str | None
+
+
+def parse_service(name: str) -> ShellRequest | None:
+    """Decode a shell/exec service name; None if it is not one."""
+    if name.startswith("exec:"):
+        return ShellRequest(name[5:] or None, v2=False, pty=False, term=None)
+    if not name.startswith("shell"):
+        return None
+    head, sep, cmd = name.partition(":")
+    if not sep:
+        return None
+    args = head.split(",")
+    if args[0] != "shell":
+        return None
+    v2 = False
+    pty: bool | None = None
+    term = None
+    for arg in args[1:]:
+        if arg == "v2":
+            v2 = True
+        elif arg == "raw":
+            pty = False
+        elif arg == "pty":
+            pty = True
+        elif arg.startswith("TERM="):
+            term = arg[5:]
+    if pty is None:
+        pty = cmd == ""
+    return ShellRequest(cmd or None, v2=v2, pty=pty, term=term)
+
+
+def exit_status(returncode: int | None) -> int:
+    """adbd's exit byte: the code, or 128+N for a death by signal N."""
+    if returncode is None:
+        return 255
+    if returncode < 0:
+        return (128 - returncode) & 0xFF
+    return returncode & 0xFF
+
+
+def v2_packet(packet_id: int, payload: bytes = b"") -> bytes:
+    return _V2_HEADER.pack(packet_id, len(payload)) + payload
+
+
+class V2Parser:
+    """Reassembles v2 packets from WRTE payloads (packets may span or share WRTEs)."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        self._buf += data
+        out = []
+        while len(self._buf) >= _V2_HEADER.size:
+            pid, length = _V2_HEADER.unpack_from(self._buf)
+            end = _V2_HEADER.size + length
+            if len(self._buf) < end:
+                break
+            out.append((pid, bytes(self._buf[_V2_HEADER.size:end])))
+            del self._buf[:end]
+        return out
+
+
+def parse_window_size(payload: bytes) -> tuple[int, int, int, int] | None:
+    """"ROWSxCOLS,XPIXxYPIX" -> (rows, cols, xpix, ypix)."""
+    try:
+        text = payload.rstrip(b"\0").decode()
+        rc, _, px = text.partition(",")
+        rows, cols = (int(v) for v in rc.split("x"))
+        xpix, ypix = (int(v) for v in px.split("x")) if px else (0, 0)
+        return rows, cols, xpix, ypix
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def kill_process_group(proc: asyncio.subprocess.Process) -> None:
+    """SIGHUP the command's process group now, SIGKILL it shortly after (in background)."""
+    pgid = proc.pid
+    try:
+        os.killpg(pgid, signal.SIGHUP)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+    async def finish() -> None:
+        try:
+            await asyncio.wait_for(proc.wait(), KILL_GRACE_S)
+        except asyncio.TimeoutError:
+            pass
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            await asyncio.wait_for(proc.wait(), 5)
+        except asyncio.TimeoutError:
+            pass
+
+    task = asyncio.ensure_future(finish())
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+class _PtyIO:
+    """Non-blocking reads/writes on a pty master from asyncio."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        os.set_blocking(fd, False)
+        self.loop = asyncio.get_running_loop()
+
+    async def read(self) -> bytes:
+        """Next output chunk; b"" at EOF (EIO once every slave fd is closed)."""
+        while True:
+            try:
+                return os.read(self.fd, _READ_CHUNK)
+            except BlockingIOError:
+                await self._wait(self.loop.add_reader, self.loop.remove_reader)
+            except OSError as exc:
+                if exc.errno == errno.EIO:
+                    return b""
+                raise
+
+    async def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(self.fd, view)
+                view = view[n:]
+            except BlockingIOError:
+                await self._wait(self.loop.add_writer, self.loop.remove_writer)
+
+    async def _wait(self, add, remove) -> None:  # type: ignore[no-untyped-def]
+        fut = self.loop.create_future()
+        add(self.fd, lambda: fut.done() or fut.set_result(None))
+        try:
+            await fut
+        finally:
+            remove(self.fd)
+
+    def resize(self, rows: int, cols: int, xpix: int, ypix: int) -> None:
+        try:
+            fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, xpix, ypix))
+        except OSError:
+            pass
+
+
+async def serve(stream: Stream, backend: DeviceBackend) -> None:
+    """Entry point from the service router."""
+    req = parse_service(stream.service)
+    if req is None:
+        return
+    env = {"TERM": req.term} if req.term else None
+    proc, master = await backend.spawn(req.command, pty=req.pty, env=env)
+    finished = False
+    try:
+        if master is not None:
+            await _run_pty(stream, proc, _PtyIO(master), req.v2)
+        elif req.v2:
+            await _run_pipes_v2(stream, proc)
+        else:
+            await _run_pipes_v1(stream, proc)
+        finished = True
+    finally:
+        if not finished or proc.returncode is None:
+            kill_process_group(proc)
+        if master is not None:
+            try:
+                os.close(master)
+            except OSError:
+                pass
+
+
+async def _pump_out(reader: asyncio.StreamReader, stream: Stream, packet_id: int | None) -> None:
+    while True:
+        chunk = await reader.read(_READ_CHUNK)
+        if not chunk:
+            return
+        await stream.write(chunk if packet_id is None else v2_packet(packet_id, chunk))
+
+
+async def _write_stdin(proc: asyncio.subprocess.Process, data: bytes) -> bool:
+    """False once the command stopped reading (its stdin is gone): drop further input."""
+    if proc.stdin is None or proc.stdin.is_closing():
+        return False
+    try:
+        proc.stdin.write(data)
+        await proc.stdin.drain()
+        return True
+    except (BrokenPipeError, ConnectionResetError):
+        return False
+
+
+async def _pump_stdin_v1(stream: Stream, proc: asyncio.subprocess.Process) -> None:
+    alive = True
+    while True:
+        data = await stream.read()
+        if data is None:
+            return
+        if alive:
+            alive = await _write_stdin(proc, data)
+
+
+async def _run_pipes_v1(stream: Stream, proc: asyncio.subprocess.Process) -> None:
+    assert proc.stdout is not None and proc.stderr is not None
+    feeder = asyncio.create_task(_pump_stdin_v1(stream, proc))
+    try:
+        await asyncio.gather(_pump_out(proc.stdout, stream, None),
+                             _pump_out(proc.stderr, stream, None))
+        await proc.wait()
+    finally:
+        feeder.cancel()
+
+
+async def _pump_stdin_v2(stream: Stream, proc: asyncio.subprocess.Process,
+                         pty: _PtyIO | None) -> None:
+    parser = V2Parser()
+    alive = True
+    while True:
+        data = await stream.read()
+        if data is None:
+            return
+        for pid, payload in parser.feed(data):
+            if pid == ID_STDIN and payload and alive:
+                if pty is not None:
+                    await pty.write(payload)
+                else:
+                    alive = await _write_stdin(proc, payload)
+            elif pid == ID_CLOSE_STDIN:
+                # A pty cannot half-close; adbd ignores close-stdin for pty shells too.
+                if pty is None and proc.stdin is not None and not proc.stdin.is_closing():
+                    proc.stdin.close()
+                    alive = False
+            elif pid == ID_WINDOW_SIZE and pty is not None:
+                size = parse_window_size(payload)
+                if size:
+                    pty.resize(*size)
+
+
+async def _run_pipes_v2(stream: Stream, proc: asyncio.subprocess.Process) -> None:
+    assert proc.stdout is not None and proc.stderr is not None
+    feeder = asyncio.create_task(_pump_stdin_v2(stream, proc, None))
+    try:
+        await asyncio.gather(_pump_out(proc.stdout, stream, ID_STDOUT),
+                             _pump_out(proc.stderr, stream, ID_STDERR))
+        code = await proc.wait()
+        await stream.write(v2_packet(ID_EXIT, bytes([exit_status(code)])))
+    finally:
+        feeder.cancel()
+
+
+async def _run_pty(stream: Stream, proc: asyncio.subprocess.Process, pty: _PtyIO,
+                   v2: bool) -> None:
+    if v2:
+        feeder = asyncio.create_task(_pump_stdin_v2(stream, proc, pty))
+    else:
+        feeder = asyncio.create_task(_pump_stdin_pty_v1(stream, pty))
+    try:
+        while True:
+            chunk = await pty.read()
+            if not chunk:
+                break
+            await stream.write(v2_packet(ID_STDOUT, chunk) if v2 else chunk)
+        code = await proc.wait()
+        if v2:
+            await stream.write(v2_packet(ID_EXIT, bytes([exit_status(code)])))
+    finally:
+        feeder.cancel()
+
+
+async def _pump_stdin_pty_v1(stream: Stream, pty: _PtyIO) -> None:
+    while True:
+        data = await stream.read()
+        if data is None:
+            return
+        await pty.write(data)

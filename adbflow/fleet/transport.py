@@ -1,0 +1,350 @@
+"""The device side of one adb transport: a TCP listener that the real adb server connects to.
+
+Why asyncio and not a thread per stream: one fleet process hosts up to 100 devices, each
+with a handful of concurrent streams (shell, sync); coroutines keep that in a few MB.
+
+Protocol (AOSP docs/dev/protocol.md): the host sends CNXN, we answer CNXN with our banner
+and never AUTH (AUTH would make the device `unauthorized`). Streams are OPEN -> OKAY ->
+WRTE/OKAY... -> CLSE. Flow control: without `delayed_ack` each side keeps at most one
+unacknowledged WRTE per stream; with `delayed_ack` (only when the adb server runs with
+ADB_BURST_MODE=1) OPEN carries the host's window, OKAY carries an i32 byte count.
+We acknowledge host data only once the service has consumed it, so a slow consumer
+(a shell command that does not read stdin) pushes back on the host instead of
+buffering without bound.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import struct
+from typing import Awaitable, Callable
+
+from adbflow.fleet import protocol as P
+from adbflow.fleet.backend_api import DeviceBackend
+
+log = logging.getLogger("adbflow.fleet.transport")
+
+#: Receive window we grant the host when delayed_ack is on (bytes it may send unacked).
+DELAYED_ACK_WINDOW = 4 * 1024 * 1024
+
+_I32 = struct.Struct("<i")
+
+ServiceHandler = Callable[["Stream", DeviceBackend], Awaitable[None]]
+
+
+class StreamClosed(Exception):
+    """The host closed the stream (or the transport dropped) while we were writing."""
+
+
+class Stream:
+    """One adb stream as seen by a service: read() host data, write() replies, close()."""
+
+    def __init__(self, conn: "Connection", local_id: int, remote_id: int, service: str,
+                 host_window: int | None) -> None:
+        self.conn = conn
+        self.local_id = local_id
+        self.remote_id = remote_id
+        self.service = service
+        self.closed = False
+        self._inbox: collections.deque[bytes] = collections.deque()
+        self._inbox_ready = asyncio.Event()
+        self._can_send = asyncio.Event()
+        self._can_send.set()
+        self._window = host_window  # None: classic one-WRTE-in-flight flow control
+        self._write_lock = asyncio.Lock()
+        self.task: asyncio.Task[None] | None = None
+
+    # -- host -> device -------------------------------------------------------------------
+    async def read(self) -> bytes | None:
+        """Next chunk the host wrote, or None once the host closed the stream.
+
+        Acknowledging here (not on arrival) is what gives the host backpressure."""
+        while not self._inbox:
+            if self.closed:
+                return None
+            self._inbox_ready.clear()
+            await self._inbox_ready.wait()
+        data = self._inbox.popleft()
+        if not self.closed:
+            ack = _I32.pack(len(data)) if self._window is not None else b""
+            await self.conn.send(P.A_OKAY, self.local_id, self.remote_id, ack)
+        return data
+
+    def _on_data(self, data: bytes) -> None:
+        self._inbox.append(data)
+        self._inbox_ready.set()
+
+    def _on_okay(self, payload: bytes) -> None:
+        if self._window is not None and len(payload) == 4:
+            self._window += _I32.unpack(payload)[0]
+        self._can_send.set()
+
+    def _on_host_close(self) -> None:
+        self.closed = True
+        self._inbox_ready.set()
+        self._can_send.set()
+
+    # -- device -> host -------------------------------------------------------------------
+    async def write(self, data: bytes) -> None:
+        """Send `data`, split to the negotiated payload size, honouring flow control."""
+        if not data:
+            return
+        view = memoryview(data)
+        step = self.conn.max_payload
+        async with self._write_lock:
+            for off in range(0, len(view), step):
+                chunk = bytes(view[off:off + step])
+                if self._window is not None:
+                    while self._window <= 0 and not self.closed:
+                        self._can_send.clear()
+                        await self._can_send.wait()
+                    self._window -= len(chunk)
+                else:
+                    await self._can_send.wait()
+                    self._can_send.clear()
+                if self.closed:
+                    raise StreamClosed(self.service)
+                await self.conn.send(P.A_WRTE, self.local_id, self.remote_id, chunk)
+
+    async def close(self) -> None:
+        """Tell the host we are done (CLSE). Idempotent."""
+        if self.closed:
+            self.conn.forget(self)
+            return
+        self.closed = True
+        self._inbox_ready.set()
+        self.conn.forget(self)
+        try:
+            await self.conn.send(P.A_CLSE, self.local_id, self.remote_id)
+        except ConnectionError:
+            pass
+
+
+class Connection:
+    """One TCP connection from the adb server (one 'transport' in adb's words)."""
+
+    def __init__(self, device: "DeviceTransport", reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self.device = device
+        self.reader = reader
+        self.writer = writer
+        self.max_payload = P.MAX_PAYLOAD
+        self.host_features: set[str] = set()
+        self.delayed_ack = False
+        self.online = False
+        self.cnxn_pending = False  # host said CNXN while we were 'offline'
+        self.streams: dict[int, Stream] = {}
+        self._next_id = 1
+        self._dropped = False
+
+    async def send(self, command: int, arg0: int, arg1: int, data: bytes = b"") -> None:
+        delay = self.device.backend.faults.transport_delay_s
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if self._dropped or self.writer.is_closing():
+            raise ConnectionResetError("transport dropped")
+        if data:
+            self.writer.writelines((P.header(command, arg0, arg1, len(data)), data))
+        else:
+            self.writer.write(P.header(command, arg0, arg1, 0))
+        if self.writer.transport.get_write_buffer_size() > 2 * P.MAX_PAYLOAD:
+            await self.writer.drain()
+
+    def forget(self, stream: Stream) -> None:
+        self.streams.pop(stream.local_id, None)
+
+    async def run(self) -> None:
+        try:
+            while True:
+                raw = await self.reader.readexactly(P.HEADER.size)
+                hdr = P.unpack_header(raw)
+                data = await self.reader.readexactly(hdr.length) if hdr.length else b""
+                await self._dispatch(hdr, data)
+        except (asyncio.IncompleteReadError, ConnectionError, P.ProtocolError) as exc:
+            log.debug("%s: connection ended: %s", self.device.serial, exc)
+        finally:
+            self.drop()
+
+    def drop(self) -> None:
+        """Abort every stream (their services kill their processes) and close the socket."""
+        if self._dropped:
+            return
+        self._dropped = True
+        for stream in list(self.streams.values()):
+            stream._on_host_close()
+            if stream.task is not None:
+                stream.task.cancel()
+        self.streams.clear()
+        try:
+            self.writer.close()
+        except Exception:  # noqa: BLE001 - closing a dead socket must not raise
+            pass
+
+    async def answer_cnxn(self) -> None:
+        banner = P.device_banner(self.device.backend.banner_props())
+        self.online = True
+        self.cnxn_pending = False
+        await self.send(P.A_CNXN, P.VERSION, P.MAX_PAYLOAD, banner)
+
+    async def _dispatch(self, hdr: P.Header, data: bytes) -> None:
+        cmd = hdr.command
+        if cmd == P.A_CNXN:
+            self.max_payload = max(4096, min(hdr.arg1, P.MAX_PAYLOAD))
+            self.host_features = P.banner_features(data)
+            self.delayed_ack = "delayed_ack" in self.host_features
+            if self.device.backend.faults.offline:
+                self.cnxn_pending = True  # stay silent: adb shows the device 'offline'
+                return
+            await self.answer_cnxn()
+            return
+        if not self.online:
+            return  # before CNXN (or while offline) nothing is answered
+        if cmd == P.A_OPEN:
+            await self._open(hdr, data)
+        elif cmd == P.A_OKAY:
+            stream = self.streams.get(hdr.arg1)
+            if stream is not None and stream.remote_id == hdr.arg0:
+                stream._on_okay(data)
+        elif cmd == P.A_WRTE:
+            stream = self.streams.get(hdr.arg1)
+            if stream is not None and stream.remote_id == hdr.arg0:
+                stream._on_data(data)
+            else:  # unknown stream: tell the host it is gone
+                await self.send(P.A_CLSE, 0, hdr.arg0)
+        elif cmd == P.A_CLSE:
+            stream = self.streams.pop(hdr.arg1, None)
+            if stream is not None:
+                stream._on_host_close()
+                if stream.task is not None:
+                    stream.task.cancel()
+        # AUTH/STLS/SYNC from a host are ignored: we never asked for them.
+
+    async def _open(self, hdr: P.Header, data: bytes) -> None:
+        name = data.rstrip(b"\0").decode("utf-8", "replace")
+        handler = self.device.route(name)
+        if handler is None or hdr.arg0 == 0:
+            log.info("%s: refused service %r", self.device.serial, name[:80])
+            await self.send(P.A_CLSE, 0, hdr.arg0)
+            return
+        local_id = self._next_id
+        self._next_id += 1
+        window = hdr.arg1 if self.delayed_ack else None
+        stream = Stream(self, local_id, hdr.arg0, name, window)
+        self.streams[local_id] = stream
+        ack = _I32.pack(DELAYED_ACK_WINDOW) if self.delayed_ack else b""
+        await self.send(P.A_OKAY, local_id, hdr.arg0, ack)
+        stream.task = asyncio.create_task(self._serve(stream, handler),
+                                          name=f"{self.device.serial}:{name[:40]}")
+
+    async def _serve(self, stream: Stream, handler: ServiceHandler) -> None:
+        try:
+            await handler(stream, self.device.backend)
+        except (asyncio.CancelledError, StreamClosed, ConnectionError):
+            pass
+        except Exception:  # noqa: BLE001 - one broken service must not kill the transport
+            log.exception("%s: service %r failed", self.device.serial, stream.service[:80])
+        finally:
+            if not self._dropped:
+                try:
+                    await stream.close()
+                except (ConnectionError, asyncio.CancelledError):
+                    pass
+            else:
+                self.forget(stream)
+
+
+class DeviceTransport:
+    """The adbd of one virtual device: listens on 127.0.0.1:port, serves every connection.
+
+    `router(name)` maps a service name (`shell,v2,raw:ls`, `sync:`, ...) to a handler;
+    `services.route` is the default. Faults are read live from backend.faults; after
+    flipping `offline` call `apply_offline()`."""
+
+    def __init__(self, backend: DeviceBackend, port: int, *, host: str = "127.0.0.1",
+                 router: Callable[[str, "DeviceTransport"], ServiceHandler | None] | None = None
+                 ) -> None:
+        self.backend = backend
+        self.port = port
+        self.host = host
+        self._router = router
+        self._server: asyncio.base_events.Server | None = None
+        self.connections: set[Connection] = set()
+        self.on_reboot: Callable[[], Awaitable[None]] | None = None
+        self._bg: set[asyncio.Task[None]] = set()
+
+    @property
+    def serial(self) -> str:
+        return self.backend.serial
+
+    @property
+    def listening(self) -> bool:
+        return self._server is not None
+
+    def route(self, name: str) -> ServiceHandler | None:
+        if self._router is not None:
+            return self._router(name, self)
+        from adbflow.fleet.services import route
+        return route(name, self)
+
+    async def start(self) -> None:
+        """Listen. Raises OSError (EADDRINUSE) if the port is taken."""
+        if self._server is None:
+            self._server = await asyncio.start_server(self._accept, self.host, self.port,
+                                                      reuse_address=True, limit=2 * P.MAX_PAYLOAD)
+
+    async def stop(self) -> None:
+        """Stop listening and drop every connection: adb sees the device go offline."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        self.drop_connections()
+        if server is not None:
+            try:
+                await asyncio.wait_for(server.wait_closed(), 2)
+            except (asyncio.TimeoutError, Exception):  # noqa: BLE001
+                pass
+
+    def drop_connections(self) -> None:
+        for conn in list(self.connections):
+            conn.drop()
+
+    async def apply_offline(self) -> None:
+        """Called after backend.faults.offline changed.
+
+        Going offline drops live connections (the adb server reconnects, gets no CNXN
+        answer and shows `offline`); coming back answers the CNXN it is waiting on."""
+        if self.backend.faults.offline:
+            for conn in list(self.connections):
+                if conn.online:
+                    conn.drop()
+        else:
+            for conn in list(self.connections):
+                if conn.cnxn_pending:
+                    try:
+                        await conn.answer_cnxn()
+                    except ConnectionError:
+                        conn.drop()
+
+    def request_reboot(self) -> None:
+        """`adb reboot`: the service replies, then the transport drops and comes back."""
+        if self.on_reboot is None:
+            task = asyncio.create_task(self._bounce())
+        else:
+            task = asyncio.create_task(self.on_reboot())
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    async def _bounce(self) -> None:
+        await asyncio.sleep(0.05)
+        await self.stop()
+        await asyncio.sleep(0.5)
+        await self.start()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = Connection(self, reader, writer)
+        self.connections.add(conn)
+        try:
+            await conn.run()
+        finally:
+            self.connections.discard(conn)

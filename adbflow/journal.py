@@ -1,0 +1,410 @@
+"""The laptop-side journal: every picture and every stage attempt, durable in SQLite (WAL).
+
+Why a journal: the orchestrator may be killed at any moment (kill -9, laptop sleep, Ctrl-C)
+while pictures are half way through. Each stage commits its result in one transaction
+together with its "done" state, so after a restart the pipeline resumes every job from its
+first stage without a committed result. Re-running a stage whose result was not committed
+is harmless (stages are idempotent); a partial unique index makes a second commit of the
+same stage impossible, and the (serial, path, size, mtime) unique key makes a second job
+for the same picture impossible: each picture is processed exactly once.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from adbflow.errors import AdbflowError
+
+SCHEMA_VERSION = 1
+JOB_STATES = ("pending", "running", "done", "failed", "skipped")
+FINAL_STATES = ("done", "failed", "skipped")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL,                 -- 'device' (detected on a phone) | 'laptop' (adbflow run)
+    serial TEXT NOT NULL,                 -- phone serial, or 'laptop'
+    path TEXT NOT NULL,                   -- untrusted device path, or absolute laptop path
+    size INTEGER NOT NULL,
+    mtime REAL NOT NULL,
+    sha256 TEXT,
+    local_path TEXT,                      -- our copy, always inside the data directory
+    state TEXT NOT NULL DEFAULT 'pending',
+    error TEXT,
+    result TEXT,                          -- JSON summary written when the job is done
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    finished REAL,
+    UNIQUE (serial, path, size, mtime)
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE INDEX IF NOT EXISTS jobs_hash ON jobs(serial, path, sha256);
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id INTEGER NOT NULL REFERENCES jobs(id),
+    stage TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    serial TEXT,
+    state TEXT NOT NULL,                  -- running | done | failed | abandoned
+    started REAL NOT NULL,
+    ended REAL,
+    output TEXT,                          -- JSON
+    error TEXT,
+    error_kind TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS attempts_one_done ON attempts(job_id, stage) WHERE state = 'done';
+CREATE INDEX IF NOT EXISTS attempts_job ON attempts(job_id);
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    pid INTEGER NOT NULL,
+    started REAL NOT NULL,
+    ended REAL                            -- NULL: the session crashed or still runs
+);
+CREATE TABLE IF NOT EXISTS watched (     -- devices `watch` has listed at least once
+    serial TEXT PRIMARY KEY,
+    first_watched REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS seen (        -- what `watch` has already looked at, per device
+    serial TEXT NOT NULL,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime REAL NOT NULL,
+    baseline INTEGER NOT NULL,            -- 1: present before watching started (not processed)
+    first_seen REAL NOT NULL,
+    PRIMARY KEY (serial, path)
+);
+"""
+
+
+@dataclass
+class JobRecord:
+    id: int
+    source: str
+    serial: str
+    path: str
+    size: int
+    mtime: float
+    sha256: str | None
+    local_path: str | None
+    state: str
+    error: str | None
+    result: dict[str, Any] | None
+    created: float
+    updated: float
+    finished: float | None
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "source": self.source, "serial": self.serial, "path": self.path,
+                "size": self.size, "mtime": self.mtime, "sha256": self.sha256,
+                "local_path": self.local_path, "state": self.state, "error": self.error,
+                "result": self.result, "created": self.created, "updated": self.updated,
+                "finished": self.finished}
+
+
+@dataclass
+class AttemptRecord:
+    id: int
+    job_id: int
+    stage: str
+    attempt: int
+    serial: str | None
+    state: str
+    started: float
+    ended: float | None
+    output: dict[str, Any] | None
+    error: str | None
+    error_kind: str | None
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.ended is None else self.ended - self.started
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "stage": self.stage, "attempt": self.attempt,
+                "serial": self.serial, "state": self.state, "started": self.started,
+                "ended": self.ended, "seconds": self.seconds, "output": self.output,
+                "error": self.error, "error_kind": self.error_kind}
+
+
+@dataclass(frozen=True)
+class Session:
+    id: int
+    previous_crashed: bool   # the last watch session never ended cleanly
+
+
+class StageAlreadyDone(AdbflowError):
+    """A stage result was committed twice; the second commit is refused (exactly-once)."""
+
+
+def _loads(text: str | None) -> dict[str, Any] | None:
+    return None if text is None else json.loads(text)
+
+
+class Journal:
+    """One SQLite file shared by watch/run/jobs/show (and S's service_times table).
+
+    Thread-safe: one connection guarded by a lock (the pipeline's worker threads write
+    small rows; SQLite serialises writers anyway). Other processes may read concurrently (WAL).
+    """
+
+    def __init__(self, path: Path | str, *, clock=time.time) -> None:
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(path), timeout=30.0, isolation_level=None,
+                                   check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        try:
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a committed stage survives even a power cut, not only kill -9.
+            self._db.execute("PRAGMA synchronous=FULL")
+            with self._lock:
+                self._db.executescript(_SCHEMA)
+                self._db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)",
+                                 (str(SCHEMA_VERSION),))
+        except sqlite3.DatabaseError as exc:
+            raise AdbflowError(f"journal {self.path} is not usable: {exc}",
+                               hint="move the file away (it is a SQLite database) or pass "
+                                    "another --data-dir") from exc
+
+    # -- plumbing ---------------------------------------------------------------------------
+    class _Tx:
+        def __init__(self, journal: "Journal") -> None:
+            self.j = journal
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.j._lock.acquire()
+            self.j._db.execute("BEGIN IMMEDIATE")
+            return self.j._db
+
+        def __exit__(self, et, ev, tb) -> None:
+            try:
+                self.j._db.execute("COMMIT" if et is None else "ROLLBACK")
+            finally:
+                self.j._lock.release()
+
+    def _tx(self) -> "Journal._Tx":
+        return Journal._Tx(self)
+
+    def _query(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, tuple(args)).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> "Journal":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- jobs -------------------------------------------------------------------------------
+    def add_job(self, *, source: str, serial: str, path: str, size: int, mtime: float,
+                local_path: str | None = None, sha256: str | None = None) -> tuple[int, bool]:
+        """(job id, created). The same picture identity always maps to the same job."""
+        now = self._clock()
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO jobs(source, serial, path, size, mtime, sha256, "
+                "local_path, state, created, updated) VALUES (?,?,?,?,?,?,?, 'pending', ?, ?)",
+                (source, serial, path, int(size), float(mtime), sha256, local_path, now, now))
+            created = cur.rowcount == 1
+            row = db.execute("SELECT id FROM jobs WHERE serial=? AND path=? AND size=? AND "
+                             "mtime=?", (serial, path, int(size), float(mtime))).fetchone()
+        return int(row["id"]), created
+
+    def find_job(self, serial: str, path: str, size: int, mtime: float) -> JobRecord | None:
+        rows = self._query("SELECT * FROM jobs WHERE serial=? AND path=? AND size=? AND mtime=?",
+                           (serial, path, int(size), float(mtime)))
+        return self._job(rows[0]) if rows else None
+
+    def job(self, job_id: int) -> JobRecord:
+        rows = self._query("SELECT * FROM jobs WHERE id=?", (int(job_id),))
+        if not rows:
+            raise AdbflowError(f"no job {job_id} in {self.path}",
+                               hint="`adbflow jobs` lists the known jobs")
+        return self._job(rows[0])
+
+    def jobs(self, *, limit: int | None = 50, state: str | None = None) -> list[JobRecord]:
+        sql = "SELECT * FROM jobs"
+        args: list[Any] = []
+        if state:
+            sql += " WHERE state=?"
+            args.append(state)
+        sql += " ORDER BY id DESC"
+        if limit:
+            sql += " LIMIT ?"
+            args.append(int(limit))
+        return [self._job(r) for r in self._query(sql, args)]
+
+    def incomplete_jobs(self, *, source: str | None = None) -> list[JobRecord]:
+        sql = "SELECT * FROM jobs WHERE state IN ('pending', 'running')"
+        args: list[Any] = []
+        if source:
+            sql += " AND source=?"
+            args.append(source)
+        return [self._job(r) for r in self._query(sql + " ORDER BY id", args)]
+
+    def update_job(self, job_id: int, **fields: Any) -> None:
+        allowed = {"sha256", "local_path", "state", "error"}
+        bad = set(fields) - allowed
+        if bad:
+            raise ValueError(f"cannot update {sorted(bad)}")
+        if not fields:
+            return
+        cols = ", ".join(f"{k}=?" for k in fields)
+        with self._tx() as db:
+            db.execute(f"UPDATE jobs SET {cols}, updated=? WHERE id=?",
+                       (*fields.values(), self._clock(), int(job_id)))
+
+    def finish_job(self, job_id: int, state: str, *, error: str | None = None,
+                   result: dict[str, Any] | None = None) -> None:
+        if state not in FINAL_STATES:
+            raise ValueError(f"not a final state: {state}")
+        now = self._clock()
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET state=?, error=?, result=?, updated=?, finished=? "
+                       "WHERE id=?", (state, error, None if result is None else
+                                      json.dumps(result), now, now, int(job_id)))
+
+    def duplicate_of(self, job_id: int, serial: str, path: str, sha256: str) -> int | None:
+        """An earlier job for the same device file with the same content (e.g. only the
+        mtime was touched): processing it again would be a duplicate."""
+        rows = self._query("SELECT id FROM jobs WHERE serial=? AND path=? AND sha256=? AND id<? "
+                           "AND state NOT IN ('skipped', 'failed') ORDER BY id LIMIT 1",
+                           (serial, path, sha256, int(job_id)))
+        return int(rows[0]["id"]) if rows else None
+
+    @staticmethod
+    def _job(r: sqlite3.Row) -> JobRecord:
+        return JobRecord(id=r["id"], source=r["source"], serial=r["serial"], path=r["path"],
+                         size=r["size"], mtime=r["mtime"], sha256=r["sha256"],
+                         local_path=r["local_path"], state=r["state"], error=r["error"],
+                         result=_loads(r["result"]), created=r["created"],
+                         updated=r["updated"], finished=r["finished"])
+
+    # -- attempts ---------------------------------------------------------------------------
+    def begin_attempt(self, job_id: int, stage: str, serial: str | None) -> int:
+        now = self._clock()
+        with self._tx() as db:
+            n = db.execute("SELECT COUNT(*) FROM attempts WHERE job_id=? AND stage=?",
+                           (int(job_id), stage)).fetchone()[0]
+            cur = db.execute("INSERT INTO attempts(job_id, stage, attempt, serial, state, started)"
+                             " VALUES (?,?,?,?, 'running', ?)",
+                             (int(job_id), stage, n + 1, serial, now))
+            db.execute("UPDATE jobs SET state='running', updated=? WHERE id=? AND state IN "
+                       "('pending', 'running')", (now, int(job_id)))
+            return int(cur.lastrowid)
+
+    def set_attempt_serial(self, attempt_id: int, serial: str | None) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE attempts SET serial=? WHERE id=?", (serial, int(attempt_id)))
+
+    def commit_attempt(self, attempt_id: int, output: dict[str, Any]) -> None:
+        """Mark the attempt done with its output, atomically. StageAlreadyDone if the stage
+        of this job already has a committed result."""
+        try:
+            with self._tx() as db:
+                db.execute("UPDATE attempts SET state='done', ended=?, output=? WHERE id=? AND "
+                           "state='running'", (self._clock(), json.dumps(output), int(attempt_id)))
+        except sqlite3.IntegrityError as exc:
+            raise StageAlreadyDone(f"attempt {attempt_id}: stage already committed") from exc
+
+    def fail_attempt(self, attempt_id: int, error: str, *, kind: str = "error",
+                     output: dict[str, Any] | None = None) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE attempts SET state='failed', ended=?, error=?, error_kind=?, "
+                       "output=? WHERE id=?", (self._clock(), error, kind,
+                                               None if output is None else json.dumps(output),
+                                               int(attempt_id)))
+
+    def stage_output(self, job_id: int, stage: str) -> dict[str, Any] | None:
+        rows = self._query("SELECT output FROM attempts WHERE job_id=? AND stage=? AND "
+                           "state='done'", (int(job_id), stage))
+        return _loads(rows[0]["output"]) if rows else None
+
+    def done_attempt(self, job_id: int, stage: str) -> AttemptRecord | None:
+        rows = self._query("SELECT * FROM attempts WHERE job_id=? AND stage=? AND state='done'",
+                           (int(job_id), stage))
+        return self._attempt(rows[0]) if rows else None
+
+    def attempts(self, job_id: int) -> list[AttemptRecord]:
+        return [self._attempt(r) for r in
+                self._query("SELECT * FROM attempts WHERE job_id=? ORDER BY id", (int(job_id),))]
+
+    @staticmethod
+    def _attempt(r: sqlite3.Row) -> AttemptRecord:
+        return AttemptRecord(id=r["id"], job_id=r["job_id"], stage=r["stage"],
+                             attempt=r["attempt"], serial=r["serial"], state=r["state"],
+                             started=r["started"], ended=r["ended"], output=_loads(r["output"]),
+                             error=r["error"], error_kind=r["error_kind"])
+
+    def recover(self) -> int:
+        """After a crash: attempts left 'running' by a dead orchestrator are 'abandoned'
+        (their uncommitted work is redone). Returns how many. Call under the watch lock."""
+        with self._tx() as db:
+            cur = db.execute("UPDATE attempts SET state='abandoned', ended=?, error=? WHERE "
+                             "state='running'", (self._clock(),
+                                                 "orchestrator stopped before this attempt ended"))
+            return cur.rowcount
+
+    # -- watch sessions and the seen-files table ----------------------------------------------
+    def begin_session(self) -> Session:
+        with self._tx() as db:
+            last = db.execute("SELECT ended FROM sessions ORDER BY id DESC LIMIT 1").fetchone()
+            cur = db.execute("INSERT INTO sessions(pid, started) VALUES (?, ?)",
+                             (os.getpid(), self._clock()))
+            return Session(id=int(cur.lastrowid),
+                           previous_crashed=last is not None and last["ended"] is None)
+
+    def end_session(self, session_id: int) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE sessions SET ended=? WHERE id=?", (self._clock(), int(session_id)))
+
+    def seen(self, serial: str) -> dict[str, tuple[int, float, bool]]:
+        return {r["path"]: (r["size"], r["mtime"], bool(r["baseline"])) for r in
+                self._query("SELECT * FROM seen WHERE serial=?", (serial,))}
+
+    def was_watched(self, serial: str) -> bool:
+        return bool(self._query("SELECT 1 FROM watched WHERE serial=?", (serial,)))
+
+    def mark_watched(self, serial: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO watched(serial, first_watched) VALUES (?, ?)",
+                       (serial, self._clock()))
+
+    def failed_attempts(self, job_id: int, stage: str) -> list[AttemptRecord]:
+        """Attempts that failed (not abandoned by a crash): they count against the budget."""
+        return [self._attempt(r) for r in self._query(
+            "SELECT * FROM attempts WHERE job_id=? AND stage=? AND state='failed' ORDER BY id",
+            (int(job_id), stage))]
+
+    def mark_seen(self, serial: str, entries: Iterable[tuple[str, int, float]], *,
+                  baseline: bool) -> None:
+        now = self._clock()
+        with self._tx() as db:
+            db.executemany("INSERT INTO seen(serial, path, size, mtime, baseline, first_seen) "
+                           "VALUES (?,?,?,?,?,?) ON CONFLICT(serial, path) DO UPDATE SET "
+                           "size=excluded.size, mtime=excluded.mtime, baseline=excluded.baseline",
+                           [(serial, p, int(s), float(m), int(baseline), now)
+                            for p, s, m in entries])
+
+    def iter_rows(self, sql: str, args: Iterable[Any] = ()) -> Iterator[sqlite3.Row]:
+        """Read-only escape hatch for reports (`adbflow jobs`)."""
+        yield from self._query(sql, args)

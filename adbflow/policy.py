@@ -1,0 +1,430 @@
+"""Which device gets a stage: scheduling policies behind one interface, and the ECT cost model.
+
+Why a cost model instead of "lowest CPU load": a phone at 5 % load that is four times slower,
+already has three pictures queued, or needs the 270 kB picture pushed over USB2 is a worse
+choice than a busy flagship. Loads are also seconds old when we read them, so every device
+looks idle right after a burst and lowest-load herds the whole burst onto one phone.
+
+The decision is one pure function (like Dask's `worker_objective`): for each device
+
+    total = transfer_in + wait + model_load + service + transfer_out
+
+    transfer_in  = adb latency + input bytes / bandwidth     (0 when the data is already there)
+    wait         = remaining time of the work we already awarded to it (inflight, our own
+                   bookkeeping, never stale)
+    model_load   = cold-start cost when this stage has not run there recently (page cache)
+    service      = (learned seconds/unit, else the profile prior) * units
+                   * load factor (background load, minus our own running job)
+                   * thermal factor * frequency factor + adb latency of the run call
+    transfer_out = adb latency + output bytes / bandwidth
+
+after hard filters (probe error, memory for the model, battery floor unless charging,
+critical thermal state). Devices within `tie_tolerance` of the best are drawn at random so
+equal phones share a burst. Every part is kept in DeviceCost so `--explain` can print it.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
+
+from tabulate import tabulate
+
+from adbflow.errors import AdbflowError
+from adbflow.profiles import DeviceProfile, ProfileBook
+from adbflow.service_times import ServiceTimes, load_factor
+
+if TYPE_CHECKING:  # Bid is engineer A's; only its fields are used here (duck-typed)
+    from adbflow.bids import Bid
+
+STAGES = ("classify", "generate")
+POLICY_NAMES = ("ect", "lowest-cpu", "random", "round-robin")
+DEFAULT_POLICY = "ect"
+
+#: a prompt token costs about a fifth of a generated token on phone CPUs (prompt eval is
+#: batched); used only to put both into one "units" number for learning
+PROMPT_TOKEN_WEIGHT = 0.2
+#: Android PowerManager THERMAL_STATUS_CRITICAL: the platform itself is shedding load
+THERMAL_EXCLUDE_STATUS = 4
+#: slowdown per Android thermal status (NONE, LIGHT, MODERATE, SEVERE); anchored on the
+#: Pixel 8 Pro sustained-CNN measurements (~1.25x, ~1.4x, ~2.1x) in device-profiles.md
+THERMAL_STATUS_FACTOR = {0: 1.0, 1: 1.1, 2: 1.25, 3: 1.6}
+
+
+@dataclass(frozen=True)
+class Task:
+    """One stage of one job, as the scheduler sees it.
+
+    `started_at` (time.time()) is set by the orchestrator for inflight tasks already running,
+    so only their remaining time counts as wait. n_predict 0 = the profile's default.
+    """
+
+    stage: str
+    input_bytes: int = 0
+    output_bytes: int = 0
+    data_on: str | None = None
+    prompt_tokens: int = 0
+    n_predict: int = 0
+    started_at: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"unknown stage {self.stage!r}; expected one of {STAGES}")
+
+
+@dataclass
+class DeviceCost:
+    """Expected completion of a task on one device, in seconds, with its parts.
+
+    `factors` holds the multipliers behind `service` (load, thermal, freq) and, for the
+    baseline policies, the key they ranked by; they are not seconds.
+    """
+
+    serial: str
+    eligible: bool
+    excluded: str | None
+    total_s: float
+    parts: dict[str, float]
+    factors: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Decision:
+    policy: str
+    winner: str | None
+    costs: list[DeviceCost]
+    reason: str
+
+    def cost_of(self, serial: str) -> DeviceCost | None:
+        return next((c for c in self.costs if c.serial == serial), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"policy": self.policy, "winner": self.winner, "reason": self.reason,
+                "costs": [{"serial": c.serial, "eligible": c.eligible, "excluded": c.excluded,
+                           "total_s": None if math.isinf(c.total_s) else round(c.total_s, 4),
+                           "parts": {k: round(v, 4) for k, v in c.parts.items()},
+                           "factors": {k: round(v, 4) for k, v in c.factors.items()}}
+                          for c in self.costs]}
+
+
+class Policy(Protocol):
+    name: str
+
+    def choose(self, task: Task, bids: Sequence["Bid"], *, inflight: Mapping[str, Sequence[Task]],
+               profiles: ProfileBook, service_times: ServiceTimes | None = None,
+               rng: random.Random | None = None, now: float | None = None) -> Decision: ...
+
+
+# ------------------------------------------------------------------------- cost model parts
+
+def task_units(task: Task, profile: DeviceProfile | None = None) -> float:
+    """Work in the units ServiceTimes learns: 1 per classify, weighted tokens per generate."""
+    if task.stage == "classify":
+        return 1.0
+    n_predict = task.n_predict or (profile.llama.n_predict if profile else 64)
+    return max(1.0, n_predict + PROMPT_TOKEN_WEIGHT * task.prompt_tokens)
+
+
+def prior_service_s(task: Task, profile: DeviceProfile) -> float:
+    """Profile estimate of the stage's run time on an idle, cool device with the model cached."""
+    t = profile.timing
+    if task.stage == "classify":
+        return t.classify_ms / 1000.0
+    n_predict = task.n_predict or profile.llama.n_predict
+    return task.prompt_tokens / t.prompt_tok_s + n_predict / t.gen_tok_s
+
+
+def thermal_factor(bid: Any) -> float:
+    """Slowdown from heat: Android thermal status when known, else skin/CPU temperature."""
+    status = getattr(bid, "thermal_status", None)
+    if status is not None and status in THERMAL_STATUS_FACTOR:
+        return THERMAL_STATUS_FACTOR[status]
+    temp = getattr(bid, "temperature_c", None)
+    if temp is None or not math.isfinite(temp):
+        return 1.0
+    # phones start to cap clocks around 40-45 C; +4 % per degree, capped at the 2.1x measured
+    return min(2.1, 1.0 + 0.04 * max(0.0, temp - 42.0))
+
+
+def freq_factor(bid: Any, background_load: float) -> float:
+    """Slowdown from capped clocks. Only meaningful on a busy CPU: an idle phone's cores sit
+    at low DVFS frequencies that rise as soon as work arrives, which is not throttling."""
+    ratio = getattr(bid, "freq_ratio", None)
+    if ratio is None or not math.isfinite(ratio) or ratio <= 0 or background_load < 50.0:
+        return 1.0
+    return 1.0 / max(0.4, min(1.0, ratio))
+
+
+def exclusion(task: Task, bid: Any, profile: DeviceProfile, *, battery_floor: int) -> str | None:
+    """Why the device must not get this task, or None. Hard filters before any ranking."""
+    if getattr(bid, "error", None):
+        return f"probe failed: {bid.error}"
+    load = getattr(bid, "cpu_load", None)
+    if load is None or not math.isfinite(load):
+        return "cpu load unknown"
+    need_mb = (profile.timing.classify_mem_mb if task.stage == "classify"
+               else profile.timing.generate_mem_mb)
+    avail_kb = getattr(bid, "mem_available_kb", 0) or 0
+    if getattr(bid, "mem_total_kb", 0) and avail_kb / 1024.0 < need_mb:
+        return f"memory: {avail_kb // 1024} MB free < {need_mb:.0f} MB for {task.stage}"
+    level = getattr(bid, "battery_level", None)
+    if level is not None and level < battery_floor and not getattr(bid, "battery_charging", None):
+        return f"battery {level} % < {battery_floor} % and not charging"
+    status = getattr(bid, "thermal_status", None)
+    if status is not None and status >= THERMAL_EXCLUDE_STATUS:
+        return f"thermal status {status} (critical or worse)"
+    return None
+
+
+def background_load(bid: Any, inflight: Sequence[Task], profile: DeviceProfile, *,
+                    ours_in_reading: bool | None = None) -> float:
+    """The bid's CPU load (percent) minus the share of our own work in that reading.
+
+    Why: the measured load includes the stage we started on that device; counting it as
+    slowdown too would charge the device twice (once as wait, once as load). The reading is
+    seconds old, so "ours" means: our work ran there when the load was measured
+    (`ours_in_reading`, known to CostModel), defaulting to "a task is running now".
+    Pipelines should record learned service times with this same number.
+    """
+    load = float(getattr(bid, "cpu_load", 0.0) or 0.0)
+    if not math.isfinite(load):
+        return 0.0
+    running = [x for x in inflight if x.started_at is not None]
+    if ours_in_reading is None:
+        ours_in_reading = bool(running)
+    if ours_in_reading:
+        cores = max(1, getattr(bid, "cores", 0) or 1)
+        stage = running[0].stage if running else "generate"
+        threads = profile.label_image.threads if stage == "classify" else profile.llama.threads
+        load = max(0.0, load - 100.0 * min(1.0, threads / cores))
+    return load
+
+
+def _transfer_s(nbytes: int, profile: DeviceProfile) -> float:
+    if nbytes <= 0:
+        return 0.0
+    t = profile.timing
+    return t.adb_latency_ms / 1000.0 + nbytes / (t.bandwidth_mb_s * 1e6)
+
+
+@dataclass
+class CostModel:
+    """Parameters of the ECT estimate (defaults documented in the module docstring)."""
+
+    battery_floor: int = 15
+    residency_s: float = 600.0     # a model run within this many seconds is still in page cache
+    #: serial -> {started_at: last time we saw that task of ours running} (a few recent ones)
+    seen_running: dict[str, dict[float, float]] = field(default_factory=dict)
+
+    def observe(self, inflight: Mapping[str, Sequence[Task]], now: float) -> None:
+        for serial, tasks in inflight.items():
+            seen = self.seen_running.setdefault(serial, {})
+            for x in tasks:
+                if x.started_at is not None:
+                    seen[x.started_at] = now
+            if len(seen) > 8:
+                for key in sorted(seen)[:-8]:
+                    del seen[key]
+
+    def ours_in_reading(self, bid: Any, now: float) -> bool:
+        """Did our own work run on the device while its load was measured? Loads are
+        averaged over a window ending at bid.timestamp, possibly seconds ago: a job that
+        finished since still inflates the reading, one that started since does not.
+        Known from what choose() observed in `inflight` (call observe() first)."""
+        read_end = float(getattr(bid, "timestamp", now) or now)
+        read_start = read_end - float(getattr(bid, "load_window_s", 0.0) or 0.0)
+        return any(start <= read_end and seen >= read_start
+                   for start, seen in self.seen_running.get(bid.serial, {}).items())
+
+    def service_s(self, task: Task, serial: str, profile: DeviceProfile,
+                  service_times: ServiceTimes | None) -> float:
+        """Zero-load, cool-device run time: learned when we have samples, else the prior."""
+        if service_times is not None:
+            per_unit = service_times.estimate(serial, task.stage)
+            if per_unit is not None:
+                return per_unit * task_units(task, profile)
+        return prior_service_s(task, profile)
+
+    def cost(self, task: Task, bid: Any, profile: DeviceProfile, *,
+             inflight: Sequence[Task], service_times: ServiceTimes | None,
+             now: float) -> DeviceCost:
+        serial = bid.serial
+        why = exclusion(task, bid, profile, battery_floor=self.battery_floor)
+        if why:
+            return DeviceCost(serial, False, why, math.inf, {})
+        t = profile.timing
+        lat = t.adb_latency_ms / 1000.0
+        load = background_load(bid, inflight, profile,
+                               ours_in_reading=self.ours_in_reading(bid, now))
+        f_load = load_factor(load, t.load_sensitivity)
+        f_therm = thermal_factor(bid)
+        f_freq = freq_factor(bid, load)
+        scale = f_load * f_therm * f_freq
+
+        def run_s(x: Task) -> float:
+            return self.service_s(x, serial, profile, service_times) * scale + lat
+
+        wait = 0.0
+        for x in inflight:
+            full = (0.0 if x.data_on == serial else _transfer_s(x.input_bytes, profile)) \
+                + run_s(x) + _transfer_s(x.output_bytes, profile)
+            if x.started_at is not None:
+                # unknown progress beyond elapsed time; keep 10 % so an overdue job still counts
+                full = max(0.1 * full, full - max(0.0, now - x.started_at))
+            wait += full
+        warm = any(x.stage == task.stage for x in inflight)
+        if not warm and service_times is not None:
+            last = service_times.last_run(serial, task.stage)
+            warm = last is not None and now - last < self.residency_s
+        cold_ms = t.classify_cold_ms if task.stage == "classify" else t.generate_cold_ms
+        parts = {
+            "transfer_in": 0.0 if task.data_on == serial else _transfer_s(task.input_bytes, profile),
+            "wait": wait,
+            "model_load": 0.0 if warm else cold_ms / 1000.0,
+            "service": run_s(task),
+            "transfer_out": _transfer_s(task.output_bytes, profile),
+        }
+        return DeviceCost(serial, True, None, sum(parts.values()), parts,
+                          {"load_x": f_load, "thermal_x": f_therm, "freq_x": f_freq})
+
+    def costs(self, task: Task, bids: Sequence[Any], *, inflight: Mapping[str, Sequence[Task]],
+              profiles: ProfileBook, service_times: ServiceTimes | None,
+              now: float) -> list[DeviceCost]:
+        by_model: dict[str | None, DeviceProfile] = {}
+        out = []
+        self.observe(inflight, now)
+        for bid in bids:
+            model = getattr(bid, "model", None)
+            if model not in by_model:
+                by_model[model] = profiles.for_model(model)
+            out.append(self.cost(task, bid, by_model[model], inflight=inflight.get(bid.serial, ()),
+                                 service_times=service_times, now=now))
+        return out
+
+
+# ------------------------------------------------------------------------------- policies
+
+class _Base:
+    name = "base"
+
+    def __init__(self, *, battery_floor: int = 15, residency_s: float = 600.0) -> None:
+        self.model = CostModel(battery_floor=battery_floor, residency_s=residency_s)
+
+    def choose(self, task: Task, bids: Sequence[Any], *, inflight: Mapping[str, Sequence[Task]],
+               profiles: ProfileBook, service_times: ServiceTimes | None = None,
+               rng: random.Random | None = None, now: float | None = None) -> Decision:
+        now = time.time() if now is None else now
+        rng = rng or random.Random()
+        costs = self.model.costs(task, bids, inflight=inflight, profiles=profiles,
+                                 service_times=service_times, now=now)
+        eligible = [c for c in costs if c.eligible]
+        if not eligible:
+            why = "; ".join(f"{c.serial}: {c.excluded}" for c in costs) or "no devices"
+            return Decision(self.name, None, costs, f"no eligible device ({why})")
+        bid_of = {b.serial: b for b in bids}
+        winner, reason = self._pick(eligible, bid_of, rng)
+        return Decision(self.name, winner, costs, reason)
+
+    def _pick(self, eligible: list[DeviceCost], bid_of: Mapping[str, Any],
+              rng: random.Random) -> tuple[str, str]:
+        raise NotImplementedError
+
+
+class ECTPolicy(_Base):
+    """Earliest expected completion time (the default)."""
+
+    name = "ect"
+
+    def __init__(self, *, tie_tolerance: float = 0.05, tie_abs_s: float = 0.005, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.tie_tolerance = tie_tolerance
+        self.tie_abs_s = tie_abs_s
+
+    def _pick(self, eligible, bid_of, rng):
+        best = min(c.total_s for c in eligible)
+        near = sorted((c for c in eligible
+                       if c.total_s <= best * (1 + self.tie_tolerance) + self.tie_abs_s),
+                      key=lambda c: c.serial)
+        win = near[0] if len(near) == 1 else rng.choice(near)
+        tie = f"; random among {len(near)} within {self.tie_tolerance:.0%}" if len(near) > 1 else ""
+        return win.serial, f"earliest expected completion {win.total_s:.3f} s{tie}"
+
+
+class LowestCpuPolicy(_Base):
+    """The seed policy (adbflow.bids.pick_lowest_cpu): lowest whole-device CPU load; ties go
+    to more free memory, then serial. Ignores speed, queued work and transfers; the ECT
+    estimate is still computed so `--explain` shows what the choice costs."""
+
+    name = "lowest-cpu"
+
+    def _pick(self, eligible, bid_of, rng):
+        for c in eligible:
+            c.factors["rank_cpu_load"] = float(bid_of[c.serial].cpu_load)
+        win = min(eligible, key=lambda c: (c.factors["rank_cpu_load"],
+                                           -(bid_of[c.serial].mem_available_kb or 0), c.serial))
+        return win.serial, f"lowest cpu load {win.factors['rank_cpu_load']:.1f} %"
+
+
+class RandomPolicy(_Base):
+    """Uniform among eligible devices: the no-information baseline."""
+
+    name = "random"
+
+    def _pick(self, eligible, bid_of, rng):
+        win = rng.choice(sorted(eligible, key=lambda c: c.serial))
+        return win.serial, f"random among {len(eligible)} eligible"
+
+
+class RoundRobinPolicy(_Base):
+    """Next eligible serial after the previous winner (serials in sorted order). Keeps state:
+    one instance per run."""
+
+    name = "round-robin"
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._last: str | None = None
+
+    def _pick(self, eligible, bid_of, rng):
+        order = sorted(c.serial for c in eligible)
+        nxt = next((s for s in order if self._last is None or s > self._last), order[0])
+        self._last = nxt
+        return nxt, f"round-robin turn ({len(order)} eligible)"
+
+
+_POLICIES: dict[str, type[_Base]] = {
+    "ect": ECTPolicy, "lowest-cpu": LowestCpuPolicy, "random": RandomPolicy,
+    "round-robin": RoundRobinPolicy,
+}
+
+
+def get_policy(name: str, **options: Any) -> Policy:
+    """A fresh policy instance by CLI name (`--policy`)."""
+    try:
+        cls = _POLICIES[name]
+    except KeyError:
+        raise AdbflowError(f"unknown policy {name!r}",
+                           hint=f"choose one of: {', '.join(POLICY_NAMES)}") from None
+    return cls(**options)
+
+
+def format_decision(decision: Decision) -> str:
+    """A table of every device's expected completion and its parts (for `bid --explain`)."""
+    part_keys: list[str] = []
+    factor_keys: list[str] = []
+    for c in decision.costs:
+        part_keys += [k for k in c.parts if k not in part_keys]
+        factor_keys += [k for k in c.factors if k not in factor_keys]
+    rows = []
+    for c in sorted(decision.costs, key=lambda c: (not c.eligible, c.total_s, c.serial)):
+        mark = "*" if c.serial == decision.winner else ""
+        row = [mark, c.serial, "-" if not c.eligible else f"{c.total_s:.3f}"]
+        row += [f"{c.parts[k]:.3f}" if k in c.parts else "" for k in part_keys]
+        row += [f"{c.factors[k]:.2f}" if k in c.factors else "" for k in factor_keys]
+        row.append(c.excluded or "")
+        rows.append(row)
+    headers = ["", "serial", "total_s"] + [f"{k}_s" for k in part_keys] + factor_keys + ["excluded"]
+    table = tabulate(rows, headers=headers, disable_numparse=True)
+    return f"policy {decision.policy}: winner {decision.winner or 'none'} ({decision.reason})\n{table}"

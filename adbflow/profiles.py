@@ -1,0 +1,340 @@
+"""Device profiles: what to run on a phone (binary and model paths, threads) and how fast it is.
+
+Why TOML files per device class (profiles/*.toml) rather than constants: the paths differ per
+set-up (a real phone prepared per the README vs the virtual fleet), and the timings are
+measured per class by `python -m benchmark_label_image`, which rewrites them. The scheduler
+(adbflow.policy) reads the timings as its prior service times until it has learned better
+ones from finished jobs (adbflow.service_times).
+
+File layout (all keys but `name` optional; missing ones come from default.toml):
+
+    name = "flagship_2025"
+    match_models = ["SM-S93*"]          # fnmatch globs on ro.product.model (case-insensitive)
+    [label_image]  binary, model, labels, threads, count, input_size, extra_args
+    [llama]        binary, model, threads, n_predict, ctx, extra_args
+    [timing]       classify_ms, gen_tok_s, prompt_tok_s, adb_latency_ms, bandwidth_mb_s,
+                   classify_mem_mb, generate_mem_mb, load_sensitivity, classify_cold_ms,
+                   generate_cold_ms
+    [classes.<class>]   per-class timing overrides, picked when the model string names the
+                        class (the virtual fleet reports "adbflow-virtual <class>")
+    [[measurements]]    raw benchmark points (stage, load_pct, ms) kept for people to read
+"""
+from __future__ import annotations
+
+import copy
+import fnmatch
+import math
+import re
+from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from adbflow.errors import ProfileError
+from adbflow.paths import PROFILES_DIR
+
+DEFAULT_NAME = "default"
+
+
+@dataclass
+class LabelImageSpec:
+    """How to invoke TFLite label_image on the device."""
+
+    binary: str
+    model: str
+    labels: str
+    threads: int = 4
+    count: int = 5
+    input_size: int = 224          # square side the picture is resized to before BMP
+    extra_args: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LlamaSpec:
+    """How to invoke llama.cpp's llama-cli on the device."""
+
+    binary: str
+    model: str
+    threads: int = 4
+    n_predict: int = 64
+    ctx: int = 512
+    extra_args: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Timing:
+    """Prior cost-model numbers for one device class (idle, cool device).
+
+    load_sensitivity s: service time at whole-device CPU load L (0-1) is
+    t0 / (1 - s*L) (s=1: fair processor sharing with the background; fitted by the
+    benchmark from runs at several load levels). *_cold_ms: extra time the first run pays
+    when the model is not in the page cache (model residency).
+    """
+
+    classify_ms: float
+    gen_tok_s: float
+    prompt_tok_s: float
+    adb_latency_ms: float
+    bandwidth_mb_s: float
+    classify_mem_mb: float
+    generate_mem_mb: float
+    load_sensitivity: float = 1.0
+    classify_cold_ms: float = 0.0
+    generate_cold_ms: float = 0.0
+
+
+@dataclass
+class DeviceProfile:
+    """One device class: what to run and how fast it runs there."""
+
+    name: str
+    match_models: list[str]
+    label_image: LabelImageSpec
+    llama: LlamaSpec
+    timing: Timing
+    source: Path | None = None
+    description: str = ""
+    device_class: str | None = None            # set when a [classes.X] table was applied
+    classes: dict[str, Timing] = field(default_factory=dict)
+    measurements: list[dict[str, Any]] = field(default_factory=list)
+
+    def matches(self, model: str | None) -> bool:
+        if not model:
+            return False
+        low = model.strip().lower()
+        return any(fnmatch.fnmatchcase(low, pat.lower()) for pat in self.match_models)
+
+    def specificity(self) -> tuple[int, int]:
+        """Exact model names beat globs; longer literal prefixes beat shorter ones."""
+        best = (0, 0)
+        for pat in self.match_models:
+            literal = re.split(r"[*?\[]", pat, maxsplit=1)[0]
+            best = max(best, (0 if any(c in pat for c in "*?[") else 1, len(literal)))
+        return best
+
+    def for_class(self, device_class: str) -> DeviceProfile:
+        """This profile with the timing of one of its [classes.X] tables."""
+        if device_class not in self.classes:
+            raise ProfileError(f"profile {self.name!r} has no class {device_class!r}",
+                               hint=f"known classes: {', '.join(sorted(self.classes)) or 'none'}")
+        return replace(self, timing=self.classes[device_class], device_class=device_class)
+
+
+class ProfileBook:
+    """Every profile of a directory; answers "which profile for this ro.product.model"."""
+
+    def __init__(self, profiles: list[DeviceProfile]) -> None:
+        names = [p.name for p in profiles]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ProfileError(f"duplicate profile names: {', '.join(sorted(dup))}",
+                               hint="each profiles/*.toml needs a unique `name`")
+        if DEFAULT_NAME not in names:
+            raise ProfileError("no `default` profile", hint="restore profiles/default.toml")
+        self.profiles = {p.name: p for p in profiles}
+
+    @classmethod
+    def load(cls, directory: Path = PROFILES_DIR) -> ProfileBook:
+        """Read directory/*.toml (not sub-directories: profiles/virtual/ belongs to the fleet)."""
+        directory = Path(directory)
+        files = sorted(directory.glob("*.toml"))
+        if not files:
+            raise ProfileError(f"no profiles in {directory}",
+                               hint="pass the repository's profiles/ directory")
+        raw = {f: _read_toml(f) for f in files}
+        default_file = next((f for f, d in raw.items() if d.get("name") == DEFAULT_NAME), None)
+        if default_file is None:
+            raise ProfileError(f"no profile named `default` in {directory}",
+                               hint="restore profiles/default.toml")
+        base = raw[default_file]
+        profiles = [profile_from_dict(raw[f], source=f,
+                                      base=None if f == default_file else base) for f in files]
+        return cls(profiles)
+
+    def get(self, name: str) -> DeviceProfile:
+        try:
+            return self.profiles[name]
+        except KeyError:
+            raise ProfileError(f"unknown profile {name!r}",
+                               hint=f"known: {', '.join(sorted(self.profiles))}") from None
+
+    def for_model(self, model: str | None) -> DeviceProfile:
+        """The most specific profile whose globs match `model`, else `default`.
+
+        When the chosen profile has per-class timings and a class name appears as a word of
+        the model string ("adbflow-virtual lowend_2020"), that class's timing is used.
+        """
+        candidates = [p for n, p in self.profiles.items() if n != DEFAULT_NAME and p.matches(model)]
+        if not candidates:
+            return self.profiles[DEFAULT_NAME]
+        best = max(candidates, key=lambda p: (p.specificity(), p.name))
+        if best.classes and model:
+            for word in re.split(r"[\s/:,]+", model.strip()):
+                if word in best.classes:
+                    return best.for_class(word)
+        return best
+
+    def names(self) -> list[str]:
+        return sorted(self.profiles)
+
+
+# ---------------------------------------------------------------------------- parsing
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(f"{path}: not valid TOML: {exc}",
+                           hint="fix the file or restore it from the repository") from None
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, val in over.items():
+        if isinstance(val, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], val)
+        else:
+            out[key] = copy.deepcopy(val)
+    return out
+
+
+def _build(kind: type, table: Any, where: str) -> Any:
+    """Dataclass `kind` from a TOML table, checking names, presence and types."""
+    if not isinstance(table, dict):
+        raise ProfileError(f"{where}: expected a table")
+    known = {f.name: f for f in fields(kind)}
+    unknown = set(table) - set(known)
+    if unknown:
+        raise ProfileError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}",
+                           hint=f"allowed: {', '.join(known)}")
+    kwargs: dict[str, Any] = {}
+    for name, f in known.items():
+        if name not in table:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise ProfileError(f"{where}: missing key `{name}`")
+            continue
+        val = table[name]
+        ftype = str(f.type)
+        if ftype.startswith("list"):
+            if not (isinstance(val, list) and all(isinstance(v, str) for v in val)):
+                raise ProfileError(f"{where}.{name}: expected a list of strings")
+        elif ftype == "str":
+            if not isinstance(val, str) or not val:
+                raise ProfileError(f"{where}.{name}: expected a non-empty string")
+        elif ftype == "int":
+            if isinstance(val, bool) or not isinstance(val, int) or val <= 0:
+                raise ProfileError(f"{where}.{name}: expected a positive integer, got {val!r}")
+        elif ftype == "float":
+            if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val) \
+                    or val < 0:
+                raise ProfileError(f"{where}.{name}: expected a number >= 0, got {val!r}")
+            val = float(val)
+        kwargs[name] = val
+    return kind(**kwargs)
+
+
+_TOP_KEYS = {"name", "description", "match_models", "label_image", "llama", "timing", "classes",
+             "measurements"}
+
+
+def profile_from_dict(data: dict[str, Any], *, source: Path | None = None,
+                      base: dict[str, Any] | None = None) -> DeviceProfile:
+    """A DeviceProfile from parsed TOML; `base` (default.toml) fills missing tables/keys."""
+    where = str(source) if source else "<profile>"
+    if not isinstance(data.get("name"), str) or not data["name"].strip():
+        raise ProfileError(f"{where}: missing `name`", hint='add e.g. name = "flagship_2025"')
+    unknown = set(data) - _TOP_KEYS
+    if unknown:
+        raise ProfileError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}",
+                           hint=f"allowed: {', '.join(sorted(_TOP_KEYS))}")
+    merged = _merge({k: v for k, v in (base or {}).items()
+                     if k in ("label_image", "llama", "timing")}, data)
+    match = merged.get("match_models", [])
+    if not (isinstance(match, list) and all(isinstance(m, str) for m in match)):
+        raise ProfileError(f"{where}.match_models: expected a list of strings")
+    for key in ("label_image", "llama", "timing"):
+        if key not in merged:
+            raise ProfileError(f"{where}: missing table [{key}]")
+    timing = _build(Timing, merged["timing"], f"{where} [timing]")
+    for key in ("gen_tok_s", "prompt_tok_s", "bandwidth_mb_s", "classify_ms"):
+        if getattr(timing, key) <= 0:
+            raise ProfileError(f"{where} [timing].{key}: must be > 0")
+    if timing.load_sensitivity > 1.0:
+        raise ProfileError(f"{where} [timing].load_sensitivity: must be within 0..1")
+    classes: dict[str, Timing] = {}
+    raw_classes = merged.get("classes", {})
+    if not isinstance(raw_classes, dict):
+        raise ProfileError(f"{where}: [classes] must be a table of tables")
+    for cname, ctable in raw_classes.items():
+        if not isinstance(ctable, dict):
+            raise ProfileError(f"{where} [classes.{cname}]: expected a table")
+        classes[cname] = _build(Timing, _merge(merged["timing"], ctable),
+                                f"{where} [classes.{cname}]")
+    measurements = merged.get("measurements", [])
+    if not (isinstance(measurements, list) and all(isinstance(m, dict) for m in measurements)):
+        raise ProfileError(f"{where}: [[measurements]] must be an array of tables")
+    return DeviceProfile(
+        name=merged["name"].strip(),
+        match_models=list(match),
+        label_image=_build(LabelImageSpec, merged["label_image"], f"{where} [label_image]"),
+        llama=_build(LlamaSpec, merged["llama"], f"{where} [llama]"),
+        timing=timing,
+        source=source,
+        description=str(merged.get("description", "")),
+        classes=classes,
+        measurements=list(measurements),
+    )
+
+
+# ---------------------------------------------------------------------------- writing
+
+def _toml_value(val: Any) -> str:
+    if isinstance(val, bool):
+        return "true" if val else "false"
+    if isinstance(val, int):
+        return str(val)
+    if isinstance(val, float):
+        return repr(round(val, 4))
+    if isinstance(val, str):
+        return '"' + val.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if isinstance(val, list):
+        return "[" + ", ".join(_toml_value(v) for v in val) + "]"
+    raise ProfileError(f"cannot write {type(val).__name__} to TOML")
+
+
+def _table(title: str, obj: Any) -> list[str]:
+    lines = [f"[{title}]"]
+    for f in fields(obj):
+        lines.append(f"{f.name} = {_toml_value(getattr(obj, f.name))}")
+    return lines
+
+
+def dump_profile(profile: DeviceProfile) -> str:
+    """TOML text for a profile (what the benchmark writes); loads back to an equal profile."""
+    lines = [f"# Written by benchmark_label_image; edit freely, keep the keys.",
+             f"name = {_toml_value(profile.name)}"]
+    if profile.description:
+        lines.append(f"description = {_toml_value(profile.description)}")
+    lines.append(f"match_models = {_toml_value(profile.match_models)}")
+    lines += [""] + _table("label_image", profile.label_image)
+    lines += [""] + _table("llama", profile.llama)
+    lines += [""] + _table("timing", profile.timing)
+    for cname in sorted(profile.classes):
+        lines += [""] + _table(f"classes.{cname}", profile.classes[cname])
+    for m in profile.measurements:
+        lines += ["", "[[measurements]]"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in m.items()]
+    return "\n".join(lines) + "\n"
+
+
+def safe_profile_name(model: str) -> str:
+    """A file/profile name from an untrusted ro.product.model string."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", model.strip()).strip("._-")
+    return (name or "device")[:64]

@@ -1,0 +1,63 @@
+# adbflow bid probe: ONE `adb shell` round trip gathers everything a bid needs.
+# Sent inline (`set -- NONCE FIRST CPUINFO; <this file>`), nothing is written on the device.
+# Needs only mksh + toybox (no awk): builtins read/echo/case/${v:0:n}; forks only for sleep (first
+# contact), getprop (first contact) and dumpsys: a bid round hits every phone at once.
+#   $1 NONCE    random token; section markers `=:adbflow:NONCE:NAME` cannot be forged by file contents
+#   $2 FIRST    1 = no previous /proc/stat sample on the laptop: take two, 0.2 s apart (stat_a, stat)
+#   $3 CPUINFO  1 = also `dumpsys cpuinfo` (slow on real phones: ~100 ms)
+#   $4 PROPS    1 = also model/abi (static per boot: the laptop asks once, saving 4 forks per bid)
+# Every section is bounded (line counts, ${v:0:n}, head -c) because device output is untrusted.
+n=$1
+m() { echo; echo "=:adbflow:$n:$1"; }
+# cpu lines come first in /proc/stat: stop at the first other line (skips the huge intr line)
+st() { i=0; while read -r l && [ $i -lt 1100 ]; do
+  case $l in cpu*) echo "$l";; *) break;; esac; i=$((i+1)); done < /proc/stat; }
+if [ "$2" = 1 ]; then
+  m stat_a; st
+  sleep 0.2
+fi
+m stat; st
+m meminfo
+i=0
+while read -r l && [ $i -lt 80 ]; do
+  case $l in MemTotal:*|MemFree:*|MemAvailable:*|Buffers:*|Cached:*) echo "$l";; esac
+  case $l in Cached:*) break;; esac; i=$((i+1))
+done < /proc/meminfo
+m cpus
+for f in present online possible; do
+  v=; { read -r v < /sys/devices/system/cpu/$f; } 2>/dev/null && echo "$f=$v"
+done
+m cpufreq
+for d in /sys/devices/system/cpu/cpu[0-9]*; do
+  [ -d "$d" ] || continue
+  c=; x=; { read -r c < "$d/cpufreq/scaling_cur_freq"; } 2>/dev/null
+  { read -r x < "$d/cpufreq/cpuinfo_max_freq"; } 2>/dev/null
+  echo "${d##*/} $c $x"
+done
+m thermal
+i=0
+for z in /sys/class/thermal/thermal_zone[0-9]*; do
+  [ -d "$z" ] || continue
+  i=$((i+1)); [ $i -gt 64 ] && break
+  t=; v=; { read -r t < "$z/type"; } 2>/dev/null; { read -r v < "$z/temp"; } 2>/dev/null
+  echo "${z##*/}	${t:0:64}	${v:0:12}"
+done
+b=/sys/class/power_supply/battery
+if [ -r "$b/capacity" ]; then
+  m battery_sysfs
+  for f in capacity status temp; do
+    v=; { read -r v < "$b/$f"; } 2>/dev/null && echo "$f=$v"
+  done
+else
+  m battery; dumpsys battery 2>/dev/null | head -c 16384
+fi
+if [ "$4" = 1 ]; then
+  m props
+  for k in ro.product.model ro.product.cpu.abi; do
+    v=$(getprop "$k" 2>/dev/null); echo "[$k]: [${v:0:200}]"
+  done
+fi
+if [ "$3" = 1 ]; then
+  m cpuinfo; dumpsys cpuinfo 2>/dev/null | head -c 262144
+fi
+m end
