@@ -355,7 +355,7 @@ def demo_cmd(
         client = None
         pipe = None
         try:
-            say(f"starting {devices} virtual devices (adb server on port {port}) ...")
+            say(f"starting {devices} virtual devices in {tmp} (adb server on port {port}) ...")
             client = start_fleet(Path(tmp) / "fleet", devices=devices, adb_port=port,
                                  base_port=base)
             serials = client.serials

@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     mtime REAL NOT NULL,
     sha256 TEXT,
     local_path TEXT,                      -- our copy, always inside the data directory
+    how TEXT,                             -- detected by: inotify | listing | backlog | run
     state TEXT NOT NULL DEFAULT 'pending',
     error TEXT,
     result TEXT,                          -- JSON summary written when the job is done
@@ -99,6 +100,7 @@ class JobRecord:
     created: float
     updated: float
     finished: float | None
+    how: str | None = None
 
     @property
     def name(self) -> str:
@@ -109,7 +111,7 @@ class JobRecord:
                 "size": self.size, "mtime": self.mtime, "sha256": self.sha256,
                 "local_path": self.local_path, "state": self.state, "error": self.error,
                 "result": self.result, "created": self.created, "updated": self.updated,
-                "finished": self.finished}
+                "finished": self.finished, "how": self.how}
 
 
 @dataclass
@@ -216,14 +218,17 @@ class Journal:
 
     # -- jobs -------------------------------------------------------------------------------
     def add_job(self, *, source: str, serial: str, path: str, size: int, mtime: float,
-                local_path: str | None = None, sha256: str | None = None) -> tuple[int, bool]:
+                local_path: str | None = None, sha256: str | None = None,
+                how: str | None = None) -> tuple[int, bool]:
         """(job id, created). The same picture identity always maps to the same job."""
         now = self._clock()
         with self._tx() as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO jobs(source, serial, path, size, mtime, sha256, "
-                "local_path, state, created, updated) VALUES (?,?,?,?,?,?,?, 'pending', ?, ?)",
-                (source, serial, path, int(size), float(mtime), sha256, local_path, now, now))
+                "local_path, how, state, created, updated) "
+                "VALUES (?,?,?,?,?,?,?,?, 'pending', ?, ?)",
+                (source, serial, path, int(size), float(mtime), sha256, local_path, how, now,
+                 now))
             created = cur.rowcount == 1
             row = db.execute("SELECT id FROM jobs WHERE serial=? AND path=? AND size=? AND "
                              "mtime=?", (serial, path, int(size), float(mtime))).fetchone()
@@ -297,7 +302,7 @@ class Journal:
                          size=r["size"], mtime=r["mtime"], sha256=r["sha256"],
                          local_path=r["local_path"], state=r["state"], error=r["error"],
                          result=_loads(r["result"]), created=r["created"],
-                         updated=r["updated"], finished=r["finished"])
+                         updated=r["updated"], finished=r["finished"], how=r["how"])
 
     # -- attempts ---------------------------------------------------------------------------
     def begin_attempt(self, job_id: int, stage: str, serial: str | None) -> int:

@@ -269,7 +269,8 @@ class Pipeline:
     # ------------------------------------------------------------------ adding jobs
     def add_device_picture(self, pic: NewPicture) -> tuple[int, bool]:
         job_id, created = self.journal.add_job(source="device", serial=pic.serial,
-                                               path=pic.path, size=pic.size, mtime=pic.mtime)
+                                               path=pic.path, size=pic.size, mtime=pic.mtime,
+                                               how=pic.how)
         self.journal.mark_seen(pic.serial, [(pic.path, pic.size, pic.mtime)], baseline=False)
         if created:
             self._emit("job_added", job=job_id, serial=pic.serial, name=pic.name, how=pic.how)
@@ -286,7 +287,7 @@ class Pipeline:
             raise AdbflowError(f"{image} is not a file", hint="pass the path of an image file")
         job_id, created = self.journal.add_job(source="laptop", serial="laptop",
                                                path=str(image), size=st.st_size,
-                                               mtime=st.st_mtime)
+                                               mtime=st.st_mtime, how="run")
         if created:
             self._emit("job_added", job=job_id, serial="laptop", name=image.name, how="run")
         return job_id, created
@@ -705,6 +706,7 @@ def compose_result(journal: Journal, job: JobRecord, policy: str | None = None) 
     every = journal.attempts(job.id)
     return {
         "job": job.id, "source": job.source, "origin": job.serial, "path": job.path,
+        "detected_by": job.how,
         "name": job.name, "size": job.size, "sha256": job.sha256,
         "labels": cls.get("labels", []), "story": gen.get("story", ""),
         "prompt": gen.get("prompt"),

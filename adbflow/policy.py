@@ -10,8 +10,10 @@ The decision is one pure function (like Dask's `worker_objective`): for each dev
     total = transfer_in + wait + model_load + service + transfer_out
 
     transfer_in  = adb latency + input bytes / bandwidth     (0 when the data is already there)
-    wait         = remaining time of the work we already awarded to it (inflight, our own
-                   bookkeeping, never stale)
+    wait         = remaining time of the work we already awarded to it that runs before
+                   this task (inflight, our own bookkeeping, never stale): same-stage work
+                   with the pipeline's per-stage slots (other-stage work adds CPU load
+                   instead), all of it with queueing="fifo"
     model_load   = cold-start cost when this stage has not run there recently (page cache)
     service      = (learned seconds/unit, else the profile prior) * units
                    * load factor (background load, minus our own running job)
@@ -215,6 +217,9 @@ class CostModel:
 
     battery_floor: int = 15
     residency_s: float = 600.0     # a model run within this many seconds is still in page cache
+    #: how a device works through awarded tasks: "per-stage" = one task per stage at a time,
+    #: stages side by side (adbflow.pipeline's slots); "fifo" = one task at a time
+    queueing: str = "per-stage"
     #: serial -> {started_at: last time we saw that task of ours running} (a few recent ones)
     seen_running: dict[str, dict[float, float]] = field(default_factory=dict)
 
@@ -258,6 +263,15 @@ class CostModel:
         lat = t.adb_latency_ms / 1000.0
         load = background_load(bid, inflight, profile,
                                ours_in_reading=self.ours_in_reading(bid, now))
+        ahead = list(inflight)
+        if self.queueing == "per-stage":
+            # other-stage work runs beside ours: it does not delay the start, it shares the CPU
+            ahead = [x for x in inflight if x.stage == task.stage]
+            others = {x.stage for x in inflight if x.stage != task.stage}
+            cores = max(1, getattr(bid, "cores", 0) or 1)
+            for stage in others:
+                threads = profile.label_image.threads if stage == "classify" else profile.llama.threads
+                load += 100.0 * min(1.0, threads / cores)
         f_load = load_factor(load, t.load_sensitivity)
         f_therm = thermal_factor(bid)
         f_freq = freq_factor(bid, load)
@@ -267,7 +281,7 @@ class CostModel:
             return self.service_s(x, serial, profile, service_times) * scale + lat
 
         wait = 0.0
-        for x in inflight:
+        for x in ahead:
             full = (0.0 if x.data_on == serial else _transfer_s(x.input_bytes, profile)) \
                 + run_s(x) + _transfer_s(x.output_bytes, profile)
             if x.started_at is not None:
@@ -309,8 +323,12 @@ class CostModel:
 class _Base:
     name = "base"
 
-    def __init__(self, *, battery_floor: int = 15, residency_s: float = 600.0) -> None:
-        self.model = CostModel(battery_floor=battery_floor, residency_s=residency_s)
+    def __init__(self, *, battery_floor: int = 15, residency_s: float = 600.0,
+                 queueing: str = "per-stage") -> None:
+        if queueing not in ("per-stage", "fifo"):
+            raise ValueError(f"queueing must be 'per-stage' or 'fifo', not {queueing!r}")
+        self.model = CostModel(battery_floor=battery_floor, residency_s=residency_s,
+                               queueing=queueing)
 
     def choose(self, task: Task, bids: Sequence[Any], *, inflight: Mapping[str, Sequence[Task]],
                profiles: ProfileBook, service_times: ServiceTimes | None = None,

@@ -108,10 +108,14 @@ class DeviceProfile:
         low = model.strip().lower()
         return any(fnmatch.fnmatchcase(low, pat.lower()) for pat in self.match_models)
 
-    def specificity(self) -> tuple[int, int]:
-        """Exact model names beat globs; longer literal prefixes beat shorter ones."""
-        best = (0, 0)
+    def specificity(self, model: str) -> tuple[int, int]:
+        """How specifically this profile matches `model`: an exact name beats a glob, a
+        longer literal prefix beats a shorter one (only the patterns that match count)."""
+        best = (-1, -1)
+        low = model.strip().lower()
         for pat in self.match_models:
+            if not fnmatch.fnmatchcase(low, pat.lower()):
+                continue
             literal = re.split(r"[*?\[]", pat, maxsplit=1)[0]
             best = max(best, (0 if any(c in pat for c in "*?[") else 1, len(literal)))
         return best
@@ -171,7 +175,9 @@ class ProfileBook:
         candidates = [p for n, p in self.profiles.items() if n != DEFAULT_NAME and p.matches(model)]
         if not candidates:
             return self.profiles[DEFAULT_NAME]
-        best = max(candidates, key=lambda p: (p.specificity(), p.name))
+        # ties: the profile written for fewer models (e.g. one measured phone), then name
+        best = max(candidates, key=lambda p: (p.specificity(model or ""), -len(p.match_models),
+                                              p.name))
         if best.classes and model:
             for word in re.split(r"[\s/:,]+", model.strip()):
                 if word in best.classes:
@@ -336,5 +342,6 @@ def dump_profile(profile: DeviceProfile) -> str:
 
 def safe_profile_name(model: str) -> str:
     """A file/profile name from an untrusted ro.product.model string."""
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", model.strip()).strip("._-")
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", model.strip())
+    name = re.sub(r"\.{2,}", "_", name).strip("._-")
     return (name or "device")[:64]

@@ -23,6 +23,7 @@ preempt and split work, on the same sampled instance; see its docstring.
 """
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import math
@@ -349,6 +350,7 @@ class SimResult:
     makespan_s: float
     awards: dict[str, dict[str, int]]     # serial -> stage -> count
     processing: np.ndarray | None = None  # per job: time its two stages ran (no waiting)
+    assignment: list[list[int]] | None = None   # per job: [classify device, generate device]
 
     @property
     def mean_s(self) -> float:
@@ -375,7 +377,6 @@ class _DevState:
     heat_t: float = 0.0
 
     def busy_at(self, t: float) -> bool:
-        import bisect
         return bool((bisect.bisect_right(self.busy_times, t) - 1) % 2)
 
     def set_busy(self, t: float, busy: bool) -> None:
@@ -411,7 +412,7 @@ def sim_profile_book(inst: Instance) -> ProfileBook:
 def simulate(inst: Instance, policy_name: str) -> SimResult:
     """Run the picture stream through the fleet with one policy."""
     c = inst.config
-    policy = get_policy(policy_name)
+    policy = get_policy(policy_name, queueing="fifo")   # simulated phones run one task at a time
     book = sim_profile_book(inst)
     rng = random.Random(c.seed * 7919 + POLICY_NAMES.index(policy_name))
     noise = np.random.default_rng(c.seed + 17)
@@ -426,6 +427,7 @@ def simulate(inst: Instance, policy_name: str) -> SimResult:
         heapq.heappush(events, (float(t), next(seq), "arrive", j))
     finished = np.full(inst.n_jobs, np.nan)
     processing = np.zeros(inst.n_jobs)
+    assignment = [[-1, -1] for _ in range(inst.n_jobs)]
     bid_load: dict[tuple[int, str], float] = {}
 
     def true_load(d: int, t: float) -> float:
@@ -487,6 +489,7 @@ def simulate(inst: Instance, policy_name: str) -> SimResult:
             bid, fl[dec.winner], book.get(dec.winner),
             ours_in_reading=policy.model.ours_in_reading(bid, t))  # type: ignore[attr-defined]
         awards[dec.winner][stage] += 1
+        assignment[j][0 if stage == "classify" else 1] = d
         devs[d].queue.append((j, stage, task))
         start_next(d, t)
 
@@ -513,7 +516,7 @@ def simulate(inst: Instance, policy_name: str) -> SimResult:
         start_next(d, t)
     lat = finished - inst.arrivals
     return SimResult(policy_name, lat, float(np.nanmax(finished) - inst.arrivals[0]), awards,
-                     processing)
+                     processing, assignment)
 
 
 # ------------------------------------------------------------------------ offline optimum

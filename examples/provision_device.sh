@@ -21,7 +21,7 @@
 #     'labels.txt=https://storage.googleapis.com/download.tensorflow.org/models/mobilenet_v1_1.0_224_frozen.tgz!mobilenet_v1_1.0_224/labels.txt' \
 #     llama-cli=build-android/bin/llama-cli  model.gguf=~/models/SmolLM2-135M-Instruct-Q4_K_M.gguf
 #
-# ELF files are made executable (0755); everything else is 0644. After each push the
+# ELF files and #! scripts are made executable (0755); everything else is 0644. After each push the
 # device's `sha256sum` must equal the laptop's, else the script fails. Every adb/curl call
 # is bounded by `timeout`. Exit codes: 0 ok, 1 a push/check failed, 2 bad usage.
 set -euo pipefail
@@ -96,7 +96,10 @@ fetch() {
   if [ -n "$member" ]; then
     local out="$CACHE/$(printf '%s!%s' "$path" "$member" | sha256sum | cut -c1-16)-$(basename "$member")"
     mkdir -p "$CACHE"
-    timeout 300 tar -xzf "$path" -O -- "$member" > "$out.part" || die "$member not in $path"
+    # Archives list members as `name` or `./name`: accept both.
+    timeout 300 tar -xzf "$path" -O -- "$member" > "$out.part" 2>/dev/null \
+      || timeout 300 tar -xzf "$path" -O -- "./$member" > "$out.part" \
+      || die "$member not in $path"
     mv "$out.part" "$out"; path="$out"
   fi
   if [ -n "$want" ] && [ "$(sha256_local "$path")" != "$want" ]; then
@@ -117,7 +120,9 @@ for item in "${ITEMS[@]}"; do
   local_path="$(fetch "$source")"
   remote="$DEST/$name"
   mode=644
-  [ "$(head -c 4 "$local_path" | od -An -tx1 | tr -d ' \n')" = "7f454c46" ] && mode=755
+  case "$(head -c 4 "$local_path" | od -An -tx1 | tr -d ' \n')" in
+    7f454c46|2321*) mode=755 ;;   # ELF binary or #! script: a program
+  esac
   echo "push $local_path -> $remote ($(stat -c %s "$local_path") bytes, mode $mode)"
   timeout "$PUSH_TIMEOUT" "$ADB" "${ADB_ARGS[@]}" push "$local_path" "$remote" >/dev/null \
     || die "adb push to $remote failed"

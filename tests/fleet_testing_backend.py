@@ -27,7 +27,7 @@ class DirBackend:
         self.faults = faults or FaultState()
         self.load = 0.0
         self.started = 0
-        self._procs: set[asyncio.subprocess.Process] = set()
+        self._pgids: set[int] = set()  # every group ever spawned: background jobs too
 
     def banner_props(self) -> dict[str, str]:
         return {"ro.product.name": f"adbflow_{self.profile}",
@@ -44,12 +44,12 @@ class DirBackend:
         self.started += 1
 
     async def stop(self) -> None:
-        for proc in list(self._procs):
+        for pgid in list(self._pgids):
             try:
-                os.killpg(proc.pid, signal.SIGKILL)
+                os.killpg(pgid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-        self._procs.clear()
+        self._pgids.clear()
 
     async def spawn(self, command: str | None, *, pty: bool, env: dict[str, str] | None = None
                     ) -> tuple[asyncio.subprocess.Process, int | None]:
@@ -74,9 +74,7 @@ class DirBackend:
         return proc, None
 
     def _track(self, proc: asyncio.subprocess.Process) -> None:
-        self._procs.add(proc)
-        task = asyncio.ensure_future(proc.wait())
-        task.add_done_callback(lambda _t: self._procs.discard(proc))
+        self._pgids.add(proc.pid)
 
     def resolve(self, device_path: str, *, follow_last: bool = True) -> Path:
         parts = [p for p in device_path.split("/") if p and p != "."]
@@ -122,3 +120,13 @@ def _set_ctty() -> None:
 def make_backend(serial: str, profile: str, root_dir: Path, faults: FaultState) -> DirBackend:
     """Backend factory in the shape FleetHost expects (`--backend tests.fleet_testing_backend:make_backend`)."""
     return DirBackend(serial, profile, root_dir, faults)
+
+
+class _BrokenBackend(DirBackend):
+    async def start(self) -> None:
+        raise RuntimeError("device root exploded on purpose (test)")
+
+
+def broken_backend(serial: str, profile: str, root_dir: Path, faults: FaultState) -> DirBackend:
+    """A backend whose start fails: the fleet must report it and clean up."""
+    return _BrokenBackend(serial, profile, root_dir, faults)

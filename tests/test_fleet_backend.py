@@ -143,22 +143,37 @@ def test_contention_thermal_and_freq_are_monotonic() -> None:
     assert lm.approach(30, 80, 1e9, 20) == pytest.approx(80)
 
 
-def test_tick_cost_for_100_devices_is_small(tmp_path: Path) -> None:
+def test_ticks_write_little_for_100_devices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                             ) -> None:
+    """A fast tick rewrites only /proc/stat; /sys files only every SYS_TICK_S and only
+    when changed; no file is opened again after the first write (fds are kept)."""
     prof = load_virtual_profile("flagship_2023")
     models = [lm.DeviceLoad(prof, tmp_path / f"d{i}/sim", tmp_path / f"d{i}/sys", lambda: None)
               for i in range(100)]
     now = time.monotonic()
     for m in models:
-        m.tick(now)  # includes the slow tick
-    t0 = time.perf_counter()
-    for k in range(1, 6):
+        m.tick(now)
+    writes: list[int] = []
+    opens: list[str] = []
+    real_pwrite, real_open = os.pwrite, os.open
+    monkeypatch.setattr(lm.os, "pwrite", lambda fd, data, off: writes.append(fd) or
+                        real_pwrite(fd, data, off))
+    monkeypatch.setattr(lm.os, "open", lambda path, *a, **k: opens.append(str(path)) or
+                        real_open(path, *a, **k))
+    for m in models:
+        m.tick(now + 0.4)  # fast tick only
+    assert len(writes) == 100
+    writes.clear()
+    for k in range(2, 31):  # 12 s more: slow ticks each second, /sys every 3 s
         for m in models:
             m.tick(now + 0.4 * k)
-    per_tick = (time.perf_counter() - t0) / 5
+    per_device_per_s = len(writes) / 100 / (0.4 * 29)
+    assert per_device_per_s < 2.5 + 3 + (prof.ncores + 8) / lm.SYS_TICK_S, per_device_per_s
+    if lm._KEEP_FDS:
+        assert opens == []
+        assert sum(len(m._sys_fds) for m in models) == 100 * (prof.ncores + 8)
     for m in models:
         m.close()
-    # 100 devices at a 0.4 s period must cost well under a tenth of one core
-    assert per_tick < 0.04, per_tick
     assert lm.tick_interval(100) == pytest.approx(0.4) and lm.tick_interval(3) == 0.1
 
 
@@ -383,9 +398,11 @@ def test_proc_stat_follows_set_load(device, lt: LoopThread) -> None:
 
 @needs_ns
 def test_own_processes_add_to_the_load(device, lt: LoopThread) -> None:
-    # a busy loop inside the device uses ~1 host core = 1/8 of this 8-core device
-    rc, out, _ = lt.run(sh(device, "(while :; do :; done) & p=$!; sleep 2.2; "
-                                   "head -1 /proc/stat; sleep 1.5; head -1 /proc/stat; kill $p"))
+    # two busy loops inside the device use up to 2 host cores = 2/8 of this 8-core device;
+    # on a contended CI host they may get less, so only a clear rise is required
+    rc, out, _ = lt.run(sh(device, "(while :; do :; done) & p=$!; (while :; do :; done) & q=$!; "
+                                   "sleep 2.2; head -1 /proc/stat; sleep 2; head -1 /proc/stat; "
+                                   "kill $p $q"))
     a, b = (lm.parse_proc_stat(x)["cpu"] for x in out.strip().splitlines())
     busy = lm.cpu_busy_percent(a, b)
     assert busy >= device.profile.background_load + 6, busy

@@ -135,7 +135,8 @@ BACKENDS = [pytest.param("dir", id="dir"),
 
 def _start(factory, kind: str, devices: int, **kw):  # type: ignore[no-untyped-def]
     if kind == "dir":
-        return factory(devices, backend=DIR_BACKEND, env={**DIR_ENV, **kw.pop("env", {})}, **kw)
+        return factory(devices, backend=DIR_BACKEND,
+                       env={**DIR_ENV, **kw.pop("env", {})}, **kw)
     return factory(devices, **kw)
 
 
@@ -227,6 +228,12 @@ def test_shell_pty_exit_code_and_tty(fleet) -> None:  # type: ignore[no-untyped-
     r = adb(fleet, fleet.serials[0], "shell", "-t", "-t", "tty; exit 5")
     assert r.returncode == 5
     assert b"/dev/pts/" in r.stdout
+
+
+def test_interactive_shell_reads_commands_from_stdin(fleet) -> None:  # type: ignore[no-untyped-def]
+    r = adb(fleet, fleet.serials[1], "shell", input=b"echo one; echo two >&2; exit 6\n")
+    assert r.returncode == 6
+    assert b"one" in r.stdout and b"two" in r.stdout + r.stderr
 
 
 def test_exec_out_is_binary_exact(fleet) -> None:  # type: ignore[no-untyped-def]
@@ -354,6 +361,24 @@ def test_pull_directory_and_list(fleet, tmp_path: Path) -> None:  # type: ignore
     assert d.sync.stat(f"{TMP}/nope").size == 0  # v1 STAT: zeros for a missing file
 
 
+def test_push_directory_and_into_directory(fleet, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    s = fleet.serials[1]
+    src = tmp_path / "album"
+    (src / "inner").mkdir(parents=True)
+    (src / "one.jpg").write_bytes(os.urandom(70_000))
+    (src / "inner" / "two.jpg").write_bytes(os.urandom(100))
+    r = adb(fleet, s, "push", str(src), "/sdcard/Download/")
+    assert r.returncode == 0, r.stderr
+    base = host_path(fleet, s, "/storage/emulated/0/Download/album")
+    assert (base / "one.jpg").read_bytes() == (src / "one.jpg").read_bytes()
+    assert (base / "inner" / "two.jpg").read_bytes() == (src / "inner" / "two.jpg").read_bytes()
+    r = adb(fleet, s, "push", str(src / "one.jpg"), "/sdcard/Download/")
+    assert r.returncode == 0, r.stderr
+    assert host_path(fleet, s, "/storage/emulated/0/Download/one.jpg").stat().st_size == 70_000
+    r = adb(fleet, s, "push", "--sync", str(src / "one.jpg"), "/sdcard/Download/one.jpg")
+    assert r.returncode == 0 and b"1 skipped" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
 def test_sdcard_symlink_resolves_inside_device(fleet) -> None:  # type: ignore[no-untyped-def]
     s = fleet.serials[1]
     d = fleet.adb().device(s)
@@ -444,6 +469,43 @@ def test_reboot_drops_transport_and_device_returns(fleet) -> None:  # type: igno
     assert marker.encode() not in adb(fleet, s, "shell", "ps -A -o args").stdout
 
 
+def test_devices_come_back_after_adb_kill_server(fleet) -> None:  # type: ignore[no-untyped-def]
+    """`adb kill-server` forgets `adb connect` devices; the fleet re-registers them."""
+    adb_server.kill_server(fleet.adb_port)
+    adb_server.start_server(fleet.adb_port)
+    for serial in fleet.serials:
+        fleet.wait_adb_state(serial, "device", timeout=10)
+    assert adb(fleet, fleet.serials[0], "shell", "echo again").stdout == b"again\n"
+
+
+def test_cli_status_fault_snap(fleet) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+    import typer
+    from adbflow.fleet.cli import register
+    app = typer.Typer()
+    register(app)
+    app.command("noop")(lambda: None)  # a second command keeps `fleet` a sub-command
+    runner = CliRunner()
+    sd = ["--state-dir", str(fleet.state_dir)]
+    s = fleet.serials[2]
+    r = runner.invoke(app, ["fleet", "status", "--json", *sd])
+    assert r.exit_code == 0, r.output
+    assert {d["serial"] for d in __import__("json").loads(r.output)["devices"]} == set(fleet.serials)
+    r = runner.invoke(app, ["fleet", "fault", s, "--program", "label_image", "--mode", "hang",
+                            "--storage-full", *sd])
+    assert r.exit_code == 0, r.output
+    faults = {d["serial"]: d for d in fleet.status()["devices"]}[s]["faults"]
+    assert faults["storage_full"] is True and faults["programs"]["label_image"]["mode"] == "hang"
+    r = runner.invoke(app, ["fleet", "status", *sd])
+    assert "label_image:hang" in r.output and "storage_full" in r.output
+    r = runner.invoke(app, ["fleet", "fault", s, "--clear", *sd])
+    assert r.exit_code == 0
+    assert {d["serial"]: d for d in fleet.status()["devices"]}[s]["faults"]["programs"] == {}
+    r = runner.invoke(app, ["fleet", "snap", s, str(ASSETS_DIR / "coffee.png"), "--name",
+                            "cli.png", *sd])
+    assert r.exit_code == 0 and r.output.strip() == "/storage/emulated/0/Pictures/cli.png"
+
+
 def test_snap_writes_picture_like_a_camera(fleet) -> None:  # type: ignore[no-untyped-def]
     s = fleet.serials[2]
     src = ASSETS_DIR / "chelsea.png"
@@ -515,3 +577,18 @@ def test_twenty_devices_start_fast_and_down_leaves_nothing(fleet_factory, kind: 
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     fleet_factory.release(client)
+
+
+def test_failed_start_reports_log_and_leaves_nothing(tmp_path: Path) -> None:
+    from adbflow.fleet.control import start_fleet
+    port = adb_server.free_port(15037, 16999)
+    try:
+        with pytest.raises(FleetError) as err:
+            start_fleet(tmp_path / "state", devices=2, adb_port=port,
+                        base_port=adb_server.free_port(20000, 29000),
+                        backend="fleet_testing_backend:broken_backend", env=DIR_ENV, timeout=30)
+        assert "exploded on purpose" in str(err.value)  # the daemon's log tail is in the error
+        assert not adb_server.server_alive(port)  # the daemon stopped the adb server it started
+        assert not (tmp_path / "state" / "fleet.json").exists()
+    finally:
+        adb_server.kill_server(port)

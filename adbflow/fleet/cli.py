@@ -13,6 +13,7 @@ from typing import Annotated, Any, Optional
 import typer
 from tabulate import tabulate
 
+from adbflow.fleet.faults import FaultState
 from adbflow.fleet.control import FleetClient, default_adb_port, default_state_dir, start_fleet
 from adbflow.fleet.host import DEFAULT_BASE_PORT, MAX_DEVICES
 
@@ -41,8 +42,8 @@ def _device_rows(status: dict[str, Any]) -> list[list[Any]]:
     rows = []
     for d in status["devices"]:
         faults = d.get("faults") or {}
-        active = [k for k, v in faults.items()
-                  if k != "programs" and v not in (False, 0.0, 1.0, None)]
+        healthy = FaultState().to_json()
+        active = [k for k, v in faults.items() if k != "programs" and v != healthy.get(k)]
         active += [f"{name}:{p['mode']}" for name, p in (faults.get("programs") or {}).items()
                    if p.get("mode") != "ok"]
         rows.append([d["serial"], d["profile"], d["state"], d.get("adb_state", "?"),

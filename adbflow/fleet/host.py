@@ -149,7 +149,9 @@ class FleetHost:
             await self.start()
             log.info("fleet ready: %d devices on adb server port %d", len(self.devices),
                      self.adb_port)
+            watch = asyncio.create_task(self._watch_adb_server())
             await self._stop.wait()
+            watch.cancel()
         finally:
             await self.down()
 
@@ -239,6 +241,23 @@ class FleetHost:
                                              for s, st in sorted(missing.items())[:8]))
             await asyncio.sleep(0.05)
 
+    async def _watch_adb_server(self, period: float = 2.0) -> None:
+        """Re-register devices the adb server forgot (`adb kill-server` then any adb
+        command restarts it with an empty list), the way USB phones reappear."""
+        while True:
+            await asyncio.sleep(period)
+            try:
+                states = await self.adb_states()
+            except FleetError:
+                continue  # no server right now: try again later
+            for dev in self.devices.values():
+                if (dev.serial not in states and dev.state == "running"
+                        and not dev.lock.locked() and not dev.backend.faults.offline):
+                    with contextlib.suppress(FleetError):
+                        reply = await adb_server.request(self.adb_port,
+                                                         f"host:connect:{dev.serial}", timeout=15)
+                        log.info("[%s] re-registered: %s", dev.serial, reply.strip())
+
     async def down(self) -> None:
         """Stop every device, the adb server if we started it, and remove fleet.json."""
         if self._down_done:
@@ -296,27 +315,39 @@ class FleetHost:
             await dev.backend.start()
             await dev.transport.start()
             dev.state = "running"
-            # The adb server retries a lost `adb connect` device only every 3 s; asking it
-            # to connect again brings it back at once.
-            await self._reconnect(dev)
-        self.write_state()
-        if not dev.backend.faults.offline:
-            await self.wait_states({dev.serial: "device"}, timeout)
+            self.write_state()
+            await self._reconnect(dev, timeout)
 
-    async def _reconnect(self, dev: VirtualDevice) -> None:
-        try:
-            reply = await adb_server.request(self.adb_port, f"host:connect:{dev.serial}",
-                                             timeout=15)
-        except FleetError as exc:
-            log.warning("[%s] reconnect: %s", dev.serial, exc)
-            return
-        if "already connected" in reply:
-            states = await self.adb_states()
-            if states.get(dev.serial) != "device":
+    async def _reconnect(self, dev: VirtualDevice, timeout: float = 20.0) -> None:
+        """Make the adb server see `dev` as `device` again.
+
+        A lost `adb connect` device stays `offline` in the server, which retries only
+        every 3 s (and gives up after ~60 s); `connect` then answers "already connected".
+        So: an offline entry is disconnected, an absent one is connected, until it shows
+        `device`. Disconnect is asynchronous in the server, hence the loop."""
+        deadline = time.monotonic() + timeout
+        last_action = 0.0
+        while True:
+            state = (await self.adb_states()).get(dev.serial)
+            if state == "device" or dev.backend.faults.offline:
+                return
+            now = time.monotonic()
+            if now > deadline:
+                raise FleetError(f"[{dev.serial}] adb state {state or 'absent'} after restart, "
+                                 f"expected device within {timeout:.0f} s",
+                                 hint="see fleet.log and adb-server.log in the state dir")
+            if now - last_action > 1.0:
+                last_action = now
                 with contextlib.suppress(FleetError):
-                    await adb_server.request(self.adb_port, f"host:disconnect:{dev.serial}",
-                                             timeout=5)
-                await adb_server.request(self.adb_port, f"host:connect:{dev.serial}", timeout=15)
+                    if state is None:
+                        reply = await adb_server.request(self.adb_port,
+                                                         f"host:connect:{dev.serial}", timeout=15)
+                        log.info("[%s] reconnect: %s", dev.serial, reply.strip())
+                    elif state == "offline":
+                        await adb_server.request(self.adb_port, f"host:disconnect:{dev.serial}",
+                                                 timeout=5)
+                        last_action = 0.0  # connect as soon as it is gone
+            await asyncio.sleep(0.05)
 
     async def reboot(self, dev: VirtualDevice) -> None:
         """`adb reboot`: the transport drops, processes die, the device comes back."""

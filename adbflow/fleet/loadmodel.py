@@ -28,7 +28,13 @@ BUSY_SPLIT = (0.70, 0.04, 0.21, 0.02, 0.03)
 IDLE_SPLIT = (0.985, 0.015)
 FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal", "guest",
           "guest_nice")
-SLOW_TICK_S = 1.0
+SLOW_TICK_S = 1.0   # own-process sampling, meminfo, loadavg, uptime
+try:  # keep /sys fds open only when the fd limit leaves room (~20 per device)
+    import resource
+    _KEEP_FDS = resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= 8192
+except (ImportError, ValueError):  # pragma: no cover
+    _KEEP_FDS = False
+SYS_TICK_S = 3.0    # /sys files (cpufreq, thermal, battery): many small files, slow physics
 
 
 # ---------------------------------------------------------------- pure functions
@@ -134,7 +140,7 @@ def meminfo_values(total_kb: int, used_kb: int) -> dict[str, int]:
 
 
 def render_meminfo(values: dict[str, int]) -> str:
-    """/proc/meminfo lines: the kernel pads the label to 16 columns and the value to 8 (show_val_kb)."""
+    """/proc/meminfo lines: the kernel pads label to 16 columns, value to 8 (show_val_kb)."""
     return "".join(f"{k + ':':<16}{v:>8} kB\n" for k, v in values.items())
 
 
@@ -263,12 +269,14 @@ class DeviceLoad:
         self.usage = OwnUsage()
         self.last_fast = self.boot_mono
         self.last_slow = 0.0
+        self.last_sys = 0.0
         self.ctxt = 0.0
         self.loadavg = [0.0, 0.0, 0.0]
         self.temps = {z[0]: z[1] for z in THERMAL_ZONES}
         self.on_slow: Callable[[], None] | None = None  # e.g. backend republishes faults
         self._written: dict[str, str] = {}
         self._fds: dict[str, int] = {}
+        self._sys_fds: dict[str, int] = {}
         self._sizes: dict[str, int] = {}
         self.sim_dir.mkdir(parents=True, exist_ok=True)
         self.write_static()
@@ -279,7 +287,7 @@ class DeviceLoad:
         data = text.encode()
         fd = self._fds.get(name)
         if fd is None:
-            fd = os.open(self.sim_dir / name, os.O_RDWR | os.O_CREAT, 0o444)
+            fd = os.open(self.sim_dir / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o444)
             self._fds[name] = fd
             self._sizes[name] = os.fstat(fd).st_size
         os.pwrite(fd, data, 0)
@@ -287,22 +295,30 @@ class DeviceLoad:
             os.ftruncate(fd, len(data))
         self._sizes[name] = len(data)
 
-    def _sys(self, rel: str, value: str) -> None:
+    def _sys(self, rel: str, value: str, keep: bool = False) -> None:
+        """Write a /sys file of the device when its value changed (fd kept open: opening
+        files costs more than writing them, and 100 devices write ~500 files per second)."""
         if self._written.get(rel) == value:
             return
-        path = self.sys_root / rel
-        try:
-            with open(path, "w") as f:
-                f.write(value)
-        except FileNotFoundError:
+        data = value.encode()
+        fd = self._sys_fds.get(rel)
+        if fd is None:
+            path = self.sys_root / rel
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(value)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            if keep and _KEEP_FDS:
+                self._sys_fds[rel] = fd
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
+        if rel not in self._sys_fds:
+            os.close(fd)
         self._written[rel] = value
 
     def close(self) -> None:
-        for fd in self._fds.values():
+        for fd in [*self._fds.values(), *self._sys_fds.values()]:
             os.close(fd)
         self._fds.clear()
+        self._sys_fds.clear()
 
     def write_static(self) -> None:
         """Files that do not change with load (cpu topology, zone types, cpuinfo)."""
@@ -377,19 +393,28 @@ class DeviceLoad:
         up = now - self.boot_mono
         idle = sum(row[3] for row in self.times) / HZ
         self._put("uptime", f"{up:.2f} {idle:.2f}\n")
+        for ztype, amb, rise, tau in THERMAL_ZONES:
+            self.temps[ztype] = approach(self.temps[ztype], amb + rise * busy, dt, tau)
+        if now - self.last_sys >= SYS_TICK_S:
+            self.last_sys = now
+            self.write_sys(busy)
+        if self.on_slow is not None:
+            self.on_slow()
+
+    def write_sys(self, busy: float) -> None:
+        """cpufreq, thermal and battery files (each written only when its value changed)."""
+        p = self.profile
         maxs, mins = p.core_max_khz(), p.core_min_khz()
         for i in range(p.ncores):
             self._sys(f"devices/system/cpu/cpu{i}/cpufreq/scaling_cur_freq",
-                      f"{cur_freq_khz(mins[i], maxs[i], busy)}\n")
-        for z, (ztype, amb, rise, tau) in enumerate(THERMAL_ZONES):
-            self.temps[ztype] = approach(self.temps[ztype], amb + rise * busy, dt, tau)
+                      f"{cur_freq_khz(mins[i], maxs[i], busy)}\n", keep=True)
+        for z, (ztype, *_rest) in enumerate(THERMAL_ZONES):
             self._sys(f"class/thermal/thermal_zone{z}/temp",
-                      f"{int(round(self.temps[ztype] * 10)) * 100}\n")
-        self._sys("class/power_supply/battery/temp", f"{int(self.temps['battery'] * 10)}\n")
+                      f"{int(round(self.temps[ztype] * 10)) * 100}\n", keep=True)
+        self._sys("class/power_supply/battery/temp", f"{int(self.temps['battery'] * 10)}\n",
+                  keep=True)
         self._sys("class/power_supply/battery/current_now",
-                  f"{-int(350000 + 1600000 * busy) // 10000 * 10000}\n")
-        if self.on_slow is not None:
-            self.on_slow()
+                  f"{-int(350000 + 1600000 * busy) // 10000 * 10000}\n", keep=True)
 
     def snapshot(self) -> dict[str, float]:
         """Numbers for the device state file and `fleet status`."""

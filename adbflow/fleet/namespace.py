@@ -105,10 +105,13 @@ class NamespaceHolder:
         argv = [UNSHARE, "--mount", "--pid", "--fork", "--kill-child"]
         if self.userns:
             argv[1:1] = ["--user", "--map-root-user"]
-        argv += ["/bin/sh", "-c", holder_script(self.root, self.binds, userns=self.userns)]
+        # the script goes to a file next to the root: keeps `ps` readable, same content
+        script = self.root.parent / "holder.sh"
+        script.write_text(holder_script(self.root, self.binds, userns=self.userns))
+        argv += ["/bin/sh", str(script)]
         self._popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                        stderr=subprocess.STDOUT, close_fds=True,
-                                       start_new_session=True)
+                                       preexec_fn=_die_with_parent)
         out = await self._read_until_ready(timeout)
         pid = _first_child(self._popen.pid)
         if pid is None:
@@ -197,6 +200,21 @@ class NamespaceHolder:
         if self.pid is None:
             raise FleetError(f"[{self.label}] device is not running", hint="start or restart it")
         return Path(f"/proc/{self.pid}/root")
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    """New session (no terminal signals) + SIGKILL when the fleet host dies, even by
+    SIGKILL: unshare --kill-child then takes the whole device down, so a crashed host
+    leaves no orphaned namespaces behind."""
+    os.setsid()
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - non-glibc
+        pass
 
 
 def _exists(pid: int) -> bool:

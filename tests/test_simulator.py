@@ -1,0 +1,115 @@
+"""Simulator sanity: the lower bound is below every policy and below the exhaustive optimum,
+the optimum is below every policy, and ect beats the seed policy on the six-profile fleet."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from adbflow import cli_simulate
+from adbflow.policy import POLICY_NAMES
+from adbflow.profiles import ProfileBook
+from adbflow.simulator import (SimConfig, _lp_throughput, _srpt_completions, compare,
+                               evaluate_assignment, exhaustive_optimum, fleet_profiles,
+                               lower_bound, make_instance, simulate, steady_state_bound)
+
+
+@pytest.fixture(scope="module")
+def profs():
+    return fleet_profiles(ProfileBook.load())
+
+
+def test_srpt_single_server():
+    # job 0 (size 4) arrives at 0; job 1 (size 1) at 1 preempts it
+    done = _srpt_completions(np.array([0.0, 1.0]), np.array([4.0, 1.0]), 1.0)
+    assert list(done) == [5.0, 2.0]
+    done = _srpt_completions(np.array([0.0, 10.0]), np.array([2.0, 2.0]), 2.0)
+    assert list(done) == [1.0, 11.0]
+
+
+def test_lp_throughput_two_specialists():
+    # device 0 only good at classify, device 1 only at generate: 1 job/s each
+    lam, _ = _lp_throughput(np.array([1.0, 1e9]), np.array([1e9, 1.0]))
+    assert lam == pytest.approx(1.0, rel=1e-6)
+    lam, _ = _lp_throughput(np.array([1.0, 1.0]), np.array([1.0, 1.0]))
+    assert lam == pytest.approx(1.0)      # two devices, two seconds of work per job
+
+
+def test_foreground_app_slows_tasks_mid_run(profs):
+    inst = make_instance(SimConfig(n_jobs=5, seed=4), profs[:1])
+    tog = inst.fg_toggles[0]
+    slow = inst.fg_slowdown()
+    assert slow > 1.5
+    start = float(tog[0]) - 1.0                      # one second before the app starts
+    end = inst.finish_time(0, start, 3.0)
+    assert end == pytest.approx(tog[0] + 2.0 * slow)
+    assert inst.finish_time(0, start, 0.5) == pytest.approx(start + 0.5)
+
+
+@pytest.mark.parametrize("u", [0.3, 0.9])
+def test_bound_is_below_every_policy(profs, u):
+    rep = compare(SimConfig(utilisation=u, n_jobs=150, seed=2), profs)
+    b = rep["bound"]["mean_latency_s"]
+    assert b >= rep["bound"]["no_queue_mean_s"] > 0
+    for p in rep["policies"]:
+        assert p["mean_latency_s"] >= b, p["policy"]
+        assert p["mean_processing_s"] <= p["mean_latency_s"] + 1e-9
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_exhaustive_optimum_between_bound_and_policies(profs, seed):
+    cfg = SimConfig(utilisation=0.9, n_jobs=3, seed=seed).without_noise()
+    three = [profs[0], profs[2], profs[5]]
+    inst = make_instance(cfg, three)
+    opt, assign = exhaustive_optimum(inst)
+    assert float(np.mean(evaluate_assignment(inst, assign))) == pytest.approx(opt)
+    assert lower_bound(inst).mean_latency_s <= opt + 1e-9
+    for name in POLICY_NAMES:
+        res = simulate(inst, name)
+        assert res.mean_s >= opt - 1e-9, name
+    # the deterministic simulator and the assignment evaluator agree on the same schedule
+    ect = simulate(inst, "ect")
+    replay = evaluate_assignment(inst, [tuple(a) for a in ect.assignment])
+    assert np.allclose(replay, ect.latencies)
+
+
+def test_same_seed_same_run_and_steady_state_bound_sane(profs):
+    cfg = SimConfig(utilisation=0.6, n_jobs=120, seed=5)
+    a = compare(cfg, profs, ("ect", "lowest-cpu"))
+    b = compare(cfg, profs, ("ect", "lowest-cpu"))
+    assert a == b
+    inst = make_instance(cfg, profs)
+    ss = steady_state_bound(inst)
+    fastest = min(inst.min_duration(d, "classify", 0) for d in range(6)) + \
+        min(inst.min_duration(d, "generate", 0) for d in range(6))
+    assert 0.5 * fastest < ss < 5 * fastest
+
+
+def test_ect_beats_lowest_cpu_on_the_six_profile_fleet(profs):
+    """Ratios only, never absolute times. lowest-cpu sees 3 s old loads and ignores speed."""
+    rep = compare(SimConfig(utilisation=0.6, n_jobs=400, seed=1), profs, ("ect", "lowest-cpu"))
+    ect, low = (p["mean_latency_s"] for p in rep["policies"])
+    assert low / ect > 1.5
+    fresh = compare(replace(SimConfig(utilisation=0.6, n_jobs=400, seed=1), telemetry_age_s=0.0,
+                            load_noise_pct=0.0), profs, ("lowest-cpu",))
+    assert fresh["policies"][0]["mean_latency_s"] < low        # staleness is what hurts it
+
+
+def test_cli_simulate_json():
+    app = typer.Typer()
+    cli_simulate.register(app)
+    app.command("noop")(lambda: None)
+    res = CliRunner().invoke(app, ["simulate", "--json", "-n", "60", "-u", "0.5", "--policy", "ect",
+                                   "--policy", "lowest-cpu"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    assert [p["policy"] for p in doc[0]["policies"]] == ["ect", "lowest-cpu"]
+    assert doc[0]["bound"]["mean_latency_s"] <= doc[0]["policies"][0]["mean_latency_s"]
+    res = CliRunner().invoke(app, ["simulate", "-n", "3", "-u", "0.9", "--optimum", "--class",
+                                   "flagship_2025", "--class", "old_2017"])
+    assert res.exit_code == 0, res.output
+    assert "offline optimum" in res.output
