@@ -8,7 +8,6 @@ reason is in the output and the journal), 2 usage or adbflow error (cli.main), 1
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 import threading
 import time
@@ -50,6 +49,13 @@ def _config(data_dir: Path | None, policy: str, attempts: int, concurrency: int,
                           attempts=attempts, concurrency=concurrency, max_bytes=max_bytes,
                           timeouts=StageTimeouts(classify_s=classify_timeout,
                                                  generate_s=generate_timeout), **kw)
+
+
+def _check_dir(path: str) -> str:
+    if not path.startswith("/") or "\n" in path or "/../" in f"{path}/":
+        raise AdbflowError(f"--pictures-dir {path!r} must be an absolute device path",
+                           hint="e.g. /storage/emulated/0/DCIM/Camera")
+    return path.rstrip("/") or "/"
 
 
 def _inventory(adb_server: list[str] | None, serial: list[str] | None):
@@ -195,6 +201,8 @@ def watch_cmd(
                         )] = None,
     no_inotify: Annotated[bool, typer.Option("--no-inotify", help="Only list directories.")
                           ] = False,
+    pictures_dir: Annotated[str, typer.Option("--pictures-dir", help="Device directory to "
+                            "watch (absolute).")] = "/storage/emulated/0/Pictures",
     attempts: Attempts = 3,
     concurrency: Concurrency = 4,
     max_bytes: MaxBytes = 64 << 20,
@@ -203,7 +211,8 @@ def watch_cmd(
 ) -> None:
     """Watch every device's Pictures folder; classify each new picture and write a story."""
     cfg = _config(data_dir, policy, attempts, concurrency, max_bytes, classify_timeout,
-                  generate_timeout, use_inotify=not no_inotify)
+                  generate_timeout, use_inotify=not no_inotify,
+                  pictures_dir=_check_dir(pictures_dir))
     view = LiveView(json_out=json_out, live=not once)
     pipe = Pipeline(cfg, _inventory(adb_server, serial), on_event=view)
     try:

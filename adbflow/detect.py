@@ -110,6 +110,7 @@ class _Obs:
     mtime: float
     looks: int = 1
     event: bool = False
+    how: str = "listing"
 
 
 @dataclass
@@ -150,12 +151,12 @@ class DetectionState:
             if o is not None and o.size == e.size and o.mtime == e.mtime:
                 o.looks += 1
             else:
-                o = self._obs[e.name] = _Obs(e.size, e.mtime)
+                o = self._obs[e.name] = _Obs(e.size, e.mtime, how=how)
             if e.name in self._pending_events:   # its writer closed it: complete now
                 o.event = True
                 self._pending_events.discard(e.name)
             if o.event or o.looks >= self.stable_looks:
-                pic = self._report(e.name, o, "inotify" if o.event else how)
+                pic = self._report(e.name, o, "inotify" if o.event else o.how)
                 self._obs.pop(e.name, None)
                 if pic:
                     found.append(pic)
@@ -353,6 +354,15 @@ class Watcher:
             if pic is not None:
                 found.append(pic)
                 deadline = time.monotonic()  # hand it over now; drain the rest next round
+
+    def unreported(self) -> int:
+        """Candidate files seen but not yet reported (still being written, or waiting for
+        their second look): a watch that stops now has not accounted for them."""
+        n = 0
+        for w in self.watches.values():
+            if w.state is not None:
+                n += len(w.state._obs) + len(w.state._pending_events)
+        return n
 
     def stop(self) -> None:
         for w in self.watches.values():

@@ -33,8 +33,8 @@ from adbflow import stages
 from adbflow.detect import PICTURES_DIR, Entry, NewPicture, Watcher, is_candidate_name
 from adbflow.errors import (AdbError, AdbflowError, AdbTimeoutError, DeviceUnavailableError,
                             JobError, ParseError)
-from adbflow.imaging import DEFAULT_MAX_BYTES, check_source, prepare_bmp
-from adbflow.journal import FINAL_STATES, JobRecord, Journal
+from adbflow.imaging import DEFAULT_MAX_BYTES, prepare_bmp
+from adbflow.journal import FINAL_STATES, JobRecord, Journal, StageAlreadyDone
 from adbflow.paths import PROFILES_DIR, data_home
 from adbflow.story import build_prompt
 
@@ -370,7 +370,10 @@ class Pipeline:
                     wait = self.config.retry_wait_s * (2 ** n if origin_only else 1)
                     self._sleep(min(wait, 10.0))
                 continue
-            self.journal.commit_attempt(att.id, out)
+            try:
+                self.journal.commit_attempt(att.id, out)
+            except StageAlreadyDone:      # another run committed it first: keep that result
+                out = self.journal.stage_output(job.id, stage) or out
             self._emit("stage_done", job=job.id, stage=stage, serial=att.serial, output=out)
             return out
         raise StageFailed(f"{stage} failed after {self.config.attempts} attempts: "
@@ -626,17 +629,22 @@ class Pipeline:
             timeout=self.config.timeouts.stat_s, use_inotify=self.config.use_inotify,
             on_error=lambda serial, msg: self._emit("device_error", serial=serial, error=msg))
         submitted: list[int] = []
+        synced = False
         try:
             for job in self.journal.incomplete_jobs(source="device"):
                 self._emit("job_resumed", job=job.id, serial=job.serial, name=job.name)
                 submitted.append(job.id)
                 self.submit(job.id)
             devices = list(self.inventory.devices())
-            if devices and not submitted:
+            new: list[NewPicture] = []
+            if not (once and submitted):
                 # prime the bidder: later rounds measure load since this sample, no sleep
-                threading.Thread(target=self.bidder.gather, args=(devices,), daemon=True).start()
-            new = watcher.sync(devices)
-            self._emit("watching", devices=[d.serial for d in devices])
+                if devices:
+                    threading.Thread(target=self.bidder.gather, args=(devices,),
+                                     daemon=True).start()
+                new = watcher.sync(devices)
+                synced = True
+                self._emit("watching", devices=[d.serial for d in devices])
             last_refresh = time.monotonic()
             start = time.monotonic()
             while not self.stop_event.is_set() and not (once and submitted):
@@ -664,8 +672,13 @@ class Pipeline:
                     if self.stop_event.is_set():
                         break
         finally:
+            # "Clean" means every visible picture was accounted for. Otherwise the session
+            # stays open, like a crash: the next start then processes the pictures this one
+            # saw half-way (or never listed) instead of taking them as "present before start".
+            unaccounted = watcher.unreported()
             watcher.stop()
-            self.journal.end_session(session.id)
+            if unaccounted == 0 and (synced or not session.previous_crashed):
+                self.journal.end_session(session.id)
             self.release_lock()
         return submitted
 

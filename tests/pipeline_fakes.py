@@ -8,7 +8,6 @@ It does not classify: labels are canned; the fleet tests run the real models.
 """
 from __future__ import annotations
 
-import math
 import queue
 import shlex
 import threading

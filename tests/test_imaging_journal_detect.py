@@ -2,7 +2,6 @@
 (exactly-once rules, crash recovery) and detection decisions (inotifyd lines, stability)."""
 from __future__ import annotations
 
-import io
 import sqlite3
 import zlib
 import struct

@@ -259,3 +259,23 @@ def test_second_watch_on_same_data_dir_is_refused(tmp_path, fleet) -> None:
     p1.release_lock()
     p2.acquire_lock()
     p2.release_lock()
+
+
+def test_resume_only_run_keeps_crash_state_for_unseen_pictures(tmp_path, fleet) -> None:
+    """kill -9 with job 1 running and picture 2 not yet detected; `watch --once` resumes job 1
+    only. Picture 2 must still be processed by the following watch, not taken as baseline."""
+    devs, inv, bidder = fleet
+    p = make(tmp_path, inv, bidder)
+    j = p.journal
+    j.begin_session()                       # the crashed run
+    j.mark_watched("dev1")
+    jid = add(p, devs[0], "one.png", CHELSEA, mtime=100)
+    devs[0].snap("two.png", CHELSEA[:-1] + b"\1", 200)      # taken while nobody watched
+    t, box = _watch_in_thread(p, once=True, poll_s=0.05, max_wait_s=20)
+    t.join(30)
+    assert box.get("ids") == [jid] and p.journal.job(jid).state == "done"
+    t, box = _watch_in_thread(p, once=True, poll_s=0.05, max_wait_s=20)
+    t.join(30)
+    assert "error" not in box, box
+    assert sorted((x.name, x.state) for x in p.journal.jobs()) == [("one.png", "done"),
+                                                                   ("two.png", "done")]

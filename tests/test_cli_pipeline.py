@@ -1,0 +1,60 @@
+"""CLI wiring of run/jobs/show/watch with in-memory devices: exit codes and JSON shapes."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from adbflow import cli_pipeline
+from adbflow.cli import app
+from adbflow.errors import AdbflowError
+from adbflow.paths import ASSETS_DIR
+
+from pipeline_fakes import FakeBidder, FakeDevice, FakeInventory
+
+
+@pytest.fixture
+def fake_fleet(monkeypatch):
+    devs = [FakeDevice(f"dev{i}") for i in (1, 2)]
+    inv = FakeInventory(devs)
+    monkeypatch.setattr(cli_pipeline, "_inventory", lambda servers, serials: inv)
+    import adbflow.bids
+    monkeypatch.setattr(adbflow.bids, "Bidder",
+                        lambda **kw: FakeBidder({"dev1": 50.0, "dev2": 10.0}))
+    return devs
+
+
+def test_run_jobs_show(tmp_path, fake_fleet) -> None:
+    runner = CliRunner()
+    data = str(tmp_path / "data")
+    res = runner.invoke(app, ["run", str(ASSETS_DIR / "chelsea.png"), "--json", "--data-dir", data])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout.strip().splitlines()[-1])
+    assert doc["state"] == "done" and doc["devices"]["classify"] == "dev2"
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not a picture")
+    res = runner.invoke(app, ["run", str(bad), "--json", "--data-dir", data])
+    assert res.exit_code == 1
+    failed = json.loads(res.stdout.strip().splitlines()[-1])
+    assert failed["state"] == "failed" and "not an image" in failed["error"]
+    res = runner.invoke(app, ["jobs", "--json", "--data-dir", data])
+    assert [(j["id"], j["state"]) for j in json.loads(res.stdout)] == [(2, "failed"), (1, "done")]
+    res = runner.invoke(app, ["jobs", "--data-dir", data])
+    assert res.exit_code == 0 and "notes.jpg" in res.stdout and "dev2" in res.stdout
+    res = runner.invoke(app, ["show", "1", "--json", "--data-dir", data])
+    shown = json.loads(res.stdout)
+    assert [a["stage"] for a in shown["attempts"]] == ["ingest", "classify", "generate"]
+    res = runner.invoke(app, ["show", "99", "--data-dir", data])
+    assert isinstance(res.exception, AdbflowError)     # cli.main turns it into exit 2
+
+
+def test_watch_once_json(tmp_path, fake_fleet) -> None:
+    devs = fake_fleet
+    devs[0].snap("before.png", (ASSETS_DIR / "chelsea.png").read_bytes(), 100)
+    res = CliRunner().invoke(app, ["watch", "--once", "--backlog", "--json", "--no-inotify",
+                                   "--poll", "0.2", "--data-dir", str(tmp_path / "d")])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout.strip().splitlines()[-1])
+    assert doc["name"] == "before.png" and doc["detected_by"] == "backlog"
+    assert doc["story"] and doc["timings"]["total_s"] > 0
