@@ -343,7 +343,7 @@ def demo_cmd(
     image: Annotated[Path, typer.Option("--image", help="Picture snapped on device 2.")
                      ] = ASSETS_DIR / "chelsea.png",
     loads: Annotated[Optional[list[float]], typer.Option(
-        "--load", help="Extra CPU load %% per device, in order (repeatable). Default: device 1 "
+        "--load", help="Extra CPU load (percent) per device, in order (repeatable). Default: device 1 "
                        "idle-ish, the others busy.")] = None,
     timeout: Annotated[float, typer.Option("--timeout", min=10.0, help="Give up after this "
                                            "many seconds.")] = 600.0,

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from adbflow.errors import AdbError, JobError, ParseError
 from adbflow.parsers.label_image import parse_label_image
 from adbflow.parsers.llama import parse_llama
+from adbflow.story import whole_sentences
 
 REMOTE_IMAGE = "/data/local/tmp/received-image"
 MAX_TOOL_OUTPUT = 1 << 20   # label_image / llama-cli print a few kB; more is a runaway device
@@ -181,6 +182,7 @@ def generate_on(device: StageDevice, spec: Any, prompt: str, *,
     if len(parsed.text) < 2:
         raise ParseError("llama", "story too short", parsed.text)
     out = parsed.to_json()
-    out["story"] = out.pop("text")
+    out["raw_text"] = out.pop("text")
+    out["story"] = whole_sentences(parsed.text)
     out["run_s"] = round(run_s, 4)
     return out

@@ -65,6 +65,22 @@ def build_prompt(labels: Sequence[Mapping[str, Any]]) -> str:
             f"Story:")
 
 
+_SENTENCE_END = re.compile(r"[.!?…][\"')\]]*(?=\s|$)")
+
+
+def whole_sentences(text: str) -> str:
+    """Cut a generation that stopped at its token budget back to its last full sentence.
+
+    Why: llama-cli stops after n_predict tokens, usually mid-sentence; the reader should get
+    a story that ends. Text with no sentence end at all is kept as it is.
+    """
+    text = text.strip()
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    if not ends or ends[-1] == len(text):
+        return text
+    return text[:ends[-1]]
+
+
 def _fmt_s(v: Any) -> str:
     return "-" if v is None else f"{float(v):.2f}s"
 

@@ -101,7 +101,9 @@ def parse_label_image(text: str) -> LabelImageResult:
             continue
         m = _AVG.match(body)
         if m:
-            result.avg_ms = float(m.group(1))
+            avg = float(m.group(1))
+            # a device can print anything: '1e309' is inf; keep only a usable number
+            result.avg_ms = avg if math.isfinite(avg) and avg >= 0 else None
             continue
         m = _LOADED.match(body)
         if m:

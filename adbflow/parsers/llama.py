@@ -7,6 +7,8 @@ from the text. The text is device output: control characters are dropped and it 
 """
 from __future__ import annotations
 
+import math
+
 import re
 from dataclasses import dataclass
 
@@ -61,18 +63,25 @@ class LlamaResult:
                 "total_ms": self.total_ms, "interrupted": self.interrupted}
 
 
+def _finite(value: float | None) -> float | None:
+    """Device output is untrusted: '1e309' parses as inf. Keep only usable numbers."""
+    return value if value is not None and math.isfinite(value) and value >= 0 else None
+
+
 def _rate(ms: float, count: int | None, per_s: str | None) -> float | None:
     if per_s is not None:
-        return float(per_s)
+        return _finite(float(per_s))
     if count and ms > 0:  # truncated capture: the rate is computable from ms / count
-        return count / (ms / 1000.0)
+        return _finite(count / (ms / 1000.0))
     return None
 
 
 def _read_timings(text: str, res: LlamaResult) -> None:
     for m in _TIMING.finditer(text):
         what, ms_s, count_s, _per_tok, per_s = m.groups()
-        ms = float(ms_s)
+        ms = _finite(float(ms_s))
+        if ms is None:
+            continue
         count = int(count_s) if count_s else None
         if what == "load":
             res.load_ms = ms
@@ -86,13 +95,13 @@ def _read_timings(text: str, res: LlamaResult) -> None:
             res.eval_tok_s = _rate(ms, count, per_s)
     m = _OLD_PREDICT.search(text)
     if m and res.eval_tok_s is None and float(m.group(2)) > 0:
-        res.eval_tok_s = 1000.0 / float(m.group(2))
+        res.eval_tok_s = _finite(1000.0 / float(m.group(2)))
     m = _OLD_LOAD.search(text)
     if m and res.load_ms is None:
-        res.load_ms = float(m.group(1))
+        res.load_ms = _finite(float(m.group(1)))
     m = _OLD_TOTAL.search(text)
     if m and res.total_ms is None:
-        res.total_ms = float(m.group(1))
+        res.total_ms = _finite(float(m.group(1)))
 
 
 def _story_text(stdout: str, prompt: str | None) -> tuple[str, bool]:
