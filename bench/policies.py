@@ -2,8 +2,11 @@
 
 Prints, for utilisations 30/60/90 % of the fleet's sustainable capacity: each policy's mean
 and p95 job latency, its ratio to the provable per-run lower bound and to the steady-state
-LP bound, and ect's speed-up over lowest-cpu. Then, on tiny deterministic cases, the
-exhaustive offline optimum over the same bound, which shows how loose the bound itself is.
+LP bound, and ect's speed-up over lowest-cpu; the greedy clairvoyant schedule without heat
+(an upper value for the offline optimum of the bound's relaxed instance); and ect on a
+labelled VARIANT without thermal throttling, against that variant's own bound. Then, on tiny
+deterministic cases, the exhaustive offline optimum over the same bound, which shows how
+loose the bound itself is.
 Numbers are averages over --seeds runs (same pictures and phones for every policy).
 
     python bench/policies.py [--jobs 2000] [--seeds 3] [--json]
@@ -14,6 +17,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 from tabulate import tabulate
@@ -49,9 +53,19 @@ def main(argv: list[str] | None = None) -> int:
             rows.append([f"{u:.0%}", name, f"{mean:.2f}", f"{p95:.2f}", f"{ratio:.2f}", f"{ratio_ss:.2f}"])
             out["rows"].append({"utilisation": u, "policy": name, "mean_s": mean, "p95_s": p95,
                                 "ratio_to_bound": ratio, "ratio_to_steady_state_bound": ratio_ss})
+        greedy = float(np.mean([r["bound"]["greedy_clairvoyant_no_heat_s"] for r in reps]))
         rows.append([f"{u:.0%}", "bound: sample path | LP", f"{bound:.2f} | {ss:.2f}", "", "1.00", "1.00"])
+        rows.append([f"{u:.0%}", "greedy clairvoyant, no heat", f"{greedy:.2f}", "", f"{greedy / bound:.2f}", ""])
+        cool = [compare(replace(SimConfig(utilisation=u, n_jobs=args.jobs, seed=s), thermal=False), profs,
+                        ("ect",)) for s in range(1, args.seeds + 1)]
+        cool_ratio = float(np.mean([r["policies"][0]["ratio_to_bound"] for r in cool]))
+        cool_mean = float(np.mean([r["policies"][0]["mean_latency_s"] for r in cool]))
+        rows.append([f"{u:.0%}", "ect, VARIANT without heat", f"{cool_mean:.2f}", "", f"{cool_ratio:.2f}", ""])
+        out["rows"].append({"utilisation": u, "variant": "thermal=False", "policy": "ect",
+                            "mean_s": cool_mean, "ratio_to_bound": cool_ratio})
         rows.append([f"{u:.0%}", "lowest-cpu / ect", f"{means['lowest-cpu'] / means['ect']:.2f}x", "", "", ""])
         out["rows"].append({"utilisation": u, "bound_s": bound, "steady_state_bound_s": ss,
+                            "greedy_clairvoyant_no_heat_s": greedy,
                             "lowest_cpu_over_ect": means["lowest-cpu"] / means["ect"]})
     tiny = []
     for u in (0.5, 0.9):
