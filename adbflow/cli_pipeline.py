@@ -85,6 +85,7 @@ class LiveView:
         self.out = Console(soft_wrap=True)
         self.json_out = json_out
         self.jobs: dict[int, dict[str, Any]] = {}
+        self.quarantined: dict[str, dict[str, Any]] = {}   # serial -> device_quarantined event
         self.lock = threading.Lock()
         self.live = None
         if live and self.console.is_terminal:
@@ -103,7 +104,8 @@ class LiveView:
 
     def _table(self):
         from rich.table import Table
-        t = Table(title="adbflow watch", expand=False)
+        caption = self.quarantine_caption(time.time())
+        t = Table(title="adbflow watch", expand=False, caption=caption or None)
         for col in ("job", "from", "picture", "state", "stage", "classify", "generate",
                     "top label", "secs"):
             t.add_column(col)
@@ -115,6 +117,15 @@ class LiveView:
                       f"{time.time() - j['t0']:.1f}" if j.get("state") == "running"
                       else j.get("secs", ""))
         return t
+
+    def quarantine_caption(self, now: float) -> str:
+        """`quarantined: SERIAL 24 s (timeout), ...` for devices still sitting out bids."""
+        held = [(s, ev) for s, ev in sorted(self.quarantined.items()) if ev["until"] > now]
+        if not held:
+            return ""
+        return "quarantined: " + ", ".join(
+            f"{display_text(s, 40)} {ev['until'] - now:.0f} s ({ev.get('kind')})"
+            for s, ev in held)
 
     def _say(self, text: str) -> None:
         if self.live is not None:
@@ -162,6 +173,14 @@ class LiveView:
                 self.out.print(render_result(ev["result"]), markup=False, highlight=False)
             elif kind != "job_done":
                 self._say(f"job {jid} {j['state']}: {display_text(str(ev.get('error')), 400)}")
+        elif kind == "device_quarantined":
+            self.quarantined[str(ev.get("serial"))] = ev
+            self._say(f"device {ev.get('serial')} quarantined for {ev.get('seconds')} s "
+                      f"(strike {ev.get('strikes')}: {ev.get('kind')} in {ev.get('stage')}); "
+                      "other devices take the next jobs")
+        elif kind == "device_released":
+            self.quarantined.pop(str(ev.get("serial")), None)
+            self._say(f"device {ev.get('serial')} back in the bids ({ev.get('reason')})")
         elif kind == "device_error":
             self._say(f"device {ev.get('serial')}: {display_text(str(ev.get('error')), 300)}")
         elif kind == "recovered":

@@ -6,7 +6,11 @@ skip the first mask letter (so we repeat it: `:wwmy`) and block-buffer a piped s
 A periodic `sync LIST` of the directory is the safety net. A file counts only once it is
 fully written: an IN_CLOSE_WRITE (`w`) or IN_MOVED_TO (`y`, the letter the code prints for
 moved-in although the help text calls it `m`) event, or the same size and mtime on two
-consecutive listings. Dotfiles (camera temp files such as `.pending-NAME`) never count.
+looks. The second look is not the next full listing (that bounded listing-only detection by
+two poll intervals) but one `stat` of just that file SETTLE_S after the listing first saw it:
+a new picture is reported ~one poll interval + SETTLE_S after it lands, and a file still
+being written (size/mtime moved) is looked at again, a few times, then left to the listings.
+Dotfiles (camera temp files such as `.pending-NAME`) never count.
 
 The decisions (`DetectionState`, `parse_inotifyd_line`, `is_candidate_name`) are pure and
 unit-tested; `DeviceWatch` does the device I/O through `adbflow.adb.Device`.
@@ -28,6 +32,8 @@ PICTURES_DIR = "/storage/emulated/0/Pictures"
 INOTIFY_MASK = "wwmy"
 _READY_EVENTS = frozenset("wy")
 MAX_NAME_BYTES = 255
+SETTLE_S = 0.3        # second look at a newly listed file (one stat) after this many seconds
+MAX_RECHECKS = 3      # a file that keeps changing is then left to the periodic listings
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,8 @@ class _Obs:
     looks: int = 1
     event: bool = False
     how: str = "listing"
+    recheck_at: float | None = None   # when to stat it for its second look (None: no stat)
+    rechecks: int = 0
 
 
 @dataclass
@@ -118,13 +126,17 @@ class DetectionState:
     """Per-device detection decisions (pure: feed it listings, events and stats).
 
     `ignore` holds (name, size, mtime) identities never to report: the baseline (pictures
-    present before watching started) and everything already reported.
+    present before watching started) and everything already reported. With `settle_s` set
+    and a `now` given to observe_listing, a newly seen file is due for a one-file re-check
+    (`due`, then `observe_recheck`) settle_s later instead of waiting for the next listing.
     """
 
     serial: str
     directory: str = PICTURES_DIR
     ignore: set[tuple[str, int, float]] = field(default_factory=set)
     stable_looks: int = 2
+    settle_s: float | None = None
+    max_rechecks: int = MAX_RECHECKS
     _obs: dict[str, _Obs] = field(default_factory=dict)
     _pending_events: set[str] = field(default_factory=set)
 
@@ -135,9 +147,17 @@ class DetectionState:
         self.ignore.add(key)
         return NewPicture(self.serial, self.directory, name, o.size, o.mtime, how)
 
-    def observe_listing(self, entries: Iterable[Entry], *, how: str = "listing") -> list[NewPicture]:
+    def _schedule(self, o: _Obs, now: float | None) -> None:
+        if self.settle_s is None or now is None or o.event or o.rechecks >= self.max_rechecks:
+            o.recheck_at = None
+        else:
+            o.recheck_at = now + self.settle_s
+
+    def observe_listing(self, entries: Iterable[Entry], *, how: str = "listing",
+                        now: float | None = None) -> list[NewPicture]:
         """One look at the directory. Reports files whose size+mtime held for
-        `stable_looks` consecutive looks, or that an event already declared complete."""
+        `stable_looks` consecutive looks, or that an event already declared complete.
+        `now` (monotonic seconds) schedules the settle re-check of files seen first now."""
         found: list[NewPicture] = []
         present: set[str] = set()
         for e in entries:
@@ -150,8 +170,10 @@ class DetectionState:
             o = self._obs.get(e.name)
             if o is not None and o.size == e.size and o.mtime == e.mtime:
                 o.looks += 1
-            else:
-                o = self._obs[e.name] = _Obs(e.size, e.mtime, how=how)
+            else:   # new, or changed since the last look (the re-check budget carries over)
+                o = self._obs[e.name] = _Obs(e.size, e.mtime, how=how,
+                                             rechecks=o.rechecks if o is not None else 0)
+                self._schedule(o, now)
             if e.name in self._pending_events:   # its writer closed it: complete now
                 o.event = True
                 self._pending_events.discard(e.name)
@@ -163,6 +185,39 @@ class DetectionState:
         for gone in set(self._obs) - present:
             del self._obs[gone]
         return found
+
+    def due(self, now: float) -> list[str]:
+        """Files whose settle re-check is due at `now` (stat each, then observe_recheck)."""
+        return sorted(n for n, o in self._obs.items()
+                      if o.recheck_at is not None and o.recheck_at <= now)
+
+    def next_due(self) -> float | None:
+        """When the earliest re-check falls due (monotonic seconds), or None."""
+        return min((o.recheck_at for o in self._obs.values() if o.recheck_at is not None),
+                   default=None)
+
+    def observe_recheck(self, name: str, entry: Entry | None, *,
+                        now: float | None = None) -> NewPicture | None:
+        """The settle stat of one file: the same size+mtime as the listing saw is its
+        second look (reported now); a change restarts the count and, a few times, the
+        settle wait; a vanished file is forgotten."""
+        o = self._obs.get(name)
+        if o is None:
+            return None
+        o.recheck_at = None
+        if entry is None or not entry.is_file:
+            del self._obs[name]
+            return None
+        o.rechecks += 1
+        if (entry.size, entry.mtime) == (o.size, o.mtime):
+            o.looks += 1
+        else:
+            o.size, o.mtime, o.looks = entry.size, entry.mtime, 1
+        if o.event or o.looks >= self.stable_looks:
+            del self._obs[name]
+            return self._report(name, o, "inotify" if o.event else o.how)
+        self._schedule(o, now)
+        return None
 
     def observe_event(self, ev: InotifyEvent) -> str | None:
         """An inotifyd line. Returns the file name to stat now when the event says a
@@ -208,11 +263,13 @@ class DeviceWatch:
 
     def __init__(self, device: DeviceLike, *, directory: str = PICTURES_DIR,
                  timeout: float = 10.0, use_inotify: bool = True,
-                 events: "queue.Queue[tuple[str, InotifyEvent]] | None" = None) -> None:
+                 events: "queue.Queue[tuple[str, InotifyEvent]] | None" = None,
+                 settle_s: float | None = SETTLE_S) -> None:
         self.device = device
         self.serial = device.serial
         self.directory = directory
         self.timeout = timeout
+        self.settle_s = settle_s
         self.use_inotify = use_inotify
         self.events = events if events is not None else queue.Queue()
         self.state: DetectionState | None = None
@@ -228,8 +285,9 @@ class DeviceWatch:
         Returns nothing to process yet (new files need a second look or an event)."""
         entries = _entries(self.device.list_dir(self.directory, timeout=self.timeout))
         self.state = DetectionState(self.serial, self.directory, ignore=set(decide(self.serial,
-                                                                                  entries)))
-        found = self.state.observe_listing(entries, how="backlog")
+                                                                                  entries)),
+                                    settle_s=self.settle_s)
+        found = self.state.observe_listing(entries, how="backlog", now=time.monotonic())
         if self.use_inotify:
             self._thread = threading.Thread(target=self._stream_loop, daemon=True,
                                             name=f"inotifyd-{self.serial}")
@@ -265,17 +323,30 @@ class DeviceWatch:
         """One listing. Raises AdbError subclasses when the device is gone."""
         assert self.state is not None, "start() first"
         return self.state.observe_listing(
-            _entries(self.device.list_dir(self.directory, timeout=self.timeout)))
+            _entries(self.device.list_dir(self.directory, timeout=self.timeout)),
+            now=time.monotonic())
+
+    def _stat(self, name: str) -> Entry | None:
+        raw = self.device.stat(f"{self.directory.rstrip('/')}/{name}", timeout=self.timeout)
+        return None if raw is None else Entry(name, int(raw.size), float(raw.mtime),
+                                              bool(raw.is_file))
+
+    def recheck(self, now: float) -> list[NewPicture]:
+        """The due settle re-checks: one stat per file. Raises AdbError subclasses."""
+        assert self.state is not None, "start() first"
+        found: list[NewPicture] = []
+        for name in self.state.due(now):
+            pic = self.state.observe_recheck(name, self._stat(name), now=time.monotonic())
+            if pic is not None:
+                found.append(pic)
+        return found
 
     def on_event(self, ev: InotifyEvent) -> NewPicture | None:
         assert self.state is not None, "start() first"
         name = self.state.observe_event(ev)
         if name is None:
             return None
-        raw = self.device.stat(f"{self.directory.rstrip('/')}/{name}", timeout=self.timeout)
-        entry = None if raw is None else Entry(name, int(raw.size), float(raw.mtime),
-                                               bool(raw.is_file))
-        return self.state.observe_stat(name, entry)
+        return self.state.observe_stat(name, self._stat(name))
 
     def stop(self) -> None:
         self._stop.set()
@@ -292,11 +363,13 @@ class Watcher:
 
     def __init__(self, decide: InitialDecision, *, directory: str = PICTURES_DIR,
                  timeout: float = 10.0, use_inotify: bool = True,
-                 on_error: Callable[[str, str], None] | None = None) -> None:
+                 on_error: Callable[[str, str], None] | None = None,
+                 settle_s: float | None = SETTLE_S) -> None:
         self.decide = decide
         self.directory = directory
         self.timeout = timeout
         self.use_inotify = use_inotify
+        self.settle_s = settle_s
         self.on_error = on_error or (lambda serial, msg: None)
         self.events: "queue.Queue[tuple[str, InotifyEvent]]" = queue.Queue()
         self.watches: dict[str, DeviceWatch] = {}
@@ -312,7 +385,8 @@ class Watcher:
             if serial in self.watches:
                 continue
             w = DeviceWatch(dev, directory=self.directory, timeout=self.timeout,
-                            use_inotify=self.use_inotify, events=self.events)
+                            use_inotify=self.use_inotify, events=self.events,
+                            settle_s=self.settle_s)
             try:
                 found += w.start(self.decide)
             except AdbError as exc:
@@ -332,10 +406,34 @@ class Watcher:
                 self.watches.pop(serial).stop()
         return found
 
+    def next_due(self) -> float | None:
+        """When the earliest settle re-check on any device falls due, or None."""
+        due = [d for w in self.watches.values() if w.state is not None
+               for d in [w.state.next_due()] if d is not None]
+        return min(due, default=None)
+
+    def recheck(self) -> list[NewPicture]:
+        """Run every due settle re-check. A failed stat leaves the file to the listings."""
+        found: list[NewPicture] = []
+        now = time.monotonic()
+        for serial, w in list(self.watches.items()):
+            try:
+                found += w.recheck(now)
+            except AdbError as exc:
+                self.on_error(serial, f"stat for the settle re-check failed: {exc}")
+                if w.state is not None:
+                    for o in w.state._obs.values():
+                        o.recheck_at = None
+        return found
+
     def wait_events(self, timeout: float) -> list[NewPicture]:
-        """Handle inotify events arriving within `timeout` seconds."""
+        """Handle inotify events arriving within `timeout` seconds; returns early when
+        a settle re-check falls due (the caller then runs `recheck`)."""
         found: list[NewPicture] = []
         deadline = time.monotonic() + timeout
+        due = self.next_due()
+        if due is not None:
+            deadline = min(deadline, due)
         while True:
             left = deadline - time.monotonic()
             try:

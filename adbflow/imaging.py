@@ -98,10 +98,17 @@ def prepare_bmp(src: Path, dst: Path, size: int, *,
                     raise JobError(f"{src.name}: {im.width}x{im.height} pixels is too large",
                                    hint=f"pictures above {MAX_PIXELS} pixels are refused")
                 orientation = im.getexif().get(0x0112)
-                width, height = im.width, im.height
+                width, height = im.width, im.height   # the source's size, before draft
+                if fmt == "JPEG":
+                    # libjpeg decodes straight to 1/2, 1/4 or 1/8 scale (DCT scaling: each
+                    # output pixel averages its block, no aliasing) keeping both sides
+                    # >= size: a 12 MP photo costs ~45 ms instead of ~350 ms (a 2*size box:
+                    # ~57 ms; the BMPs differ by 0.5/255 on average). The box is square, so
+                    # it holds whichever way EXIF rotates the picture afterwards.
+                    im.draft("RGB", (size, size))
                 im.load()  # forces a full decode: truncated files fail here
                 upright = ImageOps.exif_transpose(im)
-                rgb = upright.convert("RGB")
+                rgb = upright if upright.mode == "RGB" else upright.convert("RGB")
                 square = ImageOps.fit(rgb, (size, size), method=Image.Resampling.BILINEAR)
                 square.save(tmp, format="BMP")
         os.replace(tmp, dst)

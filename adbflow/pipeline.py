@@ -29,13 +29,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from adbflow import stages
-from adbflow.detect import PICTURES_DIR, Entry, NewPicture, Watcher, is_candidate_name
+from adbflow import quarantine, stages
+from adbflow.detect import (PICTURES_DIR, SETTLE_S, Entry, NewPicture, Watcher,
+                            is_candidate_name)
 from adbflow.errors import (AdbError, AdbflowError, AdbTimeoutError, DeviceUnavailableError,
                             JobError, ParseError)
 from adbflow.imaging import DEFAULT_MAX_BYTES, prepare_bmp
 from adbflow.journal import FINAL_STATES, JobRecord, Journal, StageAlreadyDone
 from adbflow.paths import PROFILES_DIR, data_home
+from adbflow.quarantine import Quarantined, QuarantineRules
 from adbflow.story import build_prompt
 
 try:  # S's scheduling modules; the pipeline degrades to the seed policy without them
@@ -101,6 +103,9 @@ class PipelineConfig:
     profiles_dir: Path = PROFILES_DIR
     pictures_dir: str = PICTURES_DIR
     use_inotify: bool = True
+    settle_s: float | None = SETTLE_S  # second look at a newly listed picture (None: next listing)
+    # devices that time out / disconnect sit out the next jobs' bids (None: never)
+    quarantine: QuarantineRules | None = field(default_factory=QuarantineRules)
 
     @property
     def journal_path(self) -> Path:
@@ -114,6 +119,7 @@ class _Attempt:
     id: int
     excluded: set[str]
     serial: str | None = None
+    quarantined: list[str] = field(default_factory=list)   # held out of the winning bid round
 
 
 @dataclass
@@ -180,6 +186,9 @@ class Pipeline:
         self._pending: set[int] = set()
         self._pending_cv = threading.Condition()
         self._lock_fd: int | None = None
+        self._quarantine: dict[str, Quarantined] = {}
+        self._quarantine_lock = threading.Lock()
+        self._size_hint: int | None = None   # model input side of the last classify winner
 
     # ------------------------------------------------------------------ events & plumbing
     def _emit(self, type_: str, **info: Any) -> None:
@@ -220,6 +229,43 @@ class Pipeline:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
                 os.close(self._lock_fd)
             self._lock_fd = None
+
+    # ------------------------------------------------------------------ quarantine
+    def quarantined(self) -> list[dict[str, Any]]:
+        """Devices currently kept out of bids (for views and `--json` consumers)."""
+        now = time.time()
+        with self._quarantine_lock:
+            held = quarantine.active(self._quarantine, now)
+        return [q.to_json(now) for _, q in sorted(held.items())]
+
+    def _strike(self, serial: str | None, kind: str, stage: str, job_id: int,
+                error: str) -> None:
+        if not serial or serial == "laptop" or self.config.quarantine is None:
+            return
+        now = time.time()
+        with self._quarantine_lock:
+            table = quarantine.forget_expired(self._quarantine, now, self.config.quarantine)
+            prev = table.get(serial)
+            new = quarantine.strike(prev, serial, kind, f"{stage}: {kind}", now,
+                                    self.config.quarantine)
+            if new is None or new == prev:
+                return
+            table[serial] = new
+            self._quarantine = table
+        self._emit("device_quarantined", serial=serial, job=job_id, stage=stage,
+                   seconds=round(new.left_s(now), 1), until=round(new.until, 3),
+                   strikes=new.strikes, kind=kind, error=error[:300])
+
+    def _release_quarantine(self, serials: Sequence[str], why: str) -> None:
+        if not serials:
+            return
+        released = []
+        with self._quarantine_lock:
+            for s in serials:
+                if self._quarantine.pop(s, None) is not None:
+                    released.append(s)
+        for s in released:
+            self._emit("device_released", serial=s, reason=why)
 
     # ------------------------------------------------------------------ workers
     def start_workers(self) -> None:
@@ -364,6 +410,7 @@ class Pipeline:
                 reasons.append(f"{att.serial or '-'}: {kind}: {exc}")
                 if att.serial:
                     excluded.add(att.serial)
+                    self._strike(att.serial, kind, stage, job.id, str(exc))
                 self._emit("stage_failed", job=job.id, stage=stage, serial=att.serial,
                            error=str(exc), kind=kind, final=False)
                 if n + 1 < budget:
@@ -374,6 +421,8 @@ class Pipeline:
                 self.journal.commit_attempt(att.id, out)
             except StageAlreadyDone:      # another run committed it first: keep that result
                 out = self.journal.stage_output(job.id, stage) or out
+            if att.serial in self._quarantine:
+                self._release_quarantine([att.serial], f"{stage} succeeded")
             self._emit("stage_done", job=job.id, stage=stage, serial=att.serial, output=out)
             return out
         raise StageFailed(f"{stage} failed after {self.config.attempts} attempts: "
@@ -433,6 +482,10 @@ class Pipeline:
         return dst, info.to_json(), time.monotonic() - t0
 
     def _default_input_size(self) -> int:
+        """The side to convert to before the bid: the last winner's (fleets are mostly
+        one kind, so the picture is converted once), else the default profile's."""
+        if self._size_hint is not None:
+            return self._size_hint
         try:
             return int(self.profiles.for_model(None).label_image.input_size)
         except Exception:  # noqa: BLE001
@@ -448,6 +501,7 @@ class Pipeline:
         try:
             profile = self.profiles.for_model(bid.model)
             size = int(profile.label_image.input_size)
+            self._size_hint = size
             if size != image_info["output_size"]:
                 bmp, image_info, extra = self._bmp(job, size)
                 convert_s += extra
@@ -458,7 +512,7 @@ class Pipeline:
             self._release(award)
         self._learn(device.serial, "classify", out["run_s"], bid, profile, task)
         out.update(serial=device.serial, profile=profile.name, image=image_info,
-                   bid=_bid_summary(bid), decision=_decision_summary(decision),
+                   bid=_bid_summary(bid), decision=_decision_summary(decision, att.quarantined),
                    timings={"bid_s": round(bid_s, 4), "convert_s": round(convert_s, 4),
                             "slot_wait_s": round(slot_wait_s, 4), "push_s": out["push_s"],
                             "run_s": out["run_s"]})
@@ -480,7 +534,7 @@ class Pipeline:
         self._learn(device.serial, "generate", out["run_s"], bid, profile,
                     replace(task, n_predict=int(profile.llama.n_predict)) if task else None)
         out.update(serial=device.serial, profile=profile.name, prompt=prompt,
-                   bid=_bid_summary(bid), decision=_decision_summary(decision),
+                   bid=_bid_summary(bid), decision=_decision_summary(decision, att.quarantined),
                    timings={"bid_s": round(bid_s, 4), "slot_wait_s": round(slot_wait_s, 4),
                             "run_s": out["run_s"]})
         return out
@@ -509,6 +563,11 @@ class Pipeline:
             candidates = [b for b in bids if b.serial not in att.excluded]
             if not any(getattr(b, "ok", False) for b in candidates):
                 candidates = bids   # only devices that failed this stage remain: retry them
+            with self._quarantine_lock:
+                table = dict(self._quarantine)
+            self._release_quarantine(quarantine.cleared_by_bids(table, bids), "healthy bid")
+            with self._quarantine_lock:
+                candidates, held = quarantine.apply(candidates, self._quarantine, time.time())
             with self._policy_lock:
                 snapshot = {s: tuple(a.task for a in awards)
                             for s, awards in self._inflight.items() if awards}
@@ -522,10 +581,11 @@ class Pipeline:
             bid_s = time.monotonic() - t0
             if winner in by_serial:
                 att.serial = winner
+                att.quarantined = held
                 self.journal.set_attempt_serial(att.id, winner)
                 bid = next(b for b in bids if b.serial == winner)
                 self._emit("bid", stage=stage, winner=winner, reason=decision.reason,
-                           bids=[_bid_summary(b) for b in bids])
+                           bids=[_bid_summary(b) for b in bids], quarantined=held)
                 return award, by_serial[winner], bid, decision, bid_s
             if time.monotonic() + 2.0 > deadline:
                 raise NoDevice(f"no eligible device for {stage}: {decision.reason}",
@@ -627,6 +687,7 @@ class Pipeline:
             serial, entries, backlog=backlog, crashed=session.previous_crashed,
             contacted=contacted), directory=self.config.pictures_dir,
             timeout=self.config.timeouts.stat_s, use_inotify=self.config.use_inotify,
+            settle_s=self.config.settle_s,
             on_error=lambda serial, msg: self._emit("device_error", serial=serial, error=msg))
         submitted: list[int] = []
         synced = False
@@ -647,6 +708,7 @@ class Pipeline:
                 self._emit("watching", devices=[d.serial for d in devices])
             last_refresh = time.monotonic()
             start = time.monotonic()
+            next_poll = start + poll_s
             while not self.stop_event.is_set() and not (once and submitted):
                 for pic in new:
                     job_id, created = self.add_device_picture(pic)
@@ -659,13 +721,17 @@ class Pipeline:
                     raise AdbflowError(f"no new picture within {max_wait_s:g} s",
                                        hint=f"take a picture into {self.config.pictures_dir} "
                                             "on a device, or pass --backlog")
-                new = watcher.wait_events(poll_s)
+                # sleep until the next listing, an inotify event or a due settle re-check
+                new = watcher.wait_events(max(0.0, next_poll - time.monotonic()))
                 if self.stop_event.is_set():
                     break
                 if time.monotonic() - last_refresh > refresh_s:
                     new += watcher.sync(list(self.inventory.devices()))
                     last_refresh = time.monotonic()
-                new += watcher.poll()
+                new += watcher.recheck()
+                if time.monotonic() >= next_poll:
+                    new += watcher.poll()
+                    next_poll = time.monotonic() + poll_s
             watcher.stop()
             if once:
                 while not self.wait_idle(timeout=0.5):
@@ -694,9 +760,9 @@ def _bid_summary(bid: Any) -> dict[str, Any]:
             "error": getattr(bid, "error", None)}
 
 
-def _decision_summary(decision: Any) -> dict[str, Any]:
+def _decision_summary(decision: Any, quarantined: Sequence[str] = ()) -> dict[str, Any]:
     out = {"policy": getattr(decision, "policy", None), "winner": decision.winner,
-           "reason": decision.reason}
+           "reason": decision.reason, "quarantined": list(quarantined)}
     costs = getattr(decision, "costs", None) or []
     out["costs"] = {c.serial: (None if c.total_s == float("inf") else round(c.total_s, 4))
                     for c in costs}

@@ -150,6 +150,11 @@ def thermal_factor(bid: Any) -> float:
     return min(2.1, 1.0 + 0.04 * max(0.0, temp - 42.0))
 
 
+def _temperature(bid: Any) -> float | None:
+    temp = getattr(bid, "temperature_c", None)
+    return float(temp) if temp is not None and math.isfinite(temp) else None
+
+
 def freq_factor(bid: Any, background_load: float) -> float:
     """Slowdown from capped clocks. Only meaningful on a busy CPU: an idle phone's cores sit
     at low DVFS frequencies that rise as soon as work arrives, which is not throttling."""
@@ -220,6 +225,10 @@ class CostModel:
     #: how a device works through awarded tasks: "per-stage" = one task per stage at a time,
     #: stages side by side (adbflow.pipeline's slots); "fifo" = one task at a time
     queueing: str = "per-stage"
+    #: largest slowdown inferred from one of our tasks running past its estimate (1 = off)
+    overrun_cap: float = 2.0
+    #: weight of the heat this task adds to a throttling phone (see parts["heat_later"])
+    heat_cost: float = 0.0
     #: serial -> {started_at: last time we saw that task of ours running} (a few recent ones)
     seen_running: dict[str, dict[float, float]] = field(default_factory=dict)
 
@@ -277,13 +286,23 @@ class CostModel:
         f_freq = freq_factor(bid, load)
         scale = f_load * f_therm * f_freq
 
-        def run_s(x: Task) -> float:
-            return self.service_s(x, serial, profile, service_times) * scale + lat
+        def run_s(x: Task, slow: float = 1.0) -> float:
+            return self.service_s(x, serial, profile, service_times) * scale * slow + lat
 
+        def full_s(x: Task, slow: float = 1.0) -> float:
+            return (0.0 if x.data_on == serial else _transfer_s(x.input_bytes, profile)) \
+                + run_s(x, slow) + _transfer_s(x.output_bytes, profile)
+
+        # Overrun: a task of ours that has run longer than estimated is fresh evidence
+        # (our own clock, not a seconds-old load) that the phone is slower right now: a
+        # foreground app started, or it got hotter. Everything else there is scaled alike.
+        f_over = 1.0
+        for x in ahead:
+            if x.started_at is not None and self.overrun_cap > 1.0:
+                f_over = max(f_over, min(self.overrun_cap, (now - x.started_at) / full_s(x)))
         wait = 0.0
         for x in ahead:
-            full = (0.0 if x.data_on == serial else _transfer_s(x.input_bytes, profile)) \
-                + run_s(x) + _transfer_s(x.output_bytes, profile)
+            full = full_s(x, f_over)
             if x.started_at is not None:
                 # unknown progress beyond elapsed time; keep 10 % so an overdue job still counts
                 full = max(0.1 * full, full - max(0.0, now - x.started_at))
@@ -297,11 +316,16 @@ class CostModel:
             "transfer_in": 0.0 if task.data_on == serial else _transfer_s(task.input_bytes, profile),
             "wait": wait,
             "model_load": 0.0 if warm else cold_ms / 1000.0,
-            "service": run_s(task),
+            "service": run_s(task, f_over),
             "transfer_out": _transfer_s(task.output_bytes, profile),
         }
+        if self.heat_cost > 0:
+            # not this task's time: the slowdown its heat adds to later work on a phone that is
+            # already throttling (heat builds with busy time, minutes to cool down)
+            parts["heat_later"] = self.heat_cost * (f_therm * f_freq - 1.0) * (run_s(task, f_over) - lat)
         return DeviceCost(serial, True, None, sum(parts.values()), parts,
-                          {"load_x": f_load, "thermal_x": f_therm, "freq_x": f_freq})
+                          {"load_x": f_load, "thermal_x": f_therm, "freq_x": f_freq,
+                           "overrun_x": f_over})
 
     def costs(self, task: Task, bids: Sequence[Any], *, inflight: Mapping[str, Sequence[Task]],
               profiles: ProfileBook, service_times: ServiceTimes | None,
@@ -355,18 +379,32 @@ class ECTPolicy(_Base):
 
     name = "ect"
 
-    def __init__(self, *, tie_tolerance: float = 0.05, tie_abs_s: float = 0.005, **kw: Any) -> None:
+    def __init__(self, *, tie_tolerance: float = 0.10, tie_abs_s: float = 0.005,
+                 cool_margin_c: float = 1.0, **kw: Any) -> None:
         super().__init__(**kw)
         self.tie_tolerance = tie_tolerance
         self.tie_abs_s = tie_abs_s
+        self.cool_margin_c = cool_margin_c
 
     def _pick(self, eligible, bid_of, rng):
         best = min(c.total_s for c in eligible)
         near = sorted((c for c in eligible
                        if c.total_s <= best * (1 + self.tie_tolerance) + self.tie_abs_s),
                       key=lambda c: c.serial)
+        # Among near-equal phones the cooler one: heat builds over minutes with the work we
+        # give a phone and then slows everything it runs (convex in heat), so spreading work
+        # over cool phones keeps the fleet's sustained speed up. The cost already has the
+        # current thermal slowdown; this is about the slowdown this task would add later.
+        temps = {c.serial: _temperature(bid_of[c.serial]) for c in near}
+        known = [t for t in temps.values() if t is not None]
+        cooler = ""
+        if known and max(known) - min(known) > self.cool_margin_c:
+            near = [c for c in near if temps[c.serial] is None
+                    or temps[c.serial] <= min(known) + self.cool_margin_c]
+            cooler = f", coolest within {self.cool_margin_c:g} C"
         win = near[0] if len(near) == 1 else rng.choice(near)
-        tie = f"; random among {len(near)} within {self.tie_tolerance:.0%}" if len(near) > 1 else ""
+        tie = (f"; random among {len(near)} within {self.tie_tolerance:.0%}{cooler}"
+               if len(near) > 1 or cooler else "")
         return win.serial, f"earliest expected completion {win.total_s:.3f} s{tie}"
 
 

@@ -19,7 +19,6 @@ import json
 import os
 import random
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -31,60 +30,25 @@ from pathlib import Path
 
 import pytest
 
-from adbflow.adb import AdbServer, Inventory
 from adbflow.fleet import adb_server
 from adbflow.journal import Journal
-from adbflow.paths import ASSETS_DIR, PROFILES_DIR
 from adbflow.pipeline import Pipeline, PipelineConfig
 from adbflow.stages import StageTimeouts
 
+from fleet_helpers import (CAT_WORDS, CHELSEA, COFFEE, COFFEE_WORDS, cheap_profiles,
+                           inventory, labels_of, module_fleet, wait_final)
+from fleet_helpers import healthy  # noqa: F401 - a fixture, found by name
+
 pytestmark = pytest.mark.fleet
 
-CHELSEA = ASSETS_DIR / "chelsea.png"
-COFFEE = ASSETS_DIR / "coffee.png"
-CAT_WORDS = ("cat", "lynx", "tabby")
-COFFEE_WORDS = ("cup", "espresso", "coffee", "mug")
 STAGES = ("pull", "classify", "generate")
 
-
-def cheap_profiles(dst: Path, n_predict: int = 8) -> Path:
-    """profiles/ copied with a short generation for the virtual fleet (same binaries/models)."""
-    shutil.copytree(PROFILES_DIR, dst)
-    vf = dst / "virtual_fleet.toml"
-    text, n = re.subn(r"(?m)^n_predict\s*=\s*\d+", f"n_predict = {n_predict}", vf.read_text())
-    assert n >= 1, "virtual_fleet.toml has no n_predict to shorten"
-    vf.write_text(text)
-    return dst
-
-
-@pytest.fixture(scope="module")
-def fleet(fleet_factory):
-    client = fleet_factory(devices=8, profiles=["flagship_2025", "flagship_2023"])
-    yield client
-    fleet_factory.release(client)
+fleet = module_fleet(8, ["flagship_2025", "flagship_2023"])
 
 
 @pytest.fixture(scope="module")
 def profiles_dir(tmp_path_factory) -> Path:
     return cheap_profiles(tmp_path_factory.mktemp("cheap") / "profiles")
-
-
-@pytest.fixture
-def healthy(fleet):
-    yield fleet
-    for s in fleet.serials:
-        if fleet.adb_states().get(s) != "device":
-            fleet.restart(s)
-        fleet.clear_faults(s)
-        fleet.load(s, 0)
-
-
-def _inv(fleet) -> Inventory:
-    return Inventory([AdbServer(port=fleet.adb_port)])
-
-
-def _labels(job) -> str:
-    return " ".join(lb["name"] for lb in (job.result or {}).get("labels", []))
 
 
 def assert_exactly_once(journal: Journal, data: Path, expected: dict[tuple[str, str], Path]
@@ -103,7 +67,7 @@ def assert_exactly_once(journal: Journal, data: Path, expected: dict[tuple[str, 
         done = Counter(a.stage for a in journal.attempts(j.id) if a.state == "done")
         assert done == Counter(STAGES), (j.id, done)
         words = CAT_WORDS if expected[(j.serial, j.path)] == CHELSEA else COFFEE_WORDS
-        assert any(w in _labels(j) for w in words), (j.name, _labels(j))
+        assert any(w in labels_of(j) for w in words), (j.name, labels_of(j))
         assert len((j.result or {}).get("story", "").strip()) >= 2
         assert (data / "stories" / f"{j.id}.txt").is_file()
     pulled = [p for p in (data / "pictures").rglob("*") if p.is_file()]
@@ -150,19 +114,14 @@ def _run_bursts(fleet, tmp_path: Path, profiles_dir: Path, n: int, timeout: floa
     data = tmp_path / "data"
     ready = threading.Event()
     p = Pipeline(PipelineConfig(data_dir=data, profiles_dir=profiles_dir, concurrency=4,
-                                retry_wait_s=0.2), _inv(fleet),
+                                retry_wait_s=0.2), inventory(fleet),
                  on_event=lambda ev: ev["type"] == "watching" and ready.set())
     t = threading.Thread(target=p.watch, kwargs={"poll_s": 0.5}, daemon=True)
     t.start()
     try:
         assert ready.wait(60)
         snapped = _snap_bursts(fleet, n, random.Random(n))
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            jobs = p.journal.jobs(limit=None)
-            if len(jobs) >= n and all(j.state in ("done", "failed", "skipped") for j in jobs):
-                break
-            time.sleep(0.5)
+        wait_final(p.journal, n, timeout)
         p.stop_event.set()
         t.join(60)
         assert_exactly_once(p.journal, data, snapped)
@@ -286,13 +245,7 @@ def _run_kills(fleet, tmp_path: Path, profiles: Path, n_pictures: int, kills: in
     orch = Orchestrator(fleet, data, profiles)
     try:
         journal = Journal(data / "journal.sqlite")
-        deadline = time.monotonic() + 60 + 15 * n_pictures
-        while time.monotonic() < deadline:
-            jobs = journal.jobs(limit=None)
-            if len(jobs) >= len(snapped) and all(j.state in ("done", "failed", "skipped")
-                                                 for j in jobs):
-                break
-            time.sleep(0.5)
+        wait_final(journal, len(snapped), 60 + 15 * n_pictures)
     finally:
         orch.kill9()
     assert len(landed) == kills and sum("not reached" not in x for x in landed) >= kills - 1, \
@@ -342,7 +295,7 @@ def test_devices_killed_hung_slow_offline_and_adb_restart(healthy, tmp_path, pro
 
     p = Pipeline(PipelineConfig(data_dir=data, profiles_dir=profiles_dir, concurrency=4,
                                 attempts=5, timeouts=timeouts, retry_wait_s=0.2,
-                                device_wait_s=30), _inv(fleet), on_event=on_event)
+                                device_wait_s=30), inventory(fleet), on_event=on_event)
     t = threading.Thread(target=p.watch, kwargs={"poll_s": 0.5}, daemon=True)
     t.start()
     t0 = time.monotonic()
@@ -367,11 +320,8 @@ def test_devices_killed_hung_slow_offline_and_adb_restart(healthy, tmp_path, pro
         # bound: every attempt is bounded by its stage timeout; 5 attempts per stage
         bound = 5 * (timeouts.classify_s + timeouts.generate_s + timeouts.push_s
                      + p.config.device_wait_s) + 60
-        while time.monotonic() - t0 < bound:
-            jobs = p.journal.jobs(limit=None)
-            if len(jobs) >= len(snapped) and all(j.state in ("done", "failed") for j in jobs):
-                break
-            time.sleep(0.5)
+        wait_final(p.journal, len(snapped), bound - (time.monotonic() - t0),
+                   final=("done", "failed"))
         jobs = p.journal.jobs(limit=None)
         stuck = [(j.name, j.state) for j in jobs if j.state not in ("done", "failed")]
         assert not stuck, f"jobs still running after {bound:.0f} s: {stuck}"
@@ -394,7 +344,7 @@ def test_devices_killed_hung_slow_offline_and_adb_restart(healthy, tmp_path, pro
                     j.error
             else:
                 words = CAT_WORDS if snapped[(j.serial, j.path)] == CHELSEA else COFFEE_WORDS
-                assert any(w in _labels(j) for w in words), _labels(j)
+                assert any(w in labels_of(j) for w in words), labels_of(j)
                 devices = j.result["devices"]
                 assert devices["classify"] not in (s[0], s[2], s[5]), devices
                 assert devices["generate"] not in (s[1], s[2]), devices

@@ -10,8 +10,10 @@ import asyncio
 import io
 import os
 import re
+import shlex
 import shutil
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -508,7 +510,7 @@ def test_spawn_pty_and_process_group_kill(device, lt: LoopThread) -> None:
     async def killpg() -> int:
         proc, _ = await device.spawn("sleep 30 & sleep 30; echo never", pty=False)
         await asyncio.sleep(0.3)
-        os.killpg(proc.pid, signal.SIGHUP)
+        proc.killpg(signal.SIGHUP)  # the device's spawner signals the group
         return await asyncio.wait_for(proc.wait(), 10)
 
     assert lt.run(killpg()) in (-signal.SIGHUP, 128 + signal.SIGHUP)
@@ -547,3 +549,82 @@ def test_user_namespace_fallback(lt: LoopThread, tmp_path: Path,
         assert lines[3] == "0-7"
     finally:
         lt.run(b.stop())
+
+
+@needs_ns
+def test_spawner_runs_real_commands_inside_the_device(device, lt: LoopThread) -> None:
+    """The resident spawner (not nsenter per command) is what runs commands, and it keeps
+    every semantic: device pid namespace, exit codes, signals, stdin, odd bytes, errors."""
+    assert device._spawner is not None and device._spawner.alive
+    rc, out, _ = lt.run(sh(device, "echo $$; ls /proc | grep -c '^[0-9]'"))
+    pid_in_device, nprocs = (int(v) for v in out.split())
+    assert rc == 0 and pid_in_device < 1000 and nprocs < 20  # device pids, not the host's
+    hostile = "$(touch /data/local/tmp/pwned) ` ' \" \\ é \t end"
+    rc, out, _ = lt.run(sh(device, "printf '%s\\n' " + shlex.quote(hostile)
+                            + "; ls /data/local/tmp/pwned 2>&1"))
+    assert out.splitlines()[0] == hostile and "No such file" in out
+    assert lt.run(sh(device, "exit 3"))[0] == 3
+    assert lt.run(sh(device, "kill -TERM $$"))[0] == -signal.SIGTERM
+    rc, _, err = lt.run(sh(device, "/system/bin/nonexistent-tool"))
+    assert rc == 127 and "nonexistent-tool" in err
+
+    async def big_stdin() -> tuple[int, bytes]:
+        proc, _ = await device.spawn("wc -c; echo done >&2", pty=False)
+        out, err = await asyncio.wait_for(proc.communicate(b"x" * 3_000_000), 30)
+        return proc.returncode, out + err
+    assert lt.run(big_stdin()) == (0, b"3000000\ndone\n")
+
+    async def orphan_job_killed() -> str:
+        proc, _ = await device.spawn("sleep 30 >/dev/null 2>&1 & echo $!", pty=False)
+        out, _ = await asyncio.wait_for(proc.communicate(), 10)
+        proc.killpg(signal.SIGKILL)  # the leader is gone; its background job still dies
+        await asyncio.sleep(0.3)
+        _, check, _ = await sh(device, f"kill -0 {int(out)} 2>/dev/null && echo alive || echo gone")
+        return check.strip()
+    assert lt.run(orphan_job_killed()) == "gone"
+
+
+@needs_ns
+def test_nsenter_fallback_without_spawner(lt: LoopThread, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from adbflow.fleet.backend import NamespaceBackend
+    monkeypatch.setenv("ADBFLOW_FLEET_SPAWNER", "0")
+    b = NamespaceBackend("127.0.0.1:20997", load_virtual_profile("lowend_2020"),
+                         rootfs.device_root(tmp_path, "127.0.0.1:20997"))
+    lt.run(b.start())
+    try:
+        assert b._spawner is None
+        rc, out, _ = lt.run(sh(b, "echo $$; exit 5"))
+        assert rc == 5 and int(out) < 1000
+    finally:
+        lt.run(b.stop())
+
+
+@needs_ns
+def test_sigkilled_host_leaves_no_device_processes(tmp_path: Path) -> None:
+    """kill -9 of the fleet host: holders (PR_SET_PDEATHSIG + unshare --kill-child) and
+    spawners (PR_SET_PDEATHSIG, EOF) die with it, so no namespace outlives a crashed fleet."""
+    import json
+
+    import psutil
+
+    from adbflow.fleet import adb_server
+    from adbflow.fleet.control import start_fleet
+    port = adb_server.free_port(15037, 16999)
+    try:
+        fleet = start_fleet(tmp_path / "state", devices=2, adb_port=port,
+                            base_port=adb_server.free_port(20000, 29000), timeout=60)
+        subprocess.run([adb_server.adb_binary(), "-P", str(port), "-s", fleet.serials[0],
+                        "shell", "sleep 60 >/dev/null 2>&1 &"], timeout=20, check=True)
+        info = json.loads((tmp_path / "state" / "fleet.json").read_text())
+        host = psutil.Process(info["pid"])
+        tree = host.children(recursive=True)
+        holders = [d["holder_pid"] for d in info["devices"]]
+        assert len(holders) == 2 and all(p in {c.pid for c in tree} for p in holders)
+        assert sum("spawner.py" in " ".join(c.cmdline()) for c in tree) == 2
+        assert any(c.name() == "sleep" and c.cmdline()[1:] == ["60"] for c in tree)
+        host.kill()
+        gone, alive = psutil.wait_procs(tree, timeout=5)
+        assert not alive, [(p.pid, p.name()) for p in alive]
+    finally:
+        adb_server.kill_server(port)

@@ -25,16 +25,16 @@ import psutil
 import pytest
 from PIL import Image
 
-from adbflow.adb import AdbServer, Device, Inventory, ShellResult
+from adbflow.adb import AdbServer, ShellResult
 from adbflow.bids import Bidder, pick_lowest_cpu
 from adbflow.detect import PICTURES_DIR
-from adbflow.paths import ASSETS_DIR
 from adbflow.pipeline import Pipeline, PipelineConfig
 from adbflow.stages import StageTimeouts
 
-from test_fault_suite import cheap_profiles
+from fleet_helpers import (CHELSEA, cheap_profiles, device, inventory, module_fleet,
+                           wait_final)
+from fleet_helpers import healthy  # noqa: F401 - a fixture, found by name
 
-CHELSEA = ASSETS_DIR / "chelsea.png"
 RAW = CHELSEA.read_bytes()
 # picture names may not contain "/": the canaries are relative, so they would land in the
 # working directory of whatever ran them (the test's cwd on the laptop; / or the shell's cwd
@@ -86,25 +86,12 @@ def _content(kind: str) -> bytes:
             os.urandom(MAX_BYTES + 1000), "empty": b""}[kind]
 
 
-@pytest.fixture(scope="module")
-def fleet(fleet_factory):
-    client = fleet_factory(devices=2, profiles=["flagship_2025"])
-    yield client
-    fleet_factory.release(client)
+fleet = module_fleet(2, ["flagship_2025"])
 
 
 @pytest.fixture(scope="module")
 def profiles_dir(tmp_path_factory) -> Path:
     return cheap_profiles(tmp_path_factory.mktemp("cheap-hostile") / "profiles")
-
-
-@pytest.fixture
-def healthy(fleet):
-    yield fleet
-    for s in fleet.serials:
-        if fleet.adb_states().get(s) != "device":
-            fleet.restart(s)
-        fleet.clear_faults(s)
 
 
 class PeakRss:
@@ -133,26 +120,12 @@ class PeakRss:
         return (self.peak - self.start) / (1 << 20)
 
 
-def _device(fleet, serial: str) -> Device:
-    return Device(serial, AdbServer(port=fleet.adb_port))
-
-
 def _watch(fleet, data: Path, profiles_dir: Path, on_watching, **cfg) -> Pipeline:
     def on_event(ev: dict) -> None:
         if ev["type"] == "watching":
             on_watching()
     return Pipeline(PipelineConfig(data_dir=data, profiles_dir=profiles_dir, retry_wait_s=0.2,
-                                   **cfg), Inventory([AdbServer(port=fleet.adb_port)]),
-                    on_event=on_event)
-
-
-def _wait_final(p: Pipeline, n: int, timeout: float, abort=lambda: False) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not abort():
-        jobs = p.journal.jobs(limit=None)
-        if len(jobs) >= n and all(j.state in ("done", "failed", "skipped") for j in jobs):
-            return
-        time.sleep(0.3)
+                                   **cfg), inventory(fleet), on_event=on_event)
 
 
 def test_hostile_names_and_contents(healthy, tmp_path, profiles_dir, monkeypatch) -> None:
@@ -161,7 +134,7 @@ def test_hostile_names_and_contents(healthy, tmp_path, profiles_dir, monkeypatch
     src = tmp_path / "src"
     src.mkdir()
     origin = fleet.serials[1]
-    dev = _device(fleet, origin)
+    dev = device(fleet, origin)
     files = []
     for i, (name, (kind, _)) in enumerate(CORPUS.items()):
         f = src / f"{i}.bin"
@@ -191,7 +164,8 @@ def test_hostile_names_and_contents(healthy, tmp_path, profiles_dir, monkeypatch
     try:
         with PeakRss() as rss:
             t.start()
-            _wait_final(p, len(EXPECT_JOBS), 150, abort=lambda: bool(snap_errors))
+            wait_final(p.journal, len(EXPECT_JOBS), 150, poll_s=0.3,
+                       abort=lambda: bool(snap_errors))
             time.sleep(2.0)              # a few more listings: the odd entries stay ignored
         p.stop_event.set()
         t.join(60)
@@ -221,7 +195,7 @@ def test_hostile_names_and_contents(healthy, tmp_path, profiles_dir, monkeypatch
                  f"{PICTURES_DIR}/dir.jpg"], timeout=10)
     # canaries: nothing ran on the devices or the laptop, nothing landed outside data/
     for s in fleet.serials:
-        d = _device(fleet, s)
+        d = device(fleet, s)
         cwd = d.shell("pwd", timeout=10).stdout.strip() or "/"
         for where in {"/", "/data/local/tmp", PICTURES_DIR, cwd}:
             names = [e.name for e in d.list_dir(where, timeout=10)]

@@ -29,21 +29,62 @@ def test_chelsea_to_bmp(tmp_path: Path) -> None:
     assert info.output_bytes == (tmp_path / "in.bmp").stat().st_size
 
 
-def test_exif_orientation_applied(tmp_path: Path) -> None:
-    # 40x20 landscape pixels: left half red, right half blue; EXIF 6 = "rotate 90 CW to view"
-    im = Image.new("RGB", (40, 20), (255, 0, 0))
-    im.paste((0, 0, 255), (20, 0, 40, 20))
+def _red_blue_portrait(src: Path, w: int, h: int) -> Path:
+    """w x h landscape pixels, left half red, right half blue; EXIF 6 = "rotate 90 CW to
+    view": upright, red is on top and blue at the bottom."""
+    im = Image.new("RGB", (w, h), (255, 0, 0))
+    im.paste((0, 0, 255), (w // 2, 0, w, h))
     exif = Image.Exif()
     exif[0x0112] = 6
-    src = tmp_path / "portrait.jpg"
     im.save(src, "JPEG", exif=exif.tobytes(), quality=95)
-    info = prepare_bmp(src, tmp_path / "out.bmp", 64)
-    assert info.orientation == 6
-    with Image.open(tmp_path / "out.bmp") as out:
+    return src
+
+
+def _assert_upright_64(bmp: Path) -> None:
+    with Image.open(bmp) as out:
+        assert (out.size, out.mode) == ((64, 64), "RGB")
         top, bottom = out.getpixel((32, 4)), out.getpixel((32, 60))
-    # upright: red on top, blue at the bottom (without EXIF handling: red left, blue right)
+    # without EXIF handling: red left, blue right
     assert top[0] > 200 and top[2] < 60, top
     assert bottom[2] > 200 and bottom[0] < 60, bottom
+
+
+def test_exif_orientation_applied(tmp_path: Path) -> None:
+    src = _red_blue_portrait(tmp_path / "portrait.jpg", 40, 20)
+    info = prepare_bmp(src, tmp_path / "out.bmp", 64)
+    assert info.orientation == 6
+    _assert_upright_64(tmp_path / "out.bmp")
+
+
+def test_large_jpeg_draft_keeps_orientation_and_source_size(tmp_path: Path) -> None:
+    """Big enough that Image.draft really decodes at 1/8 scale: the EXIF rotation must still
+    be applied to the reduced pixels, and the info reports the source's full size."""
+    src = _red_blue_portrait(tmp_path / "big-portrait.jpg", 2400, 1200)
+    with Image.open(src) as probe:            # the draft is effective for this size
+        probe.draft("RGB", (64, 64))
+        assert probe.size == (300, 150)
+    info = prepare_bmp(src, tmp_path / "out.bmp", 64)
+    assert (info.format, info.width, info.height, info.orientation) == ("JPEG", 2400, 1200, 6)
+    _assert_upright_64(tmp_path / "out.bmp")
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK"])
+def test_grey_and_cmyk_jpeg_become_rgb(tmp_path: Path, mode: str) -> None:
+    src = tmp_path / f"{mode}.jpg"
+    Image.new(mode, (1600, 1000)).save(src, "JPEG")
+    prepare_bmp(src, tmp_path / "out.bmp", 224)
+    with Image.open(tmp_path / "out.bmp") as out:
+        assert (out.size, out.mode) == ((224, 224), "RGB")
+
+
+def test_truncated_large_jpeg_still_rejected(tmp_path: Path) -> None:
+    import io
+    buf = io.BytesIO()
+    Image.effect_noise((2000, 1500), 40).convert("RGB").save(buf, "JPEG", quality=90)
+    src = tmp_path / "cut.jpg"
+    src.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    with pytest.raises(JobError, match="damaged or truncated"):
+        prepare_bmp(src, tmp_path / "out.bmp", 224)
 
 
 def _png_header_only(w: int, h: int) -> bytes:
@@ -195,6 +236,52 @@ def test_event_seen_before_listing() -> None:
     st.observe_listing([Entry("a.jpg", 9, 1.0)])
     st.observe_event(InotifyEvent("w", "/P", "a.jpg"))
     assert [p.how for p in st.observe_listing([Entry("a.jpg", 9, 1.0)])] == ["inotify"]
+
+
+def test_settle_recheck_reports_after_one_listing() -> None:
+    """Listing-only: the second look is one stat settle_s after the first listing, not the
+    next listing; a file that changed meanwhile is not reported, and the re-checks stop."""
+    st = DetectionState("s", "/P", settle_s=0.3, max_rechecks=2)
+    assert st.observe_listing([Entry("a.jpg", 10, 1.0)], now=100.0) == []
+    assert st.next_due() == pytest.approx(100.3)
+    assert st.due(100.2) == [] and st.due(100.3) == ["a.jpg"]
+    pic = st.observe_recheck("a.jpg", Entry("a.jpg", 10, 1.0), now=100.31)
+    assert (pic.name, pic.size, pic.how) == ("a.jpg", 10, "listing")
+    assert st.observe_listing([Entry("a.jpg", 10, 1.0)], now=101.0) == []   # reported once
+    # still being written: the re-check sees it grow -> no report, one more re-check
+    st.observe_listing([Entry("b.jpg", 5, 2.0)], now=200.0)
+    assert st.observe_recheck("b.jpg", Entry("b.jpg", 9, 2.5), now=200.3) is None
+    assert st.due(200.65) == ["b.jpg"]
+    assert st.observe_recheck("b.jpg", Entry("b.jpg", 12, 2.9), now=200.65) is None
+    assert st.next_due() is None                 # budget spent: left to the listings
+    assert st.observe_listing([Entry("b.jpg", 14, 3.0)], now=201.0) == []
+    assert st.next_due() is None                 # a change does not refill the budget
+    assert [p.size for p in st.observe_listing([Entry("b.jpg", 14, 3.0)], now=202.0)] == [14]
+    # vanished before its re-check: forgotten, nothing reported
+    st.observe_listing([Entry("c.jpg", 1, 1.0)], now=300.0)
+    assert st.observe_recheck("c.jpg", None, now=300.3) is None and st.next_due() is None
+    # without settle_s (or without `now`) nothing is scheduled: two listings as before
+    plain = DetectionState("s", "/P")
+    plain.observe_listing([Entry("d.jpg", 1, 1.0)], now=1.0)
+    assert plain.next_due() is None
+
+
+def test_device_watch_settle_recheck_with_fake_device() -> None:
+    import time as _time
+    from adbflow.detect import DeviceWatch
+    from pipeline_fakes import FakeDevice
+
+    dev = FakeDevice("f1")
+    w = DeviceWatch(dev, directory="/storage/emulated/0/Pictures", use_inotify=False,
+                    settle_s=0.05)
+    assert w.start(lambda serial, entries: set()) == []
+    dev.snap("new.jpg", b"x" * 50, mtime=1000.0)
+    assert w.poll() == []                           # first look
+    assert w.recheck(_time.monotonic()) == []       # not due yet
+    _time.sleep(0.06)
+    found = w.recheck(_time.monotonic())
+    assert [(p.name, p.size, p.how) for p in found] == [("new.jpg", 50, "listing")]
+    assert w.poll() == []
 
 
 # ------------------------------------------------------------------ names and argv

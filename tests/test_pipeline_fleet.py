@@ -16,35 +16,19 @@ import time
 
 import pytest
 
-from adbflow.adb import AdbServer, Device, Inventory
 from adbflow.journal import Journal
-from adbflow.paths import ASSETS_DIR
 from adbflow.pipeline import Pipeline, PipelineConfig
 from adbflow.stages import REMOTE_IMAGE
 
+from fleet_helpers import CHELSEA, device, inventory, module_fleet, wait_final
+from fleet_helpers import healthy  # noqa: F401 - a fixture, found by name
+
 pytestmark = pytest.mark.fleet
 
-CHELSEA = ASSETS_DIR / "chelsea.png"
 BMP_224_BYTES = 54 + 224 * 224 * 3
 
-
-@pytest.fixture(scope="module")
-def fleet(fleet_factory):
-    # one device class for all three: "lowest CPU" and "earliest completion" then agree
-    client = fleet_factory(devices=3, profiles=["midrange_2023"])
-    yield client
-    fleet_factory.release(client)
-
-
-@pytest.fixture
-def healthy(fleet):
-    """Every test starts with healthy, loaded-as-told devices, and leaves them so."""
-    yield fleet
-    for s in fleet.serials:
-        if fleet.adb_states().get(s) != "device":
-            fleet.restart(s)
-        fleet.clear_faults(s)
-        fleet.load(s, 0)
+# one device class for all three: "lowest CPU" and "earliest completion" then agree
+fleet = module_fleet(3, ["midrange_2023"])
 
 
 def _cli(args: list[str], **kw) -> subprocess.Popen:
@@ -66,10 +50,6 @@ def _wait_stderr(proc: subprocess.Popen, needle: str, timeout: float = 60.0) -> 
     threading.Thread(target=pump, daemon=True).start()
     assert seen.wait(timeout), "".join(lines)
     return lines
-
-
-def _device(fleet, serial: str) -> Device:
-    return Device(serial, AdbServer(port=fleet.adb_port))
 
 
 def test_watch_once_json_end_to_end(healthy, tmp_path) -> None:
@@ -98,9 +78,9 @@ def test_watch_once_json_end_to_end(healthy, tmp_path) -> None:
         assert t[key] is not None and t[key] >= 0, key
     assert t["total_s"] >= t["classify_s"] + t["generate_s"] > 0
     # the model input is on the winner: a 224x224 24-bit BMP
-    entry = _device(fleet, lowest).stat(REMOTE_IMAGE, timeout=10)
+    entry = device(fleet, lowest).stat(REMOTE_IMAGE, timeout=10)
     assert entry is not None and entry.size == BMP_224_BYTES
-    assert _device(fleet, busy).stat(REMOTE_IMAGE, timeout=10) is None
+    assert device(fleet, busy).stat(REMOTE_IMAGE, timeout=10) is None
     # the journal answers `jobs` and `show`
     jobs = _cli(["jobs", "--json", "--data-dir", str(data)])
     listed = json.loads(jobs.communicate(timeout=60)[0])
@@ -176,9 +156,8 @@ def test_device_loss_and_garbage_rebid(healthy, tmp_path) -> None:
         if ev["type"] == "bid" and ev["stage"] == "classify" and ev["winner"] == first:
             threading.Timer(1.5, fleet.kill, args=(first,)).start()   # ... and dies mid-run
 
-    inv = Inventory([AdbServer(port=fleet.adb_port)])
-    p = Pipeline(PipelineConfig(data_dir=tmp_path / "data", retry_wait_s=0.2), inv,
-                 on_event=on_event)
+    p = Pipeline(PipelineConfig(data_dir=tmp_path / "data", retry_wait_s=0.2),
+                 inventory(fleet), on_event=on_event)
     try:
         t = threading.Thread(target=p.watch, kwargs={"once": True, "poll_s": 0.5,
                                                      "max_wait_s": 60})
@@ -234,16 +213,12 @@ def test_hostile_names_and_bad_input(healthy, tmp_path, monkeypatch) -> None:
     expected = sum(1 for _, outcome in HOSTILE.values() if outcome)
     data = tmp_path / "data"
     p = Pipeline(PipelineConfig(data_dir=data, max_bytes=2 << 20),
-                 Inventory([AdbServer(port=fleet.adb_port)]), on_event=on_event)
+                 inventory(fleet), on_event=on_event)
     t = threading.Thread(target=p.watch, kwargs={"poll_s": 0.5})
     t.start()
     try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and t.is_alive():
-            jobs = p.journal.jobs()
-            if len(jobs) >= expected and all(j.state in ("done", "failed") for j in jobs):
-                break
-            time.sleep(0.5)
+        wait_final(p.journal, expected, 240, abort=lambda: not t.is_alive(),
+                   final=("done", "failed"))
         p.stop_event.set()
         t.join(60)
         by_name = {j.name: j for j in p.journal.jobs()}
@@ -285,7 +260,7 @@ def test_inotify_sees_the_camera_rename(healthy) -> None:
 
     fleet = healthy
     serial = fleet.serials[2]
-    w = DeviceWatch(_device(fleet, serial))
+    w = DeviceWatch(device(fleet, serial))
     w.start(lambda s, entries: {(e.name, e.size, e.mtime) for e in entries})
     lines = []
     try:

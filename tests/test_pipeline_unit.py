@@ -279,3 +279,20 @@ def test_resume_only_run_keeps_crash_state_for_unseen_pictures(tmp_path, fleet) 
     assert "error" not in box, box
     assert sorted((x.name, x.state) for x in p.journal.jobs()) == [("one.png", "done"),
                                                                    ("two.png", "done")]
+
+
+def test_picture_converted_once_when_the_fleet_input_size_is_known(tmp_path, fleet) -> None:
+    """The pre-bid conversion uses the last winner's input side: only the first job of a
+    fleet whose profile differs from the default pays a second conversion."""
+    devs, inv, bidder = fleet
+    p = make(tmp_path, inv, bidder)
+    first = p.process(add(p, devs[0], "a.png", CHELSEA))
+    second = p.process(add(p, devs[0], "b.png", CHELSEA, mtime=2000.0))
+    assert first.state == second.state == "done"
+    default = int(p.profiles.for_model(None).label_image.input_size)
+    used = int(p.profiles.for_model(devs[2].model).label_image.input_size)
+    work = tmp_path / "data" / "work"
+    assert sorted(f.name for f in (work / str(second.id)).iterdir()) == [f"input-{used}.bmp"]
+    if default != used:
+        assert len(list((work / str(first.id)).iterdir())) == 2
+    p.close()

@@ -216,3 +216,43 @@ def test_queueing_discipline_decides_what_counts_as_wait(book):
     assert fifo.parts["wait"] > 2 * prior_service_s(GEN, book.for_model(FAST))
     with pytest.raises(ValueError):
         get_policy("ect", queueing="lifo")
+
+
+def test_overrunning_task_of_ours_marks_the_phone_slower_now(book):
+    """Our own clock is fresh evidence: a task running well past its estimate means the
+    phone is slower right now (foreground app, heat) than its seconds-old load says."""
+    prof = book.for_model(FAST)
+    m = CostModel()
+    est = m.cost(GEN, bid("a"), prof, inflight=[], service_times=None, now=NOW)
+    one = est.parts["service"]
+    on_time = m.cost(GEN, bid("a"), prof, inflight=[Task("generate", started_at=NOW - 0.5 * one)],
+                     service_times=None, now=NOW)
+    assert on_time.factors["overrun_x"] == 1.0
+    assert on_time.parts["service"] == pytest.approx(one)
+    late = m.cost(GEN, bid("a"), prof, inflight=[Task("generate", started_at=NOW - 1.5 * one)],
+                  service_times=None, now=NOW)
+    # 1.5x our estimate, or more: that estimate no longer counts our own job as load
+    assert 1.45 < late.factors["overrun_x"] < m.overrun_cap
+    assert late.parts["service"] > 1.3 * one
+    stuck = m.cost(GEN, bid("a"), prof, inflight=[Task("generate", started_at=NOW - 50 * one)],
+                   service_times=None, now=NOW)
+    assert stuck.factors["overrun_x"] == m.overrun_cap        # capped: one stuck job is not a verdict
+    off = CostModel(overrun_cap=1.0).cost(GEN, bid("a"), prof,
+                                          inflight=[Task("generate", started_at=NOW - 50 * one)],
+                                          service_times=None, now=NOW)
+    assert off.factors["overrun_x"] == 1.0
+
+
+def test_ect_prefers_the_cooler_of_near_equal_phones(book):
+    # same class, same cost now (both below the temperature where clocks are capped)
+    bids = [bid("warm", temperature_c=39.0), bid("cool", temperature_c=31.0), bid("c", SLOW)]
+    d0 = choose("ect", GEN, bids, book)
+    assert d0.cost_of("warm").total_s == pytest.approx(d0.cost_of("cool").total_s)
+    assert {choose("ect", GEN, bids, book, seed=s).winner for s in range(30)} == {"cool"}
+    assert "coolest within" in d0.reason
+    # within the margin it stays a random draw (identical phones share a burst)
+    close = [bid("a", temperature_c=31.5), bid("b", temperature_c=31.0)]
+    assert {choose("ect", GEN, close, book, seed=s).winner for s in range(30)} == {"a", "b"}
+    # a much faster phone still wins even when it is warmer
+    fast_warm = [bid("fast", FAST, temperature_c=39.0), bid("slow", SLOW, temperature_c=30.0)]
+    assert choose("ect", GEN, fast_warm, book).winner == "fast"

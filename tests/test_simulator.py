@@ -132,8 +132,8 @@ def test_time_indexed_bound_never_exceeds_the_exhaustive_optimum(profs):
 
 
 def test_time_indexed_bound_is_tighter_than_pooled_srpt_under_load(profs):
-    inst = make_instance(SimConfig(utilisation=0.9, n_jobs=200, seed=3), profs)
-    ti = time_indexed_bound(inst, iters=60)
+    inst = make_instance(SimConfig(utilisation=0.9, n_jobs=120, seed=3), profs)
+    ti = time_indexed_bound(inst, iters=40)
     pooled = lower_bound(inst)
     assert ti.mean_latency_s > 1.1 * pooled.mean_latency_s
     for name in ("ect", "lowest-cpu"):

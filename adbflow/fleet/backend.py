@@ -11,6 +11,7 @@ import asyncio
 import errno
 import fcntl
 import json
+import logging
 import os
 import struct
 import termios
@@ -21,8 +22,11 @@ from adbflow.errors import FleetError
 from adbflow.fleet import rootfs
 from adbflow.fleet.faults import FaultState
 from adbflow.fleet.loadmodel import DeviceLoad, LoadTicker, contention_factor
-from adbflow.fleet.namespace import NamespaceHolder
+from adbflow.fleet.namespace import NamespaceHolder, die_with_parent
 from adbflow.fleet.profile import VirtualProfile
+from adbflow.fleet.spawn_client import DeviceProcess, SpawnerClient
+
+log = logging.getLogger("adbflow.fleet.backend")
 
 DEVICE_STATE_PATH = "/vendor/etc/adbflow-virtual.json"
 WRITABLE_PREFIXES = ("/data", "/storage", "/mnt", "/cache")
@@ -49,6 +53,7 @@ class NamespaceBackend:
         self._model: DeviceLoad | None = None
         self._ticker: LoadTicker | None = None
         self._written_state: dict[str, Any] | None = None
+        self._spawner: SpawnerClient | None = None
 
     # ------------------------------------------------------------ identity
     def banner_props(self) -> dict[str, str]:
@@ -70,12 +75,16 @@ class NamespaceBackend:
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        """Build/refresh the root, start the holder, register with the load ticker."""
+        """Build/refresh the root, start the holder and the spawner, register with the
+        load ticker.
+
+        The root is built in a worker thread (file system work, ~0.1 s) so a fleet starts
+        its devices in parallel; processes are started from the event loop thread because
+        their parent-death signal is tied to the thread that created them."""
         if self.running:
             return
-        rootfs.build_root(self.root_dir, self.profile, self.serial)
-        self._holder = NamespaceHolder(self.root_dir, rootfs.device_binds(self.root_dir),
-                                       label=self.serial)
+        binds = await asyncio.to_thread(self._build_root)
+        self._holder = NamespaceHolder(self.root_dir, binds, label=self.serial)
         if self._model is not None:
             self._model.close()
         self._model = DeviceLoad(self.profile, rootfs.sim_dir(self.root_dir),
@@ -85,14 +94,34 @@ class NamespaceBackend:
         self._model.tick()
         self.write_state()
         await self._holder.start()
+        await self._start_spawner()
         self._ticker = LoadTicker.for_running_loop()
         self._ticker.add(self._model)
+
+    def _build_root(self) -> list:
+        rootfs.build_root(self.root_dir, self.profile, self.serial)
+        return rootfs.device_binds(self.root_dir)
+
+    async def _start_spawner(self) -> None:
+        """The device's resident command spawner (spawner.py); nsenter per command when it
+        is disabled (ADBFLOW_FLEET_SPAWNER=0) or cannot start."""
+        self._spawner = None
+        if os.environ.get("ADBFLOW_FLEET_SPAWNER", "1") == "0":
+            return
+        try:
+            self._spawner = await SpawnerClient.start(self._holder.enter_argv([], fork=False),
+                                                      self.serial, preexec_fn=die_with_parent)
+        except (FleetError, OSError) as exc:
+            log.warning("%s; falling back to nsenter per command", exc)
 
     async def stop(self) -> None:
         """Kill every device process and the holder; keep the root on disk."""
         if self._ticker is not None and self._model is not None:
             self._ticker.remove(self._model)
         self._ticker = None
+        spawner, self._spawner = self._spawner, None
+        if spawner is not None:
+            await spawner.close()
         await self._holder.stop()
         if self._model is not None:
             self._model.close()
@@ -112,11 +141,13 @@ class NamespaceBackend:
         return out
 
     async def spawn(self, command: str | None, *, pty: bool, env: dict[str, str] | None = None
-                    ) -> tuple[asyncio.subprocess.Process, int | None]:
+                    ) -> tuple[asyncio.subprocess.Process | DeviceProcess, int | None]:
         """Run `command` with the device's /system/bin/sh -c (interactive sh when None).
 
         The child leads a new session/process group (killpg-able); with pty=True it also
-        gets the pty slave as controlling terminal, like adbd's `shell,pty:` service."""
+        gets the pty slave as controlling terminal, like adbd's `shell,pty:` service.
+        Normally the device's spawner starts it (a DeviceProcess: signal its group with
+        killpg()); without a spawner nsenter does (an asyncio Process)."""
         if not self.running:
             raise FleetError(f"[{self.serial}] device is not running",
                              hint="restart it (`adbflow fleet ...`) or check the fleet log")
@@ -124,6 +155,8 @@ class NamespaceBackend:
         full_env = self.device_env(env)
         if command is None:
             full_env.setdefault("ENV", "/system/etc/mkshrc")
+        if self._spawner is not None and self._spawner.alive:
+            return self._spawn_resident(argv, full_env, pty)
         full = self._holder.enter_argv(argv)
         if not pty:
             proc = await asyncio.create_subprocess_exec(
@@ -138,6 +171,23 @@ class NamespaceBackend:
             proc = await asyncio.create_subprocess_exec(
                 *full, stdin=slave, stdout=slave, stderr=slave, env=full_env,
                 preexec_fn=_become_tty_session_leader, close_fds=True)
+        except BaseException:
+            os.close(master)
+            raise
+        finally:
+            os.close(slave)
+        return proc, master
+
+    def _spawn_resident(self, argv: list[str], env: dict[str, str], pty: bool
+                        ) -> tuple[DeviceProcess, int | None]:
+        assert self._spawner is not None
+        if not pty:
+            return self._spawner.spawn(argv, env), None
+        env.setdefault("TERM", "xterm-256color")
+        master, slave = os.openpty()
+        try:
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+            proc = self._spawner.spawn(argv, env, pty_slave=slave)
         except BaseException:
             os.close(master)
             raise

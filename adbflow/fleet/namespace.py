@@ -12,6 +12,7 @@ Nothing here uses threads: the holder is a plain Popen polled by the caller.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import shlex
 import signal
@@ -111,7 +112,7 @@ class NamespaceHolder:
         argv += ["/bin/sh", str(script)]
         self._popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                        stderr=subprocess.STDOUT, close_fds=True,
-                                       preexec_fn=_die_with_parent)
+                                       preexec_fn=die_with_parent)
         out = await self._read_until_ready(timeout)
         pid = _first_child(self._popen.pid)
         if pid is None:
@@ -185,14 +186,18 @@ class NamespaceHolder:
         self._popen = None
         self.pid = None
 
-    def enter_argv(self, argv: list[str]) -> list[str]:
-        """nsenter prefix to run `argv` (device paths) inside the device as its root user."""
+    def enter_argv(self, argv: list[str], *, fork: bool = True) -> list[str]:
+        """nsenter prefix to run `argv` (device paths) inside the device as its root user.
+
+        fork=False (`--no-fork`): the program itself gets the device's mounts and root but
+        stays in the host pid namespace; only its children are created inside the device's
+        pid namespace (what the resident spawner wants: no nsenter parent left around)."""
         if self.pid is None:
             raise FleetError(f"[{self.label}] device is not running", hint="start or restart it")
         pre = [NSENTER, "-t", str(self.pid)]
         if self.userns:
             pre += ["-U", "--preserve-credentials"] if os.geteuid() == 0 else ["-U"]
-        return pre + ["-m", "-p", "-r", "-w", "--"] + argv
+        return pre + ["-m", "-p", "-r", "-w"] + ([] if fork else ["--no-fork"]) + ["--"] + argv
 
     @property
     def host_root(self) -> Path:
@@ -203,18 +208,20 @@ class NamespaceHolder:
 
 
 _PR_SET_PDEATHSIG = 1
+try:  # resolved here, not in the forked child: importing there can deadlock on a lock
+    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl  # another thread held at fork time
+except (OSError, AttributeError):  # pragma: no cover - non-glibc
+    _PRCTL = None
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def die_with_parent() -> None:  # runs in the child between fork and exec
     """New session (no terminal signals) + SIGKILL when the fleet host dies, even by
     SIGKILL: unshare --kill-child then takes the whole device down, so a crashed host
-    leaves no orphaned namespaces behind."""
+    leaves no orphaned namespaces behind. The signal fires when the creating THREAD
+    exits: call Popen from the event loop thread, never from a worker thread."""
     os.setsid()
-    try:
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # pragma: no cover - non-glibc
-        pass
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _exists(pid: int) -> bool:

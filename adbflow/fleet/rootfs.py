@@ -99,8 +99,12 @@ def python_dirs() -> tuple[str, ...]:
 
 
 def python_executable() -> str:
-    """The host interpreter, by a path that is valid inside the device too."""
-    return os.path.realpath(sys.executable)
+    """The host interpreter, by a path that is valid inside the device too.
+
+    Not realpath: in a virtualenv, sys.executable is a symlink whose *unresolved* location
+    finds pyvenv.cfg (and so the venv's site-packages); both the venv and the base prefix are
+    bound into the device at their host paths, so the symlink resolves there as well."""
+    return os.path.abspath(sys.executable)
 
 
 @functools.lru_cache(maxsize=1)

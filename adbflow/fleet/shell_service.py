@@ -116,23 +116,29 @@ def parse_window_size(payload: bytes) -> tuple[int, int, int, int] | None:
         return None
 
 
-def kill_process_group(proc: asyncio.subprocess.Process) -> None:
-    """SIGHUP the command's process group now, SIGKILL it shortly after (in background)."""
-    pgid = proc.pid
+def _signal_group(proc, sig: int) -> None:  # type: ignore[no-untyped-def]
+    """Signal the command's process group: through the device's spawner (DeviceProcess
+    .killpg) or, for an asyncio Process (nsenter fallback, test backends), os.killpg."""
+    killpg = getattr(proc, "killpg", None)
     try:
-        os.killpg(pgid, signal.SIGHUP)
+        if killpg is not None:
+            killpg(sig)
+        elif proc.pid:
+            os.killpg(proc.pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def kill_process_group(proc) -> None:  # type: ignore[no-untyped-def]
+    """SIGHUP the command's process group now, SIGKILL it shortly after (in background)."""
+    _signal_group(proc, signal.SIGHUP)
 
     async def finish() -> None:
         try:
             await asyncio.wait_for(proc.wait(), KILL_GRACE_S)
         except asyncio.TimeoutError:
             pass
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        _signal_group(proc, signal.SIGKILL)
         try:
             await asyncio.wait_for(proc.wait(), 5)
         except asyncio.TimeoutError:
@@ -215,6 +221,9 @@ async def serve(stream: Stream, backend: DeviceBackend) -> None:
     finally:
         if not finished or proc.returncode is None:
             kill_process_group(proc)
+        close_pipes = getattr(proc, "close_pipes", None)
+        if close_pipes is not None:
+            close_pipes()
         if master is not None:
             try:
                 os.close(master)

@@ -137,6 +137,12 @@ class Connection:
         self.streams: dict[int, Stream] = {}
         self._next_id = 1
         self._dropped = False
+        # Packets queued during one event-loop iteration leave in ONE send() (e.g. the exit
+        # WRTE and the CLSE of a shell): a loopback send costs as much as a small packet's
+        # whole handling, and the fleet's single process serves every device.
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._flush_scheduled = False
 
     async def send(self, command: int, arg0: int, arg1: int, data: bytes = b"") -> None:
         delay = self.device.backend.faults.transport_delay_s
@@ -144,12 +150,23 @@ class Connection:
             await asyncio.sleep(delay)
         if self._dropped or self.writer.is_closing():
             raise ConnectionResetError("transport dropped")
+        self._pending.append(P.header(command, arg0, arg1, len(data)))
         if data:
-            self.writer.writelines((P.header(command, arg0, arg1, len(data)), data))
-        else:
-            self.writer.write(P.header(command, arg0, arg1, 0))
+            self._pending.append(data)
+            self._pending_bytes += len(data)
+        if self._pending_bytes >= P.MAX_PAYLOAD:
+            self._flush()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
         if self.writer.transport.get_write_buffer_size() > 2 * P.MAX_PAYLOAD:
             await self.writer.drain()
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        pending, self._pending, self._pending_bytes = self._pending, [], 0
+        if pending and not self.writer.is_closing():
+            self.writer.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def forget(self, stream: Stream) -> None:
         self.streams.pop(stream.local_id, None)
@@ -170,6 +187,7 @@ class Connection:
         """Abort every stream (their services kill their processes) and close the socket."""
         if self._dropped:
             return
+        self._flush()  # what was sent before the drop still goes out (like a CLSE)
         self._dropped = True
         for stream in list(self.streams.values()):
             stream._on_host_close()

@@ -218,9 +218,12 @@ def main(argv: list[str] | None = None) -> int:
         if times["n"] == 0:
             times["first"] = time.monotonic()
         times["n"] += 1
-        # Pace: tokens appear at the simulated rate (prompt eval included up front).
+        # Pace: tokens appear at the simulated rate (prompt eval included up front). Never
+        # faster than `rate` after the first token, even when that one came late (a busy
+        # host): catching up would report an eval rate above the profile's.
         n_prompt_est = max(1, len(prompt) // 4)
-        common.sleep_until(gen_start + n_prompt_est / prompt_rate + times["n"] / rate)
+        common.sleep_until(max(gen_start + n_prompt_est / prompt_rate + times["n"] / rate,
+                               times["first"] + (times["n"] - 1) / rate))
         sys.stdout.write(text)
         sys.stdout.flush()
 
