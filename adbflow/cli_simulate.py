@@ -45,7 +45,8 @@ def simulate_command(
                                      "Default: 200 (40 with --quick).")] = None,
     quick: Annotated[bool, typer.Option(
         "--quick", help="A fast look: 300 pictures, 40 bound steps (ratios to the bound come out "
-                        "a little high, never too low).")] = False,
+                        "a little high, never too low; but such short runs end before phones "
+                        "heat up, which flatters every policy at high load).")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed = same run).")] = 1,
     device_class: Annotated[Optional[list[str]], typer.Option(
         "--class", help="Profile names forming the fleet, one device each (repeatable). "

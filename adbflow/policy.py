@@ -16,13 +16,21 @@ The decision is one pure function (like Dask's `worker_objective`): for each dev
                    instead), all of it with queueing="fifo"
     model_load   = cold-start cost when this stage has not run there recently (page cache)
     service      = (learned seconds/unit, else the profile prior) * units
-                   * load factor (background load, minus our own running job)
-                   * thermal factor * frequency factor + adb latency of the run call
+                   * load factor (background load, minus our own work in that reading)
+                   * thermal factor * frequency factor * overrun factor
+                   + adb latency of the run call
     transfer_out = adb latency + output bytes / bandwidth
 
 after hard filters (probe error, memory for the model, battery floor unless charging,
-critical thermal state). Devices within `tie_tolerance` of the best are drawn at random so
-equal phones share a burst. Every part is kept in DeviceCost so `--explain` can print it.
+critical thermal state). Two corrections use only our own bookkeeping, which is exact and
+current where the load reading is seconds old: "our work in that reading" comes from the
+spells in which each phone was working for us (CostModel.observe: awards, starts, recorded
+completions), so a task that ran and finished between two decisions is not mistaken for
+someone else's load; and a task of ours running past its estimate marks the phone as slower
+right now (overrun factor, capped at 2x). Devices within `tie_tolerance` (10 %) of the best
+are near-equal: the coolest of them (within 1 C) are drawn at random, so equal phones share
+a burst and work goes to the phone that heats least. Every part is kept in DeviceCost so
+`--explain` can print it.
 """
 from __future__ import annotations
 
@@ -227,30 +235,45 @@ class CostModel:
     queueing: str = "per-stage"
     #: largest slowdown inferred from one of our tasks running past its estimate (1 = off)
     overrun_cap: float = 2.0
-    #: weight of the heat this task adds to a throttling phone (see parts["heat_later"])
-    heat_cost: float = 0.0
-    #: serial -> {started_at: last time we saw that task of ours running} (a few recent ones)
-    seen_running: dict[str, dict[float, float]] = field(default_factory=dict)
+    #: serial -> [start, end or None while open] spells of our work there (a few recent ones)
+    busy_spells: dict[str, list[list[Any]]] = field(default_factory=dict)
 
-    def observe(self, inflight: Mapping[str, Sequence[Task]], now: float) -> None:
+    def observe(self, inflight: Mapping[str, Sequence[Task]], now: float,
+                service_times: ServiceTimes | None = None) -> None:
+        """Update, per device, the intervals in which it was working for us (our own exact
+        bookkeeping, never stale). A device with awarded work now is busy at `now`, since the
+        earliest start among its running tasks (or since now). Once it has none left, its
+        busy spell ended at its last recorded completion (ServiceTimes.last_run: the pipeline
+        records every finished stage), or "by now" when unknown. Looking only at the tasks
+        seen running at decision times would miss the ones that ran in between (queued at
+        one decision, done before the next) and make the phone look half busy with someone
+        else's work in a seconds-old load reading."""
         for serial, tasks in inflight.items():
-            seen = self.seen_running.setdefault(serial, {})
-            for x in tasks:
-                if x.started_at is not None:
-                    seen[x.started_at] = now
-            if len(seen) > 8:
-                for key in sorted(seen)[:-8]:
-                    del seen[key]
+            spells = self.busy_spells.setdefault(serial, [])
+            is_open = bool(spells) and spells[-1][1] is None
+            if tasks:
+                starts = [x.started_at for x in tasks if x.started_at is not None]
+                if not is_open:
+                    spells.append([min(starts) if starts else now, None])
+                elif starts:
+                    spells[-1][0] = min(spells[-1][0], min(starts))
+            elif is_open:
+                ends = [service_times.last_run(serial, st) for st in STAGES] \
+                    if service_times is not None else []
+                ends = [e for e in ends if e is not None and spells[-1][0] <= e <= now]
+                spells[-1][1] = max(ends) if ends else now
+            if len(spells) > 8:
+                del spells[:-8]
 
     def ours_in_reading(self, bid: Any, now: float) -> bool:
         """Did our own work run on the device while its load was measured? Loads are
         averaged over a window ending at bid.timestamp, possibly seconds ago: a job that
         finished since still inflates the reading, one that started since does not.
-        Known from what choose() observed in `inflight` (call observe() first)."""
+        Known from the busy spells observe() keeps (call it first)."""
         read_end = float(getattr(bid, "timestamp", now) or now)
         read_start = read_end - float(getattr(bid, "load_window_s", 0.0) or 0.0)
-        return any(start <= read_end and seen >= read_start
-                   for start, seen in self.seen_running.get(bid.serial, {}).items())
+        return any(start <= read_end and (end is None or end >= read_start)
+                   for start, end in self.busy_spells.get(bid.serial, []))
 
     def service_s(self, task: Task, serial: str, profile: DeviceProfile,
                   service_times: ServiceTimes | None) -> float:
@@ -319,10 +342,6 @@ class CostModel:
             "service": run_s(task, f_over),
             "transfer_out": _transfer_s(task.output_bytes, profile),
         }
-        if self.heat_cost > 0:
-            # not this task's time: the slowdown its heat adds to later work on a phone that is
-            # already throttling (heat builds with busy time, minutes to cool down)
-            parts["heat_later"] = self.heat_cost * (f_therm * f_freq - 1.0) * (run_s(task, f_over) - lat)
         return DeviceCost(serial, True, None, sum(parts.values()), parts,
                           {"load_x": f_load, "thermal_x": f_therm, "freq_x": f_freq,
                            "overrun_x": f_over})
@@ -332,7 +351,7 @@ class CostModel:
               now: float) -> list[DeviceCost]:
         by_model: dict[str | None, DeviceProfile] = {}
         out = []
-        self.observe(inflight, now)
+        self.observe(inflight, now, service_times)
         for bid in bids:
             model = getattr(bid, "model", None)
             if model not in by_model:

@@ -256,3 +256,24 @@ def test_ect_prefers_the_cooler_of_near_equal_phones(book):
     # a much faster phone still wins even when it is warmer
     fast_warm = [bid("fast", FAST, temperature_c=39.0), bid("slow", SLOW, temperature_c=30.0)]
     assert choose("ect", GEN, fast_warm, book).winner == "fast"
+
+
+def test_busy_spells_recognise_our_work_in_a_stale_load_reading(book):
+    """A task queued at one decision and finished before the next never shows as running,
+    yet it was in a load reading taken while it ran; our bookkeeping still knows."""
+    m = CostModel(queueing="fifo")
+    st = ServiceTimes(None)
+    queued = Task("generate", prompt_tokens=40, n_predict=64)
+    running = Task("generate", prompt_tokens=40, n_predict=64, started_at=NOW - 5)
+    m.observe({"a": [running, queued]}, NOW)
+    # both finished: the second at NOW + 8 (recorded by the pipeline), seen at NOW + 10
+    st.record("a", "generate", 4.0, cpu_load=0.0, units=64, at=NOW + 8)
+    m.observe({"a": []}, NOW + 10, st)
+    assert m.ours_in_reading(bid("a", timestamp=NOW + 7), NOW + 10)         # ran then
+    assert not m.ours_in_reading(bid("a", timestamp=NOW + 9), NOW + 10)     # had finished
+    assert not m.ours_in_reading(bid("a", timestamp=NOW - 6), NOW + 10)     # not yet started
+    # without a recorded end time we only know "finished by now"
+    m2 = CostModel()
+    m2.observe({"b": [running]}, NOW)
+    m2.observe({"b": []}, NOW + 10)
+    assert m2.ours_in_reading(bid("b", timestamp=NOW + 9), NOW + 10)

@@ -165,3 +165,21 @@ def test_cli_simulate_json():
                                    "flagship_2025", "--class", "old_2017"])
     assert res.exit_code == 0, res.output
     assert "offline optimum" in res.output
+
+
+def test_cli_simulate_quick_and_bound_iters():
+    app = typer.Typer()
+    cli_simulate.register(app)
+    app.command("noop")(lambda: None)
+    res = CliRunner().invoke(app, ["simulate", "--quick", "-u", "0.5", "--policy", "ect"])
+    assert res.exit_code == 0, res.output
+    assert f"{cli_simulate.QUICK_JOBS} pictures" in res.output
+    assert "preemptive" not in res.output and "time-indexed" in res.output
+    assert f"{cli_simulate.QUICK_BOUND_ITERS} steps" in res.output
+    res = CliRunner().invoke(app, ["simulate", "--json", "-n", "40", "-u", "0.5", "--policy", "ect",
+                                   "--bound-iters", "0"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    assert doc[0]["config"]["n_jobs"] == 40
+    # no subgradient steps: the time-indexed bound is the no-queue one (prices all zero)
+    assert doc[0]["bound"]["time_indexed_s"] == pytest.approx(doc[0]["bound"]["no_queue_mean_s"], abs=1e-3)

@@ -35,7 +35,10 @@ class DeviceBackend(Protocol):
         pty=True: stdin/stdout/stderr of the child are a pty slave; returns (proc, master_fd)
         and the caller reads/writes master_fd (proc.stdin/stdout are None).
         The process leads its own process group (start_new_session) so the transport can
-        SIGHUP then SIGKILL the whole group when the stream closes (os.killpg)."""
+        SIGHUP then SIGKILL the whole group when the stream closes: with `proc.killpg(sig)`
+        when the object has it (NamespaceBackend's spawner.DeviceProcess: the fleet does not
+        know the pid while it runs), else os.killpg(proc.pid, sig). Either object offers
+        stdin/stdout/stderr, wait(), communicate() and returncode like asyncio's Process."""
 
     def resolve(self, device_path: str, *, follow_last: bool = True) -> Path:
         """Host path for an absolute device path, symlinks resolved relative to the device

@@ -1,7 +1,9 @@
 """Persistent namespace holder: one tiny mksh process per virtual device.
 
 Why persistent: entering an existing mount+pid namespace with nsenter costs 2-3 ms per
-command, building one per command (unshare + mounts + chroot) 17-21 ms. The holder is
+command, building one per command (unshare + mounts + chroot) 17-21 ms. Commands normally
+do not even pay nsenter: the device's resident spawner (spawner.py), entered once with
+`nsenter --no-fork`, forks them (nsenter per command remains the fallback). The holder is
 `unshare --mount --pid --fork` running a host sh that sets up the mounts and then execs
 `chroot ROOT /system/bin/sh` (mksh) as PID 1 of the device, which only reaps zombies.
 

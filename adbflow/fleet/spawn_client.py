@@ -351,12 +351,16 @@ class SpawnerClient:
                 self._ready.set_result(W.I32.unpack(payload)[0])
         self._buf = buf
 
-    def _lost(self) -> None:
+    def _lost(self, *, expected: bool = False) -> None:
         """Spawner gone (device stopped, or it died): every pending command is reported
-        killed, as nsenter reported a command killed with its namespace."""
+        killed, as nsenter reported a command killed with its namespace. The backend then
+        runs further commands with nsenter (see NamespaceBackend.spawn)."""
         if self.closed:
             return
         self.closed = True
+        if not expected and self._ready.done():
+            log.warning("[%s] command spawner exited (code %s); %d running command(s) "
+                        "reported killed", self.label, self.popen.poll(), len(self._procs))
         fileno = self.sock.fileno()
         if fileno >= 0:
             self.loop.remove_reader(fileno)
@@ -375,7 +379,7 @@ class SpawnerClient:
 
     async def close(self, timeout: float = 2.0) -> None:
         """EOF to the spawner (it SIGKILLs its live groups and exits); reap it."""
-        self._lost()
+        self._lost(expected=True)
         deadline = time.monotonic() + timeout
         while self.popen.poll() is None:
             if time.monotonic() > deadline:
