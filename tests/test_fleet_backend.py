@@ -332,7 +332,7 @@ def test_device_root_layout(device, lt: LoopThread) -> None:
 @needs_ns
 def test_device_is_isolated_and_resolve_stays_inside(device, lt: LoopThread) -> None:
     rc, out, err = lt.run(sh(device, f"ls {REPO_DIR}/tests; ls {device.root_dir.parent}; "
-                                     "ls /proc | grep -c '^[0-9]'; ls /work/main; echo end"))
+                                     f"ls /proc | grep -c '^[0-9]'; ls {REPO_DIR}; echo end"))
     assert err.count("No such file") == 2, err  # neither the repo's tests nor the state dir
     lines = out.splitlines()
     nprocs = int(lines[0])
