@@ -41,7 +41,7 @@ from adbflow.quarantine import Quarantined, QuarantineRules
 from adbflow.story import build_prompt
 
 try:  # S's scheduling modules; the pipeline degrades to the seed policy without them
-    from adbflow.policy import Task, get_policy, task_units
+    from adbflow.policy import Task, background_load, get_policy, task_units
     from adbflow.service_times import ServiceTimes
     HAVE_POLICY = True
 except ImportError:  # pragma: no cover - only in partial builds
@@ -126,6 +126,8 @@ class _Attempt:
 class _Award:
     serial: str
     task: Any
+    # our other tasks on that device when it won: their CPU is in the bid's load reading
+    others: tuple = ()
 
 
 class _LowestCpu:
@@ -510,7 +512,7 @@ class Pipeline:
                                          timeouts=self.config.timeouts)
         finally:
             self._release(award)
-        self._learn(device.serial, "classify", out["run_s"], bid, profile, task)
+        self._learn(device.serial, "classify", out["run_s"], bid, profile, task, award.others)
         out.update(serial=device.serial, profile=profile.name, image=image_info,
                    bid=_bid_summary(bid), decision=_decision_summary(decision, att.quarantined),
                    timings={"bid_s": round(bid_s, 4), "convert_s": round(convert_s, 4),
@@ -532,7 +534,8 @@ class Pipeline:
         finally:
             self._release(award)
         self._learn(device.serial, "generate", out["run_s"], bid, profile,
-                    replace(task, n_predict=int(profile.llama.n_predict)) if task else None)
+                    replace(task, n_predict=int(profile.llama.n_predict)) if task else None,
+                    award.others)
         out.update(serial=device.serial, profile=profile.name, prompt=prompt,
                    bid=_bid_summary(bid), decision=_decision_summary(decision, att.quarantined),
                    timings={"bid_s": round(bid_s, 4), "slot_wait_s": round(slot_wait_s, 4),
@@ -540,11 +543,14 @@ class Pipeline:
         return out
 
     def _learn(self, serial: str, stage: str, seconds: float, bid: Any, profile: Any,
-               task: Any) -> None:
+               task: Any, others: Sequence[Any] = ()) -> None:
+        """Record the run time against the load *others* caused: the bid's reading minus our
+        own tasks that were running on the device then (the same number ect uses)."""
         if self.service_times is None or task is None:
             return
         try:
-            self.service_times.record(serial, stage, seconds, cpu_load=float(bid.cpu_load),
+            load = background_load(bid, [t for t in others if t is not None], profile)
+            self.service_times.record(serial, stage, seconds, cpu_load=load,
                                       units=task_units(task, profile),
                                       sensitivity=profile.timing.load_sensitivity)
         except Exception:  # noqa: BLE001 - learning is advisory
@@ -576,7 +582,7 @@ class Pipeline:
                                               service_times=self.service_times)
                 winner = decision.winner
                 if winner in by_serial:
-                    award = _Award(winner, task)
+                    award = _Award(winner, task, snapshot.get(winner, ()))
                     self._inflight.setdefault(winner, []).append(award)
             bid_s = time.monotonic() - t0
             if winner in by_serial:
