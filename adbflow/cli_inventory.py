@@ -5,7 +5,6 @@ Why here: these commands are thin views over adb.Inventory and bids.Bidder; exit
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import time
@@ -101,8 +100,11 @@ def bid_cmd(
         missing = [s for s in inv.serials if s not in {r.serial for r in refs}]
         bids += [_not_ready_bid(None, serial=s) for s in missing]
         explanation = None
-        if policy or explain:
-            winner, explanation = _explain(policy or "lowest-cpu", bids)
+        # --explain alone shows the default scheduler's (ect) costs; plain `bid` keeps the
+        # seed rule, lowest CPU load, which needs no profiles
+        policy = policy or ("ect" if explain else None)
+        if policy:
+            winner, explanation = _explain(policy, bids)
         else:
             winner = pick_lowest_cpu(bids)
         if json_out:
@@ -135,42 +137,24 @@ def _not_ready_bid(ref, *, serial: str | None = None) -> Bid:
     return Bid.failed(Device(ref.serial, ref.server, model=ref.model), msg)
 
 
-def register(app: typer.Typer) -> None:
-    app.command("devices")(devices_cmd)
-    if importlib.util.find_spec("adbflow.policy") is not None:
-        _with_policy_options(app)
-    else:
-        app.command("bid")(_bid_without_policy)
-
-
-def _bid_without_policy(
+def bid(
     adb_server: AdbServers = None, serial: Serials = None, json_out: JsonOut = False,
     timeout: Timeout = 5.0,
     once: Annotated[bool, typer.Option("--once", help="One bid round, then exit.")] = False,
     interval: Annotated[float, typer.Option("--interval", min=0.2,
                                             help="Seconds between rounds (without --once).")] = 2.0,
     cpuinfo: Annotated[bool, typer.Option("--cpuinfo", help="Also read `dumpsys cpuinfo`.")] = False,
+    policy: Annotated[Optional[str], typer.Option(
+        "--policy", help="Choose with this policy (ect, lowest-cpu, random, round-robin).")] = None,
+    explain: Annotated[bool, typer.Option(
+        "--explain", help="Print the policy's per-device cost for a classify task "
+                          "(policy ect unless --policy is given).")] = False,
 ) -> None:
-    """Ask every device for a bid (CPU load, memory, battery, temperature) in parallel and mark
-    the winner (lowest CPU load). Devices that fail are shown with their error."""
-    bid_cmd(adb_server, serial, json_out, timeout, once, interval, cpuinfo)
+    """Ask every device for a bid (CPU load, memory, battery, temperature) in parallel and
+    mark the winner (default: lowest CPU load). Devices that fail are shown with their error."""
+    bid_cmd(adb_server, serial, json_out, timeout, once, interval, cpuinfo, policy, explain)
 
 
-def _with_policy_options(app: typer.Typer) -> None:
-    def bid(
-        adb_server: AdbServers = None, serial: Serials = None, json_out: JsonOut = False,
-        timeout: Timeout = 5.0,
-        once: Annotated[bool, typer.Option("--once", help="One bid round, then exit.")] = False,
-        interval: Annotated[float, typer.Option("--interval", min=0.2,
-                                                help="Seconds between rounds (without --once).")] = 2.0,
-        cpuinfo: Annotated[bool, typer.Option("--cpuinfo", help="Also read `dumpsys cpuinfo`.")] = False,
-        policy: Annotated[Optional[str], typer.Option(
-            "--policy", help="Choose with this policy (ect, lowest-cpu, random, round-robin).")] = None,
-        explain: Annotated[bool, typer.Option(
-            "--explain", help="Print the policy's per-device cost for a classify task.")] = False,
-    ) -> None:
-        """Ask every device for a bid (CPU load, memory, battery, temperature) in parallel and
-        mark the winner (default: lowest CPU load). Devices that fail are shown with their error."""
-        bid_cmd(adb_server, serial, json_out, timeout, once, interval, cpuinfo, policy, explain)
-
+def register(app: typer.Typer) -> None:
+    app.command("devices")(devices_cmd)
     app.command("bid")(bid)

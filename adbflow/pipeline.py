@@ -40,16 +40,12 @@ from adbflow.paths import PROFILES_DIR, data_home
 from adbflow.quarantine import Quarantined, QuarantineRules
 from adbflow.story import build_prompt
 
-try:  # S's scheduling modules; the pipeline degrades to the seed policy without them
-    from adbflow.policy import Task, background_load, get_policy, task_units
-    from adbflow.service_times import ServiceTimes
-    HAVE_POLICY = True
-except ImportError:  # pragma: no cover - only in partial builds
-    HAVE_POLICY = False
+from adbflow.policy import Task, background_load, get_policy, task_units
+from adbflow.service_times import ServiceTimes
 
 log = logging.getLogger("adbflow.pipeline")
 
-DEFAULT_POLICY = "ect" if HAVE_POLICY else "lowest-cpu"
+DEFAULT_POLICY = "ect"
 STAGE_ORDER_DEVICE = ("pull", "classify", "generate")
 STAGE_ORDER_LAPTOP = ("ingest", "classify", "generate")
 
@@ -130,27 +126,6 @@ class _Award:
     others: tuple = ()
 
 
-class _LowestCpu:
-    """Seed policy used only when adbflow.policy is unavailable."""
-
-    name = "lowest-cpu"
-
-    def choose(self, task, bids, *, inflight, profiles, service_times=None, rng=None):
-        from adbflow.bids import pick_lowest_cpu
-
-        @dataclass
-        class _D:
-            policy: str
-            winner: str | None
-            reason: str
-            costs: list = field(default_factory=list)
-
-            def to_json(self):
-                return {"policy": self.policy, "winner": self.winner, "reason": self.reason}
-        win = pick_lowest_cpu(bids)
-        return _D("lowest-cpu", win, "lowest cpu load" if win else "no ok bid")
-
-
 class Pipeline:
     """Runs jobs from the journal; `watch()` feeds it new pictures from the devices."""
 
@@ -172,9 +147,9 @@ class Pipeline:
             profiles = ProfileBook.load(config.profiles_dir)
         self.profiles = profiles
         if policy is None:
-            policy = get_policy(config.policy) if HAVE_POLICY else _LowestCpu()
+            policy = get_policy(config.policy)
         self.policy = policy
-        if service_times is None and HAVE_POLICY:
+        if service_times is None:
             service_times = ServiceTimes(config.journal_path)
         self.service_times = service_times
         self.on_event = on_event or (lambda ev: None)
@@ -497,8 +472,7 @@ class Pipeline:
         job = self.journal.job(job.id)
         # Bad input is found before any device time is spent on it.
         bmp, image_info, convert_s = self._bmp(job, self._default_input_size())
-        task = Task("classify", input_bytes=bmp.stat().st_size, output_bytes=1024) \
-            if HAVE_POLICY else None
+        task = Task("classify", input_bytes=bmp.stat().st_size, output_bytes=1024)
         award, device, bid, decision, bid_s = self._bid(task, "classify", att)
         try:
             profile = self.profiles.for_model(bid.model)
@@ -524,7 +498,7 @@ class Pipeline:
         classified = self.journal.stage_output(job.id, "classify") or {}
         prompt = build_prompt(classified.get("labels") or [])
         task = Task("generate", input_bytes=len(prompt.encode()), output_bytes=2048,
-                    prompt_tokens=max(1, len(prompt) // 4)) if HAVE_POLICY else None
+                    prompt_tokens=max(1, len(prompt) // 4))
         award, device, bid, decision, bid_s = self._bid(task, "generate", att)
         try:
             profile = self.profiles.for_model(bid.model)
@@ -534,7 +508,7 @@ class Pipeline:
         finally:
             self._release(award)
         self._learn(device.serial, "generate", out["run_s"], bid, profile,
-                    replace(task, n_predict=int(profile.llama.n_predict)) if task else None,
+                    replace(task, n_predict=int(profile.llama.n_predict)),
                     award.others)
         out.update(serial=device.serial, profile=profile.name, prompt=prompt,
                    bid=_bid_summary(bid), decision=_decision_summary(decision, att.quarantined),
@@ -544,9 +518,9 @@ class Pipeline:
 
     def _learn(self, serial: str, stage: str, seconds: float, bid: Any, profile: Any,
                task: Any, others: Sequence[Any] = ()) -> None:
-        """Record the run time against the load *others* caused: the bid's reading minus our
-        own tasks that were running on the device then (the same number ect uses)."""
-        if self.service_times is None or task is None:
+        """Record the run time with the background load it ran under: the bid's reading minus
+        our own tasks (`others`) that were running there (the same number ect uses)."""
+        if self.service_times is None:
             return
         try:
             load = background_load(bid, [t for t in others if t is not None], profile)
@@ -618,7 +592,7 @@ class Pipeline:
                 raise Interrupted("stopping")
         try:
             with self._policy_lock:
-                if award.task is not None and HAVE_POLICY:
+                if award.task is not None:
                     award.task = replace(award.task, started_at=time.time())
             yield time.monotonic() - t0
         finally:
