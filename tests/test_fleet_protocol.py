@@ -592,3 +592,24 @@ def test_failed_start_reports_log_and_leaves_nothing(tmp_path: Path) -> None:
         assert not (tmp_path / "state" / "fleet.json").exists()
     finally:
         adb_server.kill_server(port)
+
+
+# ---------------------------------------------------------------- a second, independent client
+
+def test_pure_python_adb_shell_push_pull(fleet, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """pure-python-adb (its own implementation of the host protocol, unrelated to adbutils and
+    to the adb CLI's sync code) sees the same device: shell output, exact bytes both ways."""
+    from ppadb.client import Client  # test-only client
+
+    s = fleet.serials[0]
+    dev = Client(host="127.0.0.1", port=fleet.adb_port).device(s)
+    assert dev is not None
+    # shell v1: one merged stream, as pure-python-adb expects
+    assert dev.shell("echo ppadb-$((6*7)); echo to-stderr >&2") == "ppadb-42\nto-stderr\n"
+    src = tmp_path / "pp.bin"
+    src.write_bytes(os.urandom(300_000) + b"end")
+    dev.push(str(src), f"{TMP}/pp.bin")
+    assert sha(host_path(fleet, s, f"{TMP}/pp.bin")) == sha(src)
+    back = tmp_path / "pp-back.bin"
+    dev.pull(f"{TMP}/pp.bin", str(back))
+    assert back.read_bytes() == src.read_bytes()
