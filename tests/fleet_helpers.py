@@ -52,7 +52,7 @@ def healthy(fleet):
     restore_devices(fleet)
 
 
-def cheap_profiles(dst: Path, n_predict: int = 8) -> Path:
+def cheap_profiles(dst: Path, n_predict: int = 16) -> Path:
     """profiles/ copied with a short generation for the virtual fleet (same binaries/models)."""
     shutil.copytree(PROFILES_DIR, dst)
     vf = dst / "virtual_fleet.toml"

@@ -9,7 +9,7 @@ adds scale (bursts over 8 devices), repeated crashes at different stages, faults
 devices at once and the adb server restart.
 
 Cost control: the real models run on the devices, but with a cheaper configuration — a copy
-of profiles/ whose virtual-fleet llama n_predict is 8 instead of 64 (the pipeline's own
+of profiles/ whose virtual-fleet llama n_predict is 16 instead of 64 (the pipeline's own
 `profiles_dir` option). Default run: 20 pictures (burst), 10 pictures + 6 kills, 10 pictures
 under faults. `--runslow`: 200 pictures, 40 pictures + 12 kills.
 """
@@ -129,7 +129,12 @@ def _run_bursts(fleet, tmp_path: Path, profiles_dir: Path, n: int, timeout: floa
         assert len(used) >= 3, f"a burst should spread over the fleet: {used}"
         failed = [(a.stage, a.serial, a.error) for j in p.journal.jobs(limit=None)
                   for a in p.journal.attempts(j.id) if a.state != "done"]
-        assert failed == [], f"a healthy fleet must not fail attempts: {failed[:5]}"
+        # The one failure a healthy device may legitimately produce: the real model sampled
+        # no usable text within the short test budget (e.g. only an emoji); the pipeline
+        # re-bids it like any unparsable output. Everything else is a pipeline/fleet bug.
+        unexpected = [f for f in failed if "story too short" not in (f[2] or "")]
+        assert unexpected == [], f"a healthy fleet must not fail attempts: {unexpected[:5]}"
+        assert len(failed) <= max(1, n // 20), f"too many empty stories: {failed[:5]}"
     finally:
         p.stop_event.set()
         t.join(30)
