@@ -160,9 +160,9 @@ class LiveView:
             if ev["stage"] == "classify":
                 labels = (ev.get("output") or {}).get("labels") or []
                 j["label"] = labels[0]["name"] if labels else ""
-            self._say(f"job {jid}: {ev['stage']} done on {ev.get('serial')}")
+            self._say(f"job {jid}: {ev['stage']} done on {ev.get('serial') or 'laptop'}")
         elif kind == "stage_failed":
-            self._say(f"job {jid}: {ev['stage']} failed on {ev.get('serial') or '-'}: "
+            self._say(f"job {jid}: {ev['stage']} failed on {ev.get('serial') or 'laptop'}: "
                       f"{display_text(str(ev.get('error')), 300)}"
                       + ("" if ev.get("final") else " (re-bidding)"))
         elif kind in ("job_done", "job_failed", "job_skipped"):
