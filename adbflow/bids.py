@@ -7,6 +7,7 @@ A device that fails or times out still yields a Bid (with `error`): the user see
 """
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -19,6 +20,8 @@ from adbflow.errors import AdbError, AdbflowError, AdbTimeoutError, ParseError
 from adbflow.parsers.proc_stat import ProcStat, cpu_load
 from adbflow.parsers.sysfs import freq_ratio
 from adbflow.probes import FIRST_SAMPLE_WINDOW_S, ProbeReport, run_probe
+
+log = logging.getLogger("adbflow.bids")
 
 MIN_WINDOW_S = 0.15       # a previous sample younger than this gives a noisy delta: resample
 MAX_SAMPLE_AGE_S = 120.0  # older samples average over too long a past: resample
@@ -127,18 +130,28 @@ class Bidder:
         age = now - mem.sample_t
         first = mem.sample is None or not (MIN_WINDOW_S <= age <= MAX_SAMPLE_AGE_S)
         t0 = time.monotonic()
-        try:
-            rep, res = run_probe(device, timeout=self.timeout, first=first,
-                                 with_cpuinfo=self.with_cpuinfo, with_props=not mem.props)
-        except AdbTimeoutError as exc:
-            return Bid.failed(device, f"timeout after {self.timeout:g}s (probe killed)",
-                              rtt=time.monotonic() - t0)
-        except AdbError as exc:
-            return Bid.failed(device, _short_error(exc), rtt=time.monotonic() - t0)
-        except ParseError as exc:
-            return Bid.failed(device, f"unparsable probe output: {exc.detail}", rtt=time.monotonic() - t0)
-        except AdbflowError as exc:
-            return Bid.failed(device, str(exc), rtt=time.monotonic() - t0)
+        for attempt in (1, 2):
+            try:
+                rep, res = run_probe(device, timeout=self.timeout, first=first,
+                                     with_cpuinfo=self.with_cpuinfo, with_props=not mem.props)
+                break
+            except AdbTimeoutError:
+                return Bid.failed(device, f"timeout after {self.timeout:g}s (probe killed)",
+                                  rtt=time.monotonic() - t0)
+            except AdbError as exc:
+                return Bid.failed(device, _short_error(exc), rtt=time.monotonic() - t0)
+            except ParseError as exc:
+                # One more round trip when the output was mangled in transit (a USB hiccup,
+                # a half-read file): cheap next to losing the device for this round.
+                if attempt == 1 and time.monotonic() - t0 < self.timeout / 2:
+                    log.warning("[%s] unparsable probe output (%s), probing again: %r",
+                                device.serial, exc.detail, exc.sample[:120])
+                    continue
+                return Bid.failed(device, f"unparsable probe output: {exc.detail} "
+                                          f"(output began {exc.sample[:60]!r})",
+                                  rtt=time.monotonic() - t0)
+            except AdbflowError as exc:
+                return Bid.failed(device, str(exc), rtt=time.monotonic() - t0)
         t_end = time.monotonic()
         rtt = res.elapsed_s - (FIRST_SAMPLE_WINDOW_S if rep.stat_a is not None else 0.0)
         if rep.props:

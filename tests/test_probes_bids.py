@@ -179,8 +179,24 @@ def test_garbage_probe_output_is_an_error_bid():
     class Garbage(FakeDevice):
         def shell(self, cmd, **kw):
             return ShellResult(self.serial, cmd, 0, "\x00\xff" * 100, "", 0.01)
-    b = Bidder().bid(Garbage("g", 0))
+    g = Garbage("g", 0)
+    b = Bidder().bid(g)
     assert not b.ok and "unparsable" in b.error
+    assert "output began" in b.error                 # what came back, for the bug report
+
+
+def test_one_mangled_probe_output_is_probed_again():
+    class OnceMangled(FakeDevice):
+        mangled = 0
+
+        def shell(self, cmd, **kw):
+            if not self.mangled:
+                self.mangled += 1
+                return ShellResult(self.serial, cmd, 0, "", "", 0.01)   # output lost in transit
+            return super().shell(cmd, **kw)
+    dev = OnceMangled("m", 30)
+    b = Bidder().bid(dev)
+    assert b.ok and b.cpu_load == pytest.approx(30) and dev.mangled == 1
 
 
 def test_pick_lowest_cpu_tie_breaks():
