@@ -178,10 +178,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from run_all import fleet_up, print_table
-    with fleet_up(1, ["flagship_2025"]) as fleet:
-        res = measure(fleet, quick=args.quick)
-    print_table({"overhead": res})
+    from run_all import run_one
+    res = run_one("overhead", measure, args.quick)
     for side in ("adbflow", "script"):
         for r in res[side]["runs"]:
             print(side, {k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()})

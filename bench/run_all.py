@@ -233,6 +233,14 @@ def table_rows(res: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def run_one(name: str, measure: Callable[..., dict[str, Any]], quick: bool) -> dict[str, Any]:
+    """What a single benchmark's own `main` does: one flagship phone, measure, print its rows."""
+    with fleet_up(1, ["flagship_2025"]) as fleet:
+        res = measure(fleet, quick=quick)
+    print_table({name: res})
+    return res
+
+
 def print_table(res: dict[str, Any]) -> None:
     from tabulate import tabulate
     print(tabulate(table_rows(res), headers=["benchmark", "adbflow", "baseline", "ratio", "goal",

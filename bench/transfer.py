@@ -106,10 +106,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from run_all import fleet_up, print_table
-    with fleet_up(1, ["flagship_2025"]) as fleet:
-        res = measure(fleet, quick=args.quick)
-    print_table({"transfer": res})
+    from run_all import run_one
+    run_one("transfer", measure, args.quick)
 
 
 if __name__ == "__main__":

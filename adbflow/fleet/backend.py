@@ -8,6 +8,7 @@ the load model, stand-in programs reading /vendor/etc/adbflow-virtual.json).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fcntl
 import json
@@ -16,7 +17,7 @@ import os
 import struct
 import termios
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from adbflow.errors import FleetError
 from adbflow.fleet import rootfs
@@ -165,17 +166,10 @@ class NamespaceBackend:
                 close_fds=True)
             return proc, None
         full_env.setdefault("TERM", "xterm-256color")
-        master, slave = os.openpty()
-        try:
-            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        with _child_pty() as (master, slave):
             proc = await asyncio.create_subprocess_exec(
                 *full, stdin=slave, stdout=slave, stderr=slave, env=full_env,
                 preexec_fn=_become_tty_session_leader, close_fds=True)
-        except BaseException:
-            os.close(master)
-            raise
-        finally:
-            os.close(slave)
         return proc, master
 
     def _spawn_resident(self, argv: list[str], env: dict[str, str], pty: bool
@@ -184,15 +178,8 @@ class NamespaceBackend:
         if not pty:
             return self._spawner.spawn(argv, env), None
         env.setdefault("TERM", "xterm-256color")
-        master, slave = os.openpty()
-        try:
-            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        with _child_pty() as (master, slave):
             proc = self._spawner.spawn(argv, env, pty_slave=slave)
-        except BaseException:
-            os.close(master)
-            raise
-        finally:
-            os.close(slave)
         return proc, master
 
     # ------------------------------------------------------------ files
@@ -296,6 +283,23 @@ class NamespaceBackend:
         if self._model is not None:
             out.update(self._model.snapshot())
         return out
+
+
+@contextlib.contextmanager
+def _child_pty() -> Iterator[tuple[int, int]]:
+    """A pty pair for one child, sized 80x24 like adbd's before a window-size packet.
+
+    The caller starts the child on the slave inside the block; the slave is closed after it
+    (the child holds its own copy), the master is closed only if starting the child failed."""
+    master, slave = os.openpty()
+    try:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        yield master, slave
+    except BaseException:
+        os.close(master)
+        raise
+    finally:
+        os.close(slave)
 
 
 def _become_tty_session_leader() -> None:  # runs in the child between fork and exec
