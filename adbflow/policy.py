@@ -7,7 +7,7 @@ looks idle right after a burst and lowest-load herds the whole burst onto one ph
 
 The decision is one pure function (like Dask's `worker_objective`): for each device
 
-    total = transfer_in + wait + model_load + service + transfer_out
+    total = transfer_in + wait + model_load + service + transfer_out + congestion
 
     transfer_in  = adb latency + input bytes / bandwidth     (0 when the data is already there)
     wait         = remaining time of the work we already awarded to it that runs before
@@ -20,6 +20,17 @@ The decision is one pure function (like Dask's `worker_objective`): for each dev
                    * thermal factor * frequency factor * overrun factor
                    + adb latency of the run call
     transfer_out = adb latency + output bytes / bandwidth
+    congestion   = service * number of our tasks already queued or running there (same queue)
+
+The first five parts are this task's expected completion. `congestion` is what the task
+costs the pictures that come after it: a phone with a queue is a phone in demand, and every
+second we add there delays the work that will queue behind it. The number already in the
+queue estimates how many will (in an M/M/1 queue the mean number in the system,
+rho/(1-rho), is also the mean delay multiplier of added work), so the marginal cost of the
+award is service * queue length. Pure earliest-completion ignores it and at high load piles
+work onto the fast phones until their queues are as long as a slow phone's run (simulated
+six-phone fleet at 90 %: mean latency 7 % lower with the term, 4 % lower at 60 %, equal at
+30 %; `CostModel.congestion` = 0 turns it off).
 
 after hard filters (probe error, memory for the model, battery floor unless charging,
 critical thermal state). Two corrections use only our own bookkeeping, which is exact and
@@ -235,6 +246,8 @@ class CostModel:
     queueing: str = "per-stage"
     #: largest slowdown inferred from one of our tasks running past its estimate (1 = off)
     overrun_cap: float = 2.0
+    #: weight of the congestion part (the delay an award adds to later work; 0 = pure ECT)
+    congestion: float = 1.0
     #: serial -> [start, end or None while open] spells of our work there (a few recent ones)
     busy_spells: dict[str, list[list[Any]]] = field(default_factory=dict)
 
@@ -341,6 +354,7 @@ class CostModel:
             "model_load": 0.0 if warm else cold_ms / 1000.0,
             "service": run_s(task, f_over),
             "transfer_out": _transfer_s(task.output_bytes, profile),
+            "congestion": self.congestion * run_s(task, f_over) * len(ahead),
         }
         return DeviceCost(serial, True, None, sum(parts.values()), parts,
                           {"load_x": f_load, "thermal_x": f_therm, "freq_x": f_freq,
@@ -367,11 +381,11 @@ class _Base:
     name = "base"
 
     def __init__(self, *, battery_floor: int = 15, residency_s: float = 600.0,
-                 queueing: str = "per-stage") -> None:
+                 queueing: str = "per-stage", congestion: float = 1.0) -> None:
         if queueing not in ("per-stage", "fifo"):
             raise ValueError(f"queueing must be 'per-stage' or 'fifo', not {queueing!r}")
         self.model = CostModel(battery_floor=battery_floor, residency_s=residency_s,
-                               queueing=queueing)
+                               queueing=queueing, congestion=congestion)
 
     def choose(self, task: Task, bids: Sequence[Any], *, inflight: Mapping[str, Sequence[Task]],
                profiles: ProfileBook, service_times: ServiceTimes | None = None,

@@ -23,7 +23,9 @@ Lower bounds on the same sampled instance, each proved in its docstring: `lower_
 Lagrangian relaxation of the time-indexed formulation; valid for every non-preemptive
 schedule, clairvoyant included, and much tighter under load). `compare` reports the larger.
 Neither includes heat (it depends on the schedule), so at sustained high load part of any
-policy's gap to them is thermal throttling, not scheduling.
+policy's gap to them is thermal throttling, not scheduling. From the other side,
+`local_search` improves a policy's schedule with hindsight (heat included), so the offline
+optimum is bracketed: bound <= optimum <= best schedule found.
 """
 from __future__ import annotations
 
@@ -631,10 +633,12 @@ def sim_profile_book(inst: Instance) -> ProfileBook:
     return ProfileBook(profs + [default])
 
 
-def simulate(inst: Instance, policy_name: str) -> SimResult:
-    """Run the picture stream through the fleet with one policy."""
+def simulate(inst: Instance, policy_name: str, **options: Any) -> SimResult:
+    """Run the picture stream through the fleet with one policy (`options` go to its
+    constructor, e.g. congestion=0.0 for pure earliest completion)."""
     c = inst.config
-    policy = get_policy(policy_name, queueing="fifo")   # simulated phones run one task at a time
+    # simulated phones run one task at a time
+    policy = get_policy(policy_name, **{"queueing": "fifo", **options})
     book = sim_profile_book(inst)
     rng = random.Random(c.seed * 7919 + POLICY_NAMES.index(policy_name))
     noise = np.random.default_rng(c.seed + 17)
@@ -743,14 +747,20 @@ def simulate(inst: Instance, policy_name: str) -> SimResult:
 
 # ------------------------------------------------------------------------ offline optimum
 
-def evaluate_assignment(inst: Instance, assign: Sequence[tuple[int, int]]) -> np.ndarray:
+def evaluate_assignment(inst: Instance, assign: Sequence[Sequence[int]], *,
+                        heat: bool = False) -> np.ndarray:
     """Latencies when job j's classify runs on device assign[j][0] and its generate on
     assign[j][1]; each device serves its tasks FIFO by the time they became ready, with
-    minimal durations slowed only by the (exogenous) foreground apps, no heat; with
-    SimConfig.without_noise() that is the deterministic instance. This is the schedule class
-    every policy here produces (award when ready, FIFO per device)."""
+    minimal durations slowed by the (exogenous) foreground apps and, with heat=True, by
+    the heat the schedule itself builds (the simulator's model, so replaying a policy's
+    assignment gives that policy's latencies); with SimConfig.without_noise() and no heat
+    that is the deterministic instance. This is the schedule class every policy here
+    produces (award when ready, FIFO per device)."""
+    c = inst.config
     n, D = inst.n_jobs, len(inst.devices)
     free = [0.0] * D
+    hot = [0.0] * D          # heat at hot_t[d], the device's last start
+    hot_t = [0.0] * D
     # tasks become ready at arrival (classify) or classify end (generate): process in
     # ready-time order with a heap so generate tasks interleave correctly
     heap = [(float(inst.arrivals[j]), 0, j) for j in range(n)]
@@ -761,13 +771,45 @@ def evaluate_assignment(inst: Instance, assign: Sequence[tuple[int, int]]) -> np
         stage = "classify" if k == 0 else "generate"
         d = assign[j][k]
         start = max(ready, free[d])
-        end = inst.finish_time(d, start, inst.min_duration(d, stage, j))
+        theta = 1.0
+        if heat and c.thermal:
+            # busy from the last start until free[d] (heat -> 1), idle since (heat -> 0)
+            h = 1.0 + (hot[d] - 1.0) * math.exp(-(free[d] - hot_t[d]) / c.thermal_tau_s)
+            h *= math.exp(-(start - free[d]) / c.thermal_tau_s)
+            hot[d], hot_t[d] = h, start
+            theta = _thermal_slowdown(h, c)
+        end = inst.finish_time(d, start, inst.min_duration(d, stage, j), theta)
         free[d] = end
         if k == 0:
             heapq.heappush(heap, (end, 1, j))
         else:
             done[j] = end
     return done - inst.arrivals
+
+
+def local_search(inst: Instance, assign: Sequence[Sequence[int]], *, tries: int,
+                 seed: int = 0, heat: bool = True) -> tuple[float, list[list[int]]]:
+    """Improve an assignment with hindsight: move one random stage of one random picture to
+    another phone, keep the move if the mean latency (evaluate_assignment) drops. Why: the
+    bound says how far below every schedule nobody can go; this finds a concrete schedule,
+    knowing every future picture, foreground app and the heat it causes, and so says how
+    much better than a policy the offline optimum is at least. Slow (one full replay per
+    try): a few thousand tries on 2000 pictures take minutes."""
+    rng = random.Random(seed)
+    cur = [list(x) for x in assign]
+    best = float(np.mean(evaluate_assignment(inst, cur, heat=heat)))
+    D = len(inst.devices)
+    for _ in range(tries):
+        j, k, d = rng.randrange(inst.n_jobs), rng.randrange(2), rng.randrange(D)
+        if cur[j][k] == d:
+            continue
+        old, cur[j][k] = cur[j][k], d
+        val = float(np.mean(evaluate_assignment(inst, cur, heat=heat)))
+        if val < best:
+            best = val
+        else:
+            cur[j][k] = old
+    return best, cur
 
 
 def exhaustive_optimum(inst: Instance) -> tuple[float, list[tuple[int, int]]]:

@@ -4,7 +4,8 @@ Prints, for utilisations 30/60/90 % of the fleet's sustainable capacity: each po
 and p95 job latency, its ratio to the provable per-run lower bound and to the steady-state
 LP bound, and ect's speed-up over lowest-cpu; the greedy clairvoyant schedule without heat
 (an upper value for the offline optimum of the bound's relaxed instance); and ect on a
-labelled VARIANT of the same runs with thermal throttling switched off, against the same bound. Then, on tiny
+labelled VARIANT of the same runs with thermal throttling switched off, against the same bound;
+and ect without its congestion part (pure earliest expected completion). Then, on tiny
 deterministic cases, the exhaustive offline optimum over the same bound, which shows how
 loose the bound itself is.
 Numbers are averages over --seeds runs (same pictures and phones for every policy).
@@ -82,6 +83,15 @@ def main(argv: list[str] | None = None) -> int:
         cool_ratio = float(np.mean([m / b for m, b in cool]))
         cool_mean = float(np.mean([m for m, _ in cool]))
         rows.append([f"{u:.0%}", "ect, VARIANT without heat", f"{cool_mean:.2f}", "", f"{cool_ratio:.2f}", ""])
+        # the same runs with ect's congestion part off: pure earliest expected completion
+        pure = [(simulate(make_instance(SimConfig(utilisation=u, n_jobs=args.jobs, seed=s), profs),
+                          "ect", congestion=0.0).mean_s, rep["bound"]["mean_latency_s"])
+                for s, rep in zip(range(1, args.seeds + 1), reps)]
+        pure_mean = float(np.mean([m for m, _ in pure]))
+        pure_ratio = float(np.mean([m / b for m, b in pure]))
+        rows.append([f"{u:.0%}", "ect without congestion part", f"{pure_mean:.2f}", "", f"{pure_ratio:.2f}", ""])
+        out["rows"].append({"utilisation": u, "variant": "congestion=0", "policy": "ect",
+                            "mean_s": pure_mean, "ratio_to_bound": pure_ratio})
         out["rows"].append({"utilisation": u, "variant": "thermal=False", "policy": "ect",
                             "mean_s": cool_mean, "ratio_to_bound": cool_ratio})
         rows.append([f"{u:.0%}", "lowest-cpu / ect", f"{means['lowest-cpu'] / means['ect']:.2f}x", "", "", ""])

@@ -91,6 +91,31 @@ def test_ect_counts_work_already_awarded(book):
     assert d.cost_of("fast").parts["wait"] < 0.2 * one + 0.1
 
 
+def test_congestion_charges_the_delay_an_award_adds_to_a_queue(book):
+    """A fast phone with a queue is in demand: the award's own completion there may still be
+    the earliest, but every second added there delays the work that queues behind it."""
+    fast, slow = book.for_model(FAST), book.for_model(SLOW)
+    one_fast = prior_service_s(GEN, fast)
+    one_slow = prior_service_s(GEN, slow)
+    # enough queued on the fast phone to be worse than the slow one with the charge, few
+    # enough that the completion alone still favours it
+    k = next(k for k in range(1, 50) if (k + 1) * one_fast < one_slow < (2 * k + 1) * one_fast)
+    bids = [bid("fast", FAST, cpu_load=8.0), bid("slow", SLOW, cpu_load=8.0)]
+    queue = {"fast": [GEN] * k}
+    ect = get_policy("ect", queueing="fifo")
+    pure = get_policy("ect", queueing="fifo", congestion=0.0)
+    d = ect.choose(GEN, bids, inflight=queue, profiles=book, rng=random.Random(0), now=NOW)
+    d0 = pure.choose(GEN, bids, inflight=queue, profiles=book, rng=random.Random(0), now=NOW)
+    c = d.cost_of("fast")
+    assert c.parts["congestion"] == pytest.approx(k * c.parts["service"])
+    assert d.cost_of("slow").parts["congestion"] == 0.0          # nothing queued there
+    assert d0.cost_of("fast").parts["congestion"] == 0.0
+    assert d0.winner == "fast" and d.winner == "slow"
+    # an empty queue costs nothing extra: the fast phone wins either way
+    d = ect.choose(GEN, bids, inflight={}, profiles=book, rng=random.Random(0), now=NOW)
+    assert d.winner == "fast" and d.cost_of("fast").parts["congestion"] == 0.0
+
+
 def test_own_running_job_is_not_counted_as_load_too(book):
     prof = book.for_model(FAST)
     b = bid("a", cpu_load=60.0)
