@@ -348,13 +348,14 @@ class CostModel:
             last = service_times.last_run(serial, task.stage)
             warm = last is not None and now - last < self.residency_s
         cold_ms = t.classify_cold_ms if task.stage == "classify" else t.generate_cold_ms
+        service = run_s(task, f_over)
         parts = {
             "transfer_in": 0.0 if task.data_on == serial else _transfer_s(task.input_bytes, profile),
             "wait": wait,
             "model_load": 0.0 if warm else cold_ms / 1000.0,
-            "service": run_s(task, f_over),
+            "service": service,
             "transfer_out": _transfer_s(task.output_bytes, profile),
-            "congestion": self.congestion * run_s(task, f_over) * len(ahead),
+            "congestion": self.congestion * service * len(ahead),
         }
         return DeviceCost(serial, True, None, sum(parts.values()), parts,
                           {"load_x": f_load, "thermal_x": f_therm, "freq_x": f_freq,
