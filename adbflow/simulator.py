@@ -608,11 +608,18 @@ class _DevState:
             self.busy_times.append(t)
 
     def heat_at(self, t: float, tau: float) -> float:
-        """Advance heat to t (exponential approach to 1 while busy, to 0 while idle)."""
-        target = 1.0 if self.current is not None else 0.0
-        self.heat = target + (self.heat - target) * math.exp(-(t - self.heat_t) / tau)
+        """Advance heat to t (busy or idle since heat_t, as `current` says)."""
+        self.heat = _heat_after(self.heat, t - self.heat_t, self.current is not None, tau)
         self.heat_t = t
         return self.heat
+
+
+def _heat_after(heat: float, dt: float, busy: bool, tau: float) -> float:
+    """Heat after dt seconds of one state: exponential approach to 1 while busy, to 0 while
+    idle. The one heat model: the simulator and the replay (evaluate_assignment) both step
+    it, so a replayed schedule heats exactly as it did when simulated."""
+    target = 1.0 if busy else 0.0
+    return target + (heat - target) * math.exp(-dt / tau)
 
 
 def _thermal_slowdown(heat: float, c: SimConfig) -> float:
@@ -773,9 +780,9 @@ def evaluate_assignment(inst: Instance, assign: Sequence[Sequence[int]], *,
         start = max(ready, free[d])
         theta = 1.0
         if heat and c.thermal:
-            # busy from the last start until free[d] (heat -> 1), idle since (heat -> 0)
-            h = 1.0 + (hot[d] - 1.0) * math.exp(-(free[d] - hot_t[d]) / c.thermal_tau_s)
-            h *= math.exp(-(start - free[d]) / c.thermal_tau_s)
+            # busy from the last start until free[d], idle since
+            h = _heat_after(hot[d], free[d] - hot_t[d], True, c.thermal_tau_s)
+            h = _heat_after(h, start - free[d], False, c.thermal_tau_s)
             hot[d], hot_t[d] = h, start
             theta = _thermal_slowdown(h, c)
         end = inst.finish_time(d, start, inst.min_duration(d, stage, j), theta)
