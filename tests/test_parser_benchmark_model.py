@@ -60,6 +60,15 @@ def test_output_without_timing_is_a_parse_error(text):
     assert exc.value.kind == "benchmark_model"
 
 
+@pytest.mark.parametrize("number", ["1e309", "-1e309"])
+def test_number_that_overflows_is_a_parse_error_not_inf(number):
+    # found by the fuzz suite: float("1e309") is inf, which must not reach a profile
+    text = (FIXTURES[0].parent / "tf_issue43541_tf1.15_gpu_op_profiling_TRUNCATED.txt").read_text()
+    assert "Init: 870557" in text
+    with pytest.raises(ParseError, match="out of range number"):
+        parse_benchmark_model(text.replace("Init: 870557", f"Init: {number}"))
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.text(alphabet=st.sampled_from(list("count=first avg12.5e+06 INFO:Inference timings in us\n:[]%")),
                max_size=200))

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from adbflow.errors import ParseError
+from adbflow.parsers.numbers import finite_float
 
 
 @dataclass(frozen=True)
@@ -152,12 +153,12 @@ def parse_transfer_summaries(text: str) -> list[TransferSummary]:
                 direction=m["dir"], files=int(m["files"]),
                 skipped=int(m["skipped"]) if m["skipped"] else None,
                 nbytes=int(m["bytes"]) if m["bytes"] else None,
-                seconds=float(m["secs"]) if m["secs"] else None))
+                seconds=finite_float(m["secs"]) if m["secs"] else None))
             continue
         m = _OLD_SPEED.search(line.strip())
         if m:
             found.append(TransferSummary(direction=None, files=None, skipped=None,
-                                         nbytes=int(m["bytes"]), seconds=float(m["secs"])))
+                                         nbytes=int(m["bytes"]), seconds=finite_float(m["secs"])))
     return found
 
 

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from adbflow.errors import ParseError
+from adbflow.parsers.numbers import finite_float
 
 _PREFIX = re.compile(
     r"^\s*(?:\d\d-\d\d\s+\d\d:\d\d:\d\d\.\d+\s+\d+\s+\d+\s+[VDIWEF]\s+\S+\s*:\s?)?"  # logcat
@@ -103,10 +104,12 @@ def _strip(line: str) -> str:
 
 
 def _float(text: str, line: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise ParseError("benchmark_model", f"bad number {text!r}", line) from None
+    """A number from the output; a garbled one ("1e309" overflows to inf) is a ParseError,
+    never an inf or nan that would poison the profiles written from it."""
+    value = finite_float(text)
+    if value is None:
+        raise ParseError("benchmark_model", f"bad or out of range number {text!r}", line)
+    return value
 
 
 def parse_benchmark_model(text: str) -> BenchmarkModelResult:

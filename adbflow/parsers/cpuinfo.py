@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from adbflow.errors import ParseError
+from adbflow.parsers.numbers import finite_float
 
 _NUM = r"[\d.]+"
 _LOAD = re.compile(r"Load:\s*(" + _NUM + r")\s*/\s*(" + _NUM + r")\s*/\s*(" + _NUM + r")")
@@ -68,10 +69,8 @@ class CpuinfoDump:
 
 
 def _f(v: str) -> float:
-    try:
-        return float(v)
-    except ValueError:
-        return 0.0
+    value = finite_float(v)   # "1.2.3" or a 400-digit run: unreadable, counted as 0 %
+    return 0.0 if value is None else value
 
 
 def parse_dumpsys_cpuinfo(text: str) -> CpuinfoDump:

@@ -8,11 +8,11 @@ text is cleaned of control characters and bounded in length.
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 
 from adbflow.errors import ParseError
+from adbflow.parsers.numbers import finite_float
 
 KIND = "label_image"
 MAX_LABEL_CHARS = 200
@@ -89,11 +89,8 @@ def parse_label_image(text: str) -> LabelImageResult:
             continue
         m = _RESULT.match(body)
         if m:
-            try:
-                score = float(m.group(1))
-            except ValueError:  # pragma: no cover - regex guarantees a float
-                continue
-            if not math.isfinite(score) or score < 0.0 or score > 1.0:
+            score = finite_float(m.group(1))
+            if score is None or score < 0.0 or score > 1.0:
                 continue
             name = _label_name(int(m.group(2)), m.group(3))
             if name:
@@ -101,9 +98,8 @@ def parse_label_image(text: str) -> LabelImageResult:
             continue
         m = _AVG.match(body)
         if m:
-            avg = float(m.group(1))
-            # a device can print anything: '1e309' is inf; keep only a usable number
-            result.avg_ms = avg if math.isfinite(avg) and avg >= 0 else None
+            avg = finite_float(m.group(1))
+            result.avg_ms = avg if avg is not None and avg >= 0 else None
             continue
         m = _LOADED.match(body)
         if m:

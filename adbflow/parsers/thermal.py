@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 
 from adbflow.errors import ParseError
+from adbflow.parsers.numbers import finite_float
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def parse_thermalservice(text: str) -> ThermalInfo:
         for t in _TEMP_OBJ.finditer(line):
             if section is None:
                 continue
-            section.setdefault(t[3], ThermalReading(t[3], float(t[1]), int(t[2]), int(t[4])))
+            section.setdefault(t[3], ThermalReading(t[3], finite_float(t[1]), int(t[2]), int(t[4])))
     chosen = current or cached
     if status is None and not chosen:
         raise ParseError("thermal", "no `Thermal Status:` nor Temperature{...} entries", text)
