@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from adbflow.adb import AdbServer, Inventory
-from adbflow.pipeline import Pipeline, PipelineConfig
+from adbflow.device.adb import AdbServer, Inventory
+from adbflow.runtime.pipeline import Pipeline, PipelineConfig
 
 
 def _one_mode(fleet: Any, *, inotify: bool, poll_s: float, n: int, rng: random.Random,

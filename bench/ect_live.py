@@ -23,11 +23,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from adbflow.adb import AdbServer, Inventory
+from adbflow.device.adb import AdbServer, Inventory
 from adbflow.fleet import adb_server as fleet_adb
 from adbflow.fleet.control import start_fleet
 from adbflow.paths import ASSETS_DIR
-from adbflow.pipeline import Pipeline, PipelineConfig
+from adbflow.runtime.pipeline import Pipeline, PipelineConfig
 
 CLASSES = ["flagship_2025", "midrange_2023", "lowend_2020", "old_2017"]
 LOADS = [30.0, 20.0, 0.0, 0.0]

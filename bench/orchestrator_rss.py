@@ -28,9 +28,9 @@ import psutil
 CHILD = r"""
 import sys, time, threading, json
 from pathlib import Path
-from adbflow.adb import AdbServer, Inventory
-from adbflow.bids import Bidder
-from adbflow.pipeline import Pipeline, PipelineConfig
+from adbflow.device.adb import AdbServer, Inventory
+from adbflow.scheduling.bids import Bidder
+from adbflow.runtime.pipeline import Pipeline, PipelineConfig
 port, rounds, watch_s, data = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 def mark(name, **kw):
     print(json.dumps({"phase": name, **kw}), flush=True)

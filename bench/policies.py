@@ -1,4 +1,4 @@
-"""Scheduling policies side by side on the simulated six-profile fleet (adbflow.simulator).
+"""Scheduling policies side by side on the simulated six-profile fleet (adbflow.sim.simulator).
 
 Prints, for utilisations 30/60/90 % of the fleet's sustainable capacity: each policy's mean
 and p95 job latency, its ratio to the provable per-run lower bound and to the steady-state
@@ -27,9 +27,9 @@ from dataclasses import replace
 import numpy as np
 from tabulate import tabulate
 
-from adbflow.policy import POLICY_NAMES
-from adbflow.profiles import ProfileBook
-from adbflow.simulator import SIX_CLASSES, SimConfig, compare, fleet_profiles, make_instance, simulate
+from adbflow.scheduling.policy import POLICY_NAMES
+from adbflow.scheduling.profiles import ProfileBook
+from adbflow.sim.simulator import SIX_CLASSES, SimConfig, compare, fleet_profiles, make_instance, simulate
 
 
 def main(argv: list[str] | None = None) -> int:

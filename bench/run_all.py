@@ -37,7 +37,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
-from adbflow.adb import AdbServer, Device, Inventory  # noqa: E402
+from adbflow.device.adb import AdbServer, Device, Inventory  # noqa: E402
 from adbflow.fleet import adb_server  # noqa: E402
 from adbflow.fleet.control import FleetClient, start_fleet  # noqa: E402
 
@@ -95,7 +95,7 @@ def p90(xs: list[float]) -> float:
 def bid_scaling(fleet: FleetClient, *, sizes: list[int], rounds: int) -> dict[str, Any]:
     """Median wall time of Bidder.gather over the first N devices, and of one raw adb shell
     round trip (the adb CLI, and adbflow's in-process Device.shell) on the same fleet."""
-    from adbflow.bids import Bidder
+    from adbflow.scheduling.bids import Bidder
     devs = devices_of(fleet)
     first = devs[0]
     for _ in range(3):

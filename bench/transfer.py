@@ -46,7 +46,7 @@ def _sha(path: Path) -> str:
 
 def measure(fleet: Any, *, quick: bool = False) -> dict[str, Any]:
     from run_all import adb_cli, devices_of, median, timed
-    from adbflow.imaging import prepare_bmp
+    from adbflow.runtime.imaging import prepare_bmp
     from adbflow.parsers.adb_messages import parse_transfer_summaries
     reps = 5 if quick else 15
     dev = devices_of(fleet)[0]

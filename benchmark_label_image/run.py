@@ -2,9 +2,9 @@
 
 Why: the scheduler's priors (profiles/*.toml [timing]) are class estimates; a phone on the
 desk differs. This runs TFLite `benchmark_model` (or `label_image` on a real picture) on each
-device through adbflow.adb.Inventory, at load levels made with busy loops on a real phone or
+device through adbflow.device.adb.Inventory, at load levels made with busy loops on a real phone or
 with `adbflow fleet load` on a virtual device, and fits t(L) = t0 / (1 - s*L) (the cost
-model of adbflow.policy). It also measures the adb round trip and push bandwidth. The result
+model of adbflow.scheduling.policy). It also measures the adb round trip and push bandwidth. The result
 is written as profiles/<model>.toml: same binaries/models as the matched profile, measured
 [timing], raw [[measurements]]. Exact model names beat class globs, so it takes over.
 
@@ -31,7 +31,7 @@ if __package__ in (None, ""):  # `python benchmark_label_image/run.py`
 
 from adbflow.errors import AdbflowError, ParseError  # noqa: E402
 from adbflow.paths import ASSETS_DIR, PROFILES_DIR  # noqa: E402
-from adbflow.profiles import (DeviceProfile, ProfileBook, dump_profile,  # noqa: E402
+from adbflow.scheduling.profiles import (DeviceProfile, ProfileBook, dump_profile,  # noqa: E402
                               safe_profile_name)
 
 REMOTE_DIR = "/data/local/tmp"
@@ -191,7 +191,7 @@ def classify_ms_once(device, profile: DeviceProfile, tool: str, runs: int) -> fl
 
 
 def prepare_image(device, profile: DeviceProfile) -> None:
-    from adbflow.imaging import prepare_bmp
+    from adbflow.runtime.imaging import prepare_bmp
     with tempfile.TemporaryDirectory() as tmp:
         bmp = Path(tmp) / "bench.bmp"
         prepare_bmp(ASSETS_DIR / "chelsea.png", bmp, profile.label_image.input_size)
@@ -256,8 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
-    from adbflow.adb import Inventory, resolve_servers
-    from adbflow.bids import Bidder
+    from adbflow.device.adb import Inventory, resolve_servers
+    from adbflow.scheduling.bids import Bidder
 
     book = ProfileBook.load(args.profiles_dir)
     devices = Inventory(resolve_servers(args.adb_server), args.serial).devices()

@@ -15,8 +15,8 @@ from typing import Callable
 
 import pytest
 
-from adbflow.adb import AdbServer, Device, Inventory
-from adbflow.journal import FINAL_STATES, Journal
+from adbflow.device.adb import AdbServer, Device, Inventory
+from adbflow.runtime.journal import FINAL_STATES, Journal
 from adbflow.paths import ASSETS_DIR, PROFILES_DIR
 
 CHELSEA = ASSETS_DIR / "chelsea.png"

@@ -1,6 +1,6 @@
 """In-memory doubles at the Device seam for pipeline unit tests (no adb, no fleet).
 
-FakeDevice answers like adbflow.adb.Device: sync-style file ops on a dict, and `run(argv)`
+FakeDevice answers like adbflow.device.adb.Device: sync-style file ops on a dict, and `run(argv)`
 imitating label_image (reads BMP only, prints the real `INFO: score: index label` format)
 and llama-cli (echoes the prompt, prints llama_perf lines on stderr). Faults per program:
 fail (exit 1), hang (timeout), garbage (unparsable output), gone (device disconnects).
@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from adbflow.adb import RemoteEntry, ShellResult
-from adbflow.bids import Bid
+from adbflow.device.adb import RemoteEntry, ShellResult
+from adbflow.scheduling.bids import Bid
 from adbflow.errors import AdbError, AdbTimeoutError, DeviceUnavailableError
 
 MODEL = "adbflow-virtual midrange_2023"

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from adbflow.adb import AdbServer, Device, Inventory, adb_binary, resolve_servers
+from adbflow.device.adb import AdbServer, Device, Inventory, adb_binary, resolve_servers
 from adbflow.errors import AdbError, DeviceUnavailableError
 
 

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from adbflow.paths import PROFILES_DIR
-from adbflow.profiles import ProfileBook
+from adbflow.scheduling.profiles import ProfileBook
 from benchmark_label_image.run import (DeviceReport, Point, fit_load_sensitivity, main,
                                        measured_profile)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from adbflow.adb import AdbServer, Device, Inventory
-from adbflow.bids import Bidder, pick_lowest_cpu
+from adbflow.device.adb import AdbServer, Device, Inventory
+from adbflow.scheduling.bids import Bidder, pick_lowest_cpu
 from adbflow.errors import AdbError, AdbTimeoutError, DeviceUnavailableError
 
 pytestmark = pytest.mark.fleet

@@ -6,7 +6,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from adbflow import cli_pipeline
+from adbflow.cli import pipeline as cli_pipeline
 from adbflow.cli import app
 from adbflow.errors import AdbflowError
 from adbflow.paths import ASSETS_DIR
@@ -19,8 +19,8 @@ def fake_fleet(monkeypatch):
     devs = [FakeDevice(f"dev{i}") for i in (1, 2)]
     inv = FakeInventory(devs)
     monkeypatch.setattr(cli_pipeline, "_inventory", lambda servers, serials: inv)
-    import adbflow.bids
-    monkeypatch.setattr(adbflow.bids, "Bidder",
+    import adbflow.scheduling.bids
+    monkeypatch.setattr(adbflow.scheduling.bids, "Bidder",
                         lambda **kw: FakeBidder({"dev1": 50.0, "dev2": 10.0}))
     return devs
 

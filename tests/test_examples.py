@@ -22,8 +22,8 @@ from types import SimpleNamespace
 import pytest
 
 from adbflow.paths import ASSETS_DIR, PROFILES_DIR, REPO_DIR
-from adbflow.policy import Task
-from adbflow.profiles import ProfileBook
+from adbflow.scheduling.policy import Task
+from adbflow.scheduling.profiles import ProfileBook
 
 EXAMPLES = REPO_DIR / "examples"
 SCRIPTS = sorted(EXAMPLES.glob("*.sh"))

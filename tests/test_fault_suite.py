@@ -31,9 +31,9 @@ from pathlib import Path
 import pytest
 
 from adbflow.fleet import adb_server
-from adbflow.journal import Journal
-from adbflow.pipeline import Pipeline, PipelineConfig
-from adbflow.stages import StageTimeouts
+from adbflow.runtime.journal import Journal
+from adbflow.runtime.pipeline import Pipeline, PipelineConfig
+from adbflow.runtime.stages import StageTimeouts
 
 from fleet_helpers import (CAT_WORDS, CHELSEA, COFFEE, COFFEE_WORDS, cheap_profiles,
                            inventory, labels_of, module_fleet, wait_final)
@@ -155,9 +155,9 @@ def test_bursts_200_pictures_exactly_once(healthy, tmp_path, profiles_dir):
 CHILD = r"""
 import json, sys
 from pathlib import Path
-from adbflow.adb import AdbServer, Inventory
-from adbflow.pipeline import Pipeline, PipelineConfig
-from adbflow.stages import StageTimeouts
+from adbflow.device.adb import AdbServer, Inventory
+from adbflow.runtime.pipeline import Pipeline, PipelineConfig
+from adbflow.runtime.stages import StageTimeouts
 port, data, profiles = int(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 def ev(e):
     keep = {k: e.get(k) for k in ("type", "job", "stage", "name", "serial")}

@@ -481,7 +481,7 @@ def test_devices_come_back_after_adb_kill_server(fleet) -> None:  # type: ignore
 def test_cli_status_fault_snap(fleet) -> None:  # type: ignore[no-untyped-def]
     from typer.testing import CliRunner
     import typer
-    from adbflow.fleet.cli import register
+    from adbflow.cli.fleet import register
     app = typer.Typer()
     register(app)
     app.command("noop")(lambda: None)  # a second command keeps `fleet` a sub-command

@@ -25,11 +25,11 @@ import psutil
 import pytest
 from PIL import Image
 
-from adbflow.adb import AdbServer, ShellResult
-from adbflow.bids import Bidder, pick_lowest_cpu
-from adbflow.detect import PICTURES_DIR
-from adbflow.pipeline import Pipeline, PipelineConfig
-from adbflow.stages import StageTimeouts
+from adbflow.device.adb import AdbServer, ShellResult
+from adbflow.scheduling.bids import Bidder, pick_lowest_cpu
+from adbflow.runtime.detect import PICTURES_DIR
+from adbflow.runtime.pipeline import Pipeline, PipelineConfig
+from adbflow.runtime.stages import StageTimeouts
 
 from fleet_helpers import (CHELSEA, cheap_profiles, device, inventory, module_fleet,
                            wait_final)

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from adbflow.detect import (DetectionState, Entry, InotifyEvent, inotifyd_command,
+from adbflow.runtime.detect import (DetectionState, Entry, InotifyEvent, inotifyd_command,
                             is_candidate_name, parse_inotifyd_line)
 from adbflow.errors import JobError
-from adbflow.imaging import prepare_bmp, sniff_format
-from adbflow.journal import Journal, StageAlreadyDone
+from adbflow.runtime.imaging import prepare_bmp, sniff_format
+from adbflow.runtime.journal import Journal, StageAlreadyDone
 from adbflow.paths import ASSETS_DIR
-from adbflow.stages import label_image_argv, llama_argv, local_picture_path, safe_component
+from adbflow.runtime.stages import label_image_argv, llama_argv, local_picture_path, safe_component
 
 
 # ------------------------------------------------------------------ imaging
@@ -268,7 +268,7 @@ def test_settle_recheck_reports_after_one_listing() -> None:
 
 def test_device_watch_settle_recheck_with_fake_device() -> None:
     import time as _time
-    from adbflow.detect import DeviceWatch
+    from adbflow.runtime.detect import DeviceWatch
     from pipeline_fakes import FakeDevice
 
     dev = FakeDevice("f1")
@@ -302,7 +302,7 @@ def test_local_paths_stay_inside(tmp_path: Path, name: str) -> None:
 
 
 def test_argv_from_profiles() -> None:
-    from adbflow.profiles import ProfileBook
+    from adbflow.scheduling.profiles import ProfileBook
     prof = ProfileBook.load().for_model("adbflow-virtual midrange_2023")
     argv = label_image_argv(prof.label_image)
     assert argv[:7] == ["/data/local/tmp/label_image", "-m", "/data/local/tmp/efficientnet_lite0.tflite",

@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adbflow.detect import InotifyEvent, parse_inotifyd_line
+from adbflow.runtime.detect import InotifyEvent, parse_inotifyd_line
 from adbflow.errors import ParseError
 from adbflow.parsers.adb_messages import (AdbProblem, classify_adb_error, parse_adb_devices,
                                           parse_adb_version, parse_transfer_summaries)
@@ -39,7 +39,7 @@ from adbflow.parsers.proc_stat import cpu_load, parse_proc_stat, parse_proc_stat
 from adbflow.parsers.sysfs import (freq_ratio, parse_cpu_list, parse_cpufreq, parse_key_values,
                                    parse_power_supply)
 from adbflow.parsers.thermal import parse_thermal, parse_thermal_zones, parse_thermalservice
-from adbflow.probes import ProbeReport, parse_probe_output
+from adbflow.device.probe import ProbeReport, parse_probe_output
 
 FIX = Path(__file__).parent / "fixtures"
 

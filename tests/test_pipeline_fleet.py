@@ -16,9 +16,9 @@ import time
 
 import pytest
 
-from adbflow.journal import Journal
-from adbflow.pipeline import Pipeline, PipelineConfig
-from adbflow.stages import REMOTE_IMAGE
+from adbflow.runtime.journal import Journal
+from adbflow.runtime.pipeline import Pipeline, PipelineConfig
+from adbflow.runtime.stages import REMOTE_IMAGE
 
 from fleet_helpers import CHELSEA, device, inventory, module_fleet, wait_final
 from fleet_helpers import healthy  # noqa: F401 - a fixture, found by name
@@ -256,7 +256,7 @@ def test_inotify_sees_the_camera_rename(healthy) -> None:
     """toybox inotifyd on a device: the doubled first mask letter works (`w` arrives), the
     rename arrives as `y` (moved in, despite the help text), and the picture is reported
     from the event (no listing involved)."""
-    from adbflow.detect import DeviceWatch
+    from adbflow.runtime.detect import DeviceWatch
 
     fleet = healthy
     serial = fleet.serials[2]

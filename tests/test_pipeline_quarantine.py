@@ -1,4 +1,4 @@
-"""Cross-job quarantine: the pure decision (adbflow.quarantine) and the pipeline using it
+"""Cross-job quarantine: the pure decision (adbflow.scheduling.quarantine) and the pipeline using it
 against in-memory devices (a hung device costs one timeout, not one per job)."""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from adbflow.cli_pipeline import LiveView
+from adbflow.cli.pipeline import LiveView
 from adbflow.paths import ASSETS_DIR
-from adbflow.quarantine import (QuarantineRules, Quarantined, active, apply, cleared_by_bids,
+from adbflow.scheduling.quarantine import (QuarantineRules, Quarantined, active, apply, cleared_by_bids,
                                 forget_expired, strike)
 
 from pipeline_fakes import FakeBidder, FakeDevice, FakeInventory

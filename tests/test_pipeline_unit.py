@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from adbflow.detect import NewPicture
-from adbflow.journal import Journal
+from adbflow.runtime.detect import NewPicture
+from adbflow.runtime.journal import Journal
 from adbflow.paths import ASSETS_DIR
-from adbflow.pipeline import Pipeline, PipelineConfig
-from adbflow.stages import REMOTE_IMAGE
+from adbflow.runtime.pipeline import Pipeline, PipelineConfig
+from adbflow.runtime.stages import REMOTE_IMAGE
 
 from pipeline_fakes import FakeBidder, FakeDevice, FakeInventory
 

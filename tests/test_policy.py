@@ -7,12 +7,12 @@ import random
 
 import pytest
 
-from adbflow.bids import Bid
+from adbflow.scheduling.bids import Bid
 from adbflow.errors import AdbflowError
-from adbflow.policy import (POLICY_NAMES, CostModel, Task, background_load, format_decision,
+from adbflow.scheduling.policy import (POLICY_NAMES, CostModel, Task, background_load, format_decision,
                             get_policy, prior_service_s, task_units)
-from adbflow.profiles import ProfileBook
-from adbflow.service_times import ServiceTimes, load_factor
+from adbflow.scheduling.profiles import ProfileBook
+from adbflow.scheduling.service_times import ServiceTimes, load_factor
 
 NOW = 1_000_000.0
 FAST = "adbflow-virtual flagship_2025"

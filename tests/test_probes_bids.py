@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from adbflow.adb import AdbServer, ShellResult
-from adbflow.bids import Bid, Bidder, pick_lowest_cpu
+from adbflow.device.adb import AdbServer, ShellResult
+from adbflow.scheduling.bids import Bid, Bidder, pick_lowest_cpu
 from adbflow.errors import AdbTimeoutError, DeviceUnavailableError, ParseError
-from adbflow.probes import parse_probe_output, probe_command, probe_script, split_sections
+from adbflow.device.probe import parse_probe_output, probe_command, probe_script, split_sections
 
 MKSH, TOYBOX = shutil.which("mksh") or "/usr/bin/mksh", shutil.which("toybox") or "/usr/bin/toybox"
 needs_shells = pytest.mark.skipif(not (os.path.exists(MKSH) and os.path.exists(TOYBOX)),
@@ -135,7 +135,7 @@ class FakeDevice:
 
 
 def test_bidder_first_contact_then_no_sleep(monkeypatch):
-    monkeypatch.setattr("adbflow.bids.MIN_WINDOW_S", 0.0)
+    monkeypatch.setattr("adbflow.scheduling.bids.MIN_WINDOW_S", 0.0)
     dev = FakeDevice("A", 30)
     bidder = Bidder()
     b1 = bidder.bid(dev)

@@ -8,7 +8,7 @@ import pytest
 
 from adbflow.errors import ProfileError
 from adbflow.paths import PROFILES_DIR
-from adbflow.profiles import ProfileBook, dump_profile, profile_from_dict, safe_profile_name
+from adbflow.scheduling.profiles import ProfileBook, dump_profile, profile_from_dict, safe_profile_name
 
 CLASSES = ("flagship_2025", "flagship_2023", "midrange_2023", "flagship_2019", "lowend_2020", "old_2017")
 

@@ -5,7 +5,7 @@ import sqlite3
 
 import pytest
 
-from adbflow.service_times import ServiceTimes, load_factor
+from adbflow.scheduling.service_times import ServiceTimes, load_factor
 
 
 def test_load_factor_is_processor_sharing_capped():

@@ -10,10 +10,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from adbflow import cli_simulate
-from adbflow.policy import POLICY_NAMES
-from adbflow.profiles import ProfileBook
-from adbflow.simulator import (SimConfig, _lp_throughput, _srpt_completions, _WorkClock, compare,
+from adbflow.cli import simulate as cli_simulate
+from adbflow.scheduling.policy import POLICY_NAMES
+from adbflow.scheduling.profiles import ProfileBook
+from adbflow.sim.simulator import (SimConfig, _lp_throughput, _srpt_completions, _WorkClock, compare,
                                evaluate_assignment, exhaustive_optimum, fleet_profiles,
                                local_search, lower_bound, make_instance, simulate,
                                steady_state_bound, time_indexed_bound)

@@ -1,7 +1,7 @@
 """The story the user reads ends with a full sentence when the model was cut off."""
 from __future__ import annotations
 
-from adbflow.story import whole_sentences
+from adbflow.runtime.story import whole_sentences
 
 
 def test_cut_back_to_last_sentence() -> None:

@@ -3,8 +3,8 @@
 Why TOML files per device class (profiles/*.toml) rather than constants: the paths differ per
 set-up (a real phone prepared per the README vs the virtual fleet), and the timings are
 measured per class by `python -m benchmark_label_image`, which rewrites them. The scheduler
-(adbflow.policy) reads the timings as its prior service times until it has learned better
-ones from finished jobs (adbflow.service_times).
+(adbflow.scheduling.policy) reads the timings as its prior service times until it has learned better
+ones from finished jobs (adbflow.scheduling.service_times).
 
 File layout (all keys but `name` optional; missing ones come from default.toml):
 

@@ -1,5 +1,5 @@
 """What each pipeline stage does on one device: pull, classify (push + label_image),
-generate (llama-cli). One attempt each; retries and re-bidding live in adbflow.pipeline.
+generate (llama-cli). One attempt each; retries and re-bidding live in adbflow.runtime.pipeline.
 
 Why this split: a stage body is I/O against one `Device` and is idempotent (re-pulling to
 the same local file, re-pushing to /data/local/tmp/received-image and re-running a model
@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from adbflow.errors import AdbError, JobError, ParseError
 from adbflow.parsers.label_image import parse_label_image
 from adbflow.parsers.llama import parse_llama
-from adbflow.story import whole_sentences
+from adbflow.runtime.story import whole_sentences
 
 REMOTE_IMAGE = "/data/local/tmp/received-image"
 MAX_TOOL_OUTPUT = 1 << 20   # label_image / llama-cli print a few kB; more is a runaway device

@@ -16,13 +16,13 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from adbflow.cli_options import AdbServers, JsonOut, Serials
+from adbflow.cli.options import AdbServers, JsonOut, Serials
 from adbflow.errors import AdbflowError
-from adbflow.journal import FINAL_STATES, Journal
+from adbflow.runtime.journal import FINAL_STATES, Journal
 from adbflow.paths import ASSETS_DIR, data_home
-from adbflow.pipeline import DEFAULT_POLICY, Pipeline, PipelineConfig
-from adbflow.stages import StageTimeouts
-from adbflow.story import display_text, render_result
+from adbflow.runtime.pipeline import DEFAULT_POLICY, Pipeline, PipelineConfig
+from adbflow.runtime.stages import StageTimeouts
+from adbflow.runtime.story import display_text, render_result
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -59,7 +59,7 @@ def _check_dir(path: str) -> str:
 
 
 def _inventory(adb_server: list[str] | None, serial: list[str] | None):
-    from adbflow.adb import Inventory, resolve_servers
+    from adbflow.device.adb import Inventory, resolve_servers
     return Inventory(resolve_servers(adb_server), serial)
 
 
@@ -370,7 +370,7 @@ def demo_cmd(
     """The README's main job, self-contained: start a virtual fleet (private adb server,
     temp dir), set loads, snap a cat picture on device 2, run `watch --once`, print labels
     and story, tear everything down (also on Ctrl-C and errors)."""
-    from adbflow.adb import AdbServer, Inventory
+    from adbflow.device.adb import AdbServer, Inventory
     from adbflow.fleet import adb_server as fleet_adb
     from adbflow.fleet.control import start_fleet
 

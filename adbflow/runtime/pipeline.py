@@ -29,21 +29,22 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from adbflow import quarantine, stages
-from adbflow.detect import (PICTURES_DIR, SETTLE_S, Entry, NewPicture, Watcher,
+from adbflow.runtime import stages
+from adbflow.scheduling import quarantine
+from adbflow.runtime.detect import (PICTURES_DIR, SETTLE_S, Entry, NewPicture, Watcher,
                             is_candidate_name)
 from adbflow.errors import (AdbError, AdbflowError, AdbTimeoutError, DeviceUnavailableError,
                             JobError, ParseError)
-from adbflow.imaging import DEFAULT_MAX_BYTES, prepare_bmp
-from adbflow.journal import FINAL_STATES, JobRecord, Journal, StageAlreadyDone
+from adbflow.runtime.imaging import DEFAULT_MAX_BYTES, prepare_bmp
+from adbflow.runtime.journal import FINAL_STATES, JobRecord, Journal, StageAlreadyDone
 from adbflow.paths import PROFILES_DIR, data_home
-from adbflow.quarantine import Quarantined, QuarantineRules
-from adbflow.story import build_prompt
+from adbflow.scheduling.quarantine import Quarantined, QuarantineRules
+from adbflow.runtime.story import build_prompt
 
-from adbflow.policy import Task, background_load, get_policy, task_units
-from adbflow.service_times import ServiceTimes
+from adbflow.scheduling.policy import Task, background_load, get_policy, task_units
+from adbflow.scheduling.service_times import ServiceTimes
 
-log = logging.getLogger("adbflow.pipeline")
+log = logging.getLogger("adbflow.runtime.pipeline")
 
 DEFAULT_POLICY = "ect"
 STAGE_ORDER_DEVICE = ("pull", "classify", "generate")
@@ -139,11 +140,11 @@ class Pipeline:
         self.inventory = inventory
         self.journal = journal or Journal(config.journal_path)
         if bidder is None:
-            from adbflow.bids import Bidder
+            from adbflow.scheduling.bids import Bidder
             bidder = Bidder(timeout=config.bid_timeout_s)
         self.bidder = bidder
         if profiles is None:
-            from adbflow.profiles import ProfileBook
+            from adbflow.scheduling.profiles import ProfileBook
             profiles = ProfileBook.load(config.profiles_dir)
         self.profiles = profiles
         if policy is None:
@@ -601,7 +602,7 @@ class Pipeline:
     # ------------------------------------------------------------------ output
     def _write_story(self, job_id: int, result: Mapping[str, Any]) -> None:
         """Stories are also plain files (data_dir/stories/JOB.txt) for people and scripts."""
-        from adbflow.story import render_result
+        from adbflow.runtime.story import render_result
         d = self.data_dir / "stories"
         d.mkdir(parents=True, exist_ok=True)
         path = d / f"{int(job_id)}.txt"

@@ -13,9 +13,9 @@ from typing import Annotated, Optional
 import typer
 from tabulate import tabulate
 
-from adbflow.adb import Inventory, resolve_servers
-from adbflow.bids import Bid, Bidder, pick_lowest_cpu
-from adbflow.cli_options import AdbServers, JsonOut, Serials, Timeout
+from adbflow.device.adb import Inventory, resolve_servers
+from adbflow.scheduling.bids import Bid, Bidder, pick_lowest_cpu
+from adbflow.cli.options import AdbServers, JsonOut, Serials, Timeout
 
 
 def _inventory(adb_server: list[str] | None, serial: list[str] | None) -> Inventory:
@@ -60,8 +60,8 @@ def bid_table(bids: list[Bid], winner: str | None) -> str:
 
 def _explain(policy_name: str, bids: list[Bid]) -> tuple[str | None, dict | None]:
     """Ask S's policy module (loaded lazily) for a decision on a classify task."""
-    from adbflow import policy as policy_mod  # noqa: PLC0415 (optional module)
-    from adbflow.profiles import ProfileBook  # noqa: PLC0415
+    from adbflow.scheduling import policy as policy_mod  # noqa: PLC0415 (optional module)
+    from adbflow.scheduling.profiles import ProfileBook  # noqa: PLC0415
     pol = policy_mod.get_policy(policy_name)
     decision = pol.choose(policy_mod.Task(stage="classify"), bids, inflight={},
                           profiles=ProfileBook.load())
@@ -128,7 +128,7 @@ def bid_cmd(
 
 def _not_ready_bid(ref, *, serial: str | None = None) -> Bid:
     """A row for a device that is listed but cannot bid (offline, unauthorized, unknown)."""
-    from adbflow.adb import Device  # noqa: PLC0415
+    from adbflow.device.adb import Device  # noqa: PLC0415
     from adbflow.parsers.adb_messages import classify_adb_error  # noqa: PLC0415
     if ref is None:
         return Bid.failed(Device(serial or "?"), "not connected to any adb server")

@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
-from adbflow.adb import Device
+from adbflow.device.adb import Device
 from adbflow.errors import AdbError, AdbflowError, AdbTimeoutError, ParseError
 from adbflow.parsers.proc_stat import ProcStat, cpu_load
 from adbflow.parsers.sysfs import freq_ratio
-from adbflow.probes import FIRST_SAMPLE_WINDOW_S, ProbeReport, run_probe
+from adbflow.device.probe import FIRST_SAMPLE_WINDOW_S, ProbeReport, run_probe
 
-log = logging.getLogger("adbflow.bids")
+log = logging.getLogger("adbflow.scheduling.bids")
 
 MIN_WINDOW_S = 0.15       # a previous sample younger than this gives a noisy delta: resample
 MAX_SAMPLE_AGE_S = 120.0  # older samples average over too long a past: resample

@@ -25,10 +25,10 @@ app = typer.Typer(
 
 # module -> registers its commands on `app`
 COMMAND_MODULES = (
-    "adbflow.cli_inventory",   # devices, bid
-    "adbflow.cli_pipeline",    # watch, run, jobs, show, demo
-    "adbflow.cli_simulate",    # simulate
-    "adbflow.fleet.cli",       # fleet up/status/load/snap/fault/down
+    "adbflow.cli.inventory",   # devices, bid
+    "adbflow.cli.pipeline",    # watch, run, jobs, show, demo
+    "adbflow.cli.simulate",    # simulate
+    "adbflow.cli.fleet",       # fleet up/status/load/snap/fault/down
 )
 
 
@@ -62,6 +62,3 @@ def main() -> None:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(2)
 
-
-if __name__ == "__main__":
-    main()

@@ -40,10 +40,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from adbflow.bids import Bid
-from adbflow.policy import POLICY_NAMES, Task, background_load, get_policy, prior_service_s, task_units
-from adbflow.profiles import DeviceProfile, ProfileBook
-from adbflow.service_times import ServiceTimes, load_factor
+from adbflow.scheduling.bids import Bid
+from adbflow.scheduling.policy import POLICY_NAMES, Task, background_load, get_policy, prior_service_s, task_units
+from adbflow.scheduling.profiles import DeviceProfile, ProfileBook
+from adbflow.scheduling.service_times import ServiceTimes, load_factor
 
 SIX_CLASSES = ("flagship_2025", "flagship_2023", "midrange_2023", "flagship_2019", "lowend_2020",
                "old_2017")

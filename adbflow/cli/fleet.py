@@ -18,7 +18,7 @@ from adbflow.fleet.control import FleetClient, default_adb_port, default_state_d
 from adbflow.fleet.host import DEFAULT_BASE_PORT, MAX_DEVICES
 
 try:
-    from adbflow.cli_options import JsonOut
+    from adbflow.cli.options import JsonOut
 except ImportError:  # pragma: no cover - cli_options is part of the package
     JsonOut = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]  # type: ignore[misc]
 

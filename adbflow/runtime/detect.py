@@ -13,7 +13,7 @@ being written (size/mtime moved) is looked at again, a few times, then left to t
 Dotfiles (camera temp files such as `.pending-NAME`) never count.
 
 The decisions (`DetectionState`, `parse_inotifyd_line`, `is_candidate_name`) are pure and
-unit-tested; `DeviceWatch` does the device I/O through `adbflow.adb.Device`.
+unit-tested; `DeviceWatch` does the device I/O through `adbflow.device.adb.Device`.
 """
 from __future__ import annotations
 

@@ -6,9 +6,9 @@ tells us how long it really took, so the scheduler corrects itself after a few j
 
 Why normalise by load: a classify that took 900 ms while the phone was 60 % busy says little
 about an idle run; dividing by the same load factor the cost model multiplies with
-(adbflow.policy.load_factor) stores "seconds per unit at zero load", which the policy scales
+(adbflow.scheduling.policy.load_factor) stores "seconds per unit at zero load", which the policy scales
 back up with the load it sees at bid time. Units: 1 per classify, tokens for generate
-(adbflow.policy.task_units), so a long story does not look like a slow phone.
+(adbflow.scheduling.policy.task_units), so a long story does not look like a slow phone.
 
 Why SQLite in the journal DB file: one state file per orchestrator; own table, own
 connection, so it never touches the journal's schema.

@@ -54,11 +54,11 @@ from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 from tabulate import tabulate
 
 from adbflow.errors import AdbflowError
-from adbflow.profiles import DeviceProfile, ProfileBook
-from adbflow.service_times import ServiceTimes, load_factor
+from adbflow.scheduling.profiles import DeviceProfile, ProfileBook
+from adbflow.scheduling.service_times import ServiceTimes, load_factor
 
 if TYPE_CHECKING:  # Bid is engineer A's; only its fields are used here (duck-typed)
-    from adbflow.bids import Bid
+    from adbflow.scheduling.bids import Bid
 
 STAGES = ("classify", "generate")
 POLICY_NAMES = ("ect", "lowest-cpu", "random", "round-robin")
@@ -242,7 +242,7 @@ class CostModel:
     battery_floor: int = 15
     residency_s: float = 600.0     # a model run within this many seconds is still in page cache
     #: how a device works through awarded tasks: "per-stage" = one task per stage at a time,
-    #: stages side by side (adbflow.pipeline's slots); "fifo" = one task at a time
+    #: stages side by side (adbflow.runtime.pipeline's slots); "fifo" = one task at a time
     queueing: str = "per-stage"
     #: largest slowdown inferred from one of our tasks running past its estimate (1 = off)
     overrun_cap: float = 2.0
@@ -443,7 +443,7 @@ class ECTPolicy(_Base):
 
 
 class LowestCpuPolicy(_Base):
-    """The seed policy (adbflow.bids.pick_lowest_cpu): lowest whole-device CPU load; ties go
+    """The seed policy (adbflow.scheduling.bids.pick_lowest_cpu): lowest whole-device CPU load; ties go
     to more free memory, then serial. Ignores speed, queued work and transfers; the ECT
     estimate is still computed so `--explain` shows what the choice costs."""
 

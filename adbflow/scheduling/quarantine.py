@@ -9,14 +9,14 @@ the transport is back; it proves nothing about a hung program, so timeouts just 
 It never starves the pipeline: when every device that bid well is quarantined, they are all
 offered to the policy as if nothing were quarantined.
 
-Everything here is pure (time is passed in); adbflow.pipeline keeps the table and a lock.
+Everything here is pure (time is passed in); adbflow.runtime.pipeline keeps the table and a lock.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-# error kinds (adbflow.pipeline.error_kind) that quarantine a device: the costly ones.
+# error kinds (adbflow.runtime.pipeline.error_kind) that quarantine a device: the costly ones.
 # exit / parse failures return quickly and are handled by the per-job re-bid alone.
 QUARANTINE_KINDS = frozenset({"timeout", "unavailable", "adb"})
 # strikes a healthy bid clears: the device answered, so its connection is back
