@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from adbflow.fleet import shell_service, sync_service
+from adbflow.fleet import shell_service, socket_services, sync_service
 from adbflow.fleet.backend_api import DeviceBackend
 
 if TYPE_CHECKING:
@@ -17,7 +17,14 @@ if TYPE_CHECKING:
 
 def route(name: str, device: "DeviceTransport") -> "ServiceHandler | None":
     if name.startswith(("shell", "exec:")):
-        return shell_service.serve if shell_service.parse_service(name) else None
+        req = shell_service.parse_service(name)
+        if req is None:
+            return None
+        if not req.v2 and not req.pty:
+            return shell_service.serve_raw
+        return shell_service.serve
+    if name.startswith("reverse:") or socket_services.is_socket_spec(name):
+        return socket_services.route(name, device)
     if name == "sync:":
         return sync_service.serve
     if name.startswith("reboot:"):
