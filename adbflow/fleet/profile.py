@@ -18,6 +18,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 from adbflow.errors import ProfileError
+from adbflow.fleet.build_props import build_props
 from adbflow.paths import PROFILES_DIR
 
 VIRTUAL_PROFILES_DIR = PROFILES_DIR / "virtual"
@@ -93,6 +94,12 @@ class VirtualProfile:
             "persist.sys.timezone": "UTC",
         }
         props.update(self.props)
+        derived = build_props(profile_name=self.name, props=props, serial=serial,
+                              android_version=getattr(self, "android_version", None))
+        for key, value in derived.items():
+            props.setdefault(key, value)
+        for key in ("ro.build.version.sdk", "ro.build.version.release"):
+            props[key] = derived[key]  # an explicit android_version decides both
         props["ro.serialno"] = serial
         props["ro.boot.serialno"] = serial
         return dict(sorted(props.items()))

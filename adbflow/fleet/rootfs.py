@@ -32,6 +32,15 @@ PROGRAMS = {  # device path -> python module (stand-in device programs)
     "/data/local/tmp/benchmark_model": "adbflow.fleet.programs.benchmark_model",
     "/data/local/tmp/llama-cli": "adbflow.fleet.programs.llama_cli",
     "/system/bin/dumpsys": "adbflow.fleet.programs.dumpsys",
+    # framework commands (they talk to the device's framework server, framework.py)
+    "/system/bin/log": "adbflow.fleet.programs.log",
+    "/system/bin/logcat": "adbflow.fleet.programs.logcat",
+    "/system/bin/settings": "adbflow.fleet.programs.settings",
+    "/system/bin/am": "adbflow.fleet.programs.am",
+    "/system/bin/pm": "adbflow.fleet.programs.pm",
+    "/system/bin/input": "adbflow.fleet.programs.input",
+    "/system/bin/wm": "adbflow.fleet.programs.wm",
+    "/system/bin/screencap": "adbflow.fleet.programs.screencap",
 }
 # Simulated procfs files (regular host files bind-mounted over the fresh procfs).
 SIM_PROC_FILES = ("stat", "meminfo", "loadavg", "cpuinfo", "uptime")
@@ -186,9 +195,14 @@ def program_wrapper(module: str) -> str:
     -I: isolated (no env, no user site, no cwd on sys.path); -B: the bound host dirs are
     read-only, do not try to write bytecode."""
     py = shlex.quote(python_executable())
+    # The adbflow the fleet runs from (bound read-only at its host path) goes first on
+    # sys.path: -I ignores PYTHONPATH, and an editable install may point at another tree.
+    boot = shlex.quote(f"import sys, runpy; sys.path.insert(0, {str(PACKAGE_DIR.parent)!r}); "
+                       f"sys.argv[0] = {module.rsplit('.', 1)[-1]!r}; "
+                       f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)")
     return ("#!/system/bin/sh\n"
             "# adbflow virtual device stand-in program (runs a real model; timings simulated)\n"
-            f"exec {py} -I -B -m {module} \"$@\"\n")
+            f"exec {py} -I -B -c {boot} \"$@\"\n")
 
 
 def build_root(root: Path, profile: VirtualProfile, serial: str) -> None:

@@ -100,13 +100,24 @@ def sleep_until(deadline: float) -> None:
         time.sleep(left)
 
 
+def log_event(tag: str, msg: str, prio: int = 4) -> None:
+    """One line into the device's log ring (logcat), best effort like liblog."""
+    try:
+        from adbflow.fleet.programs.framework_client import log
+    except ImportError:  # pragma: no cover - partial install
+        return
+    log(tag, msg, prio)
+
+
 def apply_program_fault(name: str, state: DeviceState, garbage_lines: int = 12) -> None:
     """Act out a configured fault for program `name`; returns only when mode is ok."""
     fault = state.program_fault(name)
     mode = fault.get("mode", "ok")
+    log_event(name, f"start (adbflow virtual stand-in, profile {state.profile})")
     if mode == "ok":
         return
     if mode == "fail":
+        log_event(name, str(fault.get("message") or "simulated failure"), prio=6)
         print(fault.get("message") or "simulated failure", file=sys.stderr, flush=True)
         sys.exit(int(fault.get("exit_code", 1)))
     if mode == "hang":

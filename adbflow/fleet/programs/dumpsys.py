@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
 from adbflow.fleet.loadmodel import parse_proc_stat, thermal_status
+from adbflow.fleet.programs import dumpsys_framework
 
 PROC = Path("/proc")
 SYS = Path("/sys")
 CACHE = Path("/data/system/adbflow-cpuinfo.json")  # previous sample, like ProcessCpuTracker's
-SERVICES = ("battery", "cpuinfo", "meminfo", "thermalservice")
+SERVICES = ("activity", "battery", "cpuinfo", "meminfo", "power", "thermalservice", "window")
 TEMP_TYPES = {"cpu-0-0-usr": 0, "cpu-1-0-usr": 0, "gpuss-0-usr": 1, "battery": 2,
               "skin-therm": 3, "xo-therm": 5}
 
@@ -70,6 +72,11 @@ def read_procs() -> dict[int, dict]:
                 args = (d / "cmdline").read_bytes().split(b"\0")
                 if b"-m" in args:
                     label = args[args.index(b"-m") + 1].decode().rsplit(".", 1)[-1]
+                elif b"-c" in args:  # rootfs.program_wrapper: runpy.run_module('pkg.mod', ..)
+                    code = args[args.index(b"-c") + 1].decode(errors="replace")
+                    m = re.search(r"run_module\('([\w.]+)'", code)
+                    if m:
+                        label = m.group(1).rsplit(".", 1)[-1]
             except (OSError, IndexError):
                 pass
         out[int(d.name)] = {"name": label, "utime": int(rest[11]), "stime": int(rest[12]),
@@ -232,7 +239,17 @@ def dump_thermalservice() -> str:
 
 
 DUMPERS = {"battery": dump_battery, "cpuinfo": dump_cpuinfo, "meminfo": dump_meminfo,
-           "thermalservice": dump_thermalservice}
+           "thermalservice": dump_thermalservice, "power": dumpsys_framework.dump_power}
+#: services whose dump takes the arguments after the name (`dumpsys window windows`)
+DUMPERS_WITH_ARGS = {"window": dumpsys_framework.dump_window,
+                     "activity": dumpsys_framework.dump_activity}
+
+
+def dump(name: str, args: list[str]) -> str | None:
+    if name in DUMPERS_WITH_ARGS:
+        return DUMPERS_WITH_ARGS[name](args)
+    fn = DUMPERS.get(name)
+    return fn() if fn is not None else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -245,16 +262,16 @@ def main(argv: list[str] | None = None) -> int:
         for name in SERVICES:
             t0 = time.monotonic()
             sys.stdout.write("-" * 79 + f"\nDUMP OF SERVICE {name}:\n")
-            sys.stdout.write(DUMPERS[name]())
+            sys.stdout.write(dump(name, []) or "")
             sys.stdout.write(f"--------- {time.monotonic() - t0:.3f}s was the duration of "
                              f"dumpsys {name}, ending at: {_stamp(time.time())[:-4]}\n")
         return 0
     name = args[0]
-    fn = DUMPERS.get(name)
-    if fn is None:
+    text = dump(name, args[1:])
+    if text is None:
         sys.stderr.write(f"Can't find service: {name}\n")
         return 0
-    sys.stdout.write(fn())
+    sys.stdout.write(text)
     return 0
 
 
