@@ -41,6 +41,8 @@ PROGRAMS = {  # device path -> python module (stand-in device programs)
     "/system/bin/input": "adbflow.fleet.programs.input",
     "/system/bin/wm": "adbflow.fleet.programs.wm",
     "/system/bin/screencap": "adbflow.fleet.programs.screencap",
+    "/system/bin/svc": "adbflow.fleet.programs.svc",
+    "/system/bin/monkey": "adbflow.fleet.programs.monkey",
 }
 # Simulated procfs files (regular host files bind-mounted over the fresh procfs).
 SIM_PROC_FILES = ("stat", "meminfo", "loadavg", "cpuinfo", "uptime")
@@ -189,6 +191,22 @@ print -r -- "${2-}"
 """
 
 
+CMD_SH = r"""#!/system/bin/sh
+# adbflow virtual device: cmd SERVICE ARGS (binder shell commands) -> the stand-in programs
+case ${1-} in
+  -l) echo "Currently running services:"
+      for s in activity input package settings window; do echo "  $s"; done; exit 0 ;;
+  package) shift; exec pm "$@" ;;
+  activity) shift; exec am "$@" ;;
+  window) shift; exec wm "$@" ;;
+  settings) shift; exec settings "$@" ;;
+  input) shift; exec input "$@" ;;
+  '') echo "cmd: No service specified; use -l to list all running services." >&2; exit 20 ;;
+  *) echo "cmd: Can't find service: $1" >&2; exit 20 ;;
+esac
+"""
+
+
 def program_wrapper(module: str) -> str:
     """The device-side launcher: real Android binaries are ELF; ours say what they are.
 
@@ -236,6 +254,7 @@ def build_root(root: Path, profile: VirtualProfile, serial: str) -> None:
         if not (bindir / applet).exists() or (bindir / applet).is_symlink():
             _symlink(bindir / applet, "toybox")
     _write(bindir / "getprop", GETPROP_SH, 0o755)
+    _write(bindir / "cmd", CMD_SH, 0o755)
     for path, module in PROGRAMS.items():
         _write(root / path.lstrip("/"), program_wrapper(module), 0o755)
     _write(root / "system/build.prop", build_prop(profile, serial))

@@ -22,7 +22,8 @@ from adbflow.fleet.programs import dumpsys_framework
 PROC = Path("/proc")
 SYS = Path("/sys")
 CACHE = Path("/data/system/adbflow-cpuinfo.json")  # previous sample, like ProcessCpuTracker's
-SERVICES = ("activity", "battery", "cpuinfo", "meminfo", "power", "thermalservice", "window")
+SERVICES = ("activity", "battery", "cpuinfo", "display", "meminfo", "package", "power",
+            "thermalservice", "window")
 TEMP_TYPES = {"cpu-0-0-usr": 0, "cpu-1-0-usr": 0, "gpuss-0-usr": 1, "battery": 2,
               "skin-therm": 3, "xo-therm": 5}
 
@@ -239,10 +240,12 @@ def dump_thermalservice() -> str:
 
 
 DUMPERS = {"battery": dump_battery, "cpuinfo": dump_cpuinfo, "meminfo": dump_meminfo,
-           "thermalservice": dump_thermalservice, "power": dumpsys_framework.dump_power}
+           "thermalservice": dump_thermalservice, "power": dumpsys_framework.dump_power,
+           "display": dumpsys_framework.dump_display}
 #: services whose dump takes the arguments after the name (`dumpsys window windows`)
 DUMPERS_WITH_ARGS = {"window": dumpsys_framework.dump_window,
-                     "activity": dumpsys_framework.dump_activity}
+                     "activity": dumpsys_framework.dump_activity,
+                     "package": dumpsys_framework.dump_package}
 
 
 def dump(name: str, args: list[str]) -> str | None:

@@ -97,6 +97,8 @@ def dump_window(args: list[str]) -> str:
 
 
 def dump_activity(args: list[str]) -> str:
+    if args[:1] == ["top"]:
+        return dump_activity_top()
     short, full, pkg = _focus()
     rec = _record(short)
     sdk = _sdk()
@@ -118,4 +120,55 @@ def dump_activity(args: list[str]) -> str:
     lines += ["", f"  mFocusedApp={rec}" if sdk < 29 else f"  topDisplayFocusedRootTask=Task"
               f"{{{_hid('task' + short)}}}", f" mCurrentFocus=Window{{{_hid('w' + full)} u0 "
               f"{full}}}"]
+    return "\n".join(lines) + "\n"
+
+
+def dump_activity_top() -> str:
+    """`dumpsys activity top`: the resumed task/activity. App processes do not exist on a
+    virtual device, so the pid reads `(not running)` as dumpsys prints it then."""
+    short, full, pkg = _focus()
+    p = find(pkg)
+    uid = p.uid if p else 10062
+    task_id = _record(short).rsplit(" t", 1)[1][:-1]
+    return (f"TASK {uid}:{pkg} id={task_id} userId=0\n"
+            f"  ACTIVITY {short} {_hid('ar' + short)} pid=(not running)\n")
+
+
+def dump_display() -> str:
+    w, h, _d = display.current()
+    pw, ph, pd = display.physical()
+    uid = "local:4619827259835644672"
+    view = (f"DisplayViewport{{type=INTERNAL, valid=true, isActive=true, displayId=0, "
+            f"uniqueId='{uid}', physicalPort=0, orientation=0, logicalFrame=Rect(0, 0 - {w}, "
+            f"{h}), physicalFrame=Rect(0, 0 - {w}, {h}), deviceWidth={w}, deviceHeight={h}}}")
+    lines = ["DISPLAY MANAGER (dumpsys display)", "  mOnlyCore=false", "  mSafeMode=false",
+             "  mPendingTraversal=false", f"  mViewports=[{view}]", "",
+             "Display Devices: size=1",
+             f"  DisplayDeviceInfo{{\"Built-in Screen\": uniqueId=\"{uid}\", {pw} x {ph}, "
+             f"modeId 1, defaultModeId 1, supportedModes [{{id=1, width={pw}, height={ph}, "
+             f"fps=60.0}}], density {pd}, touch INTERNAL, rotation 0, type INTERNAL, "
+             "state ON, FLAG_DEFAULT_DISPLAY, FLAG_ROTATES_WITH_CONTENT, FLAG_SECURE}",
+             "  mCurrentOrientation=0", f"  mCurrentDisplayRect=Rect(0, 0 - {w}, {h})"]
+    return "\n".join(lines) + "\n"
+
+
+def dump_package(args: list[str]) -> str:
+    names = [a for a in args if not a.startswith("-")]
+    p = find(names[0]) if names else None
+    if p is None:
+        return ""
+    sdk = _sdk()
+    code_path = p.apk.rsplit("/", 1)[0]
+    stamp = "2009-01-01 00:00:00"
+    sig = _hid("sig" + p.name)[:8]
+    lines = ["Packages:", f"  Package [{p.name}] ({_hid(p.name)}):", f"    userId={p.uid}",
+             f"    pkg=Package{{{_hid(p.name)} {p.name}}}", f"    codePath={code_path}",
+             f"    resourcePath={code_path}", f"    versionCode={sdk} minSdk={sdk} "
+             f"targetSdk={sdk}", f"    versionName={fw.build_props().get('ro.build.version.release', '')}",
+             "    flags=[ SYSTEM HAS_CODE ALLOW_CLEAR_USER_DATA ]",
+             "    pkgFlags=[ SYSTEM HAS_CODE ALLOW_CLEAR_USER_DATA ]",
+             f"    timeStamp={stamp}", f"    firstInstallTime={stamp}",
+             f"    lastUpdateTime={stamp}",
+             f"    signatures=PackageSignatures{{{_hid('ps' + p.name)} version:3, "
+             f"signatures:[{sig}], past signatures:[]}}"]
     return "\n".join(lines) + "\n"
