@@ -59,6 +59,9 @@ DEVICE_ENV = {
     "USER": "root",
     "LOGNAME": "root",
     "HOSTNAME": "localhost",
+    # bionic is always UTF-8; glibc's toybox (what the device runs) is only with a UTF-8
+    # locale: without it `ls` mangles UTF-8 file names (Hi-世界.txt -> Hi-??.txt)
+    "LC_CTYPE": "C.UTF-8",
 }
 
 
