@@ -111,8 +111,10 @@ class NamespaceBackend:
         A fresh one per boot (the log is lost, settings persist next to the root)."""
         if self._framework is not None:
             await self._framework.stop()
-        self._framework = FrameworkServer(self.serial, self.profile.banner_props()[
-            "ro.product.model"], self.root_dir.parent / "framework.json")
+        self._framework = FrameworkServer(
+            self.serial, self.profile.banner_props()["ro.product.model"],
+            self.root_dir.parent / "framework.json",
+            battery_file=self.root_dir / "sys/class/power_supply/battery/capacity")
         try:
             await self._framework.start()
         except OSError as exc:  # another fleet owns the name: framework commands fail

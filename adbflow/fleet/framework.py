@@ -34,6 +34,7 @@ LOG_CAPACITY = 5000          # entries kept (logd keeps 256 KiB per buffer by de
 MAX_MESSAGE = 4068           # logd's max payload (LOGGER_ENTRY_MAX_PAYLOAD)
 MAX_TAG = 128
 MAX_REQUEST = 1 << 20
+HEARTBEAT_S = 1.0          # simulated system log chatter (see _system_chatter)
 NAMESPACES = ("system", "secure", "global")
 LAUNCHER = "com.android.launcher3/.uioverrides.QuickstepLauncher"
 PRIORITIES = "VDIWEF"
@@ -187,17 +188,39 @@ class FrameworkState:
 class FrameworkServer:
     """Serves FrameworkState on the device's abstract socket from the fleet's event loop."""
 
-    def __init__(self, serial: str, model: str, store: Path | None) -> None:
+    def __init__(self, serial: str, model: str, store: Path | None, *,
+                 battery_file: Path | None = None) -> None:
         self.state = FrameworkState(serial, model, store)
         self.serial = serial
+        self.battery_file = battery_file
+        self.healthd_pid = 300 + int(hashlib.sha256(serial.encode()).hexdigest()[:4], 16) % 400
         self._server: asyncio.base_events.Server | None = None
+        self._ticker: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         if self._server is None:
             self._server = await asyncio.start_unix_server(self._client, socket_name(self.serial),
                                                            limit=MAX_REQUEST)
+            self._ticker = asyncio.ensure_future(self._system_chatter())
+
+    async def _system_chatter(self) -> None:
+        """A phone's log is never quiet: tools that read `logcat` line by line (adbutils'
+        logcat().stop() waits for the next line) rely on that. Simulated: one healthd-style
+        battery line per HEARTBEAT_S, from the simulated battery in /sys."""
+        capacity = self.battery_file
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            level = "80"
+            if capacity is not None:
+                with contextlib.suppress(OSError):
+                    level = capacity.read_text().strip() or level
+            self.state.add_log(3, "healthd", f"battery l={level} v=4123 t=27.0 h=2 st=2 "
+                               "c=-120000 fc=4500000 chg=u", pid=self.healthd_pid)
 
     async def stop(self) -> None:
+        ticker, self._ticker = self._ticker, None
+        if ticker is not None:
+            ticker.cancel()
         server, self._server = self._server, None
         if server is not None:
             server.close()
