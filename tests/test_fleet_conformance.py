@@ -410,6 +410,24 @@ def _(c: Ctx) -> None:
     assert "START u0 {cmp=com.android.settings/.Settings} from uid 2000" in out
 
 
+@case("cli-logcat-t-g-b")
+def _(c: Ctx) -> None:
+    c.sh("log -t Tail one; log -t Tail two; log -t Tail three")
+    out = c.adb("logcat", "-t", "2", "-s", "Tail", check=True).stdout  # -t implies -d
+    assert [ln.split(": ", 1)[1] for ln in out.splitlines() if "Tail" in ln] == ["two", "three"]
+    assert re.match(r"main: ring buffer is \d+ KiB \(\d+ KiB consumed",
+                    c.adb("logcat", "-g", check=True).stdout)
+    assert "three" in c.adb("logcat", "-b", "all", "-d", check=True).stdout
+    assert c.adb("logcat", "-b", "nosuch", "-d").returncode != 0
+
+
+@case("cli-ps-top-meminfo")
+def _(c: Ctx) -> None:
+    assert "PID" in c.sh("ps -A").splitlines()[0]
+    assert re.search(r"^Tasks: \d+ total", c.sh("top -b -n 1"), re.M)
+    assert "Total RAM:" in c.sh("dumpsys meminfo")
+
+
 # ====================================================================== adb CLI: pm / am
 
 @case("cli-pm-list-packages")
@@ -669,6 +687,21 @@ def _(c: Ctx) -> None:
     assert r.returncode != 0 and "cannot bind listener" in r.stderr
 
 
+@case("cli-forward-localfilesystem")
+def _(c: Ctx) -> None:
+    sock, hport = f"{TMP}/conf.sock", c.port(16)
+    c.sh(f"rm -f {sock}")
+    c.sh(f"sh -c {shlex.quote(f'(echo from-unix; sleep 1) | nc -U -l -s {sock} > {TMP}/u-in.txt')}"
+         " >/dev/null 2>&1 </dev/null &")
+    wait_for(lambda: c.adb("shell", f"test -S {sock}").returncode == 0, 10, "the unix socket")
+    c.adb("forward", f"tcp:{hport}", f"localfilesystem:{sock}", check=True)
+    with socket.create_connection(("127.0.0.1", hport), timeout=10) as s:
+        s.sendall(b"to-unix\n")
+        s.settimeout(10)
+        assert s.recv(100) == b"from-unix\n"
+    wait_for(lambda: c.sh(f"cat {TMP}/u-in.txt") == "to-unix\n", 10, "device got bytes")
+
+
 # ====================================================================== adbutils e2e (ported)
 
 @case("adbutils-shell-quoting")
@@ -902,6 +935,20 @@ def _(c: Ctx) -> None:
 def _(c: Ctx) -> None:
     out = c.d.dump_hierarchy()
     assert out.startswith("<?xml")
+
+
+# ====================================================================== last: reboot
+
+@case("cli-reboot-keeps-settings-clears-log")
+def _(c: Ctx) -> None:
+    c.sh("settings put secure conf_reboot kept; log -t BeforeReboot gone-after-boot")
+    c.adb("reboot", timeout=30)
+    time.sleep(1.0)
+    c.adb("wait-for-device", timeout=60, check=True)
+    wait_for(lambda: c.adb("shell", "getprop sys.boot_completed").stdout.strip() == "1", 30,
+             "boot completed")
+    assert c.sh("settings get secure conf_reboot") == "kept\n"  # settings_secure.xml persists
+    assert "gone-after-boot" not in c.adb("logcat", "-d", check=True).stdout  # logd is RAM
 
 
 # ====================================================================== runner

@@ -59,8 +59,7 @@ DEVICE_ENV = {
     "USER": "root",
     "LOGNAME": "root",
     "HOSTNAME": "localhost",
-    # bionic is always UTF-8; glibc's toybox (what the device runs) is only with a UTF-8
-    # locale: without it `ls` mangles UTF-8 file names (Hi-世界.txt -> Hi-??.txt)
+    # bionic's C locale is UTF-8; glibc's toybox needs it said, or `ls` mangles UTF-8 names
     "LC_CTYPE": "C.UTF-8",
 }
 
@@ -214,16 +213,17 @@ def program_wrapper(module: str) -> str:
     """The device-side launcher: real Android binaries are ELF; ours say what they are.
 
     -I: isolated (no env, no user site, no cwd on sys.path); -B: the bound host dirs are
-    read-only, do not try to write bytecode."""
+    read-only, do not try to write bytecode. The package's own checkout (bound read-only
+    at its host path) goes first on sys.path: an editable install may point elsewhere
+    (e.g. another worktree), which the device cannot see."""
     py = shlex.quote(python_executable())
-    # The adbflow the fleet runs from (bound read-only at its host path) goes first on
-    # sys.path: -I ignores PYTHONPATH, and an editable install may point at another tree.
-    boot = shlex.quote(f"import sys, runpy; sys.path.insert(0, {str(PACKAGE_DIR.parent)!r}); "
-                       f"sys.argv[0] = {module.rsplit('.', 1)[-1]!r}; "
-                       f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)")
+    comm = module.rsplit(".", 1)[-1].replace("llama_cli", "llama-cli")[:15]
+    boot = (f"import runpy, sys; sys.path.insert(0, {str(PACKAGE_DIR.parent)!r})\n"
+            f"try:\n open('/proc/self/comm', 'w').write({comm!r})\nexcept OSError:\n pass\n"
+            f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)")
     return ("#!/system/bin/sh\n"
             "# adbflow virtual device stand-in program (runs a real model; timings simulated)\n"
-            f"exec {py} -I -B -c {boot} \"$@\"\n")
+            f"exec {py} -I -B -c {shlex.quote(boot)} \"$@\"\n")
 
 
 def build_root(root: Path, profile: VirtualProfile, serial: str) -> None:

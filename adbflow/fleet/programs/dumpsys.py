@@ -22,8 +22,7 @@ from adbflow.fleet.programs import dumpsys_framework
 PROC = Path("/proc")
 SYS = Path("/sys")
 CACHE = Path("/data/system/adbflow-cpuinfo.json")  # previous sample, like ProcessCpuTracker's
-SERVICES = ("activity", "battery", "cpuinfo", "display", "meminfo", "package", "power",
-            "thermalservice", "window")
+SERVICES = ("battery", "cpuinfo", "meminfo", "thermalservice")
 TEMP_TYPES = {"cpu-0-0-usr": 0, "cpu-1-0-usr": 0, "gpuss-0-usr": 1, "battery": 2,
               "skin-therm": 3, "xo-therm": 5}
 
@@ -240,23 +239,17 @@ def dump_thermalservice() -> str:
 
 
 DUMPERS = {"battery": dump_battery, "cpuinfo": dump_cpuinfo, "meminfo": dump_meminfo,
-           "thermalservice": dump_thermalservice, "power": dumpsys_framework.dump_power,
-           "display": dumpsys_framework.dump_display}
-#: services whose dump takes the arguments after the name (`dumpsys window windows`)
-DUMPERS_WITH_ARGS = {"window": dumpsys_framework.dump_window,
-                     "activity": dumpsys_framework.dump_activity,
-                     "package": dumpsys_framework.dump_package}
-
-
-def dump(name: str, args: list[str]) -> str | None:
-    if name in DUMPERS_WITH_ARGS:
-        return DUMPERS_WITH_ARGS[name](args)
-    fn = DUMPERS.get(name)
-    return fn() if fn is not None else None
+           "thermalservice": dump_thermalservice}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in dumpsys_framework.DUMPERS:  # power, window, activity, ...
+        sys.stdout.write(dumpsys_framework.DUMPERS[args[0]](args[1:]))
+        return 0
+    if args == ["-l"]:
+        sys.stdout.write(dumpsys_framework.listing(SERVICES))
+        return 0
     if args and args[0] == "-l":
         sys.stdout.write("Currently running services:\n" +
                          "".join(f"  {s}\n" for s in SERVICES))
@@ -265,16 +258,16 @@ def main(argv: list[str] | None = None) -> int:
         for name in SERVICES:
             t0 = time.monotonic()
             sys.stdout.write("-" * 79 + f"\nDUMP OF SERVICE {name}:\n")
-            sys.stdout.write(dump(name, []) or "")
+            sys.stdout.write(DUMPERS[name]())
             sys.stdout.write(f"--------- {time.monotonic() - t0:.3f}s was the duration of "
                              f"dumpsys {name}, ending at: {_stamp(time.time())[:-4]}\n")
         return 0
     name = args[0]
-    text = dump(name, args[1:])
-    if text is None:
+    fn = DUMPERS.get(name)
+    if fn is None:
         sys.stderr.write(f"Can't find service: {name}\n")
         return 0
-    sys.stdout.write(text)
+    sys.stdout.write(fn())
     return 0
 
 

@@ -172,3 +172,15 @@ def dump_package(args: list[str]) -> str:
              f"    signatures=PackageSignatures{{{_hid('ps' + p.name)} version:3, "
              f"signatures:[{sig}], past signatures:[]}}"]
     return "\n".join(lines) + "\n"
+
+
+#: dumpsys services answered here (the kernel-file ones stay in dumpsys.py)
+DUMPERS = {"power": lambda args: dump_power(), "window": dump_window,
+           "activity": dump_activity, "display": lambda args: dump_display(),
+           "package": dump_package}
+
+
+def listing(base: tuple[str, ...]) -> str:
+    """`dumpsys -l`: every service, sorted, as ServiceManager lists them."""
+    return "Currently running services:\n" + "".join(
+        f"  {s}\n" for s in sorted(set(base) | set(DUMPERS)))
