@@ -25,8 +25,8 @@ import threading
 import time
 import uuid
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import adbutils
 import pytest
@@ -663,9 +663,9 @@ def _(c: Ctx) -> None:
 
 @case("cli-reverse-list-remove")
 def _(c: Ctx) -> None:
-    a, b = c.port(10), c.port(11)
+    a = c.port(10)
     c.adb("reverse", f"tcp:{a}", "tcp:4000", check=True)
-    c.adb("reverse", f"localabstract:conf_rev", "tcp:4001", check=True)
+    c.adb("reverse", "localabstract:conf_rev", "tcp:4001", check=True)
     out = c.adb("reverse", "--list", check=True).stdout
     assert re.search(rf"^\S+ tcp:{a} tcp:4000$", out, re.M), out
     assert re.search(r"^\S+ localabstract:conf_rev tcp:4001$", out, re.M), out

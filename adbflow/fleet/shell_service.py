@@ -29,6 +29,7 @@ import signal
 import struct
 import termios
 from dataclasses import dataclass
+from typing import Any
 
 from adbflow.errors import AdbflowError
 from adbflow.fleet.backend_api import DeviceBackend
@@ -340,7 +341,8 @@ async def _run_pipes_raw(stream: Stream, proc) -> None:  # type: ignore[no-untyp
                                                _pump_out_raw(proc.stderr, stream)))
     feeder = asyncio.ensure_future(_feed_raw(stream, proc))
     try:
-        await asyncio.wait({out, feeder}, return_when=asyncio.FIRST_COMPLETED)
+        pending: set[asyncio.Future[Any]] = {out, feeder}
+        await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         if not out.done():
             # the host closed first: input delivered + EOF; nobody reads the output now
             await feeder

@@ -120,7 +120,7 @@ async def connect(spec: SocketSpec, backend: DeviceBackend
                                       CONNECT_TIMEOUT_S)
 
 
-async def bridge(stream: "Stream", reader: asyncio.StreamReader,
+async def bridge(stream: Stream, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter) -> None:
     """Carry bytes both ways until either side closes (no half-close, as in adb)."""
     from adbflow.fleet.transport import StreamClosed
@@ -174,7 +174,7 @@ class ForwardService:
             return False
         return True
 
-    async def __call__(self, stream: "Stream", backend: DeviceBackend) -> None:
+    async def __call__(self, stream: Stream, backend: DeviceBackend) -> None:
         if self._conn is None and not await self.prepare(backend):
             return
         assert self._conn is not None
@@ -218,7 +218,7 @@ class ReverseTable:
                        for r in self.rules.values())
 
 
-def _table(conn: "Connection") -> ReverseTable:
+def _table(conn: Connection) -> ReverseTable:
     table = conn.service_state.get("reverse")
     if not isinstance(table, ReverseTable):
         # daemon/transport_socket_server.cpp names a TCP host transport "host-<fd>"
@@ -259,7 +259,7 @@ async def _listen(spec: SocketSpec, backend: DeviceBackend, on_client: Any
     return server, 0
 
 
-async def _reverse_forward(conn: "Connection", backend: DeviceBackend, args: str) -> bytes:
+async def _reverse_forward(conn: Connection, backend: DeviceBackend, args: str) -> bytes:
     no_rebind = args.startswith("norebind:")
     if no_rebind:
         args = args[len("norebind:"):]
@@ -314,7 +314,7 @@ async def _reverse_forward(conn: "Connection", backend: DeviceBackend, args: str
     return okay()
 
 
-async def reverse_request(conn: "Connection", backend: DeviceBackend, request: str) -> bytes:
+async def reverse_request(conn: Connection, backend: DeviceBackend, request: str) -> bytes:
     """The reply adbd writes for one `reverse:` request (see module docstring)."""
     table = _table(conn)
     if request == "list-forward":
@@ -336,12 +336,12 @@ async def reverse_request(conn: "Connection", backend: DeviceBackend, request: s
     return fail("not a reverse forwarding command")
 
 
-async def serve_reverse(stream: "Stream", backend: DeviceBackend) -> None:
+async def serve_reverse(stream: Stream, backend: DeviceBackend) -> None:
     await stream.write(await reverse_request(stream.conn, backend,
                                              stream.service[len("reverse:"):]))
 
 
-def route(name: str, device: "DeviceTransport") -> Any:
+def route(name: str, device: DeviceTransport) -> Any:
     """Handler for a socket-spec or reverse service name, else None."""
     if name.startswith("reverse:"):
         return serve_reverse

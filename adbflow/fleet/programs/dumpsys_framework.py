@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 
-from adbflow.fleet.programs import display, framework_client as fw
+from adbflow.fleet.programs import display
+from adbflow.fleet.programs import framework_client as fw
 from adbflow.fleet.programs.packages import find, short_component, split_component
 
 LAUNCHER = "com.android.launcher3/.uioverrides.QuickstepLauncher"
@@ -84,15 +85,17 @@ def dump_window(args: list[str]) -> str:
     pw, ph, pd = display.physical()
     win = f"Window{{{_hid('w' + full)} u0 {full}}}"
     section = args[0] if args else "windows"
+    app = find(pkg)
+    app_uid = app.uid if app is not None else 10062
     lines = [f"WINDOW MANAGER {section.upper()} (dumpsys window {section})"]
     if section in ("displays", "windows", "d", "w"):
         lines += ["  Display: mDisplayId=0 rootTasks=1",
                   f"    init={pw}x{ph} {pd}dpi cur={w}x{h} app={w}x{h - h // 20 - h // 40} "
                   f"rng={w}x{w - w // 20}-{h}x{h - h // 20}",
                   f"  Window #0 {win}:", f"    mDisplayId=0 rootTaskId=1 mSession=Session{{"
-                  f"{_hid('s' + pkg)} 0:u0a{(find(pkg).uid if find(pkg) else 10062) % 100000}}}"]
+                  f"{_hid('s' + pkg)} 0:u0a{app_uid % 100000}}}"]
     lines += [f"  mCurrentFocus={win}", f"  mFocusedApp={_record(short)}",
-              "  mInputMethodWindow=null", f"  mDisplayFrozen=false"]
+              "  mInputMethodWindow=null", "  mDisplayFrozen=false"]
     return "\n".join(lines) + "\n"
 
 

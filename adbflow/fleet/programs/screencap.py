@@ -14,7 +14,8 @@ import struct
 import sys
 import zlib
 
-from adbflow.fleet.programs import display, framework_client as fw
+from adbflow.fleet.programs import display
+from adbflow.fleet.programs import framework_client as fw
 
 DATASPACE_SRGB = 142671872  # HAL_DATASPACE_SRGB, what screencap reports for RGBA_8888
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 import sys
 
-from adbflow.fleet.programs import display, framework_client as fw
+from adbflow.fleet.programs import display
+from adbflow.fleet.programs import framework_client as fw
 
 
 def main(argv: list[str]) -> int:
