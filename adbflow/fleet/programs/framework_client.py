@@ -10,9 +10,12 @@ import json
 import os
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 
-from adbflow.fleet.programs.common import STATE_FILE
+#: Same file as programs.common.STATE_FILE; not imported from there because common pulls
+#: in the load model (and asyncio): +130 ms on every `settings`/`am`/`input` call.
+STATE_FILE = Path(os.environ.get("ADBFLOW_VIRTUAL_STATE", "/vendor/etc/adbflow-virtual.json"))
 
 PRIO_LETTERS = "??VDIWEF"   # android_LogPriority: 2 VERBOSE .. 7 FATAL
 TIMEOUT_S = 5.0
