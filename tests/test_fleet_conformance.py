@@ -24,7 +24,9 @@ import subprocess
 import threading
 import time
 import uuid
+import zipfile
 import zlib
+from xml.etree import ElementTree
 from collections.abc import Callable
 from pathlib import Path
 
@@ -426,6 +428,28 @@ def _(c: Ctx) -> None:
     assert "PID" in c.sh("ps -A").splitlines()[0]
     assert re.search(r"^Tasks: \d+ total", c.sh("top -b -n 1"), re.M)
     assert "Total RAM:" in c.sh("dumpsys meminfo")
+
+
+@case("cli-bugreport-zip")
+def _(c: Ctx) -> None:
+    out_dir = c.tmp / "br"
+    out_dir.mkdir()
+    r = c.adb("bugreport", str(out_dir), timeout=180)
+    assert r.returncode == 0, r.stderr
+    zips = list(out_dir.glob("bugreport-*.zip"))
+    assert len(zips) == 1
+    with zipfile.ZipFile(zips[0]) as zf:
+        main = zf.read("main_entry.txt").decode()
+        text = zf.read(main).decode()
+    assert "DUMP OF SERVICE battery:" in text and "[ro.build.fingerprint]:" in text
+    assert "------ LOGCAT (logcat -d -v threadtime) ------" in text
+
+
+@case("cli-screenrecord", xfail="a virtual device has no display pipeline or video encoder "
+      "(SurfaceFlinger, MediaCodec): its screen is drawn only on demand by screencap, so "
+      "there is no screenrecord")
+def _(c: Ctx) -> None:
+    c.sh("screenrecord --time-limit 1 /sdcard/rec.mp4")
 
 
 # ====================================================================== adb CLI: pm / am
@@ -930,11 +954,15 @@ def _(c: Ctx) -> None:
     assert re.fullmatch(r"\d+\.\d+\.\d+\.\d+", c.d.wlan_ip())
 
 
-@case("adbutils-dump-hierarchy", xfail="no UI toolkit runs on a virtual device: uiautomator "
-      "(an app_process Java program) does not exist, so there is no view hierarchy to dump")
+@case("adbutils-dump-hierarchy")
 def _(c: Ctx) -> None:
+    c.sh("am start -n com.android.settings/.Settings")
     out = c.d.dump_hierarchy()
-    assert out.startswith("<?xml")
+    assert out.startswith("<?xml") and out.rstrip().endswith("</hierarchy>")
+    w, h = wm_size(c)
+    assert f'bounds="[0,0][{w},{h}]"' in out and 'package="com.android.settings"' in out
+    root = ElementTree.fromstring(out.encode())
+    assert root.tag == "hierarchy" and len(root.findall(".//node")) == 4
 
 
 # ====================================================================== last: reboot

@@ -43,6 +43,8 @@ PROGRAMS = {  # device path -> python module (stand-in device programs)
     "/system/bin/screencap": "adbflow.fleet.programs.screencap",
     "/system/bin/svc": "adbflow.fleet.programs.svc",
     "/system/bin/monkey": "adbflow.fleet.programs.monkey",
+    "/system/bin/uiautomator": "adbflow.fleet.programs.uiautomator",
+    "/system/bin/bugreportz": "adbflow.fleet.programs.bugreportz",
 }
 # Simulated procfs files (regular host files bind-mounted over the fresh procfs).
 SIM_PROC_FILES = ("stat", "meminfo", "loadavg", "cpuinfo", "uptime")
