@@ -280,14 +280,22 @@ async def _reverse_forward(conn: Connection, backend: DeviceBackend, args: str) 
             old.remote = remote  # adbd rebinds in place: same listener, new target
             return okay()
 
+    holder: dict[str, ReverseRule] = {}
+
     async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if task is not None:
             table.connections.add(task)
         try:
-            rule = next((r for r in table.rules.values() if r.server is server), None)
-            if rule is None:
+            for _ in range(200):  # a client may arrive before the rule is registered
+                rule = holder.get("rule")
+                if rule is not None:
+                    break
+                await asyncio.sleep(0.005)
+            else:
                 return
+            if table.rules.get(rule.local) is not rule:
+                return  # removed meanwhile
             stream = await conn.open_stream(rule.remote)
             if stream is None:  # host refused (nobody listens on its side)
                 return
@@ -308,7 +316,7 @@ async def _reverse_forward(conn: Connection, backend: DeviceBackend, args: str) 
         reason = exc.strerror or str(exc)
         return fail(f"cannot bind listener: {reason}")
     key = f"tcp:{port}" if local.kind == "tcp" else local_text
-    table.rules[key] = ReverseRule(key, remote, server, port)
+    holder["rule"] = table.rules[key] = ReverseRule(key, remote, server, port)
     if local.kind == "tcp" and local.port == 0:
         return okay() + protocol_string(str(port))
     return okay()
