@@ -26,9 +26,9 @@ import time
 import uuid
 import zipfile
 import zlib
-from xml.etree import ElementTree
 from collections.abc import Callable
 from pathlib import Path
+from xml.etree import ElementTree
 
 import adbutils
 import pytest

@@ -12,7 +12,8 @@ import os
 import sys
 from xml.sax.saxutils import quoteattr
 
-from adbflow.fleet.programs import display, framework_client as fw
+from adbflow.fleet.programs import display
+from adbflow.fleet.programs import framework_client as fw
 
 DEFAULT_FILE = "/sdcard/window_dump.xml"
 FLAGS = ('checkable="false" checked="false" clickable="false" enabled="true" '
