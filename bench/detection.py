@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from adbflow.device.adb import AdbServer, Inventory
+from adbflow.runtime.events import Event, JobAdded, JobStarted, Watching
 from adbflow.runtime.pipeline import Pipeline, PipelineConfig
 
 
@@ -34,14 +35,14 @@ def _one_mode(fleet: Any, *, inotify: bool, poll_s: float, n: int, rng: random.R
     ready = threading.Event()
     cv = threading.Condition()
 
-    def on_event(ev: dict[str, Any]) -> None:
-        if ev["type"] == "watching":
+    def on_event(ev: Event) -> None:
+        if isinstance(ev, Watching):
             ready.set()
-        elif ev["type"] == "job_added":
-            how[ev["name"]] = ev.get("how", "?")
-        elif ev["type"] == "job_started":
+        elif isinstance(ev, JobAdded):
+            how[ev.name] = ev.how or "?"
+        elif isinstance(ev, JobStarted):
             with cv:
-                started.setdefault(ev["name"], ev["t"])
+                started.setdefault(ev.name, ev.t)
                 cv.notify_all()
 
     data = tmpd / f"data-{'inotify' if inotify else 'poll'}"

@@ -28,6 +28,7 @@ from PIL import Image
 from adbflow.device.adb import AdbServer, ShellResult
 from adbflow.scheduling.bids import Bidder, pick_lowest_cpu
 from adbflow.runtime.detect import PICTURES_DIR
+from adbflow.runtime.events import Event, Watching
 from adbflow.runtime.pipeline import Pipeline, PipelineConfig
 from adbflow.runtime.stages import StageTimeouts
 
@@ -121,8 +122,8 @@ class PeakRss:
 
 
 def _watch(fleet, data: Path, profiles_dir: Path, on_watching, **cfg) -> Pipeline:
-    def on_event(ev: dict) -> None:
-        if ev["type"] == "watching":
+    def on_event(ev: Event) -> None:
+        if isinstance(ev, Watching):
             on_watching()
     return Pipeline(PipelineConfig(data_dir=data, profiles_dir=profiles_dir, retry_wait_s=0.2,
                                    **cfg), inventory(fleet), on_event=on_event)

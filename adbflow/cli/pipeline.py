@@ -10,14 +10,15 @@ from __future__ import annotations
 import json
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
+from adbflow.cli.live import LiveView
 from adbflow.cli.options import AdbServers, JsonOut, Serials
 from adbflow.errors import AdbflowError
+from adbflow.runtime.events import Event, Watching
 from adbflow.runtime.journal import FINAL_STATES, Journal
 from adbflow.paths import ASSETS_DIR, data_home
 from adbflow.runtime.pipeline import DEFAULT_POLICY, Pipeline, PipelineConfig
@@ -70,124 +71,6 @@ def job_document(journal: Journal, job_id: int) -> dict[str, Any]:
                            "origin": job.serial, "path": job.path}
     doc.update(job.result or {})
     return doc
-
-
-# ------------------------------------------------------------------ live view
-
-class LiveView:
-    """Progress for people: a rich table of jobs (TTY) or one line per event (pipes).
-
-    Events arrive from worker threads; the table is re-rendered under a lock."""
-
-    def __init__(self, *, json_out: bool, live: bool) -> None:
-        from rich.console import Console
-        self.console = Console(stderr=True, soft_wrap=True)
-        self.out = Console(soft_wrap=True)
-        self.json_out = json_out
-        self.jobs: dict[int, dict[str, Any]] = {}
-        self.quarantined: dict[str, dict[str, Any]] = {}   # serial -> device_quarantined event
-        self.lock = threading.Lock()
-        self.live = None
-        if live and self.console.is_terminal:
-            from rich.live import Live
-            self.live = Live(self._table(), console=self.console, refresh_per_second=4,
-                             transient=False)
-
-    def __enter__(self) -> "LiveView":
-        if self.live is not None:
-            self.live.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.live is not None:
-            self.live.__exit__(None, None, None)
-
-    def _table(self):
-        from rich.table import Table
-        caption = self.quarantine_caption(time.time())
-        t = Table(title="adbflow watch", expand=False, caption=caption or None)
-        for col in ("job", "from", "picture", "state", "stage", "classify", "generate",
-                    "top label", "secs"):
-            t.add_column(col)
-        for jid in sorted(self.jobs)[-15:]:
-            j = self.jobs[jid]
-            t.add_row(str(jid), j.get("origin", ""), display_text(j.get("name", ""), 32),
-                      j.get("state", ""), j.get("stage", ""), j.get("classify", ""),
-                      j.get("generate", ""), display_text(j.get("label", ""), 24),
-                      f"{time.time() - j['t0']:.1f}" if j.get("state") == "running"
-                      else j.get("secs", ""))
-        return t
-
-    def quarantine_caption(self, now: float) -> str:
-        """`quarantined: SERIAL 24 s (timeout), ...` for devices still sitting out bids."""
-        held = [(s, ev) for s, ev in sorted(self.quarantined.items()) if ev["until"] > now]
-        if not held:
-            return ""
-        return "quarantined: " + ", ".join(
-            f"{display_text(s, 40)} {ev['until'] - now:.0f} s ({ev.get('kind')})"
-            for s, ev in held)
-
-    def _say(self, text: str) -> None:
-        if self.live is not None:
-            self.live.console.print(text, markup=False, highlight=False)
-        else:
-            self.console.print(text, markup=False, highlight=False)
-
-    def __call__(self, ev: dict[str, Any]) -> None:
-        with self.lock:
-            self._handle(ev)
-            if self.live is not None:
-                self.live.update(self._table())
-
-    def _handle(self, ev: dict[str, Any]) -> None:
-        kind = ev["type"]
-        jid = ev.get("job")
-        if kind in ("job_added", "job_resumed"):
-            self.jobs[jid] = {"origin": ev.get("serial", ""), "name": ev.get("name", ""),
-                              "state": "pending", "t0": ev["t"]}
-            verb = "resuming" if kind == "job_resumed" else f"new picture ({ev.get('how')})"
-            self._say(f"{verb}: job {jid} {display_text(ev.get('name', ''))} on {ev.get('serial')}")
-        elif kind == "job_started":
-            self.jobs.setdefault(jid, {"origin": ev.get("serial", ""),
-                                       "name": ev.get("name", "")}).update(state="running",
-                                                                            t0=ev["t"])
-        elif kind == "stage_started":
-            self.jobs.setdefault(jid, {"t0": ev["t"]}).update(stage=ev["stage"])
-        elif kind == "stage_done":
-            j = self.jobs.setdefault(jid, {"t0": ev["t"]})
-            if ev["stage"] in ("classify", "generate"):
-                j[ev["stage"]] = ev.get("serial") or ""
-            if ev["stage"] == "classify":
-                labels = (ev.get("output") or {}).get("labels") or []
-                j["label"] = labels[0]["name"] if labels else ""
-            self._say(f"job {jid}: {ev['stage']} done on {ev.get('serial') or 'laptop'}")
-        elif kind == "stage_failed":
-            self._say(f"job {jid}: {ev['stage']} failed on {ev.get('serial') or 'laptop'}: "
-                      f"{display_text(str(ev.get('error')), 300)}"
-                      + ("" if ev.get("final") else " (re-bidding)"))
-        elif kind in ("job_done", "job_failed", "job_skipped"):
-            j = self.jobs.setdefault(jid, {"t0": ev["t"]})
-            j["state"] = kind.split("_", 1)[1]
-            j["secs"] = f"{ev['t'] - j.get('t0', ev['t']):.1f}"
-            if kind == "job_done" and not self.json_out:
-                self.out.print(render_result(ev["result"]), markup=False, highlight=False)
-            elif kind != "job_done":
-                self._say(f"job {jid} {j['state']}: {display_text(str(ev.get('error')), 400)}")
-        elif kind == "device_quarantined":
-            self.quarantined[str(ev.get("serial"))] = ev
-            self._say(f"device {ev.get('serial')} quarantined for {ev.get('seconds')} s "
-                      f"(strike {ev.get('strikes')}: {ev.get('kind')} in {ev.get('stage')}); "
-                      "other devices take the next jobs")
-        elif kind == "device_released":
-            self.quarantined.pop(str(ev.get("serial")), None)
-            self._say(f"device {ev.get('serial')} back in the bids ({ev.get('reason')})")
-        elif kind == "device_error":
-            self._say(f"device {ev.get('serial')}: {display_text(str(ev.get('error')), 300)}")
-        elif kind == "recovered":
-            self._say(f"recovered {ev['attempts']} attempt(s) left running by a stopped run")
-        elif kind == "watching":
-            self._say("watching " + (", ".join(ev["devices"]) or "no devices yet")
-                      + " (Ctrl-C to stop)")
 
 
 def _exit_code(journal: Journal, job_ids: list[int]) -> int:
@@ -394,9 +277,9 @@ def demo_cmd(
             cfg = _config(data_dir or Path(tmp) / "data", policy, 3, 2, 64 << 20, 180.0, 300.0)
             target = serials[1]
 
-            def on_event(ev: dict[str, Any]) -> None:
+            def on_event(ev: Event) -> None:
                 view(ev)
-                if ev["type"] == "watching":
+                if isinstance(ev, Watching):
                     say(f"snapping {image.name} on {target}")
                     client.snap(target, image)
 
