@@ -11,10 +11,23 @@ import threading
 import time
 from typing import Any
 
-from adbflow.runtime.events import (DeviceError, DeviceQuarantined, DeviceReleased, Event,
-                                    JobAdded, JobDone, JobFailed, JobResumed, JobSkipped,
-                                    JobStarted, Recovered, StageFailed, StageFinished,
-                                    StageStarted, Watching)
+from adbflow.runtime.events import (
+    DeviceError,
+    DeviceQuarantined,
+    DeviceReleased,
+    Event,
+    JobAdded,
+    JobDone,
+    JobFailed,
+    JobResumed,
+    JobSkipped,
+    JobStarted,
+    Recovered,
+    StageFailed,
+    StageFinished,
+    StageStarted,
+    Watching,
+)
 from adbflow.runtime.story import display_text, render_result
 
 

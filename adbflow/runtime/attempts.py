@@ -14,9 +14,20 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from adbflow.errors import (AdbError, AdbflowError, AdbTimeoutError, DeviceUnavailableError,
-                            JobError, ParseError)
-from adbflow.runtime.dispatcher import Interrupted, NoDevice, QuarantineBoard, sleep_or_stop
+from adbflow.errors import (
+    AdbError,
+    AdbflowError,
+    AdbTimeoutError,
+    DeviceUnavailableError,
+    JobError,
+    ParseError,
+)
+from adbflow.runtime.dispatcher import (
+    Interrupted,
+    NoDevice,
+    QuarantineBoard,
+    sleep_or_stop,
+)
 from adbflow.runtime.events import Emit, StageFailed, StageFinished, StageStarted
 from adbflow.runtime.journal import JobRecord, Journal, StageAlreadyDone
 from adbflow.runtime.retry import RetryPolicy

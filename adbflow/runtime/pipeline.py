@@ -32,10 +32,22 @@ from adbflow.paths import PROFILES_DIR, data_home
 from adbflow.runtime import stages
 from adbflow.runtime.attempts import StageBody, StageExhausted, error_kind, run_stage
 from adbflow.runtime.detect import PICTURES_DIR, SETTLE_S, NewPicture
-from adbflow.runtime.dispatcher import (Dispatcher, Interrupted, NoDevice, QuarantineBoard,
-                                        sleep_or_stop)
-from adbflow.runtime.events import (Emitter, Event, JobAdded, JobDone, JobFailed, JobSkipped,
-                                    JobStarted)
+from adbflow.runtime.dispatcher import (
+    Dispatcher,
+    Interrupted,
+    NoDevice,
+    QuarantineBoard,
+    sleep_or_stop,
+)
+from adbflow.runtime.events import (
+    Emitter,
+    Event,
+    JobAdded,
+    JobDone,
+    JobFailed,
+    JobSkipped,
+    JobStarted,
+)
 from adbflow.runtime.imaging import DEFAULT_MAX_BYTES
 from adbflow.runtime.journal import FINAL_STATES, JobRecord, JobState, Journal
 from adbflow.runtime.retry import RetryPolicy

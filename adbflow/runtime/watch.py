@@ -22,7 +22,14 @@ from typing import Any, Sequence
 
 from adbflow.errors import AdbflowError
 from adbflow.runtime.detect import Entry, NewPicture, Watcher, is_candidate_name
-from adbflow.runtime.events import DeviceError, Emit, JobAdded, JobResumed, Recovered, Watching
+from adbflow.runtime.events import (
+    DeviceError,
+    Emit,
+    JobAdded,
+    JobResumed,
+    Recovered,
+    Watching,
+)
 from adbflow.runtime.journal import Journal
 from adbflow.runtime.workers import JobRunner
 
