@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adbflow.device.adb import RemoteEntry, ShellResult
+from adbflow.device.port import DevicePort
 from adbflow.scheduling.bids import Bid
 from adbflow.errors import AdbError, AdbTimeoutError, DeviceUnavailableError
 
@@ -51,7 +52,9 @@ class FakeStream:
         self.closed = True
 
 
-class FakeDevice:
+class FakeDevice(DevicePort):
+    """A phone in memory; implements DevicePort (a type checker holds it to the Protocol)."""
+
     def __init__(self, serial: str, model: str = MODEL, *, delay: float = 0.0) -> None:
         self.serial, self.model, self.delay = serial, model, delay
         self.files: dict[str, tuple[bytes, float]] = {}
@@ -111,6 +114,12 @@ class FakeDevice:
     def stream_lines(self, cmd: str, *, timeout: float | None = None) -> FakeStream:
         self._check(cmd)
         return FakeStream(self)
+
+    def shell(self, cmd: str, *, timeout: float, stdin: bytes | None = None,
+              check: bool = True, max_output: int = 1 << 24) -> ShellResult:
+        """Shell syntax is only split into argv here (the fakes run no real shell)."""
+        return self.run(shlex.split(cmd), timeout=timeout, max_output=max_output, check=check,
+                        stdin=stdin)
 
     def run(self, argv, *, timeout: float, max_output: int = 1 << 24, check: bool = True,
             stdin: bytes | None = None) -> ShellResult:
@@ -181,3 +190,34 @@ class FakeBidder:
                            temperature_c=30.0, freq_ratio=1.0, probe_rtt_s=0.01,
                            timestamp=time.time()))
         return out
+
+
+class ShellOnlyPort(DevicePort):
+    """Base of fakes that only answer `shell` (the bidder's probe): the other DevicePort
+    methods fail the test loudly instead of returning None."""
+
+    serial: str
+
+    def _unused(self, what: str):
+        raise AssertionError(f"{type(self).__name__} fakes only shell, not {what}")
+
+    def run(self, argv, *, timeout: float, stdin: bytes | None = None, check: bool = True,
+            max_output: int = 16 << 20) -> ShellResult:
+        return self.shell(shlex.join(argv), timeout=timeout, stdin=stdin, check=check,
+                          max_output=max_output)
+
+    def push(self, local: Path, remote: str, *, timeout: float, mode: int = 0o644) -> int:
+        self._unused("push")
+
+    def pull(self, remote: str, local: Path, *, timeout: float,
+             max_bytes: int | None = None) -> int:
+        self._unused("pull")
+
+    def stat(self, remote: str, *, timeout: float) -> RemoteEntry | None:
+        self._unused("stat")
+
+    def list_dir(self, remote: str, *, timeout: float) -> list[RemoteEntry]:
+        self._unused("list_dir")
+
+    def stream_lines(self, cmd: str, *, timeout: float | None = None):
+        self._unused("stream_lines")

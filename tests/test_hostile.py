@@ -35,6 +35,7 @@ from adbflow.runtime.stages import StageTimeouts
 from fleet_helpers import (CHELSEA, cheap_profiles, device, inventory, module_fleet,
                            wait_final)
 from fleet_helpers import healthy  # noqa: F401 - a fixture, found by name
+from pipeline_fakes import ShellOnlyPort
 
 RAW = CHELSEA.read_bytes()
 # picture names may not contain "/": the canaries are relative, so they would land in the
@@ -277,7 +278,7 @@ def _growing_stat(n: int) -> str:
             f"cpu1 {a} 0 {a} {b} 0 0 0 0 0 0\nintr 1\nctxt 1\n")
 
 
-class HostileProbeDevice:
+class HostileProbeDevice(ShellOnlyPort):
     """A Device double at the seam the Bidder uses (`shell`): answers the probe with the
     real sectioned format but hostile section bodies."""
 
