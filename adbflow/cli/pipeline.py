@@ -21,11 +21,16 @@ from adbflow.errors import AdbflowError
 from adbflow.runtime.events import Event, Watching
 from adbflow.runtime.journal import FINAL_STATES, Journal
 from adbflow.paths import ASSETS_DIR, data_home
-from adbflow.runtime.pipeline import DEFAULT_POLICY, Pipeline, PipelineConfig
+from adbflow.runtime.pipeline import Pipeline, PipelineConfig, journal_path
 from adbflow.runtime.stages import StageTimeouts
 from adbflow.runtime.story import display_text, render_result
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+# Option defaults come from the config dataclasses (one place for each default).
+_DEFAULT = PipelineConfig(data_dir=Path("."))
+_TIMEOUTS = _DEFAULT.timeouts
+DEMO_CONCURRENCY = 2      # the demo's fleet is small; two pictures at a time is plenty
 
 DataDir = Annotated[Optional[Path], typer.Option(
     "--data-dir", help="Journal and pulled pictures live here. Default: $ADBFLOW_HOME, "
@@ -91,7 +96,7 @@ def watch_cmd(
     serial: Serials = None,
     json_out: JsonOut = False,
     data_dir: DataDir = None,
-    policy: PolicyOpt = DEFAULT_POLICY,
+    policy: PolicyOpt = _DEFAULT.policy,
     once: Annotated[bool, typer.Option("--once", help="Process the next picture (or the jobs "
                                        "a stopped run left unfinished), then exit.")] = False,
     backlog: Annotated[bool, typer.Option("--backlog", help="Also process pictures that were "
@@ -104,12 +109,12 @@ def watch_cmd(
     no_inotify: Annotated[bool, typer.Option("--no-inotify", help="Only list directories.")
                           ] = False,
     pictures_dir: Annotated[str, typer.Option("--pictures-dir", help="Device directory to "
-                            "watch (absolute).")] = "/storage/emulated/0/Pictures",
-    attempts: Attempts = 3,
-    concurrency: Concurrency = 4,
-    max_bytes: MaxBytes = 64 << 20,
-    classify_timeout: ClassifyTimeout = 180.0,
-    generate_timeout: GenerateTimeout = 300.0,
+                            "watch (absolute).")] = _DEFAULT.pictures_dir,
+    attempts: Attempts = _DEFAULT.attempts,
+    concurrency: Concurrency = _DEFAULT.concurrency,
+    max_bytes: MaxBytes = _DEFAULT.max_bytes,
+    classify_timeout: ClassifyTimeout = _TIMEOUTS.classify_s,
+    generate_timeout: GenerateTimeout = _TIMEOUTS.generate_s,
 ) -> None:
     """Watch every device's Pictures folder; classify each new picture and write a story."""
     cfg = _config(data_dir, policy, attempts, concurrency, max_bytes, classify_timeout,
@@ -141,11 +146,11 @@ def run_cmd(
     serial: Serials = None,
     json_out: JsonOut = False,
     data_dir: DataDir = None,
-    policy: PolicyOpt = DEFAULT_POLICY,
-    attempts: Attempts = 3,
-    max_bytes: MaxBytes = 64 << 20,
-    classify_timeout: ClassifyTimeout = 180.0,
-    generate_timeout: GenerateTimeout = 300.0,
+    policy: PolicyOpt = _DEFAULT.policy,
+    attempts: Attempts = _DEFAULT.attempts,
+    max_bytes: MaxBytes = _DEFAULT.max_bytes,
+    classify_timeout: ClassifyTimeout = _TIMEOUTS.classify_s,
+    generate_timeout: GenerateTimeout = _TIMEOUTS.generate_s,
 ) -> None:
     """Push one laptop picture through classify + generate (no pull). A picture already
     processed (same path, size, mtime) is not processed again: its result is shown."""
@@ -178,7 +183,7 @@ def jobs_cmd(
                      "pending, running, done, failed, skipped.")] = None,
 ) -> None:
     """List jobs from the journal (newest first)."""
-    path = Path(data_dir or data_home()) / "journal.sqlite"
+    path = journal_path(data_dir or data_home())
     if not path.exists():
         if json_out:
             typer.echo("[]")
@@ -212,7 +217,7 @@ def show_cmd(
     data_dir: DataDir = None,
 ) -> None:
     """Everything the journal knows about one job: result and every stage attempt."""
-    path = Path(data_dir or data_home()) / "journal.sqlite"
+    path = journal_path(data_dir or data_home())
     if not path.exists():
         raise AdbflowError(f"no journal at {path}", hint="pass the --data-dir used by watch")
     with Journal(path) as journal:
@@ -240,7 +245,7 @@ def show_cmd(
 def demo_cmd(
     json_out: JsonOut = False,
     data_dir: DataDir = None,
-    policy: PolicyOpt = DEFAULT_POLICY,
+    policy: PolicyOpt = _DEFAULT.policy,
     devices: Annotated[int, typer.Option("--devices", min=2, max=20)] = 3,
     image: Annotated[Path, typer.Option("--image", help="Picture snapped on device 2.")
                      ] = ASSETS_DIR / "chelsea.png",
@@ -274,7 +279,9 @@ def demo_cmd(
             for s, pct in zip(serials, wanted):
                 client.load(s, pct)
             say("loads: " + ", ".join(f"{s}={pct:g}%" for s, pct in zip(serials, wanted)))
-            cfg = _config(data_dir or Path(tmp) / "data", policy, 3, 2, 64 << 20, 180.0, 300.0)
+            cfg = _config(data_dir or Path(tmp) / "data", policy, _DEFAULT.attempts,
+                          DEMO_CONCURRENCY, _DEFAULT.max_bytes, _TIMEOUTS.classify_s,
+                          _TIMEOUTS.generate_s)
             target = serials[1]
 
             def on_event(ev: Event) -> None:

@@ -221,4 +221,10 @@ def pick_lowest_cpu(bids: Sequence[Bid]) -> str | None:
     ok = [b for b in bids if b.ok]
     if not ok:
         return None
-    return min(ok, key=lambda b: (b.cpu_load, -b.mem_available_kb, b.serial)).serial
+    return min(ok, key=lowest_cpu_key).serial
+
+
+def lowest_cpu_key(bid: Bid) -> tuple[float, int, str]:
+    """The lowest-CPU rule (here and in the `lowest-cpu` policy): load, then more free
+    memory, then serial, so the choice is deterministic."""
+    return (bid.cpu_load, -(bid.mem_available_kb or 0), bid.serial)
