@@ -42,6 +42,10 @@ right now (overrun factor, capped at 2x). Devices within `tie_tolerance` (10 %) 
 are near-equal: the coolest of them (within 1 C) are drawn at random, so equal phones share
 a burst and work goes to the phone that heats least. Every part is kept in DeviceCost so
 `--explain` can print it.
+
+Why one module of ~520 lines: this docstring is the cost model's specification and the
+code below is its only implementation (cost parts, CostModel, the four policies that rank
+its output); kept together so the formula and the code are read and changed side by side.
 """
 from __future__ import annotations
 

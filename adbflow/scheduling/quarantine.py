@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-# error kinds (adbflow.runtime.pipeline.error_kind) that quarantine a device: the costly ones.
+# error kinds (adbflow.runtime.attempts.error_kind) that quarantine a device: the costly ones.
 # exit / parse failures return quickly and are handled by the per-job re-bid alone.
 QUARANTINE_KINDS = frozenset({"timeout", "unavailable", "adb"})
 # strikes a healthy bid clears: the device answered, so its connection is back
