@@ -8,14 +8,14 @@ import threading
 
 import pytest
 
+from adbflow.runtime.pipeline import PipelineConfig
+from adbflow.runtime.retry import RetryPolicy
 from adbflow.scheduling import dispatch
 from adbflow.scheduling.bids import Bid
 from adbflow.scheduling.dispatch import Inflight, decide
 from adbflow.scheduling.policy import POLICY_NAMES, Task, get_policy
 from adbflow.scheduling.profiles import ProfileBook
 from adbflow.scheduling.quarantine import Quarantined
-from adbflow.runtime.retry import RetryPolicy
-from adbflow.runtime.pipeline import PipelineConfig
 
 NOW = 1_000_000.0
 FAST = "adbflow-virtual flagship_2025"

@@ -48,7 +48,7 @@ class LiveView:
             self.live = Live(self._table(), console=self.console, refresh_per_second=4,
                              transient=False)
 
-    def __enter__(self) -> "LiveView":
+    def __enter__(self) -> LiveView:
         if self.live is not None:
             self.live.__enter__()
         return self

@@ -11,8 +11,9 @@ the journal says which stages have a committed result; the others are simply run
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from adbflow.errors import (
     AdbError,
@@ -110,7 +111,7 @@ def run_stage(job: JobRecord, stage: str, body: StageBody, *, journal: Journal,
             journal.commit_attempt(att.id, out)
         except StageAlreadyDone:      # another run committed it first: keep that result
             out = journal.stage_output(job.id, stage) or out
-        if att.serial in board:
+        if att.serial is not None and att.serial in board:
             board.release([att.serial], f"{stage} succeeded")
         emit(StageFinished(job=job.id, stage=stage, serial=att.serial, output=out))
         return out

@@ -23,9 +23,10 @@ import logging
 import os
 import threading
 import traceback
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from adbflow.errors import AdbflowError, JobError
 from adbflow.paths import PROFILES_DIR, data_home

@@ -17,8 +17,9 @@ import fcntl
 import os
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from adbflow.errors import AdbflowError
 from adbflow.runtime.detect import Entry, NewPicture, Watcher, is_candidate_name

@@ -10,7 +10,8 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from adbflow.runtime.dispatcher import Interrupted
 
@@ -25,7 +26,7 @@ class JobRunner:
         self._process = process
         self.concurrency = concurrency
         self._stop = stop
-        self._queue: "queue.Queue[int]" = queue.Queue()
+        self._queue: queue.Queue[int] = queue.Queue()
         self._workers: list[threading.Thread] = []
         self._pending: set[int] = set()
         self._pending_cv = threading.Condition()

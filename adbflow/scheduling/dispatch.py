@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from adbflow.scheduling import quarantine as quarantine_rules
 from adbflow.scheduling.bids import Bid

@@ -358,7 +358,7 @@ def time_indexed_bound(inst: Instance, *, slot_s: float = 0.2, iters: int = 200,
     lam = np.zeros((D, M))
     no_queue, _ = job_minima(lam)
     best_val, theta, stall, it = no_queue, 1.0, 0, 0
-    for it in range(1, iters + 1):
+    for it in range(1, iters + 1):  # noqa: B007 - the count is reported after the loop
         val, ch = job_minima(lam, True)
         if val > best_val + 1e-9 * abs(best_val):
             best_val, stall = val, 0

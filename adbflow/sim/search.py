@@ -10,8 +10,9 @@ import heapq
 import itertools
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
