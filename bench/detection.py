@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from adbflow.device.adb import AdbServer, Inventory
+from adbflow.device import AdbServer, Inventory
 from adbflow.runtime.events import Event, JobAdded, JobStarted, Watching
 from adbflow.runtime.pipeline import Pipeline, PipelineConfig
 

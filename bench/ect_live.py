@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from adbflow.device.adb import AdbServer, Inventory
+from adbflow.device import AdbServer, Inventory
 from adbflow.fleet import adb_server as fleet_adb
 from adbflow.fleet.control import start_fleet
 from adbflow.paths import ASSETS_DIR

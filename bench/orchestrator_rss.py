@@ -28,7 +28,7 @@ import psutil
 CHILD = r"""
 import sys, time, threading, json
 from pathlib import Path
-from adbflow.device.adb import AdbServer, Inventory
+from adbflow.device import AdbServer, Inventory
 from adbflow.scheduling.bids import Bidder
 from adbflow.runtime.events import Watching
 from adbflow.runtime.pipeline import Pipeline, PipelineConfig

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from adbflow.device.adb import AdbServer, Inventory
+from adbflow.device import AdbServer, Inventory
 from adbflow.runtime.detect import PICTURES_DIR, NewPicture
 from adbflow.fleet import adb_server
 from adbflow.runtime.pipeline import Pipeline, PipelineConfig

@@ -37,7 +37,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
-from adbflow.device.adb import AdbServer, Device, Inventory  # noqa: E402
+from adbflow.device import AdbServer, Device, Inventory  # noqa: E402
 from adbflow.fleet import adb_server  # noqa: E402
 from adbflow.fleet.control import FleetClient, start_fleet  # noqa: E402
 

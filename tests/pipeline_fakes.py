@@ -1,6 +1,6 @@
 """In-memory doubles at the Device seam for pipeline unit tests (no adb, no fleet).
 
-FakeDevice answers like adbflow.device.adb.Device: sync-style file ops on a dict, and `run(argv)`
+FakeDevice answers like adbflow.device.Device: sync-style file ops on a dict, and `run(argv)`
 imitating label_image (reads BMP only, prints the real `INFO: score: index label` format)
 and llama-cli (echoes the prompt, prints llama_perf lines on stderr). Faults per program:
 fail (exit 1), hang (timeout), garbage (unparsable output), gone (device disconnects).
@@ -15,10 +15,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from adbflow.device.adb import RemoteEntry, ShellResult
+from adbflow.device import RemoteEntry, ShellResult
 from adbflow.device.port import DevicePort
 from adbflow.scheduling.bids import Bid
-from adbflow.errors import AdbError, AdbTimeoutError, DeviceUnavailableError
+from adbflow.errors import (AdbTimeoutError, CommandFailed, DeviceUnavailableError,
+                            RemoteNotFound, TransferTooLarge)
 
 MODEL = "adbflow-virtual midrange_2023"
 LABEL_OUT = ("INFO: Loaded model /data/local/tmp/efficientnet_lite0.tflite\nINFO: invoked\n"
@@ -96,11 +97,11 @@ class FakeDevice(DevicePort):
         self._check(f"pull {remote}")
         self.ops.append(("pull", remote))
         if remote not in self.files:
-            raise AdbError(self.serial, f"pull {remote}", stderr="No such file or directory",
+            raise RemoteNotFound(self.serial, f"pull {remote}", stderr="No such file or directory",
                            message="No such file or directory")
         data = self.files[remote][0]
         if max_bytes is not None and len(data) > max_bytes:
-            raise AdbError(self.serial, f"pull {remote}", message=f"file larger than {max_bytes} bytes")
+            raise TransferTooLarge(self.serial, f"pull {remote}", message=f"file larger than {max_bytes} bytes")
         Path(local).write_bytes(data)
         return len(data)
 
@@ -141,12 +142,12 @@ class FakeDevice(DevicePort):
             if mode == "hang":
                 raise AdbTimeoutError(self.serial, cmd, message="timed out; command killed")
             if mode == "fail":
-                raise AdbError(self.serial, cmd, stderr="simulated failure", exit_code=1)
+                raise CommandFailed(self.serial, cmd, stderr="simulated failure", exit_code=1)
             if prog == "label_image":
                 image = argv[argv.index("-i") + 1]
                 data = self.files.get(image, (b"", 0))[0]
                 if not data.startswith(b"BM"):
-                    raise AdbError(self.serial, cmd, stderr="ERROR: input is not a BMP",
+                    raise CommandFailed(self.serial, cmd, stderr="ERROR: input is not a BMP",
                                    exit_code=1)
                 out = "\x00\x01garbage%%%\n" if mode == "garbage" else LABEL_OUT
                 return ShellResult(self.serial, cmd, 0, "", out, 0.01)

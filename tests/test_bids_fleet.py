@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from adbflow.device.adb import AdbServer, Device, Inventory
+from adbflow.device import AdbServer, Device, Inventory
 from adbflow.scheduling.bids import Bidder, pick_lowest_cpu
 from adbflow.errors import AdbError, AdbTimeoutError, DeviceUnavailableError
 

@@ -156,7 +156,7 @@ def test_bursts_200_pictures_exactly_once(healthy, tmp_path, profiles_dir):
 CHILD = r"""
 import json, sys
 from pathlib import Path
-from adbflow.device.adb import AdbServer, Inventory
+from adbflow.device import AdbServer, Inventory
 from adbflow.runtime.pipeline import Pipeline, PipelineConfig
 from adbflow.runtime.stages import StageTimeouts
 port, data, profiles = int(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])

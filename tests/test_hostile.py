@@ -25,7 +25,7 @@ import psutil
 import pytest
 from PIL import Image
 
-from adbflow.device.adb import AdbServer, ShellResult
+from adbflow.device import AdbServer, ShellResult
 from adbflow.scheduling.bids import Bidder, pick_lowest_cpu
 from adbflow.runtime.detect import PICTURES_DIR
 from adbflow.runtime.events import Event, Watching
@@ -348,9 +348,9 @@ def test_probe_flood_is_cut_by_max_output() -> None:
     (the double honours `max_output` like Device.shell does) and the bid is an error."""
     class Flood(HostileProbeDevice):
         def shell(self, cmd, *, timeout, stdin=None, check=True, max_output=16 << 20):
-            from adbflow.errors import AdbError
+            from adbflow.errors import OutputTooLarge
             assert max_output <= 4 << 20, f"probe asks for up to {max_output} bytes"
-            raise AdbError(self.serial, "probe", message=f"output exceeded {max_output} "
+            raise OutputTooLarge(self.serial, "probe", message=f"output exceeded {max_output} "
                            "bytes; command killed")
     bids = Bidder(timeout=2).gather([Flood("flood", STAT_OK, STAT_OK2),
                                      HostileProbeDevice("sane", STAT_OK, STAT_OK2)])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from adbflow.device.adb import AdbServer, ShellResult
+from adbflow.device import AdbServer, ShellResult
 from adbflow.scheduling.bids import Bid, Bidder, pick_lowest_cpu
 from adbflow.errors import AdbTimeoutError, DeviceUnavailableError, ParseError
 from adbflow.device.probe import parse_probe_output, probe_command, probe_script, split_sections

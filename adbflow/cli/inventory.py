@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 from tabulate import tabulate
 
-from adbflow.device.adb import Inventory, resolve_servers
+from adbflow.device import Inventory, resolve_servers
 from adbflow.scheduling.bids import Bid, Bidder, pick_lowest_cpu
 from adbflow.scheduling.policy import (DEFAULT_POLICY, POLICY_NAMES, Task, format_decision,
                                        get_policy)
@@ -131,7 +131,7 @@ def bid_cmd(
 
 def _not_ready_bid(ref, *, serial: str | None = None) -> Bid:
     """A row for a device that is listed but cannot bid (offline, unauthorized, unknown)."""
-    from adbflow.device.adb import Device  # noqa: PLC0415
+    from adbflow.device import Device  # noqa: PLC0415
     from adbflow.parsers.adb_messages import classify_adb_error  # noqa: PLC0415
     if ref is None:
         return Bid.failed(Device(serial or "?"), "not connected to any adb server")

@@ -65,7 +65,7 @@ def _check_dir(path: str) -> str:
 
 
 def _inventory(adb_server: list[str] | None, serial: list[str] | None):
-    from adbflow.device.adb import Inventory, resolve_servers
+    from adbflow.device import Inventory, resolve_servers
     return Inventory(resolve_servers(adb_server), serial)
 
 
@@ -258,7 +258,7 @@ def demo_cmd(
     """The README's main job, self-contained: start a virtual fleet (private adb server,
     temp dir), set loads, snap a cat picture on device 2, run `watch --once`, print labels
     and story, tear everything down (also on Ctrl-C and errors)."""
-    from adbflow.device.adb import AdbServer, Inventory
+    from adbflow.device import AdbServer, Inventory
     from adbflow.fleet import adb_server as fleet_adb
     from adbflow.fleet.control import start_fleet
 

@@ -3,7 +3,7 @@
 Why one Protocol: stages, the watcher, the bidder (and later leases, telemetry, the mesh
 and split runs) need a narrow device surface, and tests need fakes of it. As httpx's
 `MockTransport` implements `BaseTransport`, every fake in `tests/` implements this
-Protocol, and `adbflow.device.adb.Device` implements it against a real adb server; a type
+Protocol, and `adbflow.device.device.Device` implements it against a real adb server; a type
 checker then catches drift between them.
 
 Every method takes a timeout (a deadline for the whole adb call). What each raises is
@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
 
 if TYPE_CHECKING:  # pragma: no cover - types only
-    from adbflow.device.adb import LineStream, RemoteEntry, ShellResult
+    from adbflow.device.results import RemoteEntry, ShellResult
+    from adbflow.device.stream import LineStream
 
 
 @runtime_checkable

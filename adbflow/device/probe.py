@@ -11,7 +11,8 @@ import functools
 import secrets
 from dataclasses import dataclass, field
 
-from adbflow.device.adb import Device, ShellResult
+from adbflow.device.device import Device
+from adbflow.device.results import ShellResult
 from adbflow.errors import ParseError
 from adbflow.parsers.battery import parse_dumpsys_battery
 from adbflow.parsers.cpuinfo import CpuinfoDump, parse_dumpsys_cpuinfo

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from adbflow.device.port import DevicePort
-from adbflow.errors import AdbError, JobError, ParseError
+from adbflow.errors import (AdbError, JobError, NotARegularFile, ParseError, PermissionDenied,
+                            RemoteNotFound, TransferTooLarge)
 from adbflow.parsers.label_image import parse_label_image
 from adbflow.parsers.llama import parse_llama
 from adbflow.runtime.dispatcher import Dispatcher, bid_summary, decision_summary
@@ -127,13 +128,11 @@ def pull_picture(device: DevicePort, remote: str, local: Path, *, expected_size:
     try:
         n = device.pull(remote, local, timeout=timeouts.pull_s + expected_size / 5e6,
                         max_bytes=max_bytes)
-    except AdbError as exc:
-        if "larger than" in str(exc):
-            raise JobError(f"{remote!r} grew beyond {max_bytes} bytes while pulling") from exc
-        if re.search(r"No such file|does not exist|Permission denied|not a regular",
-                     f"{exc} {exc.stderr}", re.I) and type(exc) is AdbError:
-            raise JobError(f"cannot pull {remote!r} from {device.serial}: {exc.message}") from exc
-        raise
+    except TransferTooLarge as exc:
+        raise JobError(f"{remote!r} grew beyond {max_bytes} bytes while pulling") from exc
+    except (RemoteNotFound, PermissionDenied, NotARegularFile) as exc:
+        # the file itself is the problem: another device cannot pull it either
+        raise JobError(f"cannot pull {remote!r} from {device.serial}: {exc.message}") from exc
     pull_s = time.monotonic() - t0
     if n != expected_size:
         raise AdbError(device.serial, f"pull {remote}", message=f"got {n} of {expected_size} "

@@ -16,7 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from adbflow.device import DevicePort
-from adbflow.errors import AdbError, AdbflowError, AdbTimeoutError, ParseError
+from adbflow.errors import (AdbError, AdbflowError, AdbTimeoutError, DeviceUnavailableError,
+                            ParseError)
 from adbflow.parsers.proc_stat import ProcStat, cpu_load
 from adbflow.parsers.sysfs import freq_ratio
 from adbflow.device.probe import FIRST_SAMPLE_WINDOW_S, ProbeReport, run_probe
@@ -206,11 +207,8 @@ class Bidder:
 
 def _short_error(exc: AdbError) -> str:
     """AdbError text without the probe script (the `cmd` of a probe is the whole script)."""
-    detail = exc.stderr.strip().splitlines()[-1] if exc.stderr.strip() else None
-    base = exc.message.split("failed: ", 1)[-1] if "failed: " in exc.message else exc.message
-    text = detail or base
-    kind = type(exc).__name__.replace("Error", "").lower()
-    msg = f"{kind}: {text}" if kind != "adb" else text
+    text = (exc.stderr.strip().splitlines()[-1] if exc.stderr.strip() else None) or exc.detail
+    msg = f"deviceunavailable: {text}" if isinstance(exc, DeviceUnavailableError) else text
     return f"{msg} ({exc.hint})" if exc.hint else msg
 
 
