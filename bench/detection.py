@@ -29,7 +29,7 @@ from adbflow.runtime.pipeline import Pipeline, PipelineConfig
 
 def _one_mode(fleet: Any, *, inotify: bool, poll_s: float, n: int, rng: random.Random,
               tmpd: Path) -> dict[str, Any]:
-    from run_all import median, p90
+    from common import median, p90
     started: dict[str, float] = {}
     how: dict[str, str] = {}
     ready = threading.Event()
@@ -101,7 +101,7 @@ def main() -> None:
     ap.add_argument("--poll", type=float, default=1.0)
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from run_all import fleet_up, print_table
+    from common import fleet_up, print_table
     with fleet_up(2, ["flagship_2025"]) as fleet:
         res = measure(fleet, quick=args.quick, poll_s=args.poll)
     print_table({"detection": res})

@@ -111,7 +111,7 @@ def main() -> None:
     ap.add_argument("--devices", type=int, default=100)
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from run_all import fleet_up, print_table
+    from common import fleet_up, print_table
     with fleet_up(args.devices) as fleet:
         res = measure(fleet, quick=args.quick)
     print_table({"rss": res})

@@ -88,7 +88,7 @@ def python_dirs() -> tuple[str, ...]:
     """Host directories the device needs read-only to run the host Python + adbflow."""
     dirs: list[str] = []
     cands = [sys.base_prefix, sys.prefix, *site.getsitepackages(), site.getusersitepackages(),
-             str(Path(package_root()) / "adbflow")]
+             str(Path(package_root()) / "adbflow")]  # the imported package
     for d in cands:
         d = os.path.realpath(d)
         if not os.path.isdir(d) or d.startswith("/usr/") or d == "/usr":

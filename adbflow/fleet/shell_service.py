@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from adbflow.errors import AdbflowError
 from adbflow.fleet.backend_api import DeviceBackend
-from adbflow.fleet.transport import Stream
+from adbflow.fleet.stream import Stream
 
 ID_STDIN, ID_STDOUT, ID_STDERR, ID_EXIT, ID_CLOSE_STDIN, ID_WINDOW_SIZE = range(6)
 _V2_HEADER = struct.Struct("<BI")
