@@ -10,9 +10,14 @@ Every method takes a timeout (a deadline for the whole adb call). What each rais
 part of the contract (all from `adbflow.errors`):
 
 - `AdbTimeoutError`: the deadline passed; the command on the device was killed.
-- `DeviceUnavailableError`: the device or its adb server is gone (offline, unplugged).
-- `AdbError`: the command ran and failed (`check=True` and a non-zero exit code), or a
-  transfer was refused; `.kind` says why where adb's message is known.
+- `DeviceUnavailableError`: the device or its adb server is gone (subclasses say which:
+  ServerUnreachable, DeviceNotFound, DeviceUnauthorized, DeviceOffline, ConnectionLost).
+- `AdbError`: the command ran and failed (`CommandFailed`: `check=True` and a non-zero
+  exit code), or a transfer was refused (`RemoteNotFound`, `PermissionDenied`,
+  `NotPermitted`, `ReadOnlyFileSystem`, `NotARegularFile`, `TransferTooLarge`), or the
+  output was too long (`OutputTooLarge`); `.kind` names the reason (adbflow/errors.py).
+
+Fakes raise the same classes, so code above this boundary branches on classes only.
 """
 from __future__ import annotations
 
@@ -35,7 +40,8 @@ class DevicePort(Protocol):
         """Run `cmd` with the device's sh; real exit code and separate stderr.
 
         `cmd` is shell syntax: build it only from constants and `shlex.quote`d data.
-        Raises AdbTimeoutError, DeviceUnavailableError, AdbError (non-zero exit with check).
+        Raises AdbTimeoutError, DeviceUnavailableError, CommandFailed or a more specific
+        AdbError (non-zero exit with check), OutputTooLarge.
         """
         ...
 
@@ -47,7 +53,8 @@ class DevicePort(Protocol):
     def push(self, local: Path, remote: str, *, timeout: float, mode: int = 0o644) -> int:
         """Copy a laptop file to the device path `remote`; returns bytes sent.
 
-        Raises AdbTimeoutError, DeviceUnavailableError, AdbError (refused: read-only, full).
+        Raises AdbTimeoutError, DeviceUnavailableError, AdbError (refused:
+        ReadOnlyFileSystem, NotPermitted, PermissionDenied; a full disk is a plain AdbError).
         """
         ...
 
@@ -55,8 +62,8 @@ class DevicePort(Protocol):
              max_bytes: int | None = None) -> int:
         """Copy a device file to `local` atomically (temp + rename); returns bytes.
 
-        Raises AdbTimeoutError, DeviceUnavailableError, AdbError (missing, too large:
-        more than `max_bytes`).
+        Raises AdbTimeoutError, DeviceUnavailableError, RemoteNotFound, PermissionDenied,
+        NotARegularFile, TransferTooLarge (more than `max_bytes`).
         """
         ...
 
