@@ -19,7 +19,7 @@ REPO_DIR = PACKAGE_DIR.parent
 
 def _data_dir(name: str) -> Path:
     """`adbflow/_data/<name>` of a wheel install, else the repository's top-level `<name>/`."""
-    packaged = resources.files("adbflow").joinpath("_data", name)
+    packaged = resources.files("adbflow").joinpath("_data").joinpath(name)
     if packaged.is_dir():
         return Path(str(packaged))
     return REPO_DIR / name

@@ -11,8 +11,9 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from adbflow.device import AdbServer, Device, Inventory
 from adbflow.fleet import adb_server

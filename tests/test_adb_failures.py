@@ -8,19 +8,29 @@ from __future__ import annotations
 import errno
 import inspect
 import re
-import socket
 
 import pytest
 
 import adbflow.errors as errors_mod
 from adbflow.device import Device, DevicePort
-from adbflow.device.failures import (adb_failures, exit_error, refused_error, state_error,
-                                     sync_error)
+from adbflow.device.failures import adb_failures, exit_error, refused_error, state_error, sync_error
 from adbflow.device.wire import Refused, SyncFail
-from adbflow.errors import (AdbError, AdbTimeoutError, AmbiguousDevice, CommandFailed,
-                            ConnectionLost, DeviceNotFound, DeviceOffline, DeviceUnauthorized,
-                            DeviceUnavailableError, NotARegularFile, NotPermitted,
-                            PermissionDenied, ReadOnlyFileSystem, RemoteNotFound)
+from adbflow.errors import (
+    AdbError,
+    AdbTimeoutError,
+    AmbiguousDevice,
+    CommandFailed,
+    ConnectionLost,
+    DeviceNotFound,
+    DeviceOffline,
+    DeviceUnauthorized,
+    DeviceUnavailableError,
+    NotARegularFile,
+    NotPermitted,
+    PermissionDenied,
+    ReadOnlyFileSystem,
+    RemoteNotFound,
+)
 
 
 @pytest.mark.parametrize("message, cls, kind", [
@@ -91,7 +101,7 @@ def test_context_manager_maps_wire_faults() -> None:
     out = lambda: ("so far", "err so far")  # noqa: E731
     cm = adb_failures("s1", "cmd", timeout_message="timed out; killed", timeout_hint="raise it",
                       lost_message="lost ({exc})", lost_hint="replug", output=out)
-    t = _raise_in(cm, socket.timeout("deadline passed"))
+    t = _raise_in(cm, TimeoutError("deadline passed"))
     assert type(t) is AdbTimeoutError and t.kind == "timeout" and t.stdout == "so far"
     assert str(t) == "[s1] `cmd` failed: timed out; killed (raise it)"
     lost = _raise_in(cm, ConnectionResetError(errno.ECONNRESET, "adb connection closed"))

@@ -25,10 +25,17 @@ from adbflow.device.failures import adb_failures, connect, exit_error, tail
 from adbflow.device.results import RemoteEntry, ShellResult
 from adbflow.device.server import AdbServer
 from adbflow.device.stream import LineStream
-from adbflow.device.wire import (SYNC_CHUNK, Wire, read_shell_packet, shell_packet,
-                                 sync_fail_message, sync_quit, sync_request, sync_stat)
-from adbflow.errors import (AdbError, ConnectionLost, OutputTooLarge, ServerUnreachable,
-                            TransferTooLarge)
+from adbflow.device.wire import (
+    SYNC_CHUNK,
+    Wire,
+    read_shell_packet,
+    shell_packet,
+    sync_fail_message,
+    sync_quit,
+    sync_request,
+    sync_stat,
+)
+from adbflow.errors import AdbError, ConnectionLost, OutputTooLarge, ServerUnreachable, TransferTooLarge
 
 _SYNC_TIMEOUT_HINT = "raise --timeout; a slow USB link moves ~20-40 MB/s"
 

@@ -17,14 +17,27 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 from types import TracebackType
+from typing import Literal
 
 from adbflow.device.server import AdbServer
 from adbflow.device.wire import Refused, SyncFail, Wire
-from adbflow.errors import (AdbError, AdbTimeoutError, AmbiguousDevice, CommandFailed,
-                            ConnectionLost, DeviceNotFound, DeviceOffline,
-                            DeviceUnauthorized, DeviceUnavailableError, NotARegularFile,
-                            NotPermitted, PermissionDenied, ReadOnlyFileSystem,
-                            RemoteNotFound, ServerUnreachable)
+from adbflow.errors import (
+    AdbError,
+    AdbTimeoutError,
+    AmbiguousDevice,
+    CommandFailed,
+    ConnectionLost,
+    DeviceNotFound,
+    DeviceOffline,
+    DeviceUnauthorized,
+    DeviceUnavailableError,
+    NotARegularFile,
+    NotPermitted,
+    PermissionDenied,
+    ReadOnlyFileSystem,
+    RemoteNotFound,
+    ServerUnreachable,
+)
 from adbflow.parsers.adb_messages import AdbProblem, classify_adb_error
 
 # rule kind (parsers/adb_messages._RULES) -> class, for failures reported by the server
@@ -113,7 +126,7 @@ def connect(server: AdbServer, serial: str, cmd: str, deadline: float | None) ->
     """A connection to `server`, or the error saying it cannot be reached."""
     try:
         return Wire(server, deadline)
-    except socket.timeout as exc:
+    except TimeoutError as exc:
         raise AdbTimeoutError(serial, cmd, message=f"adb server {server} did not answer in time",
                               hint="is the adb server host reachable?") from exc
     except OSError as exc:
@@ -142,7 +155,7 @@ class adb_failures:  # noqa: N801 - used like a function: `with adb_failures(...
         return None
 
     def __exit__(self, et: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> bool:
+                 tb: TracebackType | None) -> Literal[False]:
         if exc is None or isinstance(exc, AdbError):
             return False
         if isinstance(exc, Refused):

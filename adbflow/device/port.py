@@ -21,8 +21,9 @@ Fakes raise the same classes, so code above this boundary branches on classes on
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     from adbflow.device.results import RemoteEntry, ShellResult

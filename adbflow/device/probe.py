@@ -19,8 +19,7 @@ from adbflow.parsers.cpuinfo import CpuinfoDump, parse_dumpsys_cpuinfo
 from adbflow.parsers.getprop import parse_getprop
 from adbflow.parsers.meminfo import MemInfo, parse_meminfo
 from adbflow.parsers.proc_stat import ProcStat, parse_proc_stat
-from adbflow.parsers.sysfs import (CpuFreq, parse_cpu_list, parse_cpufreq, parse_key_values,
-                                   parse_power_supply)
+from adbflow.parsers.sysfs import CpuFreq, parse_cpu_list, parse_cpufreq, parse_key_values, parse_power_supply
 from adbflow.parsers.thermal import ThermalInfo, parse_thermal_zones
 from adbflow.paths import DEVICE_SCRIPTS_DIR
 

@@ -73,7 +73,7 @@ class LineStream:
                     self._buf += chunk
                 else:
                     self._finish()
-        except socket.timeout as exc:
+        except TimeoutError as exc:
             self._finish()
             raise timeout_error(self.serial, self.cmd,
                                 message="stream timed out; command killed") from exc

@@ -46,7 +46,7 @@ class Wire:
             return default
         left = self.deadline - time.monotonic()
         if left <= 0:
-            raise socket.timeout("deadline passed")
+            raise TimeoutError("deadline passed")
         return left
 
     def send(self, data: bytes) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import struct
-from typing import Awaitable, Callable, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from adbflow.fleet import protocol as P
 from adbflow.fleet.backend_api import DeviceBackend
