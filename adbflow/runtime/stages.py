@@ -26,8 +26,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from adbflow.device.port import DevicePort
-from adbflow.errors import (AdbError, JobError, NotARegularFile, ParseError, PermissionDenied,
-                            RemoteNotFound, TransferTooLarge)
+from adbflow.errors import (
+    AdbError,
+    JobError,
+    NotARegularFile,
+    ParseError,
+    PermissionDenied,
+    RemoteNotFound,
+    TransferTooLarge,
+)
 from adbflow.parsers.label_image import parse_label_image
 from adbflow.parsers.llama import parse_llama
 from adbflow.runtime.dispatcher import Dispatcher, bid_summary, decision_summary
