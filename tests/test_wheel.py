@@ -66,6 +66,20 @@ def _build_wheel(tmp: Path) -> Path:
     return wheels[0]
 
 
+def _see_current_dependencies(py: Path) -> None:
+    """When the tests run inside a venv (`make test` uses .venv), `--system-site-packages`
+    shows the *base* interpreter's packages, which on a fresh machine lack adbflow's
+    dependencies. A path-only .pth line makes this environment's site-packages visible
+    after the new venv's own (so the wheel's adbflow still wins, and this environment's
+    editable-install finder, a .pth of its own, is not loaded)."""
+    if sys.prefix == sys.base_prefix:
+        return
+    import sysconfig
+    dirs = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    site = _run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
+    Path(site.stdout.strip(), "_adbflow_test_deps.pth").write_text("\n".join(sorted(dirs)) + "\n")
+
+
 def test_wheel_install_bids_from_outside_the_checkout(tmp_path: Path, fleet_factory) -> None:
     wheel = _build_wheel(tmp_path)
     venv = tmp_path / "venv"
@@ -73,6 +87,7 @@ def test_wheel_install_bids_from_outside_the_checkout(tmp_path: Path, fleet_fact
     py = venv / "bin" / "python"
     if proc.returncode != 0 or not py.exists():
         pytest.skip(f"cannot create a venv here: {proc.stderr.strip()[-300:]}")
+    _see_current_dependencies(py)
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     env = _clean_env(tmp_path / "home")
