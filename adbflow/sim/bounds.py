@@ -366,7 +366,7 @@ def time_indexed_bound(inst: Instance, *, slot_s: float = 0.2, iters: int = 200,
             stall += 1
             if stall >= 6:
                 theta, stall = theta / 2, 0
-        d1, cs, ce, dg, gs, ge = ch  # type: ignore[misc]
+        d1, cs, ce, dg, gs, ge = ch
         sub = occupancy(d1, cs, ce) + occupancy(dg, gs, ge) - delta
         sub[(lam <= 0) & (sub < 0)] = 0.0
         nrm = float((sub ** 2).sum())

@@ -156,8 +156,9 @@ def simulate(inst: Instance, policy_name: str, **options: Any) -> SimResult:
         out: dict[str, list[Task]] = {}
         for d, dev in enumerate(inst.devices):
             lst = []
-            if devs[d].current is not None:
-                lst.append(replace(devs[d].current[2], started_at=devs[d].current[3]))
+            current = devs[d].current
+            if current is not None:
+                lst.append(replace(current[2], started_at=current[3]))
             lst += [task for _, _, task in devs[d].queue]
             out[dev.serial] = lst
         return out

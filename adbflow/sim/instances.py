@@ -146,7 +146,8 @@ def capacity_jobs_s(inst: Instance) -> float:
     f_avg = (1 - p_on) + p_on * inst.fg_slowdown()
     if c.thermal:
         f_avg *= c.thermal_max
-    tc, tg = [], []
+    tc: list[float] = []
+    tg: list[float] = []
     for d, dev in enumerate(inst.devices):
         for stage, out in (("classify", tc), ("generate", tg)):
             base = prior_service_s(inst.task(stage), dev.profile) * dev.speed
