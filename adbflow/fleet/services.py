@@ -7,16 +7,20 @@ adb CLI then prints `error: closed`).
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from adbflow.fleet import shell_service, socket_services, sync_service
 from adbflow.fleet.backend_api import DeviceBackend
-
-if TYPE_CHECKING:
-    from adbflow.fleet.transport import DeviceTransport, ServiceHandler, Stream
+from adbflow.fleet.stream import ServiceHandler, Stream
 
 
-def route(name: str, device: "DeviceTransport") -> "ServiceHandler | None":
+class Rebootable(Protocol):
+    """The one thing a service may ask of its device transport (`adb reboot`)."""
+
+    def request_reboot(self) -> None: ...
+
+
+def route(name: str, device: Rebootable) -> ServiceHandler | None:
     if name.startswith(("shell", "exec:")):
         req = shell_service.parse_service(name)
         if req is None:
@@ -31,7 +35,7 @@ def route(name: str, device: "DeviceTransport") -> "ServiceHandler | None":
     if name == "sync:":
         return sync_service.serve
     if name.startswith("reboot:"):
-        async def reboot(stream: "Stream", backend: DeviceBackend) -> None:
+        async def reboot(stream: Stream, backend: DeviceBackend) -> None:
             device.request_reboot()
         return reboot
     if name.startswith(("root:", "unroot:", "remount:")):
@@ -40,7 +44,7 @@ def route(name: str, device: "DeviceTransport") -> "ServiceHandler | None":
                 "unroot:": "adbd not running as root\n"}.get(name.split(":")[0] + ":",
                                                               "Not running as root. Try \"adb root\" first.\n")
 
-        async def refuse(stream: "Stream", backend: DeviceBackend) -> None:
+        async def refuse(stream: Stream, backend: DeviceBackend) -> None:
             await stream.write(text.encode())
         return refuse
     return None

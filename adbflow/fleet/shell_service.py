@@ -33,7 +33,7 @@ from typing import Any
 
 from adbflow.errors import AdbflowError
 from adbflow.fleet.backend_api import DeviceBackend
-from adbflow.fleet.transport import Stream, StreamClosed
+from adbflow.fleet.stream import Stream, StreamClosed
 
 ID_STDIN, ID_STDOUT, ID_STDERR, ID_EXIT, ID_CLOSE_STDIN, ID_WINDOW_SIZE = range(6)
 _V2_HEADER = struct.Struct("<BI")

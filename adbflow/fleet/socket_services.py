@@ -31,12 +31,14 @@ import asyncio
 import contextlib
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from adbflow.fleet.backend_api import DeviceBackend
 
+from adbflow.fleet.stream import Stream, StreamClosed
+
 if TYPE_CHECKING:
-    from adbflow.fleet.transport import Connection, DeviceTransport, Stream
+    from adbflow.fleet.transport import Connection
 
 _CHUNK = 256 * 1024
 CONNECT_TIMEOUT_S = 3.0
@@ -123,7 +125,6 @@ async def connect(spec: SocketSpec, backend: DeviceBackend
 async def bridge(stream: Stream, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter) -> None:
     """Carry bytes both ways until either side closes (no half-close, as in adb)."""
-    from adbflow.fleet.transport import StreamClosed
 
     async def host_to_device() -> None:
         while True:
@@ -345,11 +346,12 @@ async def reverse_request(conn: Connection, backend: DeviceBackend, request: str
 
 
 async def serve_reverse(stream: Stream, backend: DeviceBackend) -> None:
-    await stream.write(await reverse_request(stream.conn, backend,
+    conn = cast("Connection", stream.conn)  # the transport's Connection: reverse needs it all
+    await stream.write(await reverse_request(conn, backend,
                                              stream.service[len("reverse:"):]))
 
 
-def route(name: str, device: DeviceTransport) -> Any:
+def route(name: str, device: object) -> Any:
     """Handler for a socket-spec or reverse service name, else None."""
     if name.startswith("reverse:"):
         return serve_reverse

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import time
 from datetime import datetime
@@ -72,11 +71,6 @@ def read_procs() -> dict[int, dict]:
                 args = (d / "cmdline").read_bytes().split(b"\0")
                 if b"-m" in args:
                     label = args[args.index(b"-m") + 1].decode().rsplit(".", 1)[-1]
-                elif b"-c" in args:  # rootfs.program_wrapper: runpy.run_module('pkg.mod', ..)
-                    code = args[args.index(b"-c") + 1].decode(errors="replace")
-                    m = re.search(r"run_module\('([\w.]+)'", code)
-                    if m:
-                        label = m.group(1).rsplit(".", 1)[-1]
             except (OSError, IndexError):
                 pass
         out[int(d.name)] = {"name": label, "utime": int(rest[11]), "stime": int(rest[12]),
