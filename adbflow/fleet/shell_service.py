@@ -289,7 +289,7 @@ async def _write_stdin(proc: asyncio.subprocess.Process, data: bytes) -> bool:
         return False
 
 
-def _close_reader(proc, which: str) -> None:  # type: ignore[no-untyped-def]
+def _close_reader(proc: Any, which: str) -> None:
     """Stop reading the command's stdout/stderr: its next write gets EPIPE/SIGPIPE, as when
     adbd closes its end of the command's socketpair."""
     reader = getattr(proc, which, None)
@@ -304,7 +304,7 @@ def _close_reader(proc, which: str) -> None:  # type: ignore[no-untyped-def]
             pipe.close()
 
 
-async def _pump_out_raw(reader, stream: Stream) -> None:  # type: ignore[no-untyped-def]
+async def _pump_out_raw(reader: Any, stream: Stream) -> None:
     while True:
         try:
             chunk = await reader.read(_READ_CHUNK)
@@ -318,7 +318,7 @@ async def _pump_out_raw(reader, stream: Stream) -> None:  # type: ignore[no-unty
             return
 
 
-async def _feed_raw(stream: Stream, proc) -> None:  # type: ignore[no-untyped-def]
+async def _feed_raw(stream: Stream, proc: Any) -> None:
     """Every byte the host sent (also what was queued when it closed), then EOF."""
     alive = True
     while True:
@@ -335,7 +335,7 @@ async def _feed_raw(stream: Stream, proc) -> None:  # type: ignore[no-untyped-de
             pass
 
 
-async def _run_pipes_raw(stream: Stream, proc) -> None:  # type: ignore[no-untyped-def]
+async def _run_pipes_raw(stream: Stream, proc: Any) -> None:
     assert proc.stdout is not None and proc.stderr is not None
     out = asyncio.ensure_future(asyncio.gather(_pump_out_raw(proc.stdout, stream),
                                                _pump_out_raw(proc.stderr, stream)))

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -98,7 +99,7 @@ def _unix_path(spec: SocketSpec, backend: DeviceBackend) -> str:
 
 
 @contextlib.contextmanager
-def _short_path(path: str):  # type: ignore[no-untyped-def]
+def _short_path(path: str) -> Iterator[str]:
     """sun_path holds 108 bytes; a device path under /proc/PID/root may be longer, so go
     through an O_PATH fd of its directory (/proc/self/fd/N/NAME)."""
     if path.startswith("\0") or len(path.encode()) < 100:
