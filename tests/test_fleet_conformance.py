@@ -61,6 +61,7 @@ class Ctx:
         self.serial = serial
         self.tmp = tmp_path
         self.port_base = port_base
+        self._ports: dict[int, int] = {}
         self.client = adbutils.AdbClient(host="127.0.0.1", port=fleet.adb_port)
         self.d: AdbDevice = self.client.device(serial)
 
@@ -83,9 +84,17 @@ class Ctx:
         return r.stdout
 
     def port(self, k: int) -> int:
-        """A port for this test: the device world shares the host's loopback, so every
-        device-side and host-side listener needs its own (socket_services.py)."""
-        return self.port_base + k
+        """A free port for this test (the same one for the same k): the device world shares
+        the host's loopback, so every device-side and host-side listener needs its own
+        (socket_services.py), and other processes on this host may hold any port."""
+        if k not in self._ports:
+            taken = set(self._ports.values())
+            while True:
+                port = adb_server.free_port(30000, 40000)
+                if port not in taken:
+                    break
+            self._ports[k] = port
+        return self._ports[k]
 
 
 @pytest.fixture(scope="module")
