@@ -32,14 +32,10 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from adbflow.fleet.backend_api import DeviceBackend
-
-from adbflow.fleet.stream import Stream, StreamClosed
-
-if TYPE_CHECKING:
-    from adbflow.fleet.transport import Connection
+from adbflow.fleet.stream import ReverseLink, Stream, StreamClosed
 
 _CHUNK = 256 * 1024
 CONNECT_TIMEOUT_S = 3.0
@@ -220,7 +216,7 @@ class ReverseTable:
                        for r in self.rules.values())
 
 
-def _table(conn: Connection) -> ReverseTable:
+def _table(conn: ReverseLink) -> ReverseTable:
     table = conn.service_state.get("reverse")
     if not isinstance(table, ReverseTable):
         # daemon/transport_socket_server.cpp names a TCP host transport "host-<fd>"
@@ -261,7 +257,7 @@ async def _listen(spec: SocketSpec, backend: DeviceBackend, on_client: Any
     return server, 0
 
 
-async def _reverse_forward(conn: Connection, backend: DeviceBackend, args: str) -> bytes:
+async def _reverse_forward(conn: ReverseLink, backend: DeviceBackend, args: str) -> bytes:
     no_rebind = args.startswith("norebind:")
     if no_rebind:
         args = args[len("norebind:"):]
@@ -324,7 +320,7 @@ async def _reverse_forward(conn: Connection, backend: DeviceBackend, args: str) 
     return okay()
 
 
-async def reverse_request(conn: Connection, backend: DeviceBackend, request: str) -> bytes:
+async def reverse_request(conn: ReverseLink, backend: DeviceBackend, request: str) -> bytes:
     """The reply adbd writes for one `reverse:` request (see module docstring)."""
     table = _table(conn)
     if request == "list-forward":
@@ -347,7 +343,7 @@ async def reverse_request(conn: Connection, backend: DeviceBackend, request: str
 
 
 async def serve_reverse(stream: Stream, backend: DeviceBackend) -> None:
-    conn = cast("Connection", stream.conn)  # the transport's Connection: reverse needs it all
+    conn = cast(ReverseLink, stream.conn)  # the transport's Connection: reverse needs it all
     await stream.write(await reverse_request(conn, backend,
                                              stream.service[len("reverse:"):]))
 

@@ -30,6 +30,17 @@ class StreamLink(Protocol):
     def forget(self, stream: Stream) -> None: ...
 
 
+class ReverseLink(StreamLink, Protocol):
+    """What `adb reverse` needs from the transport connection beyond a stream's needs:
+    per-connection service state, hooks run when the transport drops, and device-initiated
+    streams. Declared here so socket_services never imports the transport (no cycle)."""
+
+    service_state: dict[str, object]
+    on_drop: list[Callable[[], None]]
+
+    async def open_stream(self, service: str, timeout: float = 10.0) -> Stream | None: ...
+
+
 ServiceHandler = Callable[["Stream", DeviceBackend], Awaitable[None]]
 
 
