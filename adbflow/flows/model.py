@@ -157,6 +157,9 @@ def validate(flow: Flow) -> None:
                 _fail(flow, f"{where}.input", f"{src!r} is not a classify stage")
             if not any(s.run is Run.CLASSIFY for s in seen.values()):
                 _fail(flow, f"{where}.input", "no classify stage runs before this story")
+        if st.run is Run.STORY and st.placement != Placement():
+            _fail(flow, f"{where}.placement", "placement rules apply to classify stages only "
+                  "(the story runs on the pipeline policy's best bidder)")
         if not _unit(st.model.min_accuracy):
             _fail(flow, f"{where}.model.min_accuracy", "must be within 0..1")
         p = st.placement

@@ -1,0 +1,243 @@
+"""Flows without devices: validation errors name their key, gates are pure data, and the
+model selector picks (device, model) by ECT with deadline / locality / capability rules."""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import pytest
+
+from adbflow.errors import FlowError, JobError
+from adbflow.flows import gates, load
+from adbflow.flows.model import (
+    Drift,
+    Flow,
+    Gate,
+    GateKind,
+    Locality,
+    ModelAsk,
+    OnMiss,
+    Placement,
+    Run,
+    Stage,
+)
+from adbflow.runtime.flow_engine import ask_of, check_flow
+from adbflow.scheduling.bids import Bid
+from adbflow.scheduling.policy import Task
+from adbflow.scheduling.profiles import ProfileBook
+from adbflow.scheduling.selector import Ask, SelectorPolicy
+
+NOW = time.time()
+MID = "adbflow-virtual midrange_2023"
+LOW = "adbflow-virtual lowend_2020"
+
+
+def bid(serial: str, model: str = MID, **kw) -> Bid:
+    base = dict(serial=serial, model=model, cores=8, cpu_load=5.0, per_core_load=[],
+                mem_available_kb=4 << 20, mem_total_kb=8 << 20, battery_level=80,
+                battery_charging=False, temperature_c=30.0, freq_ratio=1.0, probe_rtt_s=0.02,
+                timestamp=NOW)
+    base.update(kw)
+    return Bid(**base)
+
+
+@pytest.fixture(scope="module")
+def book() -> ProfileBook:
+    return ProfileBook.load()
+
+
+def labels(*scores: float, first: int = 281) -> list[dict]:
+    return [{"score": s, "index": first + i, "name": f"l{i}"} for i, s in enumerate(scores)]
+
+
+# ------------------------------------------------------------------ files and validation
+
+def test_shipped_flows_load_and_pass_the_feasibility_check(book) -> None:
+    names = set(load.shipped())
+    assert {"classify-story", "cascade", "filter"} <= names
+    for name in names:
+        flow = load.load(name)
+        check_flow(flow, book)
+    assert load.load("classify-story").is_default
+    cascade = load.load("cascade")
+    assert [s.name for s in cascade.stages] == ["small", "big", "story"]
+    assert cascade.stages[0].placement.locality is Locality.STRICT_ORIGIN
+    assert cascade.stages[1].gate == Gate(GateKind.ESCALATE, on="small", tau=0.5)
+    animals = load.load("filter").stages[1].gate.labels
+    assert animals == tuple(range(398))
+
+
+def _write(tmp_path, text: str):
+    p = tmp_path / "f.toml"
+    p.write_text(text)
+    return str(p)
+
+
+GOOD = """
+name = "x"
+[[stages]]
+name = "small"
+run = "classify"
+[[stages]]
+name = "big"
+run = "classify"
+gate = { kind = "escalate", on = "small", tau = 0.5 }
+"""
+
+
+@pytest.mark.parametrize("change, where", [
+    (("tau = 0.5", "tau = 1.5"), "stages[1].gate.tau"),
+    (("tau = 0.5", "tua = 0.5"), "stages[1].gate.tua: unknown key"),
+    (('on = "small"', 'on = "nope"'), "stages[1].gate.on"),
+    (('run = "classify"\ngate', 'run = "paint"\ngate'), "stages[1].run"),
+    (('name = "big"', 'name = "small"'), "stages[1].name"),
+    (("tau = 0.5", 'tau = "high"'), "stages[1].gate.tau: expected"),
+])
+def test_semantic_errors_name_the_key_path(tmp_path, change, where) -> None:
+    text = GOOD.replace(*change)
+    assert text != GOOD
+    with pytest.raises(FlowError) as err:
+        load.load(_write(tmp_path, text))
+    assert where in str(err.value)
+
+
+def test_syntax_errors_name_the_line(tmp_path) -> None:
+    with pytest.raises(FlowError, match=r"line 4"):
+        load.load(_write(tmp_path, 'name = "x"\n[[stages]]\nname = "a"\nrun = classify\n'))
+
+
+def test_unknown_flow_name_lists_the_shipped_ones() -> None:
+    with pytest.raises(FlowError, match="cascade"):
+        load.resolve("no-such-flow")
+
+
+def test_python_built_flow_is_validated_by_the_same_rules(book) -> None:
+    small = Stage("small", Run.CLASSIFY, model=ModelAsk(name="lite0-int8"))
+    story = Stage("story", Run.STORY, input="small")
+    Flow("py", (small, story)).validate()
+    with pytest.raises(FlowError, match=r"stages\[1\]\.input"):
+        Flow("py", (small, Stage("story", Run.STORY, input="picture"))).validate()
+    with pytest.raises(FlowError, match=r"drift\.on"):
+        Flow("py", (small, story), drift=Drift(on="story")).validate()
+    # unknown model / impossible policy: rejected before any picture
+    with pytest.raises(FlowError, match="no profile carries a model named 'lite9'"):
+        check_flow(Flow("py", (Stage("s", Run.CLASSIFY, model=ModelAsk(name="lite9")),)), book)
+    with pytest.raises(FlowError, match="accuracy >= 0.99"):
+        check_flow(Flow("py", (Stage("s", Run.CLASSIFY,
+                                     model=ModelAsk(min_accuracy=0.99)),)), book)
+    never = Placement(deadline_s=0.001, on_miss=OnMiss.REJECT)
+    with pytest.raises(FlowError, match="fastest idle run time"):
+        check_flow(Flow("py", (Stage("s", Run.CLASSIFY, placement=never),)), book)
+
+
+# ------------------------------------------------------------------ gates (pure)
+
+def test_escalate_gate_on_tau_and_margin() -> None:
+    g = Gate(GateKind.ESCALATE, on="small", tau=0.5, margin=0.2)
+    assert gates.decide(g, [("small", {"labels": labels(0.45, 0.1)})]).run
+    sure = gates.decide(g, [("small", {"labels": labels(0.7, 0.1)})])
+    assert not sure.run and sure.top1 == 0.7 and "confident" in sure.reason
+    close = gates.decide(g, [("small", {"labels": labels(0.55, 0.4)})])
+    assert close.run and "margin" in close.reason
+    assert gates.decide(g, [("small", {"labels": labels(0.9)})], drifting=True).run
+
+
+def test_filter_and_confident_gates_read_the_latest_classification() -> None:
+    animals = Gate(GateKind.FILTER, labels=tuple(range(398)))
+    ran = [("small", {"labels": labels(0.4, first=281)}),
+           ("big", {"labels": labels(0.8, first=967)})]   # big says: espresso
+    d = gates.decide(animals, ran)
+    assert not d.run and d.on == "big" and d.label == 967
+    assert gates.decide(dataclasses.replace(animals, on="small"), ran).run
+    conf = Gate(GateKind.CONFIDENT, min_confidence=0.85)
+    assert not gates.decide(conf, ran).run
+    assert not gates.decide(conf, []).run   # nothing classified: nothing to gate on
+
+
+def test_gate_labels_are_data_never_code() -> None:
+    hostile = [{"score": 0.9, "index": "__import__('os').system('touch pwned')",
+                "name": "<script>"}]
+    d = gates.decide(Gate(GateKind.FILTER, labels=(1, 2)), [("a", {"labels": hostile})])
+    assert not d.run and d.label is None
+
+
+def test_drift_monitor_raises_and_clears() -> None:
+    m = gates.DriftMonitor(Drift(on="small", window=3, level=0.5))
+    assert [m.observe(x) for x in (0.9, 0.3, 0.2)] == [None, None, "raised"]
+    assert m.switching
+    assert m.observe(0.2) is None
+    assert [m.observe(x) for x in (0.9, 0.95)] == [None, "cleared"]
+    assert not m.switching
+
+
+# ------------------------------------------------------------------ model selector
+
+def _choose(ask: Ask, bids, book, inflight=None):
+    pol = SelectorPolicy(ask)
+    return pol.choose(Task("classify", input_bytes=150_000, output_bytes=1024), bids,
+                      inflight=inflight or {}, profiles=book, now=NOW)
+
+
+def test_deadline_picks_the_most_accurate_variant_then_switches_as_devices_load(book) -> None:
+    ask = Ask(deadline_s=0.35)
+    idle = _choose(ask, [bid("a"), bid("b")], book)
+    assert idle.detail["model"] == "lite2" and idle.detail["deadline_met"]
+    # both phones get busy: Lite2 no longer fits 0.35 s, the next most accurate one does
+    busy = _choose(ask, [bid("a", cpu_load=75.0), bid("b", cpu_load=80.0)], book)
+    assert busy.detail["model"] == "lite0" and busy.detail["deadline_met"], busy.reason
+    # busy and queued with our own work: nothing fits, the fastest runs, the miss is recorded
+    hot = [bid("a", cpu_load=80.0), bid("b", cpu_load=80.0)]
+    queue = {s: (Task("classify", prior_s=0.25),) * 2 for s in "ab"}
+    jam = _choose(ask, hot, book, inflight=queue)
+    assert jam.detail["model"] == "lite0-int8" and jam.detail["deadline_met"] is False
+    assert "missed" in jam.reason
+    with pytest.raises(JobError, match="rejected"):
+        _choose(dataclasses.replace(ask, reject_on_miss=True), hot, book, inflight=queue)
+
+
+def test_deadline_counts_queued_work_of_our_own(book) -> None:
+    ask = Ask(deadline_s=0.35)
+    queued = {"a": (Task("classify", prior_s=0.25),), "b": (Task("classify", prior_s=0.25),)}
+    d = _choose(ask, [bid("a"), bid("b")], book, inflight=queued)
+    assert d.detail["model"] != "lite2"
+
+
+def test_min_accuracy_and_name_asks(book) -> None:
+    d = _choose(Ask(min_accuracy=0.86), [bid("a"), bid("b", model=LOW)], book)
+    assert d.detail["model"] == "lite2" and d.winner == "a"   # the faster class
+    d = _choose(Ask(model_name="lite0-int8"), [bid("a")], book)
+    assert d.detail["model"] == "lite0-int8"
+    # without a deadline: the earliest pair among those meeting the floor
+    d = _choose(Ask(), [bid("a")], book)
+    assert d.detail["model"] == "lite0-int8"
+
+
+def test_strict_origin_never_leaves_the_origin_even_when_it_is_slow(book) -> None:
+    bids = [bid("fast", cpu_load=0.0), bid("origin", model=LOW, cpu_load=90.0)]
+    d = _choose(Ask(locality="strict-origin", origin="origin"), bids, book)
+    assert d.winner == "origin"
+    assert _choose(Ask(), bids, book).winner == "fast"
+    none = _choose(Ask(locality="strict-origin", origin="gone"), bids, book)
+    assert none.winner is None and "not the origin" in none.reason
+
+
+def test_prefer_origin_saves_the_transfer(book) -> None:
+    bids = [bid("a"), bid("origin")]
+    d = _choose(Ask(locality="prefer-origin", origin="origin", model_name="lite0"), bids, book)
+    assert d.winner == "origin"
+    cost = d.cost_of("origin")
+    assert cost is not None and cost.parts["transfer_in"] == 0.0
+
+
+def test_capability_floors_are_hard_filters(book) -> None:
+    bids = [bid("small", cores=4, mem_total_kb=3 << 20), bid("big", cores=8, cpu_load=60.0)]
+    assert _choose(Ask(), bids, book).winner == "small"
+    assert _choose(Ask(min_cores=8), bids, book).winner == "big"
+    assert _choose(Ask(min_ram_mb=6000), bids, book).winner == "big"
+    assert _choose(Ask(abi="riscv64"), bids, book).winner is None
+
+
+def test_ask_of_a_flow_stage() -> None:
+    st = load.load("cascade").stages[0]
+    a = ask_of(st, "phone1")
+    assert (a.model_name, a.locality, a.origin) == ("lite0-int8", "strict-origin", "phone1")
