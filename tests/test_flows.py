@@ -241,3 +241,56 @@ def test_ask_of_a_flow_stage() -> None:
     st = load.load("cascade").stages[0]
     a = ask_of(st, "phone1")
     assert (a.model_name, a.locality, a.origin) == ("lite0-int8", "strict-origin", "phone1")
+
+
+# ------------------------------------------------------------------ sweep (pure parts)
+
+def test_replay_counts_escalations_accuracy_and_latency(tmp_path) -> None:
+    from adbflow.flows.sweep import Outcome, Sample, replay
+    samples = [Sample("a", 0, 1, tmp_path), Sample("a", 1, 1, tmp_path),
+               Sample("b", 0, 2, tmp_path), Sample("c", 0, 3, tmp_path)]
+    small = [Outcome(1, 0.9, 0.8, 0.1, 0.05), Outcome(9, 0.3, 0.1, 0.1, 0.05),
+             Outcome(2, 0.6, 0.5, 0.1, 0.05), Outcome(9, 0.4, 0.0, 0.1, 0.05)]
+    big = [Outcome(1, 0.8, 0.7, 0.3, 0.2), Outcome(1, 0.7, 0.5, 0.3, 0.2),
+           Outcome(2, 0.9, 0.8, 0.3, 0.2), Outcome(3, 0.9, 0.8, 0.3, 0.2)]
+    always_small = replay(samples, small, big, 0.0)
+    assert always_small.escalated == 0 and always_small.accuracy == 0.5
+    assert always_small.mean_latency_s == pytest.approx(0.1)
+    always_big = replay(samples, small, big, 2.0)
+    assert always_big.accuracy == 1.0 and always_big.escalated == 1.0
+    assert always_big.mean_latency_s == pytest.approx(0.3)
+    c = replay(samples, small, big, 0.5)
+    assert c.escalated == 0.5 and c.accuracy == 1.0 and c.agree_big == 1.0
+    assert c.mean_latency_s == pytest.approx((0.1 + 0.4 + 0.1 + 0.4) / 4)
+    assert c.device_s == pytest.approx(4 * 0.05 + 2 * 0.2)
+    assert 0.0 <= c.ci_low <= c.accuracy <= c.ci_high <= 1.0
+
+
+def test_bootstrap_resamples_source_images_together() -> None:
+    from adbflow.flows.sweep import bootstrap_ci
+    lo, hi = bootstrap_ci({"a": [True] * 5, "b": [False] * 5})
+    assert lo == 0.0 and hi == 1.0      # two sources: a resample may hold either twice
+    assert bootstrap_ci({"a": [True], "b": [True]}) == (1.0, 1.0)
+
+
+def test_sweep_labels_file_is_untrusted(tmp_path) -> None:
+    from adbflow.errors import AdbflowError
+    from adbflow.flows.sweep import read_labels
+    (tmp_path / "ok.png").write_bytes(b"x")
+    (tmp_path / "labels.csv").write_text("file,class_index\nok.png,3\n../etc/passwd,1\n")
+    with pytest.raises(AdbflowError, match="labels.csv:3"):
+        read_labels(tmp_path)
+    (tmp_path / "labels.csv").write_text("file,class_index\nok.png,3\n")
+    assert read_labels(tmp_path) == [("ok.png", 3)]
+
+
+def test_cli_validate_names_the_problem(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from adbflow.cli.main import app
+    bad = _write(tmp_path, GOOD.replace("tau = 0.5", "tau = -1"))
+    res = CliRunner().invoke(app, ["flows", "validate", "cascade", bad])
+    assert res.exit_code != 0
+    assert isinstance(res.exception, FlowError) and "stages[1].gate.tau" in str(res.exception)
+    res = CliRunner().invoke(app, ["flows", "show", "cascade"])
+    assert res.exit_code == 0 and "strict-origin" in res.output
