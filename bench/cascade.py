@@ -30,7 +30,6 @@ from adbflow.runtime.stages import StageTimeouts  # noqa: E402
 from adbflow.scheduling.profiles import ProfileBook  # noqa: E402
 
 
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=Path, default=Path("/work/shared/images/imagenet_val20"))

@@ -7,6 +7,15 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from fleet_helpers import (
+    CHELSEA,
+    COFFEE,
+    cheap_profiles,
+    device,
+    healthy,  # noqa: F401 - a fixture, found by name
+    inventory,
+    module_fleet,
+)
 
 from adbflow.flows import load
 from adbflow.flows.model import Gate, GateKind
@@ -14,9 +23,6 @@ from adbflow.runtime.detect import PICTURES_DIR, NewPicture
 from adbflow.runtime.pipeline import Pipeline, PipelineConfig
 from adbflow.runtime.stages import REMOTE_IMAGE
 from adbflow.scheduling.profiles import ProfileBook
-
-from fleet_helpers import CHELSEA, COFFEE, cheap_profiles, device, inventory, module_fleet
-from fleet_helpers import healthy  # noqa: F401 - a fixture, found by name
 
 pytestmark = pytest.mark.fleet
 

@@ -24,8 +24,9 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from adbflow.errors import JobError
 from adbflow.scheduling.bids import Bid
