@@ -101,3 +101,26 @@ def test_cascade_end_to_end(healthy, tmp_path) -> None:
     finally:
         p.stop_event.set()
         p.close()
+
+
+def test_filter_flow_story_only_for_animals(healthy, tmp_path) -> None:
+    fleet = healthy
+    origin = fleet.serials[0]
+    book = ProfileBook.load(cheap_profiles(tmp_path / "profiles"))
+    p = Pipeline(PipelineConfig(data_dir=tmp_path / "data", retry_wait_s=0.2),
+                 inventory(fleet), profiles=book, flow=load.load("filter"))
+    try:
+        done = {}
+        for image, name in ((CHELSEA, "cat.png"), (COFFEE, "cup.png")):
+            job_id, _ = p.add_device_picture(_picture(fleet, origin, image, name))
+            job = p.process(job_id)
+            assert job.state == "done", job.error
+            done[name] = job.result
+        cat, cup = done["cat.png"], done["cup.png"]
+        assert cat["stages"]["story"]["ran"] and cat["story"].strip()
+        assert cat["stages"]["classify"]["model"] == "lite0-int8"
+        assert not cup["stages"]["story"]["ran"] and cup["story"] == ""
+        assert "not in animals" in cup["stages"]["story"]["gate"]["reason"]
+    finally:
+        p.stop_event.set()
+        p.close()

@@ -168,6 +168,11 @@ class FlowRunner:
                 detail = dict(won.decision.detail)
                 profile = p.profiles.for_model(won.bid.model)
                 model = profile.model(detail["model"])
+                if model is not None:
+                    # later decisions cost this queued task as the chosen variant (one
+                    # reference swap: Inflight reads award.task under its lock)
+                    won.award.task = replace(won.award.task,
+                                             prior_s=model.ms(profile.timing) / 1000.0)
                 if model is None:   # the profile changed under us: a device-side problem
                     raise JobError(f"{won.serial}: profile {profile.name} lost model "
                                    f"{detail['model']!r}")
