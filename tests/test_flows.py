@@ -294,3 +294,80 @@ def test_cli_validate_names_the_problem(tmp_path) -> None:
     assert isinstance(res.exception, FlowError) and "stages[1].gate.tau" in str(res.exception)
     res = CliRunner().invoke(app, ["flows", "show", "cascade"])
     assert res.exit_code == 0 and "strict-origin" in res.output
+
+
+# ------------------------------------------------------------------ engine with fakes
+
+def _pictures(tmp_path, n: int):
+    from adbflow.paths import ASSETS_DIR
+    data = (ASSETS_DIR / "chelsea.png").read_bytes()
+    out = []
+    for i in range(n):
+        f = tmp_path / f"in{i}.png"
+        f.write_bytes(data)
+        out.append(f)
+    return out
+
+
+def _fake_pipeline(tmp_path, flow, book):
+    import sys
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from pipeline_fakes import FakeBidder, FakeDevice, FakeInventory
+
+    from adbflow.runtime.pipeline import Pipeline, PipelineConfig
+    devs = [FakeDevice("dev1"), FakeDevice("dev2")]
+    cfg = PipelineConfig(data_dir=tmp_path / "data", retry_wait_s=0.01, device_wait_s=0.2,
+                         use_inotify=False)
+    events: list = []
+    p = Pipeline(cfg, FakeInventory(devs), bidder=FakeBidder({"dev1": 5.0, "dev2": 50.0}),
+                 profiles=book, flow=flow, on_event=events.append)
+    return p, devs, events
+
+
+def test_default_flow_keeps_the_pipelines_own_journal_rows(tmp_path, book) -> None:
+    p, _devs, _ = _fake_pipeline(tmp_path, load.load("classify-story"), book)
+    try:
+        assert p.flow_runner is None
+        job = p.run_image(_pictures(tmp_path, 1)[0])
+        assert job.state == "done", job.error
+        assert {a.stage for a in p.journal.attempts(job.id)} == {"ingest", "classify",
+                                                                 "generate"}
+        assert "flow" not in job.result and job.result["devices"]["classify"]
+    finally:
+        p.close()
+
+
+def test_drift_raises_an_event_and_switches_to_the_big_model(tmp_path, book) -> None:
+    from adbflow.runtime.events import DriftChanged, GateDecided
+    small = Stage("small", Run.CLASSIFY, model=ModelAsk(name="lite0-int8"))
+    big = Stage("big", Run.CLASSIFY, model=ModelAsk(min_accuracy=0.86),
+                gate=Gate(GateKind.ESCALATE, on="small", tau=0.5))
+    flow = Flow("drifty", (small, big), drift=Drift(on="small", window=2, level=0.7))
+    p, devs, events = _fake_pipeline(tmp_path, flow, book)
+    try:
+        jobs = [p.run_image(f) for f in _pictures(tmp_path, 3)]   # fake top-1: 0.61
+        assert all(j.state == "done" for j in jobs), [j.error for j in jobs]
+        # the window (this picture included) is full and low from the 2nd picture on
+        ran_big = [j.result["stages"]["big"]["ran"] for j in jobs]
+        assert ran_big == [False, True, True]
+        assert "confident" in jobs[0].result["stages"]["big"]["gate"]["reason"]
+        assert "drift" in jobs[2].result["stages"]["big"]["gate"]["reason"]
+        drift = [e for e in events if isinstance(e, DriftChanged)]
+        assert [(e.stage, e.state) for e in drift] == [("small", "raised")]
+        assert sum(isinstance(e, GateDecided) for e in events) == 3
+        # the big model ran with its own file and input size on the device
+        runs = [c for d in devs for c in d.calls if c[0].endswith("label_image")]
+        models = [c[c.index("-m") + 1] for c in runs]
+        assert models.count("/data/local/tmp/efficientnet_lite2.tflite") == 2
+        assert models.count("/data/local/tmp/efficientnet_lite0_int8.tflite") == 3
+    finally:
+        p.close()
+
+
+def test_strict_origin_rejects_laptop_pictures_with_the_reason(tmp_path, book) -> None:
+    p, _devs, _ = _fake_pipeline(tmp_path, load.load("cascade"), book)
+    try:
+        job = p.run_image(_pictures(tmp_path, 1)[0])
+        assert job.state == "failed" and "strict" in (job.error or "")
+    finally:
+        p.close()

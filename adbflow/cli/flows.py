@@ -129,9 +129,10 @@ def format_rows(rows) -> str:
     return tabulate([[name(r.tau), r.n, f"{100 * r.escalated:.0f}%",
                       f"{r.accuracy:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]",
                       f"{r.agree_big:.3f}", f"{r.mean_latency_s * 1000:.0f}",
-                      f"{r.p95_latency_s * 1000:.0f}", f"{r.device_s:.2f}"] for r in rows],
+                      f"{r.p95_latency_s * 1000:.0f}", f"{r.mean_model_s * 1000:.0f}",
+                      f"{r.device_s:.2f}"] for r in rows],
                     headers=["run", "n", "escalated", "top-1 [95% CI]", "agree big",
-                             "mean ms", "p95 ms", "device s"])
+                             "mean ms", "p95 ms", "model ms", "device s"])
 
 
 def register(app: typer.Typer) -> None:

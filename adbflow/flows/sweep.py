@@ -47,7 +47,8 @@ class Outcome:
     conf: float
     margin: float
     latency_s: float      # convert + push + run, as measured
-    device_s: float       # run time on the device
+    device_s: float       # run time on the device (the run call: process start included)
+    model_s: float = 0.0  # label_image's own "average time" (the inference alone)
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class Row:
     mean_latency_s: float
     p95_latency_s: float
     device_s: float
+    mean_model_s: float = 0.0   # inference alone per input (label_image's average time)
 
 
 def read_labels(folder: Path) -> list[tuple[str, int]]:
@@ -117,7 +119,8 @@ def outcome_of(output: dict[str, Any], latency_s: float) -> Outcome:
     """An Outcome from a classify output (classify_on's dict)."""
     labels = output.get("labels") or []
     t1, t2, idx = top2(labels)
-    return Outcome(idx, t1, t1 - t2, latency_s, float(output.get("run_s") or 0.0))
+    return Outcome(idx, t1, t1 - t2, latency_s, float(output.get("run_s") or 0.0),
+                   float(output.get("avg_ms") or 0.0) / 1000.0)
 
 
 def bootstrap_ci(correct_by_source: dict[str, list[bool]], *, reps: int = 2000,
@@ -147,25 +150,27 @@ def replay(samples: Sequence[Sample], small: Sequence[Outcome], big: Sequence[Ou
            tau: float, *, margin: float = 0.0) -> Row:
     """The cascade at `tau` (tau 0 = always small, tau > 1 = always big) from measurements."""
     correct: dict[str, list[bool]] = {}
-    lat, dev, esc, agree = [], [], 0, 0
+    lat, dev, mod, esc, agree = [], [], [], 0, 0
     for smp, s, b in zip(samples, small, big, strict=True):
         up = tau > 1.0 or s.conf < tau or (margin > 0 and s.margin < margin)
         if tau > 1.0:          # always big: the small model is not run at all
-            final, t, d = b.top1, b.latency_s, b.device_s
+            final, t, d, m = b.top1, b.latency_s, b.device_s, b.model_s
         elif up:
             final, t, d = b.top1, s.latency_s + b.latency_s, s.device_s + b.device_s
+            m = s.model_s + b.model_s
         else:
-            final, t, d = s.top1, s.latency_s, s.device_s
+            final, t, d, m = s.top1, s.latency_s, s.device_s, s.model_s
         esc += int(up)
         agree += int(final == b.top1)
         correct.setdefault(smp.source, []).append(final == smp.label)
         lat.append(t)
         dev.append(d)
+        mod.append(m)
     n = len(samples)
     acc = sum(c for g in correct.values() for c in g) / n
     lo, hi = bootstrap_ci(correct)
     return Row(tau, n, esc / n, acc, lo, hi, agree / n, statistics.fmean(lat), _p95(lat),
-               sum(dev))
+               sum(dev), statistics.fmean(mod))
 
 
 Classify = Callable[[Sample, str], tuple[dict[str, Any], float]]
