@@ -57,24 +57,25 @@ def decide(gate: Gate, ran: Sequence[tuple[str, Mapping[str, Any]]], *,
         return GateDecision(False, gate.kind.value, gate.on, f"{gate.on} did not run")
     name, out = src
     t1, t2, label = top2(out.get("labels") or [])
-    base = {"kind": gate.kind.value, "on": name, "top1": round(t1, 4), "top2": round(t2, 4),
-            "label": label}
+
+    def made(run: bool, reason: str) -> GateDecision:
+        return GateDecision(run, gate.kind.value, name, reason, round(t1, 4), round(t2, 4),
+                            label)
+
     if gate.kind is GateKind.ESCALATE:
         if drifting:
-            return GateDecision(True, reason="drift: confidence window below level", **base)
+            return made(True, "drift: confidence window below level")
         if t1 < gate.tau:
-            return GateDecision(True, reason=f"top-1 {t1:.3f} < tau {gate.tau:g}", **base)
+            return made(True, f"top-1 {t1:.3f} < tau {gate.tau:g}")
         if gate.margin and t1 - t2 < gate.margin:
-            return GateDecision(True, reason=f"margin {t1 - t2:.3f} < {gate.margin:g}", **base)
-        return GateDecision(False, reason=f"confident: top-1 {t1:.3f} >= tau {gate.tau:g}",
-                            **base)
+            return made(True, f"margin {t1 - t2:.3f} < {gate.margin:g}")
+        return made(False, f"confident: top-1 {t1:.3f} >= tau {gate.tau:g}")
     if gate.kind is GateKind.FILTER:
         ok = label is not None and label in set(gate.labels)
         what = gate.label_set or f"{len(gate.labels)} labels"
-        return GateDecision(ok, reason=f"label {label} {'in' if ok else 'not in'} {what}", **base)
+        return made(ok, f"label {label} {'in' if ok else 'not in'} {what}")
     ok = t1 >= gate.min_confidence
-    return GateDecision(ok, reason=f"top-1 {t1:.3f} {'>=' if ok else '<'} "
-                                   f"{gate.min_confidence:g}", **base)
+    return made(ok, f"top-1 {t1:.3f} {'>=' if ok else '<'} {gate.min_confidence:g}")
 
 
 @dataclass

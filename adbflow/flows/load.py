@@ -91,7 +91,8 @@ class _Table:
     def __init__(self, data: Any, where: str, src: str) -> None:
         if not isinstance(data, dict):
             raise FlowError(f"{src}: {where}: expected a table")
-        self.data, self.where, self.src, self.used = data, where, src, set()
+        self.data, self.where, self.src = data, where, src
+        self.used: set[str] = set()
 
     def _path(self, key: str) -> str:
         return f"{self.where}.{key}" if self.where else key
@@ -105,7 +106,7 @@ class _Table:
             raise FlowError(f"{self.src}: {self._path(key)}: expected {_kind(kind)}, got {val!r}")
         if not isinstance(val, kind):
             raise FlowError(f"{self.src}: {self._path(key)}: expected {_kind(kind)}, got {val!r}")
-        return float(val) if kind == (int, float) else val
+        return float(val) if kind == (int, float) and isinstance(val, (int, float)) else val
 
     def enum(self, key: str, cls: Any, default: Any) -> Any:
         val = self.get(key, str)

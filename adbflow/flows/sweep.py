@@ -180,7 +180,8 @@ def measure(samples: Sequence[Sample], classify: Classify, small: str, big: str,
             progress: Callable[[str], None] = lambda s: None
             ) -> tuple[list[Outcome], list[Outcome]]:
     """Run both models on every sample through `classify(sample, model) -> (output, s)`."""
-    outs_s, outs_b = [], []
+    outs_s: list[Outcome] = []
+    outs_b: list[Outcome] = []
     for i, smp in enumerate(samples):
         for model, acc in ((small, outs_s), (big, outs_b)):
             out, seconds = classify(smp, model)
