@@ -368,6 +368,8 @@ def dump_profile(profile: DeviceProfile) -> str:
     lines += [""] + _table("timing", profile.timing)
     for cname in sorted(profile.classes):
         lines += [""] + _table(f"classes.{cname}", profile.classes[cname])
+    for spec in profile.models:
+        lines += [""] + ["[[models]]"] + _table("models", spec)[1:]
     for m in profile.measurements:
         lines += ["", "[[measurements]]"]
         lines += [f"{k} = {_toml_value(v)}" for k, v in m.items()]
