@@ -200,8 +200,9 @@ class FlowRunner:
         p = self.p
 
         def body(job: JobRecord, att: Attempt) -> dict[str, Any]:
-            src = gates.source_of(st.input if st.input != CLASSIFICATION else CLASSIFICATION,
-                                  self._ran(outputs))
+            # the named classify stage, else (it was gated off) the latest classification
+            src = (gates.source_of(st.input, self._ran(outputs))
+                   or gates.source_of(CLASSIFICATION, self._ran(outputs)))
             labels = (src[1].get("labels") if src else None) or []
             prompt = build_prompt(labels)
             task = Task("generate", input_bytes=len(prompt.encode()), output_bytes=2048,
