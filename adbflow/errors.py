@@ -188,3 +188,9 @@ class JobError(AdbflowError):
 def _short(cmd: str, limit: int = 160) -> str:
     cmd = cmd.replace("\n", "\\n")
     return cmd if len(cmd) <= limit else cmd[:limit] + "..."
+
+
+class FlowError(AdbflowError):
+    """A flow file or flow object is invalid, names an unknown model, or asks for a placement
+    no known device can ever satisfy. The message names the file and the key path
+    (`stages[1].gate.tau`) or the TOML line."""

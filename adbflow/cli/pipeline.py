@@ -89,6 +89,19 @@ def _print_json(journal: Journal, job_ids: list[int]) -> None:
             typer.echo(json.dumps(job_document(journal, jid), ensure_ascii=False))
 
 
+FlowOpt = Annotated[Optional[str], typer.Option(
+    "--flow", metavar="NAME|PATH", help="Run a flow (see `adbflow flows list`): a shipped "
+    "name or a .toml path. Default: classify-story (today's pipeline).")]
+
+
+def _flow(name: str | None):
+    """The flow to run (None: the pipeline's own default path)."""
+    if name is None:
+        return None
+    from adbflow.flows import load
+    return load.load(name)
+
+
 # ------------------------------------------------------------------ commands
 
 def watch_cmd(
@@ -115,13 +128,15 @@ def watch_cmd(
     max_bytes: MaxBytes = _DEFAULT.max_bytes,
     classify_timeout: ClassifyTimeout = _TIMEOUTS.classify_s,
     generate_timeout: GenerateTimeout = _TIMEOUTS.generate_s,
+    flow: FlowOpt = None,
 ) -> None:
     """Watch every device's Pictures folder; classify each new picture and write a story."""
     cfg = _config(data_dir, policy, attempts, concurrency, max_bytes, classify_timeout,
                   generate_timeout, use_inotify=not no_inotify,
                   pictures_dir=_check_dir(pictures_dir))
+    chosen = _flow(flow)
     view = LiveView(json_out=json_out, live=not once)
-    pipe = Pipeline(cfg, _inventory(adb_server, serial), on_event=view)
+    pipe = Pipeline(cfg, _inventory(adb_server, serial), on_event=view, flow=chosen)
     try:
         with view:
             ids = pipe.watch(once=once, backlog=backlog, poll_s=poll, max_wait_s=max_wait)
@@ -151,12 +166,14 @@ def run_cmd(
     max_bytes: MaxBytes = _DEFAULT.max_bytes,
     classify_timeout: ClassifyTimeout = _TIMEOUTS.classify_s,
     generate_timeout: GenerateTimeout = _TIMEOUTS.generate_s,
+    flow: FlowOpt = None,
 ) -> None:
     """Push one laptop picture through classify + generate (no pull). A picture already
     processed (same path, size, mtime) is not processed again: its result is shown."""
     cfg = _config(data_dir, policy, attempts, 1, max_bytes, classify_timeout, generate_timeout)
+    chosen = _flow(flow)
     view = LiveView(json_out=json_out, live=False)
-    pipe = Pipeline(cfg, _inventory(adb_server, serial), on_event=view)
+    pipe = Pipeline(cfg, _inventory(adb_server, serial), on_event=view, flow=chosen)
     try:
         job_id, created = pipe.add_laptop_image(image)
         if not created:

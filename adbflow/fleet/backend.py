@@ -272,7 +272,7 @@ class NamespaceBackend:
             "serial": self.serial,
             "virtual": True,
             "profile": {"name": p.name, "ncores": p.ncores, "classify_ms": p.classify_ms,
-                        "llm_tok_s": p.llm_tok_s, "soc": p.soc},
+                        "llm_tok_s": p.llm_tok_s, "soc": p.soc, "model_ms": p.model_ms()},
             "load": {"background_pct": p.background_load, "set_load_pct": self._load_pct,
                      "other_load_pct": other, "contention_factor": contention_factor(other)},
             "faults": self.faults.to_json(),

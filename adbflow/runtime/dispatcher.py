@@ -133,10 +133,11 @@ class Dispatcher:
         self._slots_lock = threading.Lock()
 
     def bid(self, task: Task, stage: str, excluded: set[str],
-            claim: Callable[[str, list[str]], None]) -> Won:
+            claim: Callable[[str, list[str]], None], *, policy: Any = None) -> Won:
         """Bid rounds until a reachable device wins; `claim(winner, held)` records the
         winner (journal) before the BidRound event goes out. Raises NoDevice after
-        `device_wait_s`, Interrupted when stopping."""
+        `device_wait_s`, Interrupted when stopping. `policy` overrides the pipeline's for
+        this stage (a flow's model selector)."""
         deadline = time.monotonic() + self.device_wait_s
         while True:
             t0 = time.monotonic()
@@ -145,7 +146,7 @@ class Dispatcher:
             bids = self.bidder.gather(devices) if devices else []
             award = self.inflight.decide_and_add(
                 task, bids, self.board.table(), time.time(), eligible=set(by_serial),
-                excluded=excluded, policy=self.policy, profiles=self.profiles,
+                excluded=excluded, policy=policy or self.policy, profiles=self.profiles,
                 service_times=self.service_times)
             self.board.release(award.released, "healthy bid")
             winner = award.winner

@@ -113,7 +113,7 @@ class Pipeline:
     def __init__(self, config: PipelineConfig, inventory: Any, *, bidder: Any = None,
                  profiles: Any = None, policy: Any = None, journal: Journal | None = None,
                  service_times: Any = None,
-                 on_event: Callable[[Event], None] | None = None) -> None:
+                 on_event: Callable[[Event], None] | None = None, flow: Any = None) -> None:
         self.config = config
         self.data_dir = Path(config.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -147,6 +147,13 @@ class Pipeline:
         self.jobs = JobRunner(self.process, concurrency=config.concurrency,
                               stop=self.stop_event)
         self.lock = DataDirLock(self.data_dir)
+        # a non-default flow (adbflow.flows) runs through the flow engine; the default
+        # `classify-story` keeps this module's own path (journal rows unchanged)
+        self.flow = flow
+        self.flow_runner: Any = None
+        if flow is not None and not flow.is_default:
+            from adbflow.runtime.flow_engine import FlowRunner
+            self.flow_runner = FlowRunner(self, flow)
 
     # ------------------------------------------------------------------ plumbing
     @property
@@ -218,6 +225,8 @@ class Pipeline:
 
     def process(self, job_id: int) -> JobRecord:
         """Run every stage of the job that has no committed result; record the outcome."""
+        if self.flow_runner is not None:
+            return self.flow_runner.process(job_id)
         job = self.journal.job(job_id)
         if job.state in FINAL_STATES:
             return job
