@@ -7,7 +7,7 @@ model's accuracy at a fraction of its latency. Two midrange_2023 devices: int8 E
 on the picture's phone, EfficientNet-Lite2 on the other (real models on the host CPU, latency
 padded to the class's published-phone speed: simulated, see adbflow/fleet/profile.py). Each model
 runs once per input through adb (convert + push + label_image, measured end to end); every tau
-is replayed from those runs (adbflow/flows/sweep.py), so the three rows see the same inputs.
+is replayed from those runs (adbflow/runtime/sweep.py), so the three rows see the same inputs.
 Inputs: ../shared/images/imagenet_val20 (20 third-party ImageNet validation images, not shipped
 in this repo; see its SOURCE.md) plus `augment` random crops/flips each, fixed seed.
 "model ms" is label_image's own average time (the inference, padded to the class's simulated
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import devices_of, fleet_up  # noqa: E402
 
 from adbflow.cli.flows import format_rows  # noqa: E402
-from adbflow.flows import sweep  # noqa: E402
+from adbflow.runtime import sweep  # noqa: E402
 from adbflow.runtime.stages import StageTimeouts  # noqa: E402
 from adbflow.scheduling.profiles import ProfileBook  # noqa: E402
 

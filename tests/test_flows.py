@@ -246,7 +246,7 @@ def test_ask_of_a_flow_stage() -> None:
 # ------------------------------------------------------------------ sweep (pure parts)
 
 def test_replay_counts_escalations_accuracy_and_latency(tmp_path) -> None:
-    from adbflow.flows.sweep import Outcome, Sample, replay
+    from adbflow.runtime.sweep import Outcome, Sample, replay
     samples = [Sample("a", 0, 1, tmp_path), Sample("a", 1, 1, tmp_path),
                Sample("b", 0, 2, tmp_path), Sample("c", 0, 3, tmp_path)]
     small = [Outcome(1, 0.9, 0.8, 0.1, 0.05), Outcome(9, 0.3, 0.1, 0.1, 0.05),
@@ -267,7 +267,7 @@ def test_replay_counts_escalations_accuracy_and_latency(tmp_path) -> None:
 
 
 def test_bootstrap_resamples_source_images_together() -> None:
-    from adbflow.flows.sweep import bootstrap_ci
+    from adbflow.runtime.sweep import bootstrap_ci
     lo, hi = bootstrap_ci({"a": [True] * 5, "b": [False] * 5})
     assert lo == 0.0 and hi == 1.0      # two sources: a resample may hold either twice
     assert bootstrap_ci({"a": [True], "b": [True]}) == (1.0, 1.0)
@@ -275,7 +275,7 @@ def test_bootstrap_resamples_source_images_together() -> None:
 
 def test_sweep_labels_file_is_untrusted(tmp_path) -> None:
     from adbflow.errors import AdbflowError
-    from adbflow.flows.sweep import read_labels
+    from adbflow.runtime.sweep import read_labels
     (tmp_path / "ok.png").write_bytes(b"x")
     (tmp_path / "labels.csv").write_text("file,class_index\nok.png,3\n../etc/passwd,1\n")
     with pytest.raises(AdbflowError, match="labels.csv:3"):

@@ -92,9 +92,9 @@ def sweep_cmd(
 ) -> None:
     """Sweep a small->big cascade over labelled images on phones: the small model on the
     first device (the picture's phone), the big one on the second; every tau is replayed
-    from one measured run of each model per image (see adbflow/flows/sweep.py)."""
+    from one measured run of each model per image (see adbflow/runtime/sweep.py)."""
     from adbflow.cli.pipeline import _inventory
-    from adbflow.flows import sweep
+    from adbflow.runtime import sweep
     from adbflow.runtime.stages import StageTimeouts
     try:
         taus = [float(x) for x in tau.split(",") if x.strip()]
