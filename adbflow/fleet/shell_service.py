@@ -125,7 +125,7 @@ def parse_window_size(payload: bytes) -> tuple[int, int, int, int] | None:
         return None
 
 
-def _signal_group(proc, sig: int) -> None:  # type: ignore[no-untyped-def]
+def _signal_group(proc: Any, sig: int) -> None:
     """Signal the command's process group: through the device's spawner (DeviceProcess
     .killpg) or, for an asyncio Process (nsenter fallback, test backends), os.killpg."""
     killpg = getattr(proc, "killpg", None)
@@ -138,7 +138,7 @@ def _signal_group(proc, sig: int) -> None:  # type: ignore[no-untyped-def]
         pass
 
 
-def kill_process_group(proc) -> None:  # type: ignore[no-untyped-def]
+def kill_process_group(proc: Any) -> None:
     """SIGHUP the command's process group now, SIGKILL it shortly after (in background)."""
     _signal_group(proc, signal.SIGHUP)
 
@@ -187,9 +187,14 @@ class _PtyIO:
             except BlockingIOError:
                 await self._wait(self.loop.add_writer, self.loop.remove_writer)
 
-    async def _wait(self, add, remove) -> None:  # type: ignore[no-untyped-def]
-        fut = self.loop.create_future()
-        add(self.fd, lambda: fut.done() or fut.set_result(None))
+    async def _wait(self, add: Any, remove: Any) -> None:
+        fut: asyncio.Future[None] = self.loop.create_future()
+
+        def ready() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        add(self.fd, ready)
         try:
             await fut
         finally:

@@ -7,13 +7,14 @@ ImageNet class indices (profiles/flows/labels/NAME.txt, `#` comments, `a-b` rang
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
-try:  # Python 3.11+
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 from adbflow.errors import FlowError
 from adbflow.flows.model import (

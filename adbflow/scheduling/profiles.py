@@ -25,14 +25,15 @@ import copy
 import fnmatch
 import math
 import re
+import sys
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-try:  # Python 3.11+
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 from adbflow.errors import ProfileError
 from adbflow.paths import PROFILES_DIR
@@ -104,7 +105,7 @@ class ModelSpec:
     accuracy: float = 0.0
     speed_x: float = 1.0
 
-    def ms(self, timing: "Timing") -> float:
+    def ms(self, timing: Timing) -> float:
         return timing.classify_ms * self.speed_x
 
 
@@ -358,7 +359,7 @@ def _table(title: str, obj: Any) -> list[str]:
 
 def dump_profile(profile: DeviceProfile) -> str:
     """TOML text for a profile (what the benchmark writes); loads back to an equal profile."""
-    lines = [f"# Written by benchmark_label_image; edit freely, keep the keys.",
+    lines = ["# Written by benchmark_label_image; edit freely, keep the keys.",
              f"name = {_toml_value(profile.name)}"]
     if profile.description:
         lines.append(f"description = {_toml_value(profile.description)}")
