@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from adbflow.errors import FleetError
-from adbflow.fleet import rootfs
+from adbflow.fleet import clock, rootfs
 from adbflow.fleet.faults import FaultState
 from adbflow.fleet.framework import FrameworkServer
 from adbflow.fleet.loadmodel import DeviceLoad, LoadTicker, contention_factor
@@ -158,6 +158,7 @@ class NamespaceBackend:
         """The environment adbd gives a shell, plus what the caller asks for (e.g. TERM)."""
         out = dict(rootfs.DEVICE_ENV)
         out["ANDROID_SERIAL"] = self.serial
+        out.update(clock.clock_env(clock.skew_from_faults(self.faults)))  # injected RTC error
         if env:
             out.update({str(k): str(v) for k, v in env.items()})
         return out
@@ -262,6 +263,7 @@ class NamespaceBackend:
         """Replace (or just re-publish) the fault switches; programs see them at next start."""
         if faults is not None:
             self.faults = faults
+        clock.rebase(self.faults)
         self.write_state()
 
     def state(self) -> dict[str, Any]:

@@ -33,6 +33,11 @@ class FaultState:
     transport_delay_s: float = 0.0  # extra delay before each reply packet
     storage_full: bool = False     # sync SEND fails with "No space left on device"
     programs: dict[str, ProgramFault] = field(default_factory=dict)  # key: program name
+    # simulated RTC error (fleet/clock.py): wall clock ahead by clock_offset_s at host time
+    # clock_ref (set when injected), gaining clock_drift_ppm µs per second after that
+    clock_offset_s: float = 0.0
+    clock_drift_ppm: float = 0.0
+    clock_ref: float = 0.0
 
     def program(self, name: str) -> ProgramFault:
         return self.programs.get(name, ProgramFault())

@@ -365,6 +365,8 @@ class FleetHost:
         known = {f.name for f in dataclasses.fields(FaultState)} - {"programs"}
         program = fields.pop("program", None)
         prog_fields = {k: fields.pop(k) for k in ("mode", "exit_code", "message") if k in fields}
+        if {"clock_offset_s", "clock_drift_ppm"} & fields.keys():
+            fields.setdefault("clock_ref", 0.0)  # a new skew starts now (backend rebases)
         for key, value in fields.items():
             if key not in known:
                 raise FleetError(f"unknown fault {key!r}", hint="one of: " + ", ".join(sorted(known)))
