@@ -8,15 +8,21 @@ gettimeofday inside unmodified binaries. A wrapper script could shift `date` but
 shell builtin; Linux time namespaces (time_namespaces(7)) offset only CLOCK_MONOTONIC and
 CLOCK_BOOTTIME, not CLOCK_REALTIME. An LD_PRELOAD library is the only way to shift the wall
 clock of every device process at once, exactly like a phone whose RTC is off, and
-libfaketime is the maintained one. CLOCK_MONOTONIC stays real
-(FAKETIME_DONT_FAKE_MONOTONIC=1): a phone's offset affects its wall clock, not its
-monotonic time.
+libfaketime is the maintained one. CLOCK_MONOTONIC is faked too (shifted, and running
+at the same rate): on a phone both clocks come from one oscillator, so a fast crystal
+speeds both; and with FAKETIME_DONT_FAKE_MONOTONIC=1 libfaketime 0.9.10 turns Python's
+absolute-deadline time.sleep (clock_nanosleep TIMER_ABSTIME) into EINVAL, which killed
+the stand-in programs.
 
 Continuity: libfaketime applies its rate (`xR`) from the start of each process, so every
 spawned command gets the offset the device clock has *at spawn time* plus the rate:
 fake(t) = t + offset(t_spawn) + (R - 1)(t - t_spawn) = t + offset(t) — one continuous clock
 for all processes (children of a long-lived shell restart the rate from their own start:
 an error of drift x shell age, nanoseconds for the shells adbflow keeps open).
+
+Shared memory: libfaketime 0.9.10 (Debian 12) keeps a small shm object per process,
+named by pid; device pids repeat across pid namespaces, so each device gets a private
+tmpfs /dev/shm (namespace.py). FAKETIME_DISABLE_SHM=1 turns it off in newer releases.
 
 Simulation is said plainly: this is a simulated RTC error, the host's clock is the truth.
 """
@@ -100,4 +106,4 @@ def clock_env(skew: ClockSkew, now: float | None = None) -> dict[str, str]:
         raise FleetError("a device clock offset was injected but libfaketime is not installed",
                          hint="apt-get install -y faketime libfaketime (or clear the clock fault)")
     return {"LD_PRELOAD": lib, "FAKETIME": skew.faketime_value(time.time() if now is None else now),
-            "FAKETIME_DONT_FAKE_MONOTONIC": "1", "FAKETIME_DISABLE_SHM": "1"}
+            "FAKETIME_DISABLE_SHM": "1"}

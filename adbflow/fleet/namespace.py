@@ -78,6 +78,10 @@ def holder_script(root: Path, binds: list[Bind], *, userns: bool) -> str:
     for b in early:
         emit(b)
     lines.append(f"mount -t proc -o nosuid,nodev,noexec proc {r}/proc")
+    # a private /dev/shm: libfaketime (fleet/clock.py) keeps per-process shm named by pid,
+    # and pids repeat across device pid namespaces; never share (or leak) the host's
+    lines.append(f"mount -t tmpfs -o nosuid,nodev,size=4m,mode=1777 tmpfs {r}/dev/shm "
+                 "2>/dev/null || true")
     for b in proc_binds:
         emit(b)
     for b in late:

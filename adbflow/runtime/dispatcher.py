@@ -104,6 +104,8 @@ class Won:
     bid: Bid
     decision: Decision
     bid_s: float
+    probes: tuple[dict[str, Any], ...] = ()   # every device's probe of that round (traces)
+    ended: float = 0.0                         # laptop wall clock when the round was decided
 
     @property
     def serial(self) -> str:
@@ -157,7 +159,9 @@ class Dispatcher:
                 self._emit(BidRound(stage=stage, winner=winner, reason=award.decision.reason,
                                     bids=[bid_summary(b) for b in bids],
                                     quarantined=award.held))
-                return Won(award, by_serial[winner], bid, award.decision, bid_s)
+                return Won(award, by_serial[winner], bid, award.decision, bid_s,
+                           tuple(probe_summary(b) for b in bids), time.time() - (
+                               time.monotonic() - t0 - bid_s))
             if time.monotonic() + NO_DEVICE_RETRY_S > deadline:
                 raise NoDevice(f"no eligible device for {stage}: {award.decision.reason}",
                                hint="check `adbflow devices`; all devices may be busy, "
@@ -185,6 +189,11 @@ class Dispatcher:
 
 
 # ---------------------------------------------------------------------- summaries
+
+def probe_summary(bid: Bid) -> dict[str, Any]:
+    """A bid as a trace needs it: when its probe ended (laptop clock) and how long it took."""
+    return {**bid_summary(bid), "probe_rtt_s": bid.probe_rtt_s, "timestamp": bid.timestamp}
+
 
 def bid_summary(bid: Bid) -> dict[str, Any]:
     """The part of a bid kept in events and job results (NaN load -> None)."""

@@ -96,6 +96,7 @@ class PipelineConfig:
     settle_s: float | None = SETTLE_S  # second look at a newly listed picture (None: next listing)
     # devices that time out / disconnect sit out the next jobs' bids (None: never)
     quarantine: QuarantineRules | None = field(default_factory=QuarantineRules)
+    trace: bool = True                # spans of each finished job -> DATA/traces (tracestore.py)
 
     @property
     def journal_path(self) -> Path:
@@ -113,7 +114,8 @@ class Pipeline:
     def __init__(self, config: PipelineConfig, inventory: Any, *, bidder: Any = None,
                  profiles: Any = None, policy: Any = None, journal: Journal | None = None,
                  service_times: Any = None,
-                 on_event: Callable[[Event], None] | None = None, flow: Any = None) -> None:
+                 on_event: Callable[[Event], None] | None = None, flow: Any = None,
+                 tracer: Any = None) -> None:
         self.config = config
         self.data_dir = Path(config.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -133,6 +135,10 @@ class Pipeline:
         if service_times is None:
             service_times = ServiceTimes(config.journal_path)
         self.service_times = service_times
+        if tracer is None and config.trace:
+            from adbflow.runtime.tracestore import JobTracer
+            tracer = JobTracer(self.data_dir, inventory)
+        self.tracer = tracer
         self.emit = Emitter(on_event)
         self.stop_event = threading.Event()
         self.board = QuarantineBoard(config.quarantine, self.emit)
@@ -261,6 +267,8 @@ class Pipeline:
             log.error("job %s: %s\n%s", job_id, msg, traceback.format_exc())
             self.journal.finish_job(job_id, JobState.FAILED, error=msg)
             self.emit(JobFailed(job=job_id, error=msg))
+        if self.tracer is not None:   # spans of the finished job (advisory, never raises)
+            self.tracer.record(self.journal, job_id)
         return self.journal.job(job_id)
 
     def _write_story(self, job_id: int, result: Mapping[str, Any]) -> None:
