@@ -94,6 +94,7 @@ class NamespaceBackend:
                                  self.root_dir / "sys", self._device_proc_dir)
         self._model.set_load_pct = self._load_pct
         self._model.on_slow = self._check_state
+        self._apply_battery()
         self._model.tick()
         self.write_state()
         await self._holder.start()
@@ -264,7 +265,13 @@ class NamespaceBackend:
         if faults is not None:
             self.faults = faults
         clock.rebase(self.faults)
+        self._apply_battery()
         self.write_state()
+
+    def _apply_battery(self) -> None:
+        if self._model is not None:
+            quirks = frozenset(q.strip() for q in self.faults.battery_quirks.split(",") if q.strip())
+            self._model.set_battery(usb_online=bool(self.faults.battery_usb), quirks=quirks)
 
     def state(self) -> dict[str, Any]:
         """What the stand-in programs read from /vendor/etc/adbflow-virtual.json."""
@@ -296,6 +303,7 @@ class NamespaceBackend:
     def _check_state(self) -> None:
         """Called by the load ticker each second: pick up faults mutated in place."""
         if self.faults.to_json() != (self._written_state or {}).get("faults"):
+            self._apply_battery()
             self.write_state()
 
     def status(self) -> dict[str, Any]:

@@ -38,6 +38,9 @@ class FaultState:
     clock_offset_s: float = 0.0
     clock_drift_ppm: float = 0.0
     clock_ref: float = 0.0
+    # battery (fleet/battery.py): USB power plugged in; driver quirks "ma,reversed,frozen,mv"
+    battery_usb: bool = True
+    battery_quirks: str = ""
 
     def program(self, name: str) -> ProgramFault:
         return self.programs.get(name, ProgramFault())

@@ -449,6 +449,8 @@ class FleetHost:
             asyncio.get_running_loop().call_later(0.05, self.request_stop)
             return {"pid": os.getpid()}
         dev = self.device(str(req.get("serial")))
+        if op == "model":        # the simulation's own numbers (truth for tests: battery energy)
+            return dev.backend.status()
         if op == "load":
             pct = float(req["percent"])
             if not 0 <= pct <= 100:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from adbflow.fleet.battery import BatteryModel
+
 HZ = 100  # USER_HZ: /proc/stat counts in 1/100 s on Android kernels too
 # How busy time splits over user/nice/system/irq/softirq and idle time over idle/iowait
 # (ratios typical of an Android phone /proc/stat, e.g. the fixtures in tests/fixtures/proc_stat).
@@ -274,6 +276,7 @@ class DeviceLoad:
         self.loadavg = [0.0, 0.0, 0.0]
         self.temps = {z[0]: z[1] for z in THERMAL_ZONES}
         self.on_slow: Callable[[], None] | None = None  # e.g. backend republishes faults
+        self.battery = BatteryModel(level_pct=float(profile.battery_level))
         self._written: dict[str, str] = {}
         self._fds: dict[str, int] = {}
         self._sys_fds: dict[str, int] = {}
@@ -351,7 +354,24 @@ class DeviceLoad:
         self._put("cpuinfo", render_cpuinfo(p))
 
     def battery_status(self) -> str:
+        if not self.battery.usb_online:
+            return "Discharging"
         return "Full" if self.profile.battery_level >= 100 else "Charging"
+
+    def set_battery(self, *, usb_online: bool, quirks: frozenset[str]) -> None:
+        """Plug/unplug USB power and pick the driver quirks (fleet faults)."""
+        b = self.battery
+        if (b.usb_online, b.quirks) == (usb_online, quirks):
+            return
+        b.usb_online, b.quirks = usb_online, quirks
+        self._sys("class/power_supply/usb/online", "1\n" if usb_online else "0\n")
+        self._sys("class/power_supply/battery/status", self.battery_status() + "\n")
+
+    def write_battery(self) -> None:
+        """The fuel gauge's values (battery.py), each written when it changed."""
+        for name, value in self.battery.gauge.items():
+            if name != "capacity":      # the level stays the profile's (bids read it)
+                self._sys(f"class/power_supply/battery/{name}", f"{value}\n", keep=True)
 
     # -- model
     def other_load_pct(self) -> float:
@@ -366,6 +386,8 @@ class DeviceLoad:
         self.last_fast = now
         self.busy = busy_fraction(self.profile.background_load, self.set_load_pct,
                                   self.usage.cores, self.profile.ncores)
+        if self.battery.step(now, self.busy):
+            self.write_battery()
         self.times = advance_cpu_times(self.times, self.busy, dt)
         self.ctxt += dt * (800 + 9000 * self.busy) * self.profile.ncores
         self._put("stat", render_proc_stat(
@@ -413,15 +435,14 @@ class DeviceLoad:
                       f"{int(round(self.temps[ztype] * 10)) * 100}\n", keep=True)
         self._sys("class/power_supply/battery/temp", f"{int(self.temps['battery'] * 10)}\n",
                   keep=True)
-        self._sys("class/power_supply/battery/current_now",
-                  f"{-int(350000 + 1600000 * busy) // 10000 * 10000}\n", keep=True)
 
     def snapshot(self) -> dict[str, float]:
         """Numbers for the device state file and `fleet status`."""
         return {"busy_pct": round(self.busy * 100, 1), "set_load_pct": self.set_load_pct,
                 "background_pct": self.profile.background_load,
                 "own_cpu_cores": round(self.usage.cores, 3),
-                "skin_c": round(self.temps["skin-therm"], 1)}
+                "skin_c": round(self.temps["skin-therm"], 1),
+                **self.battery.snapshot(time.monotonic())}
 
 
 def render_cpuinfo(profile) -> str:

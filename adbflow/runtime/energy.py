@@ -1,0 +1,201 @@
+"""Energy of a piece of work from battery fuel-gauge samples (pure; sampling is in
+energymeter.py).
+
+Why so careful with the numbers: power_supply drivers disagree. current_now is µA on most
+phones but mA on some; its sign is + when charging on AOSP's convention and reversed on
+others; charge_counter (µAh) is frozen on some gauges; voltage_now is µV (mV on a few).
+Every guess below is flagged in the report, never used silently. The gauge reports an
+average over its update period, so a sample describes the half period before it: samples
+are shifted back by half the measured period before integrating. On USB power the battery
+only sees what the charger does not cover: the gross energy of the device is unknown
+then, and only the energy above the idle baseline (taken just before) is reported.
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+
+@dataclass(frozen=True)
+class PowerSample:
+    """One reading: laptop time it arrived, raw sysfs integers (None when unreadable)."""
+
+    t: float
+    current: int | None
+    voltage: int | None
+    counter: int | None
+    usb_online: bool | None = None
+    status: str = ""
+
+
+@dataclass(frozen=True)
+class Units:
+    current_a: float           # multiply raw current_now by this to get amperes ...
+    voltage_v: float           # ... raw voltage_now to volts
+    sign: int                  # +1: AOSP (+ = charging); -1: reversed driver
+    flags: tuple[str, ...] = ()
+
+
+@dataclass
+class EnergyReport:
+    """Energy of one window. gross_j: energy drawn from the battery (None on USB power),
+    net_j: above the idle baseline, baseline_w: idle power measured just before."""
+
+    seconds: float
+    gross_j: float | None
+    net_j: float | None
+    baseline_w: float | None
+    mean_w: float | None
+    counter_j: float | None            # the same from charge_counter (None when frozen)
+    gauge_period_s: float | None
+    sample_period_s: float | None
+    samples: int
+    usb_charging: bool
+    flags: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k, v in d.items():
+            if isinstance(v, float):
+                d[k] = round(v, 4)
+        return d
+
+
+def _median(xs: Sequence[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+def detect_units(samples: Sequence[PowerSample], baseline: Sequence[PowerSample] = ()
+                 ) -> Units:
+    """Scale and sign of the raw counters (pure). Flags every non-standard finding."""
+    flags: list[str] = []
+    cur = [abs(s.current) for s in samples if s.current is not None]
+    mc = _median(cur) or 0.0
+    if mc >= 10_000 or mc == 0:
+        ca = 1e-6
+    else:
+        ca = 1e-3
+        flags.append("current_now looks like mA (|median| %d < 10000): scaled x1000" % mc)
+    volts = [s.voltage for s in samples if s.voltage is not None and s.voltage > 0]
+    mv = _median(volts) or 0.0
+    if mv >= 100_000:
+        va = 1e-6
+    elif 1_000 <= mv <= 6_000:
+        va, _ = 1e-3, flags.append("voltage_now looks like mV: scaled x1000")
+    else:
+        va = 1e-6
+        flags.append(f"voltage_now implausible ({mv:g}): energy uses it as µV")
+    sign = 1
+    signed = [s.current for s in samples if s.current is not None]
+    unplugged = [s for s in samples if s.usb_online is False]
+    if unplugged and signed and len(unplugged) * 2 >= len(samples):
+        if statistics.median(signed) > 0:     # discharging on battery yet "charging" current
+            sign = -1
+            flags.append("current_now sign reversed (positive while discharging on battery)")
+    elif baseline and signed:
+        base = [s.current for s in baseline if s.current is not None]
+        if base and statistics.mean(signed) - statistics.mean(base) > 0.05 * max(1.0, mc):
+            sign = -1                          # more load made it *more* positive: reversed
+            flags.append("current_now sign reversed (load raised it)")
+    return Units(ca, va, sign, tuple(flags))
+
+
+def gauge_period(samples: Sequence[PowerSample]) -> float | None:
+    """Median time between gauge updates: changes of current, voltage or charge counter
+    (a steady load keeps current_now constant, the voltage and counter still move)."""
+    changes = [b.t for a, b in zip(samples, samples[1:])
+               if (b.current, b.voltage, b.counter) != (a.current, a.voltage, a.counter)]
+    gaps = [b - a for a, b in zip(changes, changes[1:]) if b > a]
+    return _median(gaps)
+
+
+def _power_w(s: PowerSample, u: Units) -> float | None:
+    """Power flowing OUT of the battery (W, >0 when discharging)."""
+    if s.current is None or s.voltage is None:
+        return None
+    return -(u.sign * s.current * u.current_a) * (s.voltage * u.voltage_v)
+
+
+def integrate(samples: Sequence[PowerSample], t0: float, t1: float, u: Units,
+              gauge_s: float = 0.0) -> float | None:
+    """∫ P dt over [t0, t1] from gauge readings.
+
+    A gauge value published at update time tu is the average over (tu - g, tu]; a value
+    that did not change across an update simply continues. So each new value holds from
+    (its update time - g) until (the next value's update time - g); the update time is
+    estimated as the midpoint between the two samples that saw the change."""
+    pts: list[tuple[float, float]] = []
+    prev: PowerSample | None = None
+    for smp in samples:
+        p = _power_w(smp, u)
+        if p is None:
+            continue
+        if prev is None:
+            pts.append((smp.t - gauge_s, p))
+        elif (smp.current, smp.voltage, smp.counter) != (prev.current, prev.voltage, prev.counter):
+            pts.append(((prev.t + smp.t) / 2 - gauge_s, p))
+        prev = smp
+    if not pts:
+        return None
+    total = 0.0
+    for i, (ta, pa) in enumerate(pts):
+        tb = pts[i + 1][0] if i + 1 < len(pts) else max(t1, ta)
+        lo, hi = max(ta, t0), min(tb, t1)
+        if hi > lo:
+            total += pa * (hi - lo)
+    if t0 < pts[0][0]:                 # before the first reading: hold it backwards
+        total += pts[0][1] * (min(pts[0][0], t1) - t0)
+    return total
+
+
+def counter_frozen(samples: Sequence[PowerSample], u: Units) -> bool:
+    """charge_counter never moved while current says ≥ 100 µAh went through."""
+    qs = [s.counter for s in samples if s.counter is not None]
+    if len(qs) < 2 or len(set(qs)) > 1:
+        return False
+    amp_s = sum(abs(s.current or 0) * u.current_a * (b.t - s.t) for s, b in zip(samples, samples[1:]))
+    return amp_s / 3.6 * 1000 >= 100       # A·s -> µAh
+
+
+def energy_report(baseline: Sequence[PowerSample], window: Sequence[PowerSample],
+                  t0: float, t1: float) -> EnergyReport:
+    """The energy of [t0, t1] from samples around it and a baseline just before."""
+    allsamples = sorted([*baseline, *window], key=lambda s: s.t)
+    u = detect_units(allsamples, baseline)
+    flags = list(u.flags)
+    period = gauge_period(allsamples)
+    lag = period or 0.0
+    gaps = [b.t - a.t for a, b in zip(window, window[1:])]
+    usb = any(s.usb_online for s in allsamples)
+    if usb:
+        flags.append("USB power: the charger feeds the load; gross energy unknown, "
+                     "net above the idle baseline reported")
+    if period is None:
+        flags.append("current_now never changed: frozen gauge or idle device")
+    inside = [s for s in window if t0 <= s.t <= t1 + lag]
+    gross = integrate(allsamples, t0, t1, u, lag)
+    base_w = None
+    if len(baseline) >= 2:
+        b0, b1 = baseline[0].t, baseline[-1].t
+        e = integrate(baseline, b0, b1, u, lag)
+        base_w = e / (b1 - b0) if e is not None and b1 > b0 else None
+    secs = t1 - t0
+    net = gross - base_w * secs if gross is not None and base_w is not None else None
+    frozen = counter_frozen(inside or window, u)
+    counter_j = None
+    if frozen:
+        flags.append("charge_counter frozen (did not move while current flowed): ignored")
+    else:
+        first = next((s for s in allsamples if s.t >= t0 - lag and s.counter is not None), None)
+        last = next((s for s in reversed(allsamples) if s.t <= t1 + lag and s.counter is not None), None)
+        volts = [s.voltage * u.voltage_v for s in inside if s.voltage]
+        if first and last and last.t > first.t and volts and first.counter is not None \
+                and last.counter is not None:
+            counter_j = (first.counter - last.counter) * 3.6e-3 * statistics.mean(volts)
+    return EnergyReport(seconds=secs, gross_j=None if usb else gross, net_j=net,
+                        baseline_w=base_w, mean_w=(gross / secs if gross is not None and secs > 0
+                                                   and not usb else None),
+                        counter_j=None if usb else counter_j, gauge_period_s=period,
+                        sample_period_s=_median(gaps), samples=len(allsamples),
+                        usb_charging=usb, flags=flags)
