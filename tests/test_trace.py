@@ -223,7 +223,7 @@ def test_a_real_job_traced_on_skewed_clocks_nests_after_correction(skewed_fleet,
     fleet.load(origin, 80)
 
     def on_event(ev: dict) -> None:
-        if ev["type"] == "watching":
+        if getattr(ev, "type", None) == "watching":
             fleet.snap(origin, CHELSEA, name="<script>trace.png")
 
     data = tmp_path / "data"
