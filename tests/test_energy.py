@@ -162,3 +162,57 @@ def test_usb_power_is_noted_on_the_fleet(battery_fleet):
     finally:
         battery_fleet.clear_faults(serial)
     assert rep.usb_charging and rep.gross_j is None and rep.net_j and rep.net_j > 0
+
+
+@pytest.mark.fleet
+def test_a_pipeline_job_stores_energy_per_stage_within_10_percent(battery_fleet, tmp_path,
+                                                                  monkeypatch):
+    """`adbflow run --energy`: each device stage attempt carries its energy in the journal,
+    `adbflow show` prints it, and it matches the model over the meter's own window."""
+    import os
+    import subprocess
+    import sys
+
+    from adbflow.device import AdbServer, Inventory
+    from adbflow.runtime import energymeter
+    from adbflow.runtime.pipeline import Pipeline, PipelineConfig
+    from fleet_helpers import CHELSEA, cheap_profiles
+
+    fleet = battery_fleet
+    serial = fleet.serials[0]
+    fleet.fault(serial, battery_usb=False)
+    truth: list[tuple[str, float]] = []
+    real_mark, real_stop = energymeter.EnergyMeter.mark_start, energymeter.EnergyMeter.stop
+
+    def mark(self):                       # test instrumentation: the model's truth at the
+        t = real_mark(self)               # meter's own window edges
+        truth.append(("start", fleet.call("model", serial=serial)["battery_energy_j"]))
+        return t
+
+    def stop(self):
+        truth.append(("stop", fleet.call("model", serial=serial)["battery_energy_j"]))
+        return real_stop(self)
+
+    monkeypatch.setattr(energymeter.EnergyMeter, "mark_start", mark)
+    monkeypatch.setattr(energymeter.EnergyMeter, "stop", stop)
+    data = tmp_path / "data"
+    p = Pipeline(PipelineConfig(data_dir=data, energy=True,
+                                profiles_dir=cheap_profiles(tmp_path / "profiles")),
+                 Inventory([AdbServer(port=fleet.adb_port)]))
+    try:
+        job = p.run_image(CHELSEA)
+        assert job.state == "done", job.error
+        atts = {a.stage: a for a in p.journal.attempts(job.id) if a.state == "done"}
+    finally:
+        p.close()
+        fleet.clear_faults(serial)
+    truths = [b[1] - a[1] for a, b in zip(truth[::2], truth[1::2])]
+    for stage, want in zip(("classify", "generate"), truths):
+        e = atts[stage].output["energy"]
+        assert e["gross_j"] == pytest.approx(want, rel=0.10), (stage, e, want)
+        assert e["flags"] == [] and e["baseline_w"] > 0
+    env = {k: v for k, v in os.environ.items() if k != "ANDROID_SERIAL"}
+    res = subprocess.run([sys.executable, "-m", "adbflow.cli", "show", str(job.id),
+                          "--data-dir", str(data)], capture_output=True, text=True, timeout=60,
+                         env=env)
+    assert res.returncode == 0 and "energy" in res.stdout and " J" in res.stdout, res.stdout

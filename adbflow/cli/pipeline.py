@@ -47,6 +47,8 @@ ClassifyTimeout = Annotated[float, typer.Option("--classify-timeout", min=1.0,
                                                 help="Seconds allowed for label_image.")]
 GenerateTimeout = Annotated[float, typer.Option("--generate-timeout", min=1.0,
                                                 help="Seconds allowed for llama-cli.")]
+Energy = Annotated[bool, typer.Option("--energy", help="Meter battery energy of each device "
+                                      "stage (idle baseline first: about 1 s more per stage).")]
 
 
 def _config(data_dir: Path | None, policy: str, attempts: int, concurrency: int, max_bytes: int,
@@ -129,11 +131,12 @@ def watch_cmd(
     classify_timeout: ClassifyTimeout = _TIMEOUTS.classify_s,
     generate_timeout: GenerateTimeout = _TIMEOUTS.generate_s,
     flow: FlowOpt = None,
+    energy: Energy = False,
 ) -> None:
     """Watch every device's Pictures folder; classify each new picture and write a story."""
     cfg = _config(data_dir, policy, attempts, concurrency, max_bytes, classify_timeout,
                   generate_timeout, use_inotify=not no_inotify,
-                  pictures_dir=_check_dir(pictures_dir))
+                  pictures_dir=_check_dir(pictures_dir), energy=energy)
     chosen = _flow(flow)
     view = LiveView(json_out=json_out, live=not once)
     pipe = Pipeline(cfg, _inventory(adb_server, serial), on_event=view, flow=chosen)
@@ -167,10 +170,12 @@ def run_cmd(
     classify_timeout: ClassifyTimeout = _TIMEOUTS.classify_s,
     generate_timeout: GenerateTimeout = _TIMEOUTS.generate_s,
     flow: FlowOpt = None,
+    energy: Energy = False,
 ) -> None:
     """Push one laptop picture through classify + generate (no pull). A picture already
     processed (same path, size, mtime) is not processed again: its result is shown."""
-    cfg = _config(data_dir, policy, attempts, 1, max_bytes, classify_timeout, generate_timeout)
+    cfg = _config(data_dir, policy, attempts, 1, max_bytes, classify_timeout, generate_timeout,
+                  energy=energy)
     chosen = _flow(flow)
     view = LiveView(json_out=json_out, live=False)
     pipe = Pipeline(cfg, _inventory(adb_server, serial), on_event=view, flow=chosen)
@@ -250,11 +255,16 @@ def show_cmd(
         if rec.error:
             typer.echo(f"error: {display_text(rec.error, 1000)}")
         from tabulate import tabulate
+        from adbflow.runtime.energy import format_energy
         rows = [[a.stage, a.attempt, a.serial or "", a.state,
-                 "" if a.seconds is None else f"{a.seconds:.2f}", a.error_kind or "",
+                 "" if a.seconds is None else f"{a.seconds:.2f}",
+                 format_energy((a.output or {}).get("energy")), a.error_kind or "",
                  display_text(a.error or "", 80)] for a in attempts]
-        typer.echo(tabulate(rows, headers=["stage", "try", "device", "state", "secs", "kind",
-                                           "error"], disable_numparse=True))
+        typer.echo(tabulate(rows, headers=["stage", "try", "device", "state", "secs", "energy",
+                                           "kind", "error"], disable_numparse=True))
+        for a in attempts:     # quirks found in the battery counters: never silently used
+            for flag in ((a.output or {}).get("energy") or {}).get("flags") or []:
+                typer.echo(f"energy {a.stage}#{a.attempt}: {display_text(str(flag), 200)}")
         if rec.result:
             typer.echo(render_result(rec.result))
 

@@ -199,3 +199,21 @@ def energy_report(baseline: Sequence[PowerSample], window: Sequence[PowerSample]
                         counter_j=None if usb else counter_j, gauge_period_s=period,
                         sample_period_s=_median(gaps), samples=len(allsamples),
                         usb_charging=usb, flags=flags)
+
+
+def format_energy(energy: Any) -> str:
+    """One table cell for `adbflow show`: '12.3 J (+8.1 over idle)', 'net +3.2 J (USB)',
+    with '!' when a quirk was flagged. Empty when the attempt was not metered."""
+    if not isinstance(energy, dict) or not energy:
+        return ""
+    if energy.get("error"):
+        return "error"
+    gross, net = energy.get("gross_j"), energy.get("net_j")
+    mark = " !" if energy.get("flags") and not (energy.get("usb_charging")
+                                                 and len(energy["flags"]) == 1) else ""
+    if isinstance(gross, (int, float)):
+        extra = f" (+{net:.1f} over idle)" if isinstance(net, (int, float)) else ""
+        return f"{gross:.1f} J{extra}{mark}"
+    if isinstance(net, (int, float)):
+        return f"net {net:+.1f} J{' (USB)' if energy.get('usb_charging') else ''}{mark}"
+    return "?" + mark

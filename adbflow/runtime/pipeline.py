@@ -97,6 +97,7 @@ class PipelineConfig:
     # devices that time out / disconnect sit out the next jobs' bids (None: never)
     quarantine: QuarantineRules | None = field(default_factory=QuarantineRules)
     trace: bool = True                # spans of each finished job -> DATA/traces (tracestore.py)
+    energy: bool = False              # battery energy per device stage (energymeter.py; +~1 s)
 
     @property
     def journal_path(self) -> Path:
@@ -149,7 +150,8 @@ class Pipeline:
         self.stages = stages.JobStages(data_dir=self.data_dir, journal=self.journal,
                                        inventory=inventory, dispatcher=self.dispatcher,
                                        profiles=profiles, service_times=service_times,
-                                       max_bytes=config.max_bytes, timeouts=config.timeouts)
+                                       max_bytes=config.max_bytes, timeouts=config.timeouts,
+                                       energy=config.energy)
         self.jobs = JobRunner(self.process, concurrency=config.concurrency,
                               stop=self.stop_event)
         self.lock = DataDirLock(self.data_dir)

@@ -14,6 +14,7 @@ learning, the output stored in the journal).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -23,8 +24,9 @@ import time
 import unicodedata
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
+from adbflow.device import Device
 from adbflow.device.port import DevicePort
 from adbflow.errors import (
     AdbError,
@@ -205,6 +207,31 @@ def generate_on(device: DevicePort, spec: Any, prompt: str, *,
     return out
 
 
+@contextlib.contextmanager
+def metered(device: Any, enabled: bool) -> Iterator[dict[str, Any]]:
+    """Battery energy of the block on `device` (energymeter.py), filled into the yielded
+    dict when the block ends; advisory: a meter that fails leaves it with an `error`."""
+    out: dict[str, Any] = {}
+    if not enabled or not isinstance(device, Device):
+        yield out
+        return
+    from adbflow.runtime.energymeter import EnergyMeter
+    meter = None
+    try:
+        meter = EnergyMeter(device).start()
+        meter.mark_start()
+    except AdbError as exc:
+        out["error"] = f"energy meter did not start: {exc}"
+    try:
+        yield out
+    finally:
+        if meter is not None:
+            try:
+                out.update(meter.stop().to_json())
+            except (AdbError, OSError) as exc:
+                out["error"] = f"energy meter failed: {exc}"
+
+
 # ------------------------------------------------------------------ job-level bodies
 
 class JobStages:
@@ -216,8 +243,9 @@ class JobStages:
 
     def __init__(self, *, data_dir: Path, journal: Journal, inventory: Any,
                  dispatcher: Dispatcher, profiles: Any, service_times: Any,
-                 max_bytes: int, timeouts: StageTimeouts) -> None:
+                 max_bytes: int, timeouts: StageTimeouts, energy: bool = False) -> None:
         self.data_dir = Path(data_dir)
+        self.energy = energy
         self.journal = journal
         self.inventory = inventory
         self.dispatcher = dispatcher
@@ -314,7 +342,9 @@ class JobStages:
                 convert_s += extra
             with self.dispatcher.slot(won, "classify") as slot_wait_s:
                 w_slot = time.time()
-                out = classify_on(won.device, profile.label_image, bmp, timeouts=self.timeouts)
+                with metered(won.device, self.energy) as energy:
+                    out = classify_on(won.device, profile.label_image, bmp,
+                                      timeouts=self.timeouts)
         finally:
             self.dispatcher.release(won)
         self._learn(won.serial, "classify", out["run_s"], won.bid, profile, task,
@@ -331,6 +361,8 @@ class JobStages:
         if extra:      # the winner's model wanted another input size
             out["t"]["reconvert"] = [w_reconvert, w_reconvert + extra]
         out["bids"] = list(won.probes)
+        if energy:
+            out["energy"] = energy
         return out
 
     # -------------------------------------------------------------- generate
@@ -344,7 +376,8 @@ class JobStages:
             profile = self.profiles.for_model(won.bid.model)
             with self.dispatcher.slot(won, "generate") as slot_wait_s:
                 w_slot = time.time()
-                out = generate_on(won.device, profile.llama, prompt, timeouts=self.timeouts)
+                with metered(won.device, self.energy) as energy:
+                    out = generate_on(won.device, profile.llama, prompt, timeouts=self.timeouts)
         finally:
             self.dispatcher.release(won)
         self._learn(won.serial, "generate", out["run_s"], won.bid, profile,
@@ -357,6 +390,8 @@ class JobStages:
         out["t"].update(bid=[won.ended - won.bid_s, won.ended],
                         slot_wait=[w_slot - slot_wait_s, w_slot])
         out["bids"] = list(won.probes)
+        if energy:
+            out["energy"] = energy
         return out
 
     def _learn(self, serial: str, stage: str, seconds: float, bid: Any, profile: Any,

@@ -186,8 +186,13 @@ def _device_run_spans(job: int, stage: str, attempt: int | None, serial: str,
     else:                       # no device marks: the laptop's bracket of the call
         (s, e), clock = host_run, None
     name = {"classify": "label_image", "generate": "llama-cli"}.get(stage, stage)
-    spans = [Span(job, name, stage, serial, s, e, attempt, "done", clock,
-                  {} if clock else {"from": "laptop bracket (no device clock marks)"})]
+    args: dict[str, Any] = {} if clock else {"from": "laptop bracket (no device clock marks)"}
+    energy = out.get("energy")
+    if isinstance(energy, Mapping):       # battery energy of this run (energymeter.py)
+        args["energy"] = {k: energy.get(k) for k in ("gross_j", "net_j", "baseline_w",
+                                                     "usb_charging", "flags", "error")
+                          if energy.get(k) is not None}
+    spans = [Span(job, name, stage, serial, s, e, attempt, "done", clock, args)]
     spans += _program_spans(job, stage, serial, stage, out, s, e, clock, attempt)
     if clock and host_run[1] > e:
         spans.append(Span(job, "return", stage, LAPTOP, max(e, host_run[0]), host_run[1],
