@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "adbflow.cli.fleet",       # fleet up/status/load/snap/fault/down
     "adbflow.cli.flows",       # flows list/show/validate, sweep
     "adbflow.cli.trace",       # trace (Chrome/Perfetto, jsonl, csv)
+    "adbflow.cli.report",      # report (one HTML page)
 )
 
 
