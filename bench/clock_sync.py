@@ -38,12 +38,13 @@ def main() -> None:
         fleet = start_fleet(state, devices=args.devices, adb_port=port, base_port=base, timeout=120)
         try:
             rows, totals = [], {"session": [], "one-shot": []}
-            for serial, (off, ppm) in zip(fleet.serials, SKEWS):
+            for serial, (off, ppm) in zip(fleet.serials, SKEWS, strict=False):
                 f = fleet.fault(serial, clock_offset_s=off, clock_drift_ppm=ppm)["faults"]
                 truth = ClockSkew(f["clock_offset_s"], f["clock_drift_ppm"], f["clock_ref"])
                 dev = Device(serial, AdbServer(port=port))
-                for name, sync in (("session", lambda: sync_clock(dev)),
-                                   ("one-shot", lambda: _sync_one_shot(dev, 20, 0.1, None, 10.0))):
+                for name, sync in (("session", lambda d=dev: sync_clock(d)),
+                                   ("one-shot", lambda d=dev: _sync_one_shot(d, 20, 0.1, None,
+                                                                             10.0))):
                     errs, bounds, probes, rtts = [], [], [], []
                     for _ in range(args.rounds):
                         est = sync()
@@ -56,7 +57,7 @@ def main() -> None:
                                  f"{percentile(errs, 50):.3f}", f"{percentile(errs, 95):.3f}",
                                  f"{max(errs):.3f}", f"{statistics.median(bounds):.3f}",
                                  f"{statistics.median(rtts):.3f}", f"{statistics.median(probes):.1f}",
-                                 sum(e <= b for e, b in zip(errs, bounds))])
+                                 sum(e <= b for e, b in zip(errs, bounds, strict=False))])
             print(tabulate(rows, headers=["device", "injected", "channel", "err p50 ms",
                                           "err p95 ms", "err max ms", "bound med ms",
                                           "min-rtt med ms", "probe ms", f"within bound /{args.rounds}"]))

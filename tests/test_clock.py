@@ -10,10 +10,16 @@ import pytest
 
 from adbflow.device import AdbServer, Device, ShellResult
 from adbflow.fleet.clock import ClockSkew, libfaketime_path
-from adbflow.runtime.clock import (ClockOffset, ClockSample, ClockSource, ClockTrack, estimate,
-                                   parse_device_time, percentile)
+from adbflow.runtime.clock import (
+    ClockOffset,
+    ClockSample,
+    ClockSource,
+    ClockTrack,
+    estimate,
+    parse_device_time,
+    percentile,
+)
 from adbflow.runtime.clocksync import device_script, sync_clock
-
 
 # ------------------------------------------------------------------ pure
 
@@ -123,7 +129,7 @@ def skewed(fleet_factory):
         pytest.skip("libfaketime not installed (apt-get install faketime libfaketime)")
     client = fleet_factory(devices=len(SKEWS))
     truths = {}
-    for serial, (off, ppm) in zip(client.serials, SKEWS):
+    for serial, (off, ppm) in zip(client.serials, SKEWS, strict=False):
         faults = client.fault(serial, clock_offset_s=off, clock_drift_ppm=ppm)["faults"]
         truths[serial] = ClockSkew(faults["clock_offset_s"], faults["clock_drift_ppm"],
                                    faults["clock_ref"])

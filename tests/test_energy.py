@@ -8,8 +8,14 @@ import time
 import pytest
 
 from adbflow.fleet.battery import BatteryModel, load_current_a
-from adbflow.runtime.energy import (PowerSample, counter_frozen, detect_units, energy_report,
-                                    gauge_period, integrate)
+from adbflow.runtime.energy import (
+    PowerSample,
+    counter_frozen,
+    detect_units,
+    energy_report,
+    gauge_period,
+    integrate,
+)
 from adbflow.runtime.energymeter import parse_sample
 
 
@@ -28,20 +34,22 @@ def _gauge_samples(model: BatteryModel, busy_at, t_end: float, dt: float = 0.05,
     return out
 
 
+def _busy(t: float) -> float:
+    """90 % busy from 1 s to 3 s, idle-ish around it."""
+    return 0.9 if 1.0 <= t < 3.0 else 0.05
+
+
 def _run(quirks=frozenset(), usb=False):
     m = BatteryModel(level_pct=70.0, usb_online=usb, quirks=frozenset(quirks))
-    busy = lambda t: 0.9 if 1.0 <= t < 3.0 else 0.05
-    smp = _gauge_samples(m, busy, 4.5)
-    e0 = e1 = None
+    smp = _gauge_samples(m, _busy, 4.5)
     return m, smp
 
 
 def test_model_truth_and_estimate_agree_within_5_percent():
-    m, smp = _run()
-    truth = None
+    _m, smp = _run()
     # truth over [1, 3.5]: re-run a model to read energy_at at the window edges
     m2 = BatteryModel(level_pct=70.0, usb_online=False)
-    busy = lambda t: 0.9 if 1.0 <= t < 3.0 else 0.05
+    busy = _busy
     t, e = 0.0, {}
     while t <= 4.5 + 1e-9:
         m2.step(t, busy(t))
@@ -173,10 +181,11 @@ def test_a_pipeline_job_stores_energy_per_stage_within_10_percent(battery_fleet,
     import subprocess
     import sys
 
+    from fleet_helpers import CHELSEA, cheap_profiles
+
     from adbflow.device import AdbServer, Inventory
     from adbflow.runtime import energymeter
     from adbflow.runtime.pipeline import Pipeline, PipelineConfig
-    from fleet_helpers import CHELSEA, cheap_profiles
 
     fleet = battery_fleet
     serial = fleet.serials[0]
@@ -206,8 +215,8 @@ def test_a_pipeline_job_stores_energy_per_stage_within_10_percent(battery_fleet,
     finally:
         p.close()
         fleet.clear_faults(serial)
-    truths = [b[1] - a[1] for a, b in zip(truth[::2], truth[1::2])]
-    for stage, want in zip(("classify", "generate"), truths):
+    truths = [b[1] - a[1] for a, b in zip(truth[::2], truth[1::2], strict=False)]
+    for stage, want in zip(("classify", "generate"), truths, strict=False):
         e = atts[stage].output["energy"]
         assert e["gross_j"] == pytest.approx(want, rel=0.10), (stage, e, want)
         assert e["flags"] == [] and e["baseline_w"] > 0

@@ -10,12 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from adbflow.report.data import build
-from adbflow.report import plots
-from adbflow.runtime.journal import Journal
-
 from chromium_cdp import Chromium, chromium_binary
+
+from adbflow.report import plots
+from adbflow.report.data import build
+from adbflow.runtime.journal import Journal
 
 CANARY = "<script>alert('pwned')</script>"
 IMG_CANARY = '"><img src=x onerror=alert(1)>'

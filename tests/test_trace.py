@@ -8,17 +8,16 @@ import os
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 
+from adbflow.cli.trace import parse_since
 from adbflow.fleet.clock import ClockSkew, libfaketime_path
 from adbflow.report.trace_export import export, to_chrome, to_csv
 from adbflow.runtime.clock import ClockOffset, ClockSource, ClockTrack
 from adbflow.runtime.devtime import split_marks, timed_command
 from adbflow.runtime.trace import LAPTOP, Span, build_job_spans
 from adbflow.runtime.tracestore import TraceStore
-from adbflow.cli.trace import parse_since
 
 jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is in the test extra")
 
@@ -210,9 +209,10 @@ def skewed_fleet(fleet_factory):
 @pytest.mark.fleet
 @needs_faketime
 def test_a_real_job_traced_on_skewed_clocks_nests_after_correction(skewed_fleet, tmp_path):
+    from fleet_helpers import CHELSEA, cheap_profiles
+
     from adbflow.device import AdbServer, Inventory
     from adbflow.runtime.pipeline import Pipeline, PipelineConfig
-    from fleet_helpers import CHELSEA, cheap_profiles
 
     fleet = skewed_fleet
     origin, worker = fleet.serials

@@ -255,6 +255,7 @@ def show_cmd(
         if rec.error:
             typer.echo(f"error: {display_text(rec.error, 1000)}")
         from tabulate import tabulate
+
         from adbflow.runtime.energy import format_energy
         rows = [[a.stage, a.attempt, a.serial or "", a.state,
                  "" if a.seconds is None else f"{a.seconds:.2f}",

@@ -32,7 +32,7 @@ class ShellSession:
         self._buf = bytearray()
         self.exit_code: int | None = None
 
-    def __enter__(self) -> "ShellSession":
+    def __enter__(self) -> ShellSession:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -68,7 +68,7 @@ class ShellSession:
                 header = self._wire.read_exact(5)
                 kind, length = header[0], struct.unpack("<I", header[1:])[0]
                 payload = self._wire.read_exact(length) if length else b""
-            except socket.timeout as exc:
+            except TimeoutError as exc:
                 raise AdbTimeoutError(self.serial, self.cmd,
                                       message=f"no answer in {timeout:.1f}s") from exc
             except OSError as exc:

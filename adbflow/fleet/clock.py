@@ -32,6 +32,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from adbflow.errors import FleetError
 
@@ -87,11 +88,11 @@ def skew_from_faults(faults: object) -> ClockSkew:
                      float(getattr(faults, "clock_ref", 0.0) or 0.0))
 
 
-def rebase(faults: object, now: float | None = None) -> None:
+def rebase(faults: Any, now: float | None = None) -> None:
     """Give a freshly injected skew its reference time (when it was set), in place."""
     skew = skew_from_faults(faults)
     if skew.active and not skew.ref:
-        setattr(faults, "clock_ref", time.time() if now is None else now)
+        faults.clock_ref = time.time() if now is None else now
 
 
 def clock_env(skew: ClockSkew, now: float | None = None) -> dict[str, str]:

@@ -450,7 +450,8 @@ class FleetHost:
             return {"pid": os.getpid()}
         dev = self.device(str(req.get("serial")))
         if op == "model":        # the simulation's own numbers (truth for tests: battery energy)
-            return dev.backend.status()
+            status = getattr(dev.backend, "status", None)   # NamespaceBackend has it
+            return status() if callable(status) else {}
         if op == "load":
             pct = float(req["percent"])
             if not 0 <= pct <= 100:

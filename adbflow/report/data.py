@@ -6,8 +6,9 @@ the part worth testing; html.py only lays them out and plots.py only draws them.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from adbflow.runtime.clock import percentile
 
@@ -34,7 +35,7 @@ def _get(rec: Any, name: str, default: Any = None) -> Any:
     return rec.get(name, default) if isinstance(rec, dict) else getattr(rec, name, default)
 
 
-def build(jobs: Sequence[Any], attempts: dict[int, Sequence[Any]], *, since: float | None = None,
+def build(jobs: Sequence[Any], attempts: Mapping[int, Sequence[Any]], *, since: float | None = None,
           last_n: int = 20) -> ReportData:
     """Aggregate jobs (JobRecord-like) and their attempts (by job id)."""
     jobs = sorted((j for j in jobs if since is None or float(_get(j, "created")) >= since),

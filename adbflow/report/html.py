@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import html
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from adbflow.report import plots
 from adbflow.report.data import ReportData
@@ -36,7 +37,8 @@ def _when(t: float | None) -> str:
     return "–" if t is None else esc(time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t)))
 
 
-def _table(headers: list[str], rows: list[list[str]], numeric: set[int] = frozenset()) -> str:
+def _table(headers: list[str], rows: list[list[str]],
+           numeric: frozenset[int] | set[int] = frozenset()) -> str:
     """headers/rows are ALREADY escaped cells."""
     head = "".join(f"<th>{h}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f'<td class="n">{c}</td>' if i in numeric else f"<td>{c}</td>"

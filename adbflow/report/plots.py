@@ -59,7 +59,7 @@ def latency_breakdown(data: ReportData) -> str | None:
         if any(vals):
             ax.barh(range(len(keys)), vals, left=left, color=STAGE_COLORS[part],
                     label=part.removesuffix("_s"))
-            left = [a + b for a, b in zip(left, vals)]
+            left = [a + b for a, b in zip(left, vals, strict=False)]
     ax.set_yticks(range(len(keys)), [_short(k, 40) for k in keys])
     ax.invert_yaxis()
     ax.set_xlabel("median seconds")

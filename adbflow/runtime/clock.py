@@ -15,9 +15,10 @@ Offsets are device minus host: host_time = device_time - offset.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
-from typing import Any, Sequence
+from typing import Any
 
 
 class ClockSource(str, Enum):
@@ -83,7 +84,7 @@ class ClockOffset:
         return d
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "ClockOffset":
+    def from_json(cls, d: dict[str, Any]) -> ClockOffset:
         return cls(str(d["serial"]), ClockSource(d["source"]), float(d["offset"]),
                    float(d["bound"]), float(d["at"]), float(d["rtt"]), int(d["samples"]),
                    float(d.get("probe_s", 0.0)))
@@ -144,16 +145,16 @@ class ClockTrack:
         t_first = self.syncs[0].at
         if len(self.syncs) == 1 or self.syncs[-1].at - t_first < 1e-3:
             w = [1.0 / max(e.bound, 1e-9) ** 2 for e in self.syncs]
-            a = sum(wi * e.offset for wi, e in zip(w, self.syncs)) / sum(w)
+            a = sum(wi * e.offset for wi, e in zip(w, self.syncs, strict=False)) / sum(w)
             return a, 0.0, t_first
         w = [1.0 / max(e.bound, 1e-9) ** 2 for e in self.syncs]
         xs = [e.at - t_first for e in self.syncs]
         ys = [e.offset for e in self.syncs]
         sw = sum(w)
-        mx = sum(wi * x for wi, x in zip(w, xs)) / sw
-        my = sum(wi * y for wi, y in zip(w, ys)) / sw
-        sxx = sum(wi * (x - mx) ** 2 for wi, x in zip(w, xs))
-        sxy = sum(wi * (x - mx) * (y - my) for wi, x, y in zip(w, xs, ys))
+        mx = sum(wi * x for wi, x in zip(w, xs, strict=False)) / sw
+        my = sum(wi * y for wi, y in zip(w, ys, strict=False)) / sw
+        sxx = sum(wi * (x - mx) ** 2 for wi, x in zip(w, xs, strict=False))
+        sxy = sum(wi * (x - mx) * (y - my) for wi, x, y in zip(w, xs, ys, strict=False))
         b = sxy / sxx if sxx > 0 else 0.0
         return my - b * mx, b, t_first
 

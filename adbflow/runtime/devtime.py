@@ -14,7 +14,8 @@ import dataclasses
 import re
 import shlex
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from adbflow.device import Device
 from adbflow.runtime.clock import ClockSource, parse_device_time

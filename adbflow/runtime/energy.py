@@ -13,8 +13,9 @@ then, and only the energy above the idle baseline (taken just before) is reporte
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -76,13 +77,14 @@ def detect_units(samples: Sequence[PowerSample], baseline: Sequence[PowerSample]
         ca = 1e-6
     else:
         ca = 1e-3
-        flags.append("current_now looks like mA (|median| %d < 10000): scaled x1000" % mc)
+        flags.append(f"current_now looks like mA (|median| {mc:.0f} < 10000): scaled x1000")
     volts = [s.voltage for s in samples if s.voltage is not None and s.voltage > 0]
     mv = _median(volts) or 0.0
     if mv >= 100_000:
         va = 1e-6
     elif 1_000 <= mv <= 6_000:
-        va, _ = 1e-3, flags.append("voltage_now looks like mV: scaled x1000")
+        va = 1e-3
+        flags.append("voltage_now looks like mV: scaled x1000")
     else:
         va = 1e-6
         flags.append(f"voltage_now implausible ({mv:g}): energy uses it as µV")
@@ -104,9 +106,9 @@ def detect_units(samples: Sequence[PowerSample], baseline: Sequence[PowerSample]
 def gauge_period(samples: Sequence[PowerSample]) -> float | None:
     """Median time between gauge updates: changes of current, voltage or charge counter
     (a steady load keeps current_now constant, the voltage and counter still move)."""
-    changes = [b.t for a, b in zip(samples, samples[1:])
+    changes = [b.t for a, b in zip(samples, samples[1:], strict=False)
                if (b.current, b.voltage, b.counter) != (a.current, a.voltage, a.counter)]
-    gaps = [b - a for a, b in zip(changes, changes[1:]) if b > a]
+    gaps = [b - a for a, b in zip(changes, changes[1:], strict=False) if b > a]
     return _median(gaps)
 
 
@@ -154,7 +156,7 @@ def counter_frozen(samples: Sequence[PowerSample], u: Units) -> bool:
     qs = [s.counter for s in samples if s.counter is not None]
     if len(qs) < 2 or len(set(qs)) > 1:
         return False
-    amp_s = sum(abs(s.current or 0) * u.current_a * (b.t - s.t) for s, b in zip(samples, samples[1:]))
+    amp_s = sum(abs(s.current or 0) * u.current_a * (b.t - s.t) for s, b in zip(samples, samples[1:], strict=False))
     return amp_s / 3.6 * 1000 >= 100       # A·s -> µAh
 
 
@@ -166,7 +168,7 @@ def energy_report(baseline: Sequence[PowerSample], window: Sequence[PowerSample]
     flags = list(u.flags)
     period = gauge_period(allsamples)
     lag = period or 0.0
-    gaps = [b.t - a.t for a, b in zip(window, window[1:])]
+    gaps = [b.t - a.t for a, b in zip(window, window[1:], strict=False)]
     usb = any(s.usb_online for s in allsamples)
     if usb:
         flags.append("USB power: the charger feeds the load; gross energy unknown, "

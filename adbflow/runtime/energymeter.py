@@ -77,7 +77,7 @@ class EnergyMeter:
                 with self._lock:
                     self.samples.append(smp)
 
-    def start(self) -> "EnergyMeter":
+    def start(self) -> EnergyMeter:
         from adbflow.device.session import ShellSession
         self._session = ShellSession(self.device, SCRIPT, timeout=self.timeout)
         self.t_base0 = time.time()

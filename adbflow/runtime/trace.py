@@ -14,8 +14,9 @@ Pure: build_job_spans() takes journal records and clock tracks, no I/O.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from adbflow.runtime.clock import ClockTrack
 
@@ -55,7 +56,7 @@ class Span:
         return {"kind": "span", **asdict(self)}
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "Span":
+    def from_json(cls, d: Mapping[str, Any]) -> Span:
         return cls(int(d["job"]), str(d["name"]), str(d["lane"]), str(d["device"]),
                    float(d["start"]), float(d["end"]), d.get("attempt"),
                    str(d.get("state", "done")), d.get("clock"), dict(d.get("args") or {}))
@@ -134,8 +135,9 @@ def _attempt_spans(job: int, att: Any, tracks: Mapping[str, ClockTrack]) -> list
                                      ("error_kind", _attr(att, "error_kind"))) if v})]
     if not isinstance(out, Mapping) or state != "done":
         return spans
-    times = out.get("t") if isinstance(out.get("t"), Mapping) else {}
-    timings = out.get("timings") if isinstance(out.get("timings"), Mapping) else {}
+    times: Mapping[str, Any] = out["t"] if isinstance(out.get("t"), Mapping) else {}
+    timings: Mapping[str, Any] = (out["timings"] if isinstance(out.get("timings"), Mapping)
+                                  else {})
     cursor = start
     laid_out = False
     for part in PARTS.get(stage, ()):

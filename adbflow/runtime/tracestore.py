@@ -13,8 +13,9 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from adbflow.runtime.clockbook import ClockBook
 from adbflow.runtime.trace import Span, build_job_spans
