@@ -201,3 +201,20 @@ def test_fallback_sources_work_on_the_device_with_their_own_bounds(skewed, sourc
         # boot-relative: host now + offset = the device's uptime (a fresh virtual
         # device: seconds to minutes), not its wall clock
         assert 0.0 < time.time() + est.offset < 3600.0
+
+
+def test_a_stepped_device_clock_restarts_the_track():
+    track = ClockTrack("s")
+    for t in (0.0, 30.0, 60.0):
+        track.add(ClockOffset("s", ClockSource.EPOCHREALTIME, 2.0 + 50e-6 * t, 0.0002, t, 0.0004, 20))
+    # the phone's NTP client set its clock: 2 s offset gone at once
+    track.add(ClockOffset("s", ClockSource.EPOCHREALTIME, 0.003, 0.0002, 90.0, 0.0004, 20))
+    assert track.steps == 1 and len(track.syncs) == 1
+    assert track.offset_at(95.0)[0] == pytest.approx(0.003)
+    # ordinary drift never looks like a step
+    track2 = ClockTrack("s")
+    for i in range(40):
+        track2.add(ClockOffset("s", ClockSource.EPOCHREALTIME, 2.0 + 120e-6 * i * 60, 0.0003,
+                               i * 60.0, 0.0006, 20))
+    assert track2.steps == 0 and len(track2.syncs) == track2.keep
+    assert track2.drift_ppm == pytest.approx(120.0, abs=1.0)

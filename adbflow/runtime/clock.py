@@ -129,10 +129,20 @@ class ClockTrack:
     serial: str
     syncs: list[ClockOffset] = field(default_factory=list)
     assumed_drift_ppm: float = 100.0
+    keep: int = 30                 # newest syncs used by the fit (old drift is not today's)
+    steps: int = 0                 # clock steps seen (NTP set, reboot, user changed the time)
 
     def add(self, est: ClockOffset) -> None:
+        """Add a sync; a sync far off the fitted line means the device clock was stepped:
+        the line restarts from it (mixing both sides of a step would be wrong on both)."""
+        if self.syncs and est.at >= self.syncs[-1].at:
+            predicted, bound = self.offset_at(est.at)
+            if abs(est.offset - predicted) > max(0.005, 10 * (bound + est.bound)):
+                self.syncs.clear()
+                self.steps += 1
         self.syncs.append(est)
         self.syncs.sort(key=lambda e: e.at)
+        del self.syncs[:-self.keep]
 
     @property
     def source(self) -> ClockSource | None:
