@@ -138,6 +138,17 @@ def fault_cmd(
                                                      help="Exit code for --mode fail.")] = None,
     message: Annotated[Optional[str], typer.Option("--message",
                                                    help="stderr text for --mode fail.")] = None,
+    clock_offset: Annotated[Optional[float], typer.Option(
+        "--clock-offset", help="Device wall clock ahead of the host by this many seconds "
+                               "(negative: behind; needs libfaketime).")] = None,
+    clock_drift: Annotated[Optional[float], typer.Option(
+        "--clock-drift", help="Device clock gains this many ppm (negative: loses).")] = None,
+    usb_power: Annotated[Optional[bool], typer.Option(
+        "--usb-power/--on-battery", help="USB charger plugged in (default) or unplugged.")
+                         ] = None,
+    battery_quirks: Annotated[Optional[str], typer.Option(
+        "--battery-quirks", help="Battery driver quirks: ma, reversed, frozen, mv "
+                                 "(comma-separated; empty: none).")] = None,
     clear: Annotated[bool, typer.Option("--clear", help="Reset every fault first.")] = False,
     kill: Annotated[bool, typer.Option("--kill", help="Kill the device (transport down).")] = False,
     restart: Annotated[bool, typer.Option("--restart",
@@ -157,6 +168,14 @@ def fault_cmd(
         fields["storage_full"] = storage_full
     if slow is not None:
         fields["slow_factor"] = slow
+    if clock_offset is not None:
+        fields["clock_offset_s"] = clock_offset
+    if clock_drift is not None:
+        fields["clock_drift_ppm"] = clock_drift
+    if usb_power is not None:
+        fields["battery_usb"] = usb_power
+    if battery_quirks is not None:
+        fields["battery_quirks"] = battery_quirks
     if program:
         fields["program"] = program
         fields["mode"] = mode or "fail"
