@@ -267,11 +267,12 @@ def test_a_real_job_traced_on_skewed_clocks_nests_after_correction(skewed_fleet,
                   {m["args"]["name"] for m in doc["traceEvents"]
                    if m["name"] == "process_name" and m["pid"] == dev["pid"]}][0]
         # the mapped offset is the injected one (within a millisecond)
-        assert abs(clk["offset"] - truths[serial].offset_at(dev["ts"] / 1e6)) < 0.001
+        at = doc["otherData"]["origin_epoch_s"] + dev["ts"] / 1e6
+        assert abs(clk["offset"] - truths[serial].offset_at(at)) < 0.001
         slack = clk["bound"] * 1e6 + 1000      # bound + 1 ms of spawn jitter
         assert host["ts"] - slack <= dev["ts"] and dev["ts"] + dev["dur"] <= host["ts"] + host["dur"] + slack
         # uncorrected, the device span would sit seconds away from the laptop's bracket
-        assert abs(clk["raw_start"] * 1e6 - host["ts"]) > 3e6
+        assert abs((clk["raw_start"] - doc["otherData"]["origin_epoch_s"]) * 1e6 - host["ts"]) > 3e6
     detect = by["detect"][0]
     assert detect["args"]["clock"]["source"] == "epochrealtime"
     starts = [min(e["ts"] for e in by[n]) for n in ("detect", "pull", "classify", "generate", "story")]

@@ -24,6 +24,11 @@ def _lane_tid(lane: str) -> int:
     return LANES.index(lane) + 1 if lane in LANES else len(LANES) + 1 + (sum(map(ord, lane)) % 97)
 
 
+def _us(seconds: float) -> float:
+    """Rounded once per instant, so spans ending together end on the same number."""
+    return round(seconds * 1e6, 3)
+
+
 def device_pids(spans: Sequence[Span]) -> dict[str, int]:
     """laptop = pid 1, devices 2.. in serial order (stable across exports of one set)."""
     devs = sorted({sp.device for sp in spans if sp.device != LAPTOP})
@@ -31,7 +36,11 @@ def device_pids(spans: Sequence[Span]) -> dict[str, int]:
 
 
 def to_chrome(spans: Sequence[Span]) -> dict[str, Any]:
+    """ts are microseconds since the first span (`otherData.origin_epoch_s`): absolute
+    epoch microseconds (~1.8e15) keep only ~0.25 µs in a double, enough for a child that
+    ends with its parent to overhang it and break the nesting viewers draw."""
     pids = device_pids(spans)
+    origin = min((sp.start for sp in spans), default=0.0)
     events: list[dict[str, Any]] = []
     for dev, pid in pids.items():
         events.append({"name": "process_name", "ph": "M", "pid": pid, "tid": 0,
@@ -48,11 +57,13 @@ def to_chrome(spans: Sequence[Span]) -> dict[str, Any]:
         if sp.clock:
             args["clock"] = sp.clock
         events.append({"name": sp.name, "cat": f"job{sp.job}," + sp.lane, "ph": "X",
-                       "ts": round(sp.start * 1e6, 3), "dur": round(max(0.0, sp.seconds) * 1e6, 3),
+                       "ts": _us(sp.start - origin),
+                       "dur": max(0.0, _us(sp.end - origin) - _us(sp.start - origin)),
                        "pid": pids[sp.device], "tid": _lane_tid(sp.lane), "args": args})
     return {"traceEvents": events, "displayTimeUnit": "ms",
-            "otherData": {"producer": "adbflow", "clock": "laptop wall clock (device times "
-                          "corrected by NTP-style offsets; see args.clock)"}}
+            "otherData": {"producer": "adbflow", "origin_epoch_s": origin,
+                          "clock": "laptop wall clock (device times corrected by NTP-style "
+                                   "offsets; see args.clock)"}}
 
 
 def chrome_json(spans: Sequence[Span]) -> str:
