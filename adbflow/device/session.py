@@ -14,7 +14,7 @@ import socket
 import struct
 import time
 
-from adbflow.device.adb import Device
+from adbflow.device.device import Device
 from adbflow.errors import AdbTimeoutError, DeviceUnavailableError
 
 _MAX_LINE = 64 << 10
