@@ -99,13 +99,11 @@ class JobTracer:
     def spans_for(self, journal: Any, job_id: int, *, sync: bool = True) -> list[Span]:
         job = journal.job(job_id)
         attempts = journal.attempts(job_id)
+        # only devices whose own clock stamped something (ran a stage, took the picture)
+        # are synced; probes are timed on the laptop
         serials = {a.serial for a in attempts if a.serial and a.serial != "laptop"}
         if job.source == "device":
             serials.add(job.serial)
-        for a in attempts:
-            for b in (a.output or {}).get("bids") or []:
-                if isinstance(b, dict) and b.get("serial"):
-                    serials.add(str(b["serial"]))
         tracks = {}
         for s in sorted(serials):
             track = None
