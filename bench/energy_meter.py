@@ -37,7 +37,7 @@ def main() -> None:
                 fleet.clear_faults(serial)
                 fleet.fault(serial, battery_usb=usb, battery_quirks=quirks)
                 fleet.load(serial, 0)
-                time.sleep(0.5)
+                time.sleep(1.5)          # a gauge update after (un)plugging: a steady baseline
                 m = EnergyMeter(dev).start()
                 m.mark_start()
                 e0 = fleet.call("model", serial=serial)["battery_energy_j"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-GAUGE_PERIOD_S = 0.25
+GAUGE_PERIOD_S = 1.0     # many gauges publish about once a second; also the fleet's slow tick
 IDLE_A = 0.35            # the load model's figures: 350 mA idle ...
 ACTIVE_A = 1.6           # ... plus up to 1.6 A with every core busy
 USB_CHARGE_A = 0.5
@@ -122,4 +122,5 @@ class BatteryModel:
     def snapshot(self, now: float) -> dict[str, float | str | bool]:
         return {"battery_energy_j": round(self.energy_at(now), 6),
                 "battery_load_ma": round(self._i_load * 1000, 1),
+                "battery_power_w": round(self._v * self._i_load, 6),
                 "battery_usb": self.usb_online, "battery_quirks": ",".join(sorted(self.quirks))}

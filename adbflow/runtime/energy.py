@@ -123,32 +123,88 @@ def integrate(samples: Sequence[PowerSample], t0: float, t1: float, u: Units,
               gauge_s: float = 0.0) -> float | None:
     """∫ P dt over [t0, t1] from gauge readings.
 
-    A gauge value published at update time tu is the average over (tu - g, tu]; a value
-    that did not change across an update simply continues. So each new value holds from
-    (its update time - g) until (the next value's update time - g); the update time is
-    estimated as the midpoint between the two samples that saw the change."""
-    pts: list[tuple[float, float]] = []
+    A fuel gauge publishes, at each update, the average since its previous update; a
+    reading therefore describes the interval *before* it. The update instants are seen as
+    changes of (current, voltage, counter) between two samples (midpoint taken), so value
+    k covers (update k-1, update k]; the first value covers the `gauge_s` before its
+    update; after the last update seen the last value is held. Unchanged values across an
+    update merge into one interval, which is the same integral."""
+    updates: list[tuple[float, float]] = []      # (update instant, power published then)
     prev: PowerSample | None = None
     for smp in samples:
         p = _power_w(smp, u)
         if p is None:
             continue
         if prev is None:
-            pts.append((smp.t - gauge_s, p))
+            updates.append((smp.t, p))
         elif (smp.current, smp.voltage, smp.counter) != (prev.current, prev.voltage, prev.counter):
-            pts.append(((prev.t + smp.t) / 2 - gauge_s, p))
+            updates.append(((prev.t + smp.t) / 2, p))
         prev = smp
-    if not pts:
+    if not updates:
         return None
+    # segments: value k from the previous update to its own update
+    segs: list[tuple[float, float, float]] = []
+    start = updates[0][0] - gauge_s
+    for t_up, p in updates:
+        segs.append((start, t_up, p))
+        start = t_up
+    segs.append((start, max(t1, start), updates[-1][1]))        # hold the last value
+    segs = _split_steps(segs)
     total = 0.0
-    for i, (ta, pa) in enumerate(pts):
-        tb = pts[i + 1][0] if i + 1 < len(pts) else max(t1, ta)
-        lo, hi = max(ta, t0), min(tb, t1)
+    for lo_s, hi_s, p in segs:
+        lo, hi = max(lo_s, t0), min(hi_s, t1)
         if hi > lo:
-            total += pa * (hi - lo)
-    if t0 < pts[0][0]:                 # before the first reading: hold it backwards
-        total += pts[0][1] * (min(pts[0][0], t1) - t0)
+            total += p * (hi - lo)
+    if t0 < segs[0][0]:                 # before the first reading: hold it backwards
+        total += segs[0][2] * (min(segs[0][0], t1) - t0)
     return total
+
+
+def _counter_energy(samples: Sequence[PowerSample], t0: float, t1: float, u: Units,
+                    base_w: float | None) -> float | None:
+    """The same energy from charge_counter (µAh): its drop between the gauge updates
+    around the window, times the mean voltage, minus the baseline outside the window —
+    an independent check of the current integral (needs a baseline)."""
+    ups = [(t, smp) for t, smp in _updates(samples) if smp.counter is not None]
+    first = max((i for i, (t, _s) in enumerate(ups) if t <= t0), default=None)
+    if first is None or base_w is None or not ups or ups[-1][0] <= t1:
+        return None
+    (ta, sa), (tb, sb) = ups[first], ups[-1]
+    volts = [smp.voltage * u.voltage_v for t, smp in ups[first:] if smp.voltage]
+    if not volts or sa.counter is None or sb.counter is None:
+        return None
+    span_j = (sa.counter - sb.counter) * 3.6e-3 * statistics.mean(volts)
+    return span_j - base_w * ((tb - ta) - (t1 - t0))
+
+
+def _updates(samples: Sequence[PowerSample]) -> list[tuple[float, PowerSample]]:
+    """Gauge update instants (midpoint of the two samples that saw a change) and the
+    sample that carries the new values."""
+    out: list[tuple[float, PowerSample]] = []
+    prev: PowerSample | None = None
+    for smp in samples:
+        if prev is not None and (smp.current, smp.voltage, smp.counter) != \
+                (prev.current, prev.voltage, prev.counter):
+            out.append(((prev.t + smp.t) / 2, smp))
+        prev = smp
+    return out
+
+
+def _split_steps(segs: list[tuple[float, float, float]]) -> list[tuple[float, float, float]]:
+    """A value between its neighbours' (low, mixed, high) is the average over a step: split
+    its interval at the instant that keeps that average, old level first. Same integral
+    over the interval; a window edge inside it (a job starting) then cuts it right."""
+    out: list[tuple[float, float, float]] = []
+    for i, (lo, hi, p) in enumerate(segs):
+        if 0 < i < len(segs) - 1:
+            a, b = segs[i - 1][2], segs[i + 1][2]
+            if (a < p < b or a > p > b) and hi > lo:
+                f_new = (p - a) / (b - a)               # share of the interval at level b
+                cut = hi - f_new * (hi - lo)
+                out += [(lo, cut, a), (cut, hi, b)]
+                continue
+        out.append((lo, hi, p))
+    return out
 
 
 def counter_frozen(samples: Sequence[PowerSample], u: Units) -> bool:
@@ -176,12 +232,12 @@ def energy_report(baseline: Sequence[PowerSample], window: Sequence[PowerSample]
     if period is None:
         flags.append("current_now never changed: frozen gauge or idle device")
     inside = [s for s in window if t0 <= s.t <= t1 + lag]
-    gross = integrate(allsamples, t0, t1, u, lag)
     base_w = None
     if len(baseline) >= 2:
         b0, b1 = baseline[0].t, baseline[-1].t
         e = integrate(baseline, b0, b1, u, lag)
         base_w = e / (b1 - b0) if e is not None and b1 > b0 else None
+    gross = integrate(allsamples, t0, t1, u, lag)
     secs = t1 - t0
     net = gross - base_w * secs if gross is not None and base_w is not None else None
     frozen = counter_frozen(inside or window, u)
@@ -189,12 +245,7 @@ def energy_report(baseline: Sequence[PowerSample], window: Sequence[PowerSample]
     if frozen:
         flags.append("charge_counter frozen (did not move while current flowed): ignored")
     else:
-        first = next((s for s in allsamples if s.t >= t0 - lag and s.counter is not None), None)
-        last = next((s for s in reversed(allsamples) if s.t <= t1 + lag and s.counter is not None), None)
-        volts = [s.voltage * u.voltage_v for s in inside if s.voltage]
-        if first and last and last.t > first.t and volts and first.counter is not None \
-                and last.counter is not None:
-            counter_j = (first.counter - last.counter) * 3.6e-3 * statistics.mean(volts)
+        counter_j = _counter_energy(allsamples, t0, t1, u, base_w)
     return EnergyReport(seconds=secs, gross_j=None if usb else gross, net_j=net,
                         baseline_w=base_w, mean_w=(gross / secs if gross is not None and secs > 0
                                                    and not usb else None),
