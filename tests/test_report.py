@@ -131,3 +131,26 @@ def test_report_renders_in_headless_chromium(tmp_path):
         assert im.size == (1200, 900)
         colours = im.convert("RGB").getcolors(maxcolors=1 << 20)
         assert colours is not None and len(colours) > 20        # text and bars, not a blank page
+
+
+def test_sweep_csv_is_plotted_and_a_bad_one_is_named(tmp_path):
+    data = tmp_path / "data"
+    _journal(data)
+    sweep = tmp_path / "sweep.csv"
+    sweep.write_text("tau,n,escalated,accuracy,ci_low,ci_high,agree_big,mean_latency_s,"
+                     "p95_latency_s,device_s\n"
+                     "0.0,40,0.0,0.70,0.6,0.8,0.8,0.10,0.12,4.0\n"
+                     "0.5,40,0.4,0.80,0.7,0.9,0.9,0.20,0.40,8.0\n"
+                     "2.0,40,1.0,0.85,0.75,0.95,1.0,0.35,0.45,14.0\n"
+                     f"{CANARY},1,1,1,1,1,1,1,1,1\n")
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"what,{CANARY}\n1,2\n")
+    out = tmp_path / "r.html"
+    res = _cli("report", "-o", str(out), "--data-dir", str(data), "--sweep", str(sweep),
+               "--sweep", str(bad))
+    assert res.returncode == 0, res.stderr
+    page = out.read_text()
+    assert "Cascade sweep: sweep.csv" in page and "bad.csv left out" in page
+    assert page.count("<tr><td class=\"n\">") >= 3 and re.search(r"<script", page, re.I) is None
+    if plots.available():
+        assert 'alt="sweep sweep.csv"' in page

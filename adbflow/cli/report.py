@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -40,6 +40,9 @@ def report_cmd(
     output: Annotated[Path, typer.Option("-o", "--output", help="HTML file to write.")
                       ] = Path("report.html"),
     last: Annotated[int, typer.Option("--last", min=1, help="Jobs on the timeline.")] = 20,
+    sweeps: Annotated[Optional[list[Path]], typer.Option(
+        "--sweep", help="An `adbflow sweep` CSV to include (repeatable; default: "
+                        "DATA/sweeps/*.csv when present).")] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Write a self-contained HTML report: fleet summary, per-stage latency per device, a
@@ -49,6 +52,12 @@ def report_cmd(
 
     base = Path(data_dir or data_home())
     data = load_report_data(base, since=parse_since(since), last_n=last)
+    from adbflow.report.data import read_sweep
+    for path in sweeps or sorted((base / "sweeps").glob("*.csv")):
+        try:
+            data.sweeps.append({"name": path.name, "rows": read_sweep(path)})
+        except (OSError, ValueError) as exc:
+            data.notes.append(f"sweep {path.name} left out: {exc}")
     output.write_text(render(data, source=str(base / "journal.sqlite")), encoding="utf-8")
     typer.echo(f"{data.jobs} jobs -> {output}", err=True)
 

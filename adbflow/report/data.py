@@ -29,6 +29,7 @@ class ReportData:
     energy: list[dict[str, Any]]                       # per job and stage
     timeline: list[dict[str, Any]]                     # last N jobs: stage intervals
     notes: list[str] = field(default_factory=list)
+    sweeps: list[dict[str, Any]] = field(default_factory=list)   # {"name", "rows"}
 
 
 def _get(rec: Any, name: str, default: Any = None) -> Any:
@@ -101,3 +102,34 @@ def build(jobs: Sequence[Any], attempts: Mapping[int, Sequence[Any]], *, since: 
                       last=max(created, default=None), devices=devices, latency=latency,
                       parts=part_medians, failures=sorted(failures, key=lambda f: -f["at"]),
                       energy=energy, timeline=timeline)
+
+
+SWEEP_FIELDS = ("tau", "n", "escalated", "accuracy", "ci_low", "ci_high", "agree_big",
+                "mean_latency_s", "p95_latency_s", "device_s")
+
+
+def read_sweep(path: Any) -> list[dict[str, float]]:
+    """Rows of an `adbflow sweep` CSV (untrusted file: finite numbers of the known columns
+    only). Raises ValueError when it is not one."""
+    import csv
+    import math
+
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames or not {"tau", "accuracy", "mean_latency_s"} <= set(reader.fieldnames):
+            raise ValueError("not an `adbflow sweep` CSV (needs tau, accuracy, mean_latency_s)")
+        rows = []
+        for raw in reader:
+            row: dict[str, float] = {}
+            for k in SWEEP_FIELDS:
+                try:
+                    v = float(raw.get(k) or "nan")
+                except ValueError:
+                    v = float("nan")
+                if math.isfinite(v):
+                    row[k] = v
+            if "tau" in row and "accuracy" in row and "mean_latency_s" in row:
+                rows.append(row)
+            if len(rows) >= 1000:
+                break
+    return rows

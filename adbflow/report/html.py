@@ -58,6 +58,12 @@ def _plot(fn: Callable[[ReportData], str | None], data: ReportData, alt: str,
     return f'<img class="plot" alt="{esc(alt)}" src="{uri}">' if uri else ""
 
 
+def _sweep_plot(sweep: dict[str, Any]) -> Callable[[ReportData], str | None]:
+    def draw(_data: ReportData) -> str | None:
+        return plots.sweep_tradeoff(sweep)
+    return draw
+
+
 def render(data: ReportData, *, title: str = "adbflow report", source: str = "") -> str:
     problems: list[str] = []
     parts: list[str] = []
@@ -112,6 +118,17 @@ def render(data: ReportData, *, title: str = "adbflow report", source: str = "")
                              for e in data.energy], numeric={3, 4, 5}))
     else:
         parts.append("<p class=note>No metered jobs (run with <code>--energy</code>).</p>")
+    for sw in data.sweeps:
+        parts.append(f"<h2>Cascade sweep: {esc(sw['name'])}</h2>")
+        parts.append(_plot(_sweep_plot(sw), data, f"sweep {sw['name']}", problems))
+        parts.append(_table(["tau", "n", "escalated", "accuracy", "CI", "mean s", "p95 s"],
+                            [[_num(r["tau"], "{:g}"), _num(r.get("n"), "{:.0f}"),
+                              _num(r.get("escalated"), "{:.0%}"), _num(r["accuracy"], "{:.3f}"),
+                              esc(f"[{r.get('ci_low', float('nan')):.3f}, "
+                                  f"{r.get('ci_high', float('nan')):.3f}]"),
+                              _num(r["mean_latency_s"], "{:.3f}"),
+                              _num(r.get("p95_latency_s"), "{:.3f}")] for r in sw["rows"]],
+                            numeric={0, 1, 2, 3, 5, 6}))
     for n in data.notes + problems:
         parts.append(f"<p class=bad>{esc(n)}</p>")
     body = "\n".join(p for p in parts if p)

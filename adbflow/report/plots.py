@@ -105,3 +105,25 @@ def energy_per_job(data: ReportData) -> str | None:
     ax.set_ylabel("joules")
     ax.set_title("Battery energy per job stage (net over idle where on USB power)")
     return _svg(fig)
+
+
+def sweep_tradeoff(sweep: dict[str, Any]) -> str | None:
+    """Accuracy against mean latency, one point per threshold (tau), with its CI."""
+    rows = sweep["rows"]
+    if not rows:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    xs = [r["mean_latency_s"] for r in rows]
+    ys = [r["accuracy"] for r in rows]
+    lo = [r["accuracy"] - r.get("ci_low", r["accuracy"]) for r in rows]
+    hi = [r.get("ci_high", r["accuracy"]) - r["accuracy"] for r in rows]
+    ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o-", color="#4e79a7", capsize=3)
+    for r, x, y in zip(rows, xs, ys, strict=True):
+        t = r["tau"]
+        ax.annotate("small" if t == 0 else ("big" if t > 1 else f"{t:g}"), (x, y),
+                    textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlabel("mean latency per picture (s)")
+    ax.set_ylabel("top-1 accuracy")
+    ax.set_title("Cascade threshold: accuracy vs latency")
+    return _svg(fig)
