@@ -22,10 +22,10 @@ from typing import Any, Iterator
 from adbflow.errors import FleetError
 from adbflow.fleet import android, rootfs
 from adbflow.fleet.access import ShellAccess
-from adbflow.fleet.mediastore import MediaStore
 from adbflow.fleet.faults import FaultState
 from adbflow.fleet.framework import FrameworkServer
 from adbflow.fleet.loadmodel import DeviceLoad, LoadTicker, contention_factor
+from adbflow.fleet.mediastore import MediaStore
 from adbflow.fleet.namespace import NamespaceHolder, die_with_parent
 from adbflow.fleet.profile import VirtualProfile
 from adbflow.fleet.spawn_client import DeviceProcess, SpawnerClient

@@ -34,7 +34,8 @@ from typing import Any, Callable
 from adbflow.errors import AdbflowError, FleetError
 from adbflow.fleet import adb_server
 from adbflow.fleet.backend_api import DeviceBackend
-from adbflow.fleet.camera import DEFAULT_DIR as DEFAULT_SNAP_DIR, Camera, check_dir, copy_plain
+from adbflow.fleet.camera import DEFAULT_DIR as DEFAULT_SNAP_DIR
+from adbflow.fleet.camera import Camera, check_dir, copy_plain
 from adbflow.fleet.faults import FaultState, ProgramFault
 from adbflow.fleet.transport import DeviceTransport
 

@@ -333,8 +333,8 @@ def build_root(root: Path, profile: VirtualProfile, serial: str, *, owners: bool
     for rel in STORAGE_DIRS:
         parts = rel.split("/")
         storage_dirs.update(lower0.joinpath(*parts[:i]) for i in range(1, len(parts) + 1))
-    for d in sorted(storage_dirs):
-        _own(d, ids["root"], ids["sdcard_rw"], 0o2771)
+    for sdir in sorted(storage_dirs):
+        _own(sdir, ids["root"], ids["sdcard_rw"], 0o2771)
     os.chmod(root, 0o755)
     _symlink(root / "lib", "usr/lib")
     _symlink(root / "lib64", "usr/lib64")

@@ -17,6 +17,7 @@ import stat as stat_mod
 import struct
 from pathlib import Path
 
+from adbflow.fleet.access import ShellAccess
 from adbflow.fleet.backend_api import DeviceBackend
 from adbflow.fleet.stream import Stream
 
@@ -96,7 +97,7 @@ _NEEDS_FEATURE = {b"STA2": "stat_v2", b"LST2": "stat_v2", b"LIS2": "ls_v2",
                   b"SND2": "sendrecv_v2", b"RCV2": "sendrecv_v2"}
 
 
-def _access(backend: DeviceBackend):  # type: ignore[no-untyped-def]
+def _access(backend: DeviceBackend) -> ShellAccess | None:
     """The backend's ShellAccess (NamespaceBackend), None for test backends without one."""
     return getattr(backend, "access", None)
 
@@ -368,7 +369,7 @@ def _open_for_write(backend: DeviceBackend, path: str, mode: int):  # type: igno
     return os.fdopen(fd, "wb", buffering=0), host
 
 
-def _makedirs(host_dir: Path, access) -> None:  # type: ignore[no-untyped-def]
+def _makedirs(host_dir: Path, access: ShellAccess | None) -> None:
     """mkdir -p, each new directory owned by the shell (adbd runs as uid 2000)."""
     missing = []
     d = host_dir

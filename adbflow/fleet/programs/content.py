@@ -114,7 +114,7 @@ def query(opts: dict[str, str], api: int, db_path: Path) -> list[list[tuple[str,
     finally:
         db.close()
     # Android 11+: the FUSE daemon drops the row of a file deleted through the view
-    return [list(zip(names, row[:-1])) for row in fetched
+    return [list(zip(names, row[:-1], strict=True)) for row in fetched
             if api < 30 or not isinstance(row[-1], str) or os.path.lexists(row[-1])]
 
 
