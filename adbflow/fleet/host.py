@@ -120,7 +120,9 @@ class VirtualDevice:
                 "state": self.state, "load": self.load,
                 "faults": self.backend.faults.to_json(),
                 "connections": len(self.transport.connections),
-                "delayed_ack": any(c.delayed_ack for c in self.transport.connections)}
+                "delayed_ack": any(c.delayed_ack for c in self.transport.connections),
+                # the Android release the device runs (None for test backends)
+                "sdk": getattr(self.backend, "sdk", None)}
 
 
 class FleetHost:
