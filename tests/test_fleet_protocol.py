@@ -165,8 +165,11 @@ def adb(fleet, serial: str, *args: str, input: bytes | None = None,  # type: ign
 
 
 def host_path(fleet, serial: str, device_path: str) -> Path:  # type: ignore[no-untyped-def]
-    root = next(d["root"] for d in fleet.state()["devices"] if d["serial"] == serial)
-    return Path(root) / device_path.lstrip("/")
+    """The host path of a device path, through the device's own mounts when it has them
+    (its storage is a separate view of /data/media/0, like on a phone)."""
+    dev = next(d for d in fleet.state()["devices"] if d["serial"] == serial)
+    root = Path(f"/proc/{dev['holder_pid']}/root") if dev.get("holder_pid") else Path(dev["root"])
+    return root / device_path.lstrip("/")
 
 
 def sha(path: Path) -> str:
@@ -536,24 +539,31 @@ def test_cli_status_fault_snap(fleet) -> None:  # type: ignore[no-untyped-def]
     assert r.exit_code == 0
     assert {d["serial"]: d for d in fleet.status()["devices"]}[s]["faults"]["programs"] == {}
     r = runner.invoke(app, ["fleet", "snap", s, str(ASSETS_DIR / "coffee.png"), "--name",
-                            "cli.png", *sd])
+                            "cli.png", "--dir", "Pictures", *sd])
     assert r.exit_code == 0 and r.output.strip() == "/storage/emulated/0/Pictures/cli.png"
+    r = runner.invoke(app, ["fleet", "snap", s, str(ASSETS_DIR / "coffee.png"), "--name",
+                            "IMG_1.png", "--with-video", *sd])
+    assert r.exit_code == 0 and r.output.split() == ["/storage/emulated/0/DCIM/Camera/IMG_1.png",
+                                                     "/storage/emulated/0/DCIM/Camera/VID_1.mp4"]
 
 
 def test_snap_writes_picture_like_a_camera(fleet) -> None:  # type: ignore[no-untyped-def]
     s = fleet.serials[2]
     src = ASSETS_DIR / "chelsea.png"
-    path = fleet.snap(s, src)
-    assert path.startswith("/storage/emulated/0/Pictures/IMG_") and path.endswith(".png")
-    pictures = host_path(fleet, s, "/storage/emulated/0/Pictures")
-    assert (pictures / Path(path).name).read_bytes() == src.read_bytes()
-    assert not [p for p in pictures.iterdir() if p.name.startswith(".pending-")]
+    path = fleet.snap(s, src)  # a camera app: DCIM/Camera
+    assert path.startswith("/storage/emulated/0/DCIM/Camera/IMG_") and path.endswith(".png")
+    camera = host_path(fleet, s, "/storage/emulated/0/DCIM/Camera")
+    assert (camera / Path(path).name).read_bytes() == src.read_bytes()
+    assert not [p for p in camera.iterdir() if p.name.startswith(".pending-")]
     hostile = "$(touch pwned).jpg"
-    path2 = fleet.snap(s, src, name=hostile)
+    path2 = fleet.snap(s, src, name=hostile, directory="Pictures")
     assert path2 == f"/storage/emulated/0/Pictures/{hostile}"
+    pictures = host_path(fleet, s, "/storage/emulated/0/Pictures")
     d = fleet.adb().device(s)
     assert d.sync.read_bytes(path2) == src.read_bytes()
-    listing = adb(fleet, s, "shell", "ls storage/emulated/0/Pictures").stdout.decode()
+    listing = adb(fleet, s, "shell", "ls storage/emulated/0/Pictures "
+                  "storage/emulated/0/DCIM/Camera"
+                  ).stdout.decode()
     assert hostile in listing and Path(path).name in listing
     assert not (pictures / "pwned").exists()
     with pytest.raises(FleetError):

@@ -113,10 +113,23 @@ def snap_cmd(serial: Serial,
                                                    help="Picture on this computer.")],
              name: Annotated[Optional[str], typer.Option(
                  "--name", help="File name on the device (default IMG_<time>.<ext>).")] = None,
+             directory: Annotated[str, typer.Option(
+                 "--dir", help="Folder under /storage/emulated/0 (e.g. Pictures, "
+                               "Pictures/Screenshots).")] = "DCIM/Camera",
+             publish: Annotated[Optional[str], typer.Option(
+                 "--publish", help="mediastore (a camera app; default) or file (an app "
+                                   "renaming the file itself: inotify sees the name).")] = None,
+             with_video: Annotated[bool, typer.Option(
+                 "--with-video", help="Also record a short VID_*.mp4 beside it.")] = False,
              state_dir: StateDir = None) -> None:
-    """'Take a picture' on a device: it appears in /storage/emulated/0/Pictures like a
-    camera app writes it (temporary .pending- file, then rename)."""
-    typer.echo(_client(state_dir).snap(serial, image, name=name))
+    """'Take a picture' on a device like its camera app: into DCIM/Camera, on Android 11+
+    as `.pending-<ts>-NAME` that MediaProvider then renames (no inotify event for NAME;
+    `content query` lists it), on 6-10 through the app's own storage view."""
+    shot = _client(state_dir).snap_info(serial, image, name=name, directory=directory,
+                                        publish=publish, with_video=with_video)
+    typer.echo(shot["path"])
+    if shot.get("video"):
+        typer.echo(shot["video"])
 
 
 @fleet_app.command("fault")

@@ -316,7 +316,9 @@ def demo_cmd(
                 view(ev)
                 if isinstance(ev, Watching):
                     say(f"snapping {image.name} on {target}")
-                    client.snap(target, image)
+                    # Pictures/ through the File API: what `watch` detects today (issue 13
+                    # moves detection to DCIM/Camera + MediaStore, then: the camera default)
+                    client.snap(target, image, directory="Pictures", publish="file")
 
             pipe = Pipeline(cfg, Inventory([AdbServer(port=port)]), on_event=on_event)
             timer = threading.Timer(timeout, pipe.stop_event.set)

@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from adbflow.errors import FleetError
-from adbflow.fleet import clock, rootfs
+from adbflow.fleet import android, clock, rootfs
+from adbflow.fleet.access import ShellAccess
 from adbflow.fleet.faults import FaultState
 from adbflow.fleet.framework import FrameworkServer
 from adbflow.fleet.loadmodel import DeviceLoad, LoadTicker, contention_factor
+from adbflow.fleet.mediastore import MediaStore
 from adbflow.fleet.namespace import NamespaceHolder, die_with_parent
 from adbflow.fleet.profile import VirtualProfile
 from adbflow.fleet.spawn_client import DeviceProcess, SpawnerClient
@@ -31,7 +33,7 @@ from adbflow.fleet.spawn_client import DeviceProcess, SpawnerClient
 log = logging.getLogger("adbflow.fleet.backend")
 
 DEVICE_STATE_PATH = "/vendor/etc/adbflow-virtual.json"
-WRITABLE_PREFIXES = ("/data", "/storage", "/mnt", "/cache")
+SETPRIV = "/usr/bin/setpriv"  # util-linux, reachable through the device's /usr bind
 _MAX_SYMLINKS = 40
 
 
@@ -57,6 +59,8 @@ class NamespaceBackend:
         self._written_state: dict[str, Any] | None = None
         self._spawner: SpawnerClient | None = None
         self._framework: FrameworkServer | None = None
+        self.access = ShellAccess(self, *rootfs.shell_creds(profile))
+        self.mediastore = MediaStore(rootfs.sim_dir(self.root_dir))
 
     # ------------------------------------------------------------ identity
     def banner_props(self) -> dict[str, str]:
@@ -66,6 +70,29 @@ class NamespaceBackend:
     def device_props(self) -> dict[str, str]:
         """Everything `getprop` shows on this device."""
         return self.profile.device_props(self.serial)
+
+    @property
+    def sdk(self) -> int:
+        """API level: decides banner features, toybox, dumpsys, storage (android.py)."""
+        return self.profile.sdk
+
+    def adbd_features(self) -> tuple[str, ...]:
+        """The `features=` of this device's CNXN banner (what its adbd version offers)."""
+        return android.adbd_features(self.sdk)
+
+    @property
+    def runs_as_shell(self) -> bool:
+        """Device commands run as uid 2000. Not in the unprivileged fallback: a user
+        namespace that maps only root has no uid 2000 (commands then run as its root)."""
+        return not self._holder.userns
+
+    @property
+    def storage_kind(self) -> str:
+        """"overlay" when /storage/emulated/0 is a separate view of /data/media/0 (a
+        rename on the lower directory raises no inotify event in the view), "bind" when
+        overlayfs was unavailable (every change raises events)."""
+        kind = self._holder.mount_type(rootfs.STORAGE)
+        return "overlay" if kind == "overlay" else "bind"
 
     @property
     def holder_pid(self) -> int | None:
@@ -87,7 +114,9 @@ class NamespaceBackend:
         if self.running:
             return
         binds = await asyncio.to_thread(self._build_root)
-        self._holder = NamespaceHolder(self.root_dir, binds, label=self.serial)
+        self._holder = NamespaceHolder(self.root_dir, binds, label=self.serial,
+                                       overlays=(rootfs.storage_overlay(self.root_dir),),
+                                       rw_dirs=rootfs.RW_TOP_DIRS)
         if self._model is not None:
             self._model.close()
         self._model = DeviceLoad(self.profile, rootfs.sim_dir(self.root_dir),
@@ -104,7 +133,7 @@ class NamespaceBackend:
         self._ticker.add(self._model)
 
     def _build_root(self) -> list:
-        rootfs.build_root(self.root_dir, self.profile, self.serial)
+        rootfs.build_root(self.root_dir, self.profile, self.serial, owners=self.runs_as_shell)
         return rootfs.device_binds(self.root_dir)
 
     async def _start_framework(self) -> None:
@@ -129,8 +158,13 @@ class NamespaceBackend:
         if os.environ.get("ADBFLOW_FLEET_SPAWNER", "1") == "0":
             return
         try:
+            creds = ""
+            if self.runs_as_shell:
+                from adbflow.fleet.spawner import encode_creds
+                creds = encode_creds(*rootfs.shell_creds(self.profile))
             self._spawner = await SpawnerClient.start(self._holder.enter_argv([], fork=False),
-                                                      self.serial, preexec_fn=die_with_parent)
+                                                      self.serial, preexec_fn=die_with_parent,
+                                                      creds=creds)
         except (FleetError, OSError) as exc:
             log.warning("%s; falling back to nsenter per command", exc)
 
@@ -181,6 +215,10 @@ class NamespaceBackend:
             full_env.setdefault("ENV", "/system/etc/mkshrc")
         if self._spawner is not None and self._spawner.alive:
             return self._spawn_resident(argv, full_env, pty)
+        if self.runs_as_shell:  # nsenter keeps root: drop to the shell user like adbd does
+            uid, gid, groups = rootfs.shell_creds(self.profile)
+            argv = [SETPRIV, f"--reuid={uid}", f"--regid={gid}",
+                    "--groups=" + ",".join(map(str, groups)), "--", *argv]
         full = self._holder.enter_argv(argv)
         if not pty:
             proc = await asyncio.create_subprocess_exec(
@@ -243,10 +281,21 @@ class NamespaceBackend:
         real = self.device_realpath(device_path, follow_last=follow_last)
         return self._host_root().joinpath(real.lstrip("/")) if real != "/" else self._host_root()
 
+    def on_file_written(self, device_path: str, host: Path) -> None:
+        """The sync service finished writing `device_path` (see camera.index_pushed)."""
+        from adbflow.fleet.camera import index_pushed
+        try:
+            index_pushed(self.mediastore, self.sdk, self.device_realpath(device_path), host)
+        except (OSError, ValueError) as exc:  # indexing must never fail a push
+            log.warning("[%s] MediaStore index of %r failed: %s", self.serial, device_path, exc)
+
     def writable(self, device_path: str) -> bool:
-        """Whether a push to `device_path` lands in a writable area (/data, /sdcard...)."""
-        real = self.device_realpath(device_path)
-        return any(real == p or real.startswith(p + "/") for p in WRITABLE_PREFIXES)
+        """Whether the shell user could create `device_path` (sync push uses access)."""
+        try:
+            self.access.check_create(device_path)
+        except OSError:
+            return False
+        return True
 
     # ------------------------------------------------------------ load & faults
     def set_load(self, percent: float) -> None:

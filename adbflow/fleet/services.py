@@ -25,6 +25,10 @@ def route(name: str, device: Rebootable) -> ServiceHandler | None:
         req = shell_service.parse_service(name)
         if req is None:
             return None
+        # the adbd version of the device decides (DeviceTransport carries its backend)
+        features = getattr(getattr(device, "backend", None), "adbd_features", None)
+        if name.startswith("shell,") and callable(features) and "shell_v2" not in features():
+            return None  # an adbd before Nougat knows only `shell:` (the client falls back)
         if not req.v2 and not req.pty:
             return shell_service.serve_raw
         return shell_service.serve

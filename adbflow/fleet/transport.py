@@ -119,7 +119,10 @@ class Connection:
             pass
 
     async def answer_cnxn(self) -> None:
-        banner = P.device_banner(self.device.backend.banner_props())
+        features = getattr(self.device.backend, "adbd_features", None)
+        props = self.device.backend.banner_props()
+        banner = (P.device_banner(props, features()) if callable(features)
+                  else P.device_banner(props))
         self.online = True
         self.cnxn_pending = False
         await self.send(P.A_CNXN, P.VERSION, P.MAX_PAYLOAD, banner)

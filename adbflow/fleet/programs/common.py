@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adbflow.fleet.loadmodel import contention_factor, thermal_factor
+from adbflow.fleet.loadmodel import THERMAL_HAL_PATH, contention_factor, thermal_factor
 
 STATE_FILE = Path(os.environ.get("ADBFLOW_VIRTUAL_STATE", "/vendor/etc/adbflow-virtual.json"))
 SYS_THERMAL = Path("/sys/class/thermal")
@@ -69,7 +69,14 @@ def load_state(path: Path | None = None) -> DeviceState:
 
 
 def skin_temperature_c() -> float:
-    """Skin temperature from the simulated thermal zones (25 C when unknown)."""
+    """Skin temperature (25 C when unknown): from the thermal HAL stand-in, which the
+    device publishes even where the shell may not read the zones, else from the zones."""
+    try:
+        for t in json.loads((Path("/") / THERMAL_HAL_PATH).read_text())["temperatures"]:
+            if t["name"] == "skin-therm":
+                return float(t["value"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
     try:
         for zone in SYS_THERMAL.glob("thermal_zone*"):
             if (zone / "type").read_text().strip() == "skin-therm":
@@ -77,6 +84,17 @@ def skin_temperature_c() -> float:
     except (OSError, ValueError):
         pass
     return 25.0
+
+
+def device_sdk() -> int:
+    """This device's API level, from /system/build.prop (35 when unreadable)."""
+    try:
+        for line in Path("/system/build.prop").read_text().splitlines():
+            if line.startswith("ro.build.version.sdk="):
+                return int(line.split("=", 1)[1])
+    except (OSError, ValueError):
+        pass
+    return 35
 
 
 @dataclass(frozen=True)
