@@ -1,0 +1,301 @@
+"""Cut a `.tflite` model at a single-tensor boundary into a head and a tail model.
+
+Why: layer-wise split inference (Neurosurgeon-style) runs the first ops of a CNN on one
+phone and the rest on another, so only one intermediate tensor crosses between them. Phones
+run the parts with the stock `benchmark_model` (`--input_layer_value_files` in,
+`--output_filepath` out), so each part must be an ordinary TFLite model. The flatbuffer
+schema shipped with ai-edge-litert (`schema_py_generated`, object API) is enough to build
+them: the head keeps the ops before the cut and outputs the cut tensor, the tail keeps the
+ops after it and takes the cut tensor as its input; every other tensor and buffer that a
+part does not use is dropped, and so are the signature defs and metadata (they describe the
+whole model's inputs/outputs). The cut tensor is named plainly `cut` in both parts.
+
+A *cut point* is a position k in the operator order (TFLite executes ops in that order)
+such that exactly one non-constant tensor is both available after ops[:k] (a graph input or
+produced by one of them) and needed by ops[k:] or the graph outputs. The ops before it then
+depend on nothing after it, and the one tensor is all that crosses. Pure functions over
+bytes; no device I/O.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Sequence
+
+import flatbuffers
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+from adbflow.errors import CutError
+
+CUT_TENSOR_NAME = "cut"
+FILE_IDENTIFIER = b"TFL3"
+
+_DTYPES: dict[int, np.dtype] = {
+    schema.TensorType.FLOAT32: np.dtype(np.float32), schema.TensorType.FLOAT16: np.dtype(np.float16),
+    schema.TensorType.INT32: np.dtype(np.int32), schema.TensorType.UINT8: np.dtype(np.uint8),
+    schema.TensorType.INT64: np.dtype(np.int64), schema.TensorType.INT16: np.dtype(np.int16),
+    schema.TensorType.INT8: np.dtype(np.int8), schema.TensorType.FLOAT64: np.dtype(np.float64),
+    schema.TensorType.BOOL: np.dtype(np.bool_), schema.TensorType.UINT32: np.dtype(np.uint32),
+    schema.TensorType.UINT16: np.dtype(np.uint16),
+}
+_OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+
+
+@dataclass(frozen=True)
+class CutPoint:
+    """A valid single-tensor boundary: ops[:op_index] form the head, ops[op_index:] the tail."""
+
+    op_index: int
+    tensor_index: int
+    tensor_name: str
+    shape: tuple[int, ...]
+    dtype: str
+    nbytes: int
+
+    def describe(self) -> str:
+        return (f"cut {self.op_index}: tensor {self.tensor_index} {self.tensor_name!r} "
+                f"{'x'.join(map(str, self.shape))} {self.dtype} ({self.nbytes} bytes)")
+
+
+@dataclass(frozen=True)
+class OpInfo:
+    """One operator of the model, in execution order, with a rough cost estimate."""
+
+    index: int
+    node_type: str
+    output_name: str
+    cost: float        # multiply-accumulates + elements touched: apportions measured time
+
+
+@dataclass(frozen=True)
+class SplitModels:
+    """The two parts of a cut, as .tflite bytes."""
+
+    cut: CutPoint
+    head: bytes
+    tail: bytes
+
+
+def model_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _load(data: bytes) -> schema.ModelT:
+    if len(data) < 8 or data[4:8] != FILE_IDENTIFIER:
+        raise CutError("not a TFLite flatbuffer (no TFL3 identifier)",
+                       hint="pass a .tflite model file")
+    try:
+        model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    except Exception as exc:  # a corrupt flatbuffer raises anything from struct to index errors
+        raise CutError(f"cannot read the TFLite flatbuffer: {exc}",
+                       hint="is the file truncated?") from None
+    if not model.subgraphs:
+        raise CutError("model has no subgraph")
+    if len(model.subgraphs) > 1:
+        raise CutError(f"model has {len(model.subgraphs)} subgraphs (control flow)",
+                       hint="only single-subgraph models can be cut")
+    if any(b.offset and b.offset > 1 for b in model.buffers or []):
+        raise CutError("model keeps its buffers outside the flatbuffer",
+                       hint="only models with inline buffers (< 2 GB) can be cut")
+    return model
+
+
+def _is_constant(model: schema.ModelT, tensor: schema.TensorT) -> bool:
+    buf = model.buffers[tensor.buffer] if 0 < tensor.buffer < len(model.buffers) else None
+    return buf is not None and buf.data is not None and len(buf.data) > 0
+
+
+def _name(tensor: schema.TensorT) -> str:
+    n = tensor.name
+    return n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n or "")
+
+
+def _shape(tensor: schema.TensorT) -> tuple[int, ...]:
+    return tuple(int(x) for x in (tensor.shape if tensor.shape is not None else ()))
+
+
+def tensor_nbytes(tensor: schema.TensorT) -> int:
+    dtype = _DTYPES.get(tensor.type)
+    if dtype is None:
+        raise CutError(f"tensor {_name(tensor)!r} has unsupported type {tensor.type}")
+    return int(np.prod(_shape(tensor), dtype=np.int64)) * dtype.itemsize
+
+
+def _ints(arr) -> list[int]:
+    return [] if arr is None else [int(x) for x in arr]
+
+
+def _op_name(model: schema.ModelT, op: schema.OperatorT) -> str:
+    code = model.operatorCodes[op.opcodeIndex]
+    builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+    if builtin == schema.BuiltinOperator.CUSTOM:
+        cc = code.customCode
+        return cc.decode() if isinstance(cc, bytes) else str(cc or "CUSTOM")
+    return _OP_NAMES.get(builtin, f"OP_{builtin}")
+
+
+def _op_cost(model: schema.ModelT, op: schema.OperatorT) -> float:
+    """Multiply-accumulates for convolutions / fully connected, plus every element read or
+    written (memory-bound ops still take time). Only used to share measured time out."""
+    tensors = model.subgraphs[0].tensors
+    ins = [tensors[i] for i in _ints(op.inputs) if i >= 0]
+    outs = [tensors[i] for i in _ints(op.outputs) if i >= 0]
+    elems = sum(int(np.prod(_shape(t))) for t in ins + outs if not _is_constant(model, t))
+    out_elems = sum(int(np.prod(_shape(t))) for t in outs)
+    name = _op_name(model, op)
+    macs = 0
+    if name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") and len(ins) >= 2:
+        w = _shape(ins[1])
+        if name == "CONV_2D" and len(w) == 4:          # [out, kh, kw, in]
+            macs = out_elems * w[1] * w[2] * w[3]
+        elif name == "DEPTHWISE_CONV_2D" and len(w) == 4:  # [1, kh, kw, out]
+            macs = out_elems * w[1] * w[2]
+        elif name == "FULLY_CONNECTED" and len(w) == 2:  # [out, in]
+            macs = out_elems * w[1]
+    return float(macs + elems)
+
+
+@lru_cache(maxsize=8)
+def _model_cached(data: bytes) -> schema.ModelT:
+    return _load(data)
+
+
+def op_infos(data: bytes) -> list[OpInfo]:
+    """Every operator in execution order with its type, first output name and cost."""
+    model = _model_cached(data)
+    sg = model.subgraphs[0]
+    out = []
+    for i, op in enumerate(sg.operators):
+        outs = [o for o in _ints(op.outputs) if o >= 0]
+        name = _name(sg.tensors[outs[0]]) if outs else ""
+        out.append(OpInfo(i, _op_name(model, op), name, _op_cost(model, op)))
+    return out
+
+
+def model_cost(data: bytes) -> float:
+    return sum(o.cost for o in op_infos(data))
+
+
+def cut_points(data: bytes) -> list[CutPoint]:
+    """Every valid single-tensor cut point of the model, in op order."""
+    model = _model_cached(data)
+    sg = model.subgraphs[0]
+    ops = sg.operators or []
+    n = len(ops)
+    const = {i for i, t in enumerate(sg.tensors) if _is_constant(model, t)}
+    # last use of each tensor (n = needed as a graph output)
+    last_use: dict[int, int] = {}
+    for k, op in enumerate(ops):
+        for t in _ints(op.inputs) + _ints(op.intermediates):
+            if t >= 0 and t not in const:
+                last_use[t] = k
+    for t in _ints(sg.outputs):
+        last_use[t] = n
+    live: set[int] = {t for t in _ints(sg.inputs) if t not in const}
+    points: list[CutPoint] = []
+    seen: set[int] = set()
+    for k in range(1, n):
+        op = ops[k - 1]
+        live |= {t for t in _ints(op.outputs) if t >= 0 and t not in const}
+        crossing = {t for t in live if last_use.get(t, -1) >= k}
+        live = crossing
+        if len(crossing) != 1:
+            continue
+        (t,) = crossing
+        if t in _ints(sg.inputs) or t in seen:
+            continue
+        seen.add(t)
+        tensor = sg.tensors[t]
+        dtype = _DTYPES.get(tensor.type)
+        if dtype is None:
+            continue
+        points.append(CutPoint(k, t, _name(tensor), _shape(tensor), dtype.name,
+                               tensor_nbytes(tensor)))
+    return points
+
+
+def find_cut(data: bytes, op_index: int) -> CutPoint:
+    points = cut_points(data)
+    if not points:
+        raise CutError("model has no valid single-tensor cut point",
+                       hint="run it whole (--plan none)")
+    for p in points:
+        if p.op_index == op_index:
+            return p
+    raise CutError(f"op index {op_index} is not a valid cut point",
+                   hint="valid: " + ", ".join(str(p.op_index) for p in points))
+
+
+def _submodel(model: schema.ModelT, op_range: range, inputs: Sequence[int],
+              outputs: Sequence[int], rename: dict[int, str]) -> bytes:
+    """A model with only ops[op_range], the given graph inputs/outputs (old tensor indices),
+    only the tensors and buffers those use (buffer 0 stays the empty sentinel)."""
+    sg = model.subgraphs[0]
+    ops = [sg.operators[i] for i in op_range]
+    used: list[int] = []
+    for t in list(inputs) + [x for op in ops for x in _ints(op.inputs) + _ints(op.outputs)
+                             + _ints(op.intermediates)] + list(outputs):
+        if t >= 0 and t not in used:
+            used.append(t)
+    tmap = {old: new for new, old in enumerate(used)}
+    new_buffers = [schema.BufferT()]
+    bmap: dict[int, int] = {}
+    new_tensors = []
+    for old in used:
+        src = sg.tensors[old]
+        t = schema.TensorT()
+        t.__dict__.update(src.__dict__)
+        if src.buffer and src.buffer < len(model.buffers):
+            if src.buffer not in bmap:
+                bmap[src.buffer] = len(new_buffers)
+                new_buffers.append(model.buffers[src.buffer])
+            t.buffer = bmap[src.buffer]
+        else:
+            t.buffer = 0
+        if old in rename:
+            t.name = rename[old]
+        new_tensors.append(t)
+    new_ops = []
+    for op in ops:
+        o = schema.OperatorT()
+        o.__dict__.update(op.__dict__)
+        o.inputs = [tmap[x] if x >= 0 else -1 for x in _ints(op.inputs)]
+        o.outputs = [tmap[x] if x >= 0 else -1 for x in _ints(op.outputs)]
+        o.intermediates = [tmap[x] for x in _ints(op.intermediates)] or None
+        new_ops.append(o)
+    used_codes = sorted({op.opcodeIndex for op in new_ops})
+    cmap = {old: new for new, old in enumerate(used_codes)}
+    for o in new_ops:
+        o.opcodeIndex = cmap[o.opcodeIndex]
+    out_sg = schema.SubGraphT()
+    out_sg.tensors = new_tensors
+    out_sg.inputs = [tmap[i] for i in inputs]
+    out_sg.outputs = [tmap[i] for i in outputs]
+    out_sg.operators = new_ops
+    out_sg.name = sg.name
+    m = schema.ModelT()
+    m.version = model.version
+    m.operatorCodes = [model.operatorCodes[i] for i in used_codes]
+    m.subgraphs = [out_sg]
+    m.description = model.description
+    m.buffers = new_buffers
+    m.signatureDefs = None
+    m.metadata = None
+    m.metadataBuffer = None
+    builder = flatbuffers.Builder(1 << 20)
+    builder.Finish(m.Pack(builder), file_identifier=FILE_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+def split_model(data: bytes, op_index: int) -> SplitModels:
+    """Head (ops before the cut, output `cut`) and tail (input `cut`, the model's outputs)."""
+    cut = find_cut(data, op_index)
+    model = _load(data)     # a fresh copy: _submodel must not share mutable state with the cache
+    sg = model.subgraphs[0]
+    n = len(sg.operators)
+    rename = {cut.tensor_index: CUT_TENSOR_NAME}
+    head = _submodel(model, range(0, cut.op_index), _ints(sg.inputs), [cut.tensor_index], rename)
+    tail = _submodel(model, range(cut.op_index, n), [cut.tensor_index], _ints(sg.outputs), rename)
+    return SplitModels(cut, head, tail)
