@@ -24,23 +24,13 @@ from functools import lru_cache
 from typing import Sequence
 
 import flatbuffers
-import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from adbflow.errors import CutError
+from adbflow.errors import CutError, ParseError
+from adbflow.parsers.tflite_model import (DTYPES, FILE_IDENTIFIER, ints, is_constant,
+                                          load_model, tensor_name, tensor_nbytes, tensor_shape)
 
 CUT_TENSOR_NAME = "cut"
-FILE_IDENTIFIER = b"TFL3"
-
-_DTYPES: dict[int, np.dtype] = {
-    schema.TensorType.FLOAT32: np.dtype(np.float32), schema.TensorType.FLOAT16: np.dtype(np.float16),
-    schema.TensorType.INT32: np.dtype(np.int32), schema.TensorType.UINT8: np.dtype(np.uint8),
-    schema.TensorType.INT64: np.dtype(np.int64), schema.TensorType.INT16: np.dtype(np.int16),
-    schema.TensorType.INT8: np.dtype(np.int8), schema.TensorType.FLOAT64: np.dtype(np.float64),
-    schema.TensorType.BOOL: np.dtype(np.bool_), schema.TensorType.UINT32: np.dtype(np.uint32),
-    schema.TensorType.UINT16: np.dtype(np.uint16),
-}
-_OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 
 
 @dataclass(frozen=True)
@@ -60,16 +50,6 @@ class CutPoint:
 
 
 @dataclass(frozen=True)
-class OpInfo:
-    """One operator of the model, in execution order, with a rough cost estimate."""
-
-    index: int
-    node_type: str
-    output_name: str
-    cost: float        # multiply-accumulates + elements touched: apportions measured time
-
-
-@dataclass(frozen=True)
 class SplitModels:
     """The two parts of a cut, as .tflite bytes."""
 
@@ -83,16 +63,11 @@ def model_digest(data: bytes) -> str:
 
 
 def _load(data: bytes) -> schema.ModelT:
-    if len(data) < 8 or data[4:8] != FILE_IDENTIFIER:
-        raise CutError("not a TFLite flatbuffer (no TFL3 identifier)",
-                       hint="pass a .tflite model file")
+    """The model as mutable objects, checked to be cuttable."""
     try:
-        model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
-    except Exception as exc:  # a corrupt flatbuffer raises anything from struct to index errors
-        raise CutError(f"cannot read the TFLite flatbuffer: {exc}",
-                       hint="is the file truncated?") from None
-    if not model.subgraphs:
-        raise CutError("model has no subgraph")
+        model = load_model(data)
+    except ParseError as exc:
+        raise CutError(str(exc), hint="pass a readable .tflite model file") from None
     if len(model.subgraphs) > 1:
         raise CutError(f"model has {len(model.subgraphs)} subgraphs (control flow)",
                        hint="only single-subgraph models can be cut")
@@ -102,80 +77,9 @@ def _load(data: bytes) -> schema.ModelT:
     return model
 
 
-def _is_constant(model: schema.ModelT, tensor: schema.TensorT) -> bool:
-    buf = model.buffers[tensor.buffer] if 0 < tensor.buffer < len(model.buffers) else None
-    return buf is not None and buf.data is not None and len(buf.data) > 0
-
-
-def _name(tensor: schema.TensorT) -> str:
-    n = tensor.name
-    return n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n or "")
-
-
-def _shape(tensor: schema.TensorT) -> tuple[int, ...]:
-    return tuple(int(x) for x in (tensor.shape if tensor.shape is not None else ()))
-
-
-def tensor_nbytes(tensor: schema.TensorT) -> int:
-    dtype = _DTYPES.get(tensor.type)
-    if dtype is None:
-        raise CutError(f"tensor {_name(tensor)!r} has unsupported type {tensor.type}")
-    return int(np.prod(_shape(tensor), dtype=np.int64)) * dtype.itemsize
-
-
-def _ints(arr) -> list[int]:
-    return [] if arr is None else [int(x) for x in arr]
-
-
-def _op_name(model: schema.ModelT, op: schema.OperatorT) -> str:
-    code = model.operatorCodes[op.opcodeIndex]
-    builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
-    if builtin == schema.BuiltinOperator.CUSTOM:
-        cc = code.customCode
-        return cc.decode() if isinstance(cc, bytes) else str(cc or "CUSTOM")
-    return _OP_NAMES.get(builtin, f"OP_{builtin}")
-
-
-def _op_cost(model: schema.ModelT, op: schema.OperatorT) -> float:
-    """Multiply-accumulates for convolutions / fully connected, plus every element read or
-    written (memory-bound ops still take time). Only used to share measured time out."""
-    tensors = model.subgraphs[0].tensors
-    ins = [tensors[i] for i in _ints(op.inputs) if i >= 0]
-    outs = [tensors[i] for i in _ints(op.outputs) if i >= 0]
-    elems = sum(int(np.prod(_shape(t))) for t in ins + outs if not _is_constant(model, t))
-    out_elems = sum(int(np.prod(_shape(t))) for t in outs)
-    name = _op_name(model, op)
-    macs = 0
-    if name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") and len(ins) >= 2:
-        w = _shape(ins[1])
-        if name == "CONV_2D" and len(w) == 4:          # [out, kh, kw, in]
-            macs = out_elems * w[1] * w[2] * w[3]
-        elif name == "DEPTHWISE_CONV_2D" and len(w) == 4:  # [1, kh, kw, out]
-            macs = out_elems * w[1] * w[2]
-        elif name == "FULLY_CONNECTED" and len(w) == 2:  # [out, in]
-            macs = out_elems * w[1]
-    return float(macs + elems)
-
-
 @lru_cache(maxsize=8)
 def _model_cached(data: bytes) -> schema.ModelT:
     return _load(data)
-
-
-def op_infos(data: bytes) -> list[OpInfo]:
-    """Every operator in execution order with its type, first output name and cost."""
-    model = _model_cached(data)
-    sg = model.subgraphs[0]
-    out = []
-    for i, op in enumerate(sg.operators):
-        outs = [o for o in _ints(op.outputs) if o >= 0]
-        name = _name(sg.tensors[outs[0]]) if outs else ""
-        out.append(OpInfo(i, _op_name(model, op), name, _op_cost(model, op)))
-    return out
-
-
-def model_cost(data: bytes) -> float:
-    return sum(o.cost for o in op_infos(data))
 
 
 def cut_points(data: bytes) -> list[CutPoint]:
@@ -184,35 +88,35 @@ def cut_points(data: bytes) -> list[CutPoint]:
     sg = model.subgraphs[0]
     ops = sg.operators or []
     n = len(ops)
-    const = {i for i, t in enumerate(sg.tensors) if _is_constant(model, t)}
+    const = {i for i, t in enumerate(sg.tensors) if is_constant(model, t)}
     # last use of each tensor (n = needed as a graph output)
     last_use: dict[int, int] = {}
     for k, op in enumerate(ops):
-        for t in _ints(op.inputs) + _ints(op.intermediates):
+        for t in ints(op.inputs) + ints(op.intermediates):
             if t >= 0 and t not in const:
                 last_use[t] = k
-    for t in _ints(sg.outputs):
+    for t in ints(sg.outputs):
         last_use[t] = n
-    live: set[int] = {t for t in _ints(sg.inputs) if t not in const}
+    live: set[int] = {t for t in ints(sg.inputs) if t not in const}
     points: list[CutPoint] = []
     seen: set[int] = set()
     for k in range(1, n):
         op = ops[k - 1]
-        live |= {t for t in _ints(op.outputs) if t >= 0 and t not in const}
+        live |= {t for t in ints(op.outputs) if t >= 0 and t not in const}
         crossing = {t for t in live if last_use.get(t, -1) >= k}
         live = crossing
         if len(crossing) != 1:
             continue
         (t,) = crossing
-        if t in _ints(sg.inputs) or t in seen:
+        if t in ints(sg.inputs) or t in seen:
             continue
         seen.add(t)
         tensor = sg.tensors[t]
-        dtype = _DTYPES.get(tensor.type)
-        if dtype is None:
+        nbytes = tensor_nbytes(tensor)
+        if nbytes is None:
             continue
-        points.append(CutPoint(k, t, _name(tensor), _shape(tensor), dtype.name,
-                               tensor_nbytes(tensor)))
+        points.append(CutPoint(k, t, tensor_name(tensor), tensor_shape(tensor),
+                               DTYPES[tensor.type].name, nbytes))
     return points
 
 
@@ -235,8 +139,8 @@ def _submodel(model: schema.ModelT, op_range: range, inputs: Sequence[int],
     sg = model.subgraphs[0]
     ops = [sg.operators[i] for i in op_range]
     used: list[int] = []
-    for t in list(inputs) + [x for op in ops for x in _ints(op.inputs) + _ints(op.outputs)
-                             + _ints(op.intermediates)] + list(outputs):
+    for t in list(inputs) + [x for op in ops for x in ints(op.inputs) + ints(op.outputs)
+                             + ints(op.intermediates)] + list(outputs):
         if t >= 0 and t not in used:
             used.append(t)
     tmap = {old: new for new, old in enumerate(used)}
@@ -261,9 +165,9 @@ def _submodel(model: schema.ModelT, op_range: range, inputs: Sequence[int],
     for op in ops:
         o = schema.OperatorT()
         o.__dict__.update(op.__dict__)
-        o.inputs = [tmap[x] if x >= 0 else -1 for x in _ints(op.inputs)]
-        o.outputs = [tmap[x] if x >= 0 else -1 for x in _ints(op.outputs)]
-        o.intermediates = [tmap[x] for x in _ints(op.intermediates)] or None
+        o.inputs = [tmap[x] if x >= 0 else -1 for x in ints(op.inputs)]
+        o.outputs = [tmap[x] if x >= 0 else -1 for x in ints(op.outputs)]
+        o.intermediates = [tmap[x] for x in ints(op.intermediates)] or None
         new_ops.append(o)
     used_codes = sorted({op.opcodeIndex for op in new_ops})
     cmap = {old: new for new, old in enumerate(used_codes)}
@@ -296,6 +200,6 @@ def split_model(data: bytes, op_index: int) -> SplitModels:
     sg = model.subgraphs[0]
     n = len(sg.operators)
     rename = {cut.tensor_index: CUT_TENSOR_NAME}
-    head = _submodel(model, range(0, cut.op_index), _ints(sg.inputs), [cut.tensor_index], rename)
-    tail = _submodel(model, range(cut.op_index, n), [cut.tensor_index], _ints(sg.outputs), rename)
+    head = _submodel(model, range(0, cut.op_index), ints(sg.inputs), [cut.tensor_index], rename)
+    tail = _submodel(model, range(cut.op_index, n), [cut.tensor_index], ints(sg.outputs), rename)
     return SplitModels(cut, head, tail)
