@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from adbflow.errors import FleetError
+from adbflow.fleet.interpreter import module_argv
 from adbflow.fleet import adb_server
 from adbflow.fleet.host import DEFAULT_BASE_PORT, FLEET_JSON
 from adbflow.paths import data_home
@@ -216,7 +217,8 @@ def start_fleet(state_dir: Path | str | None = None, devices: int = 3,
         else:
             raise FleetError(f"a fleet already runs in {state}",
                              hint="`adbflow fleet down` first, or use another --state-dir")
-    cmd = [sys.executable, "-m", "adbflow.fleet.host", "--state-dir", str(state),
+    # the imported adbflow, never one the current directory happens to hold (interpreter.py)
+    cmd = [*module_argv("adbflow.fleet.host", python=sys.executable), "--state-dir", str(state),
            "--devices", str(devices), "--adb-port", str(port), "--base-port", str(base_port)]
     for profile in profiles or []:
         cmd += ["--profile", profile]

@@ -19,9 +19,10 @@ import sys
 from pathlib import Path
 
 from adbflow.errors import FleetError
+from adbflow.fleet.interpreter import module_argv, package_root
 from adbflow.fleet.namespace import Bind
 from adbflow.fleet.profile import VirtualProfile
-from adbflow.paths import ASSETS_DIR, PACKAGE_DIR
+from adbflow.paths import ASSETS_DIR
 
 TOYBOX = "/usr/bin/toybox"
 MKSH = "/usr/bin/mksh"
@@ -87,7 +88,7 @@ def python_dirs() -> tuple[str, ...]:
     """Host directories the device needs read-only to run the host Python + adbflow."""
     dirs: list[str] = []
     cands = [sys.base_prefix, sys.prefix, *site.getsitepackages(), site.getusersitepackages(),
-             str(PACKAGE_DIR)]
+             str(Path(package_root()) / "adbflow")]
     for d in cands:
         d = os.path.realpath(d)
         if not os.path.isdir(d) or d.startswith("/usr/") or d == "/usr":
@@ -184,11 +185,13 @@ def program_wrapper(module: str) -> str:
     """The device-side launcher: real Android binaries are ELF; ours say what they are.
 
     -I: isolated (no env, no user site, no cwd on sys.path); -B: the bound host dirs are
-    read-only, do not try to write bytecode."""
-    py = shlex.quote(python_executable())
+    read-only, do not try to write bytecode. The module is found in the directory of the
+    adbflow this process imported (bound into the device by `python_dirs`), never through
+    whatever site-packages or the current directory would resolve (fleet/interpreter.py)."""
+    argv = module_argv(module, python=python_executable(), flags=("-I", "-B"))
     return ("#!/system/bin/sh\n"
             "# adbflow virtual device stand-in program (runs a real model; timings simulated)\n"
-            f"exec {py} -I -B -m {module} \"$@\"\n")
+            f"exec {shlex.join(argv)} \"$@\"\n")
 
 
 def build_root(root: Path, profile: VirtualProfile, serial: str) -> None:
