@@ -193,13 +193,16 @@ def _submodel(model: schema.ModelT, op_range: range, inputs: Sequence[int],
     return bytes(builder.Output())
 
 
-def split_model(data: bytes, op_index: int) -> SplitModels:
-    """Head (ops before the cut, output `cut`) and tail (input `cut`, the model's outputs)."""
+def split_model(data: bytes, op_index: int, *, input_name: str | None = None) -> SplitModels:
+    """Head (ops before the cut, output `cut`) and tail (input `cut`, the model's outputs).
+    `input_name` renames the head's input (tool flags split names on ',' and ':')."""
     cut = find_cut(data, op_index)
     model = _load(data)     # a fresh copy: _submodel must not share mutable state with the cache
     sg = model.subgraphs[0]
     n = len(sg.operators)
     rename = {cut.tensor_index: CUT_TENSOR_NAME}
+    if input_name:
+        rename.update({i: input_name for i in ints(sg.inputs)})
     head = _submodel(model, range(0, cut.op_index), ints(sg.inputs), [cut.tensor_index], rename)
     tail = _submodel(model, range(cut.op_index, n), [cut.tensor_index], ints(sg.outputs), rename)
     return SplitModels(cut, head, tail)

@@ -1,0 +1,146 @@
+"""One model, a set of phones: measure, plan, re-plan and run split inference.
+
+Why a session: planning needs the phones' live bids, their op times and links, which
+sharpen with every transfer; re-partitioning needs the previous plan's inputs. The pure
+parts (plan.choose_plan, plan.replan_reason) decide; this object does the I/O around them
+and logs every new plan with its reason to `<data dir>/split/plans.jsonl` (one JSON object
+per line: time, reason, plan, previous plan, objective, predicted seconds).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from adbflow.device.port import DevicePort
+from adbflow.parsers.tflite_model import op_infos
+from adbflow.scheduling.profiles import DeviceProfile, ProfileBook
+from adbflow.split.plan import (Candidate, Cut, OpTimes, PhoneState, Plan, Snapshot, choose_plan,
+                                phone_state, replan_reason)
+from adbflow.split.profiling import (LinkEstimate, OpTimesStore, measure_op_times,
+                                     prior_op_times, profile_op_times)
+from adbflow.split.run import SplitRunner
+from adbflow.split.tflite_cut import cut_points, model_digest
+
+BidsFn = Callable[[], Sequence[Any]]
+
+
+@dataclass
+class PlanLog:
+    """Append-only JSONL of plan changes."""
+
+    path: Path
+
+    def write(self, entry: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry, sort_keys=True) + "\n")
+
+    def entries(self) -> list[dict[str, Any]]:
+        try:
+            return [json.loads(x) for x in self.path.read_text().splitlines() if x.strip()]
+        except (OSError, ValueError):
+            return []
+
+
+@dataclass
+class SplitSession:
+    devices: dict[str, DevicePort]
+    models_of: dict[str, str | None]      # serial -> ro.product.model (from its bid)
+    book: ProfileBook
+    model: bytes
+    model_name: str
+    data_dir: Path
+    bids: BidsFn
+    objective: str = "latency"
+    origin: str | None = None
+    privacy: bool = False
+    threshold: float = 0.2
+    allow_split: bool = True
+    times: dict[str, OpTimes] = field(default_factory=dict)
+    links: dict[str, LinkEstimate] = field(default_factory=dict)
+    plan: Plan | None = None
+    snapshot: Snapshot | None = None
+
+    def __post_init__(self) -> None:
+        self.digest = model_digest(self.model)
+        self.ops = op_infos(self.model)
+        self.cuts = [Cut(p.op_index, p.nbytes) for p in cut_points(self.model)]
+        self.store = OpTimesStore(self.data_dir / "split" / "op_times.json")
+        self.log = PlanLog(self.data_dir / "split" / "plans.jsonl")
+        for s in self.devices:
+            prof = self.profile(s)
+            self.links.setdefault(s, LinkEstimate.from_profile(prof))
+            self.times.setdefault(s, self._known_times(s, prof))
+        from adbflow.split.profiling import benchmark_binary
+        self.runner = SplitRunner(self.devices, self.model, self.data_dir / "split" / "parts",
+                                  binary={s: benchmark_binary(self.profile(s)) for s in self.devices},
+                                  threads=4, links=self.links)
+        self.runner.threads = max(1, self.profile(next(iter(self.devices))).label_image.threads) \
+            if self.devices else 4
+
+    def profile(self, serial: str) -> DeviceProfile:
+        return self.book.for_model(self.models_of.get(serial))
+
+    def _known_times(self, serial: str, prof: DeviceProfile) -> OpTimes:
+        return (self.store.get(serial, self.digest, len(self.ops))
+                or profile_op_times(prof, self.model_name, len(self.ops))
+                or prior_op_times(prof, self.ops))
+
+    def measure(self, serials: Sequence[str] | None = None, runs: int = 5) -> dict[str, OpTimes]:
+        """Op profile of the whole model on each phone (pushed once), stored per serial."""
+        out = {}
+        for s in serials or list(self.devices):
+            remote = self.runner._ensure_file(s, self.model, f"{self.digest}-whole.tflite")
+            t = measure_op_times(self.devices[s], self.profile(s), remote, self.ops, runs=runs)
+            self.store.put(s, self.digest, t)
+            self.times[s] = t
+            out[s] = t
+        return out
+
+    def phones(self, bids: Sequence[Any], busy: Mapping[str, bool] | None = None) -> list[PhoneState]:
+        out = []
+        for b in bids:
+            if b.serial not in self.devices:
+                continue
+            out.append(phone_state(b, self.profile(b.serial), self.times[b.serial],
+                                   self.links[b.serial].link(),
+                                   ours_in_reading=bool((busy or {}).get(b.serial))))
+        return out
+
+    def decide(self, bids: Sequence[Any] | None = None, *, force: bool = False) -> Plan:
+        """The plan for the next job: the current one unless the inputs moved past the
+        threshold (or `force`); a new plan is logged with the reason."""
+        phones = self.phones(self.bids() if bids is None else bids)
+        snap = Snapshot.of(phones)
+        reason = "asked" if force else replan_reason(self.snapshot, snap, self.threshold)
+        if reason is None and self.plan is not None:
+            return self.plan
+        new = choose_plan(phones, self.cuts, n_ops=len(self.ops),
+                          input_bytes=self.runner.input_spec.nbytes,
+                          output_bytes=self.runner.output_spec.nbytes, objective=self.objective,
+                          origin=self.origin, privacy=self.privacy, allow_split=self.allow_split)
+        prev = self.plan.chosen.label if self.plan and self.plan.chosen else None
+        self.log.write({"t": round(time.time(), 3), "reason": reason,
+                        "plan": new.chosen.label if new.chosen else None, "previous": prev,
+                        "objective": self.objective, "why": new.reason,
+                        "predicted_s": round(new.chosen.total_s, 4) if new.chosen else None})
+        self.plan, self.snapshot = new, snap
+        return new
+
+    def candidate(self, label: str, bids: Sequence[Any] | None = None) -> Candidate:
+        """A fixed plan `A:CUT:B` (or `whole:D`) with its prediction, for `--plan A:CUT:B`."""
+        phones = self.phones(self.bids() if bids is None else bids)
+        plan = choose_plan(phones, self.cuts, n_ops=len(self.ops),
+                           input_bytes=self.runner.input_spec.nbytes,
+                           output_bytes=self.runner.output_spec.nbytes, objective=self.objective,
+                           min_gain=-1e9)
+        for c in plan.candidates:
+            if c.label == label:
+                return c
+        from adbflow.errors import SplitError
+        valid = ", ".join(str(c.op_index) for c in self.cuts[:12])
+        raise SplitError(f"plan {label!r} is not a candidate", hint=f"use A:CUT:B with serials of "
+                         f"eligible phones and a cut point ({valid}, ...; `adbflow split cuts`)")
