@@ -132,3 +132,24 @@ def op_infos(data: bytes) -> list[OpInfo]:
 
 def model_cost(data: bytes) -> float:
     return sum(o.cost for o in op_infos(data))
+
+
+def op_weight_bytes(data: bytes) -> list[int]:
+    """Bytes of constant data (weights) each op brings into a model that contains it: a
+    buffer counts at the first op that reads it. Sums over an op range approximate the
+    size of a part cut from the model (what loading it costs)."""
+    model = cached_model(data)
+    sg = model.subgraphs[0]
+    seen: set[int] = set()
+    out = []
+    for op in sg.operators or []:
+        n = 0
+        for i in ints(op.inputs):
+            if i < 0:
+                continue
+            t = sg.tensors[i]
+            if is_constant(model, t) and t.buffer not in seen:
+                seen.add(t.buffer)
+                n += len(model.buffers[t.buffer].data)
+        out.append(n)
+    return out

@@ -9,7 +9,8 @@ ECT cost in adbflow.scheduling.policy (whose load / thermal / frequency terms it
     split A,k,B   = push_in(A) + run(A, ops[:k]) + pull_cut(A) + push_cut(B)
                                  + run(B, ops[k:])                      + pull_out(B)
 
-    run(D, ops)   = launch(D) + sum(per-op ms of D over ops) * slowdown(D)
+    run(D, ops)   = launch(D, MB of the part) + sum(per-op ms of D over ops) * slowdown(D)
+    launch(D, MB) = base + per_mb * MB    (process start, then loading the part's weights)
     slowdown(D)   = load factor (background CPU load, the device's load sensitivity)
                     * thermal factor * frequency factor          (policy.py's terms)
     transfer(D,n) = adb latency(D) + n bytes / measured bandwidth(D)   (0 when n = 0)
@@ -65,9 +66,13 @@ class OpTimes:
     op_ms: tuple[float, ...]
     launch_s: float
     source: str = "measured"
+    launch_s_per_mb: float = 0.0
 
     def compute_s(self, start: int, stop: int) -> float:
         return sum(self.op_ms[start:stop]) / 1000.0
+
+    def launch(self, model_mb: float) -> float:
+        return self.launch_s + self.launch_s_per_mb * model_mb
 
 
 @dataclass(frozen=True)
@@ -81,16 +86,19 @@ class PhoneState:
     excluded: str | None = None
     factors: dict[str, float] = field(default_factory=dict)
 
-    def run_s(self, start: int, stop: int) -> float:
-        return self.times.launch_s + self.times.compute_s(start, stop) * self.slowdown
+    def run_s(self, start: int, stop: int, model_mb: float) -> float:
+        return self.times.launch(model_mb) + self.times.compute_s(start, stop) * self.slowdown
 
 
 @dataclass(frozen=True)
 class Cut:
-    """A cut point as the planner needs it: op index and the bytes that cross."""
+    """A cut point as the planner needs it: op index, the bytes that cross, and the sizes
+    (MB) of the head and tail parts."""
 
     op_index: int
     nbytes: int
+    head_mb: float = 0.0
+    tail_mb: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -154,8 +162,9 @@ def phone_state(bid: Any, profile: DeviceProfile, times: OpTimes, link: Link, *,
                       {"load_x": f_load, "thermal_x": f_therm, "freq_x": f_freq})
 
 
-def whole_candidate(d: PhoneState, n_ops: int, input_bytes: int, output_bytes: int) -> Candidate:
-    parts = {"push_in": d.link.transfer_s(input_bytes), "run": d.run_s(0, n_ops),
+def whole_candidate(d: PhoneState, n_ops: int, input_bytes: int, output_bytes: int,
+                    model_mb: float = 0.0) -> Candidate:
+    parts = {"push_in": d.link.transfer_s(input_bytes), "run": d.run_s(0, n_ops, model_mb),
              "pull_out": d.link.transfer_s(output_bytes)}
     total = sum(parts.values())
     return Candidate(d.serial, None, None, parts, total, total)
@@ -163,9 +172,9 @@ def whole_candidate(d: PhoneState, n_ops: int, input_bytes: int, output_bytes: i
 
 def split_candidate(a: PhoneState, cut: Cut, b: PhoneState, n_ops: int, input_bytes: int,
                     output_bytes: int) -> Candidate:
-    parts = {"push_in": a.link.transfer_s(input_bytes), "head": a.run_s(0, cut.op_index),
+    parts = {"push_in": a.link.transfer_s(input_bytes), "head": a.run_s(0, cut.op_index, cut.head_mb),
              "pull_cut": a.link.transfer_s(cut.nbytes), "push_cut": b.link.transfer_s(cut.nbytes),
-             "tail": b.run_s(cut.op_index, n_ops), "pull_out": b.link.transfer_s(output_bytes)}
+             "tail": b.run_s(cut.op_index, n_ops, cut.tail_mb), "pull_out": b.link.transfer_s(output_bytes)}
     a_busy = parts["push_in"] + parts["head"] + parts["pull_cut"]
     b_busy = parts["push_cut"] + parts["tail"] + parts["pull_out"]
     return Candidate(a.serial, cut.op_index, b.serial, parts, sum(parts.values()),
@@ -173,7 +182,8 @@ def split_candidate(a: PhoneState, cut: Cut, b: PhoneState, n_ops: int, input_by
 
 
 def choose_plan(phones: Sequence[PhoneState], cuts: Sequence[Cut], *, n_ops: int,
-                input_bytes: int, output_bytes: int, objective: str = "latency",
+                input_bytes: int, output_bytes: int, model_mb: float = 0.0,
+                objective: str = "latency",
                 origin: str | None = None, privacy: bool = False,
                 min_gain: float = 0.05, allow_split: bool = True) -> Plan:
     """The best way to run one job (pure). Ties between candidates go to the lower label,
@@ -187,7 +197,7 @@ def choose_plan(phones: Sequence[PhoneState], cuts: Sequence[Cut], *, n_ops: int
     key = (lambda c: (c.total_s, c.label)) if objective == "latency" \
         else (lambda c: (c.period_s, c.label))
     heads = [p for p in ok if not privacy or p.serial == origin]
-    wholes = [whole_candidate(p, n_ops, input_bytes, output_bytes) for p in heads]
+    wholes = [whole_candidate(p, n_ops, input_bytes, output_bytes, model_mb) for p in heads]
     splits = [split_candidate(a, cut, b, n_ops, input_bytes, output_bytes)
               for a in heads for b in ok if b.serial != a.serial for cut in cuts] \
         if allow_split else []

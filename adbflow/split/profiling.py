@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,9 +69,13 @@ def op_ms_from_profile(result: BenchmarkModelResult, ops: Sequence[OpInfo]) -> t
 
 
 def measure_op_times(device: DevicePort, profile: DeviceProfile, graph_remote: str,
-                     ops: Sequence[OpInfo], *, runs: int = 5, timeout: float = 300.0) -> OpTimes:
-    """Run benchmark_model on the phone twice: an op profile over `runs` inferences, and
-    one single-inference call whose wall time minus its inference is the launch cost."""
+                     ops: Sequence[OpInfo], *, graph_mb: float = 0.0,
+                     small: tuple[str, float] | None = None, runs: int = 5,
+                     timeout: float = 300.0) -> OpTimes:
+    """Run benchmark_model on the phone: an op profile over `runs` inferences, then
+    single-inference calls whose wall time minus their inference is the launch cost, for
+    the whole graph and (when given) a small one (remote path, MB): the two fit
+    launch = base + per_mb * MB, since loading a part's weights is part of the cost."""
     binary = benchmark_binary(profile)
     threads = profile.label_image.threads
     argv = [binary, f"--graph={graph_remote}", f"--num_threads={threads}", f"--num_runs={runs}",
@@ -81,18 +86,31 @@ def measure_op_times(device: DevicePort, profile: DeviceProfile, graph_remote: s
                          f"{_last_error(res.stderr)}", serial=device.serial, step="op profile",
                          hint="is benchmark_model installed next to label_image?")
     op_ms, source = op_ms_from_profile(parse_benchmark_model(res.stdout + "\n" + res.stderr), ops)
-    launches = []
-    for _ in range(2):
+    big = launch_cost(device, binary, graph_remote, threads, timeout)
+    if small is None or graph_mb <= small[1]:
+        return OpTimes(tuple(op_ms), big, source)
+    little = launch_cost(device, binary, small[0], threads, timeout)
+    per_mb = max(0.0, (big - little) / (graph_mb - small[1]))
+    base = max(0.0, little - per_mb * small[1])
+    return OpTimes(tuple(op_ms), base, source, per_mb)
+
+
+def launch_cost(device: DevicePort, binary: str, graph: str, threads: int, timeout: float,
+                tries: int = 3) -> float:
+    """Wall time of a one-inference benchmark_model call minus its inference (median of
+    `tries`: on a shared host a single call can be slowed by anything)."""
+    out = []
+    for _ in range(tries):
         t0 = time.monotonic()
-        one = device.run([binary, f"--graph={graph_remote}", *single_run_args(threads)],
+        one = device.run([binary, f"--graph={graph}", *single_run_args(threads)],
                          timeout=timeout, check=False)
         wall = time.monotonic() - t0
         if one.exit_code != 0:
             raise SplitError(f"benchmark_model exited {one.exit_code}: {_last_error(one.stderr)}",
                              serial=device.serial, step="launch cost")
         inf = parse_benchmark_model(one.stdout + "\n" + one.stderr).avg_ms or 0.0
-        launches.append(max(0.0, wall - inf / 1000.0))
-    return OpTimes(tuple(op_ms), min(launches), source)
+        out.append(max(0.0, wall - inf / 1000.0))
+    return statistics.median(out)
 
 
 def _last_error(stderr: str) -> str:
@@ -115,7 +133,7 @@ def profile_op_times(profile: DeviceProfile, model_name: str, n_ops: int) -> OpT
         if (m.get("stage") == OP_PROFILE_STAGE and Path(str(m.get("model", ""))).name == model_name
                 and len(m.get("op_ms") or []) == n_ops):
             return OpTimes(tuple(float(x) for x in m["op_ms"]), float(m.get("launch_ms", 0)) / 1000.0,
-                           f"profile {profile.name}")
+                           f"profile {profile.name}", float(m.get("launch_ms_per_mb", 0)) / 1000.0)
     return None
 
 
@@ -123,6 +141,7 @@ def op_profile_measurement(model_remote: str, times: OpTimes) -> dict[str, Any]:
     """The [[measurements]] entry benchmark_label_image writes for an op profile."""
     return {"stage": OP_PROFILE_STAGE, "tool": "benchmark_model", "model": model_remote,
             "source": times.source, "launch_ms": round(times.launch_s * 1000.0, 2),
+            "launch_ms_per_mb": round(times.launch_s_per_mb * 1000.0, 3),
             "op_ms": [round(x, 4) for x in times.op_ms]}
 
 
@@ -144,11 +163,13 @@ class OpTimesStore:
         if not isinstance(e, dict) or len(e.get("op_ms") or []) != n_ops:
             return None
         return OpTimes(tuple(float(x) for x in e["op_ms"]), float(e["launch_s"]),
-                       f"measured on {serial} ({e.get('source', '')})")
+                       f"measured on {serial} ({e.get('source', '')})",
+                       float(e.get("launch_s_per_mb", 0.0)))
 
     def put(self, serial: str, digest: str, times: OpTimes) -> None:
         data = self._read()
         data.setdefault(serial, {})[digest] = {"op_ms": list(times.op_ms), "launch_s": times.launch_s,
+                                               "launch_s_per_mb": times.launch_s_per_mb,
                                                "source": times.source, "measured_at": time.time()}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")

@@ -93,8 +93,7 @@ class SplitRunner:
 
     def __init__(self, devices: Mapping[str, DevicePort], model: bytes, cache_dir: Path, *,
                  binary: Mapping[str, str] | str, threads: int = 4, timeout: float = 300.0,
-                 links: Mapping[str, LinkEstimate] | None = None,
-                 whole_remote: Mapping[str, str] | None = None) -> None:
+                 links: Mapping[str, LinkEstimate] | None = None) -> None:
         self.devices = dict(devices)
         self.model = model
         self.digest = model_digest(model)
@@ -103,7 +102,7 @@ class SplitRunner:
         self.threads = threads
         self.timeout = timeout
         self.links = dict(links or {})
-        self.whole_remote = dict(whole_remote or {})
+        self.whole_remote: dict[str, str] = {}
         self.input_spec, self.output_spec = io_specs(model)
         self._parts: dict[int, SplitModels] = {}
         self._pushed: set[tuple[str, str]] = set()
@@ -158,15 +157,26 @@ class SplitRunner:
             self._pushed.add((serial, remote))
         return remote
 
+    def ensure_part(self, serial: str, cut: int, which: str) -> str:
+        """The head or tail part of `cut` on the phone (pushed once); its device path."""
+        sm = self.parts(cut)
+        return self._ensure_file(serial, sm.head if which == "head" else sm.tail,
+                                 f"{self.digest}-{cut}-{which}.tflite")
+
+    def ensure_whole(self, serial: str) -> str:
+        """Our copy of the whole model on the phone (the bytes the parts were cut from)."""
+        if serial not in self.whole_remote:
+            self.whole_remote[serial] = self._ensure_file(serial, self.model,
+                                                          f"{self.digest}-whole.tflite")
+        return self.whole_remote[serial]
+
     def prepare(self, cand: Candidate) -> None:
         """Push the parts a candidate needs before timing starts (done once per phone)."""
         if cand.is_split:
-            sm = self.parts(cand.cut)
-            self._ensure_file(cand.a, sm.head, f"{self.digest}-{cand.cut}-head.tflite")
-            self._ensure_file(cand.b, sm.tail, f"{self.digest}-{cand.cut}-tail.tflite")
-        elif cand.a not in self.whole_remote:
-            self.whole_remote[cand.a] = self._ensure_file(cand.a, self.model,
-                                                          f"{self.digest}-whole.tflite")
+            self.ensure_part(cand.a, cand.cut, "head")
+            self.ensure_part(cand.b, cand.cut, "tail")
+        else:
+            self.ensure_whole(cand.a)
 
     def _push(self, serial: str, data: bytes, remote: str, key: str, res: StageResult) -> None:
         t0 = time.monotonic()
@@ -230,7 +240,7 @@ class SplitRunner:
     def head(self, a: str, cut: int, tensor: bytes, job: str, res: StageResult) -> bytes:
         """push_in, head, pull_cut on phone A; returns the cut tensor."""
         sm = self.parts(cut)
-        graph = self._ensure_file(a, sm.head, f"{self.digest}-{cut}-head.tflite")
+        graph = self.ensure_part(a, cut, "head")
         self._check_input(tensor)
         in_r, cut_r = f"{REMOTE_DIR}/{job}-in.raw", f"{REMOTE_DIR}/{job}-cut.raw"
         self._push(a, tensor, in_r, "push_in", res)
@@ -245,7 +255,7 @@ class SplitRunner:
         if len(cut_tensor) != sm.cut.nbytes:
             raise SplitError(f"cut tensor has {len(cut_tensor)} bytes, expected {sm.cut.nbytes}",
                              serial=b, step="push_cut")
-        graph = self._ensure_file(b, sm.tail, f"{self.digest}-{cut}-tail.tflite")
+        graph = self.ensure_part(b, cut, "tail")
         cut_r, out_r = f"{REMOTE_DIR}/{job}-cutin.raw", f"{REMOTE_DIR}/{job}-out.raw"
         self._push(b, cut_tensor, cut_r, "push_cut", res)
         self._bench(b, graph, CUT_TENSOR_NAME, sm.cut.shape, cut_r, out_r, "tail", res)
@@ -258,7 +268,7 @@ class SplitRunner:
         job = job or self.job_name()
         res = StageResult(b"", plan=f"whole:{d}")
         self._check_input(tensor)
-        graph = self.whole_remote.get(d) or self._ensure_file(d, self.model, f"{self.digest}-whole.tflite")
+        graph = self.ensure_whole(d)
         in_r, out_r = f"{REMOTE_DIR}/{job}-in.raw", f"{REMOTE_DIR}/{job}-out.raw"
         self._dev(d).run(["mkdir", "-p", REMOTE_DIR], timeout=30.0)
         self._push(d, tensor, in_r, "push_in", res)

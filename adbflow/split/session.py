@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from adbflow.device.port import DevicePort
-from adbflow.parsers.tflite_model import op_infos
+from adbflow.parsers.tflite_model import op_infos, op_weight_bytes
 from adbflow.scheduling.profiles import DeviceProfile, ProfileBook
 from adbflow.split.plan import (Candidate, Cut, OpTimes, PhoneState, Plan, Snapshot, choose_plan,
                                 phone_state, replan_reason)
@@ -67,7 +67,12 @@ class SplitSession:
     def __post_init__(self) -> None:
         self.digest = model_digest(self.model)
         self.ops = op_infos(self.model)
-        self.cuts = [Cut(p.op_index, p.nbytes) for p in cut_points(self.model)]
+        weights = op_weight_bytes(self.model)
+        total_w = sum(weights)
+        self.model_mb = len(self.model) / 1e6
+        self.cuts = [Cut(p.op_index, p.nbytes, sum(weights[:p.op_index]) / 1e6,
+                         (total_w - sum(weights[:p.op_index])) / 1e6)
+                     for p in cut_points(self.model)]
         self.store = OpTimesStore(self.data_dir / "split" / "op_times.json")
         self.log = PlanLog(self.data_dir / "split" / "plans.jsonl")
         for s in self.devices:
@@ -77,9 +82,11 @@ class SplitSession:
         from adbflow.split.profiling import benchmark_binary
         self.runner = SplitRunner(self.devices, self.model, self.data_dir / "split" / "parts",
                                   binary={s: benchmark_binary(self.profile(s)) for s in self.devices},
-                                  threads=4, links=self.links)
-        self.runner.threads = max(1, self.profile(next(iter(self.devices))).label_image.threads) \
-            if self.devices else 4
+                                  threads=self._threads(), links=self.links)
+
+    def _threads(self) -> int:
+        """benchmark_model --num_threads: the profile's classify threads (first phone's)."""
+        return self.profile(next(iter(self.devices))).label_image.threads if self.devices else 4
 
     def profile(self, serial: str) -> DeviceProfile:
         return self.book.for_model(self.models_of.get(serial))
@@ -92,9 +99,14 @@ class SplitSession:
     def measure(self, serials: Sequence[str] | None = None, runs: int = 5) -> dict[str, OpTimes]:
         """Op profile of the whole model on each phone (pushed once), stored per serial."""
         out = {}
+        small = self.runner.parts(self.cuts[0].op_index) if self.cuts else None
         for s in serials or list(self.devices):
-            remote = self.runner._ensure_file(s, self.model, f"{self.digest}-whole.tflite")
-            t = measure_op_times(self.devices[s], self.profile(s), remote, self.ops, runs=runs)
+            remote = self.runner.ensure_whole(s)
+            little = None
+            if small is not None:
+                little = (self.runner.ensure_part(s, small.cut.op_index, "head"), len(small.head) / 1e6)
+            t = measure_op_times(self.devices[s], self.profile(s), remote, self.ops,
+                                 graph_mb=self.model_mb, small=little, runs=runs)
             self.store.put(s, self.digest, t)
             self.times[s] = t
             out[s] = t
@@ -120,8 +132,8 @@ class SplitSession:
             return self.plan
         new = choose_plan(phones, self.cuts, n_ops=len(self.ops),
                           input_bytes=self.runner.input_spec.nbytes,
-                          output_bytes=self.runner.output_spec.nbytes, objective=self.objective,
-                          origin=self.origin, privacy=self.privacy, allow_split=self.allow_split)
+                          output_bytes=self.runner.output_spec.nbytes, model_mb=self.model_mb,
+                          objective=self.objective, origin=self.origin, privacy=self.privacy, allow_split=self.allow_split)
         prev = self.plan.chosen.label if self.plan and self.plan.chosen else None
         self.log.write({"t": round(time.time(), 3), "reason": reason,
                         "plan": new.chosen.label if new.chosen else None, "previous": prev,
@@ -135,8 +147,8 @@ class SplitSession:
         phones = self.phones(self.bids() if bids is None else bids)
         plan = choose_plan(phones, self.cuts, n_ops=len(self.ops),
                            input_bytes=self.runner.input_spec.nbytes,
-                           output_bytes=self.runner.output_spec.nbytes, objective=self.objective,
-                           min_gain=-1e9)
+                           output_bytes=self.runner.output_spec.nbytes, model_mb=self.model_mb,
+                           objective=self.objective, min_gain=-1e9)
         for c in plan.candidates:
             if c.label == label:
                 return c
