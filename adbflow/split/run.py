@@ -80,12 +80,18 @@ class StageResult:
     output: bytes
     parts: dict[str, float] = field(default_factory=dict)
     inference_s: dict[str, float] = field(default_factory=dict)
+    marks: dict[str, tuple[float, float]] = field(default_factory=dict)   # monotonic start, end
     plan: str = ""
     fallback: str | None = None
 
     @property
     def total_s(self) -> float:
         return sum(self.parts.values())
+
+    def mark(self, key: str, t0: float) -> None:
+        t1 = time.monotonic()
+        self.parts[key] = t1 - t0
+        self.marks[key] = (t0, t1)
 
 
 class SplitRunner:
@@ -188,7 +194,7 @@ class SplitRunner:
             except AdbflowError as exc:
                 raise SplitError(f"push of {len(data)} bytes failed: {exc}", serial=serial,
                                  step=key) from exc
-        res.parts[key] = time.monotonic() - t0
+        res.mark(key, t0)
         if serial in self.links:
             self.links[serial].observe(len(data), res.parts[key])
 
@@ -205,7 +211,7 @@ class SplitRunner:
         if len(data) != nbytes:
             raise SplitError(f"{remote} has {len(data)} bytes, expected {nbytes}", serial=serial,
                              step=key, hint="the part and the plan disagree on the cut tensor")
-        res.parts[key] = time.monotonic() - t0
+        res.mark(key, t0)
         if serial in self.links:
             self.links[serial].observe(nbytes, res.parts[key])
         return data
@@ -220,7 +226,7 @@ class SplitRunner:
             out = self._dev(serial).run(argv, timeout=self.timeout, check=False)
         except AdbflowError as exc:
             raise SplitError(f"benchmark_model did not finish: {exc}", serial=serial, step=key) from exc
-        res.parts[key] = time.monotonic() - t0
+        res.mark(key, t0)
         if out.exit_code != 0:
             errs = [x for x in out.stderr.splitlines() if x.startswith("ERROR")] or \
                 out.stderr.strip().splitlines()[-1:] or [f"exit code {out.exit_code}"]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from adbflow.device.port import DevicePort
+from adbflow.errors import SplitError
 from adbflow.parsers.tflite_model import op_infos, op_weight_bytes
 from adbflow.scheduling.profiles import DeviceProfile, ProfileBook
 from adbflow.split.plan import (Candidate, Cut, OpTimes, PhoneState, Plan, Snapshot, choose_plan,
@@ -152,7 +153,8 @@ class SplitSession:
         for c in plan.candidates:
             if c.label == label:
                 return c
-        from adbflow.errors import SplitError
         valid = ", ".join(str(c.op_index) for c in self.cuts[:12])
-        raise SplitError(f"plan {label!r} is not a candidate", hint=f"use A:CUT:B with serials of "
-                         f"eligible phones and a cut point ({valid}, ...; `adbflow split cuts`)")
+        excl = "".join(f"; {s} excluded: {w}" for s, w in plan.excluded.items())
+        raise SplitError(f"plan {label!r} is not a candidate{excl}", hint=f"use A:CUT:B with "
+                         f"serials of eligible phones and a cut point ({valid}, ...; "
+                         "`adbflow split cuts`)")
