@@ -155,3 +155,27 @@ def test_pipelined_stream_overlaps_head_n_plus_1_with_tail_n(session, fleet, hea
     assert [r.output for r in out.results] == [_in_process(session.model, p) for p in pics]
     r0, r1 = out.results[0], out.results[1]
     assert r1.marks["head"][0] < r0.marks["tail"][1]       # head of job 1 ran during tail of job 0
+
+
+def test_cli_plan_explain_and_split_runs(fleet, tmp_path, healthy):
+    import json as json_mod
+    from typer.testing import CliRunner
+    from adbflow.cli.main import app
+    cli = CliRunner()
+    common = ["--adb-server", f"127.0.0.1:{fleet.adb_port}", "--data-dir", str(tmp_path)]
+    res = cli.invoke(app, ["split", "plan", "--explain", "--objective", "throughput", *common])
+    assert res.exit_code == 0, res.output
+    assert "objective throughput" in res.output and "period_s" in res.output and "*" in res.output
+    a, b = fleet.serials
+    res = cli.invoke(app, ["split", "run", str(CHELSEA), "--plan", f"{a}:40:{b}", "--json", *common])
+    assert res.exit_code == 0, res.output
+    doc = json_mod.loads(res.output)[0]
+    assert doc["plan"] == f"{a}:40:{b}" and doc["fallback"] is None
+    assert any(w in doc["labels"][0]["name"] for w in ("cat", "tabby", "lynx"))
+    assert set(doc["measured_s"]) == set(doc["predicted_s"])
+    res = cli.invoke(app, ["split", "run", str(CHELSEA), str(COFFEE), "--plan", "none", *common])
+    assert res.exit_code == 0 and res.output.count("whole:") == 2, res.output
+    res = cli.invoke(app, ["split", "run", str(CHELSEA), "--plan", f"{a}:0:{b}", *common])
+    assert res.exit_code != 0 and "not a candidate" in str(res.exception or res.output)
+    log = (tmp_path / "split" / "plans.jsonl").read_text().splitlines()
+    assert json_mod.loads(log[0])["reason"] in ("asked", "first plan")
