@@ -179,3 +179,22 @@ def test_cli_plan_explain_and_split_runs(fleet, tmp_path, healthy):
     assert res.exit_code != 0 and "not a candidate" in str(res.exception or res.output)
     log = (tmp_path / "split" / "plans.jsonl").read_text().splitlines()
     assert json_mod.loads(log[0])["reason"] in ("asked", "first plan")
+
+
+def test_benchmark_label_image_records_op_profiles_the_planner_uses(fleet, session, tmp_path, healthy):
+    import shutil
+    from benchmark_label_image.run import main
+    out = tmp_path / "profiles"
+    shutil.copytree(PROFILES_DIR, out)
+    rc = main(["--adb-server", f"127.0.0.1:{fleet.adb_port}", "--serial", fleet.serials[0],
+               "--loads", "0", "--runs", "2", "--op-profile", "--out", str(out),
+               "--profiles-dir", str(out), "--fleet-state-dir", str(fleet.state_dir)])
+    assert rc == 0
+    book = ProfileBook.load(out)
+    prof = book.for_model(session.models_of[fleet.serials[0]])
+    entry = [m for m in prof.measurements if m.get("stage") == "op_profile"][-1]
+    assert len(entry["op_ms"]) == 66 and entry["launch_ms"] > 0
+    fresh = SplitSession(session.devices, session.models_of, book, session.model,
+                         session.model_name, tmp_path / "empty-data", session.bids)
+    t = fresh.times[fleet.serials[0]]
+    assert t.source.startswith("profile ") and list(t.op_ms) == entry["op_ms"]
