@@ -97,18 +97,13 @@ def op_name(model: schema.ModelT, op: schema.OperatorT) -> str:
     return _OP_NAMES.get(builtin, f"OP_{builtin}")
 
 
-def op_cost(model: schema.ModelT, op: schema.OperatorT) -> float:
-    """Multiply-accumulates for convolutions / fully connected, plus every non-constant
-    element read or written (memory-bound ops still take time). A rough share, not seconds."""
-    tensors = model.subgraphs[0].tensors
-    ins = [tensors[i] for i in ints(op.inputs) if i >= 0]
-    outs = [tensors[i] for i in ints(op.outputs) if i >= 0]
-    elems = sum(int(np.prod(tensor_shape(t))) for t in ins + outs if not is_constant(model, t))
-    out_elems = sum(int(np.prod(tensor_shape(t))) for t in outs)
-    name = op_name(model, op)
+def _cost(name: str, ins: list[tuple[tuple[int, ...], bool]],
+          outs: list[tuple[tuple[int, ...], bool]]) -> float:
+    elems = sum(int(np.prod(shape)) for shape, const in ins + outs if not const)
+    out_elems = sum(int(np.prod(shape)) for shape, _ in outs)
     macs = 0
     if len(ins) >= 2:
-        w = tensor_shape(ins[1])
+        w = ins[1][0]
         if name == "CONV_2D" and len(w) == 4:              # [out, kh, kw, in]
             macs = out_elems * w[1] * w[2] * w[3]
         elif name == "DEPTHWISE_CONV_2D" and len(w) == 4:  # [1, kh, kw, out]
@@ -118,16 +113,49 @@ def op_cost(model: schema.ModelT, op: schema.OperatorT) -> float:
     return float(macs + elems)
 
 
+@lru_cache(maxsize=8)
 def op_infos(data: bytes) -> list[OpInfo]:
-    """Every operator of subgraph 0 in execution order: type, first output name, cost."""
-    model = cached_model(data)
-    sg = model.subgraphs[0]
-    out = []
-    for i, op in enumerate(sg.operators or []):
-        outs = [o for o in ints(op.outputs) if o >= 0]
-        name = tensor_name(sg.tensors[outs[0]]) if outs else ""
-        out.append(OpInfo(i, op_name(model, op), name, op_cost(model, op)))
-    return out
+    """Every operator of subgraph 0 in execution order: type, first output name, cost.
+
+    Read with the lazy flatbuffer accessors (no copy of the weights): the benchmark_model
+    stand-in calls this on every launch, for its graph and the profile's classifier."""
+    if len(data) < 8 or bytes(data[4:8]) != FILE_IDENTIFIER:
+        raise ParseError("tflite", "not a TFLite flatbuffer (no TFL3 identifier)", repr(bytes(data[:16])))
+    try:
+        m = schema.Model.GetRootAs(data, 0)
+        sg = m.Subgraphs(0)
+        codes = []
+        for i in range(m.OperatorCodesLength()):
+            oc = m.OperatorCodes(i)
+            builtin = max(int(oc.BuiltinCode()), int(oc.DeprecatedBuiltinCode()))
+            cc = oc.CustomCode()
+            codes.append((cc.decode("utf-8", "replace") if cc else "CUSTOM")
+                         if builtin == schema.BuiltinOperator.CUSTOM
+                         else _OP_NAMES.get(builtin, f"OP_{builtin}"))
+        cache: dict[int, tuple[tuple[int, ...], bool, str]] = {}
+
+        def tensor(i: int) -> tuple[tuple[int, ...], bool, str]:
+            if i not in cache:
+                t = sg.Tensors(i)
+                shape = tuple(int(x) for x in t.ShapeAsNumpy()) if t.ShapeLength() else ()
+                buf = t.Buffer()
+                const = 0 < buf < m.BuffersLength() and m.Buffers(buf).DataLength() > 0
+                name = t.Name()
+                cache[i] = (shape, const, name.decode("utf-8", "replace") if name else "")
+            return cache[i]
+        out = []
+        for k in range(sg.OperatorsLength()):
+            op = sg.Operators(k)
+            ins = [tensor(int(i)) for i in (op.InputsAsNumpy() if op.InputsLength() else []) if i >= 0]
+            outs = [tensor(int(i)) for i in (op.OutputsAsNumpy() if op.OutputsLength() else []) if i >= 0]
+            name = codes[op.OpcodeIndex()]
+            out.append(OpInfo(k, name, outs[0][2] if outs else "",
+                              _cost(name, [(x[0], x[1]) for x in ins], [(x[0], x[1]) for x in outs])))
+        return out
+    except ParseError:
+        raise
+    except Exception as exc:  # a corrupt flatbuffer raises anything from struct to index errors
+        raise ParseError("tflite", f"cannot read the flatbuffer: {exc}", repr(bytes(data[:16]))) from None
 
 
 def model_cost(data: bytes) -> float:
