@@ -20,7 +20,7 @@ import os
 import re
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -72,21 +72,26 @@ def measure_op_times(device: DevicePort, profile: DeviceProfile, graph_remote: s
                      ops: Sequence[OpInfo], *, graph_mb: float = 0.0,
                      small: tuple[str, float] | None = None, runs: int = 5,
                      timeout: float = 300.0) -> OpTimes:
-    """Run benchmark_model on the phone: an op profile over `runs` inferences, then
-    single-inference calls whose wall time minus their inference is the launch cost, for
-    the whole graph and (when given) a small one (remote path, MB): the two fit
+    """Run benchmark_model on the phone: an op profile over `runs` inferences (its wall
+    time minus those inferences is the whole graph's launch cost), then single-inference
+    calls of a small graph (remote path, MB) when given: the two fit
     launch = base + per_mb * MB, since loading a part's weights is part of the cost."""
     binary = benchmark_binary(profile)
     threads = profile.label_image.threads
     argv = [binary, f"--graph={graph_remote}", f"--num_threads={threads}", f"--num_runs={runs}",
-            "--warmup_runs=1", "--min_secs=0", "--warmup_min_secs=0", "--enable_op_profiling=true"]
+            "--warmup_runs=0", "--min_secs=0", "--warmup_min_secs=0", "--enable_op_profiling=true"]
+    t0 = time.monotonic()
     res = device.run(argv, timeout=timeout, check=False)
+    wall = time.monotonic() - t0
     if res.exit_code != 0:
         raise SplitError(f"benchmark_model --enable_op_profiling exited {res.exit_code}: "
                          f"{_last_error(res.stderr)}", serial=device.serial, step="op profile",
                          hint="is benchmark_model installed next to label_image?")
-    op_ms, source = op_ms_from_profile(parse_benchmark_model(res.stdout + "\n" + res.stderr), ops)
-    big = launch_cost(device, binary, graph_remote, threads, timeout)
+    parsed = parse_benchmark_model(res.stdout + "\n" + res.stderr)
+    op_ms, source = op_ms_from_profile(parsed, ops)
+    # the whole graph's launch from the same call: its wall time minus every inference in it
+    inferred = sum(r.count * (r.avg_us or 0.0) for r in parsed.runs) / 1e6
+    big = max(0.0, wall - inferred)
     if small is None or graph_mb <= small[1]:
         return OpTimes(tuple(op_ms), big, source)
     little = launch_cost(device, binary, small[0], threads, timeout)
@@ -175,6 +180,38 @@ class OpTimesStore:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data))
         os.replace(tmp, self.path)
+
+
+@dataclass
+class LaunchModel:
+    """launch = base + per_mb * MB, refitted from the launches we observe (each split stage:
+    wall time of the benchmark_model call minus the inference it reports).
+
+    Why learn it: on a phone the launch is process start + loading the part; on the
+    virtual fleet it is a host Python process, whose cost follows how busy the shared host
+    is right now. Recent observations (the last `keep`) beat a calibration from minutes ago.
+    One size seen: only the base moves; two or more: least squares, slope >= 0."""
+
+    base_s: float
+    per_mb_s: float
+    keep: int = 12
+    seen: list[tuple[float, float]] = field(default_factory=list)
+
+    def observe(self, mb: float, launch_s: float) -> None:
+        self.seen.append((mb, launch_s))
+        del self.seen[:-self.keep]
+        xs = [x for x, _ in self.seen]
+        ys = [y for _, y in self.seen]
+        if max(xs) - min(xs) < 0.5:
+            self.base_s = max(0.0, statistics.fmean(y - self.per_mb_s * x for x, y in self.seen))
+            return
+        mx, my = statistics.fmean(xs), statistics.fmean(ys)
+        slope = sum((x - mx) * (y - my) for x, y in self.seen) / sum((x - mx) ** 2 for x in xs)
+        self.per_mb_s = max(0.0, slope)
+        self.base_s = max(0.0, my - self.per_mb_s * mx)
+
+    def apply(self, times: OpTimes) -> OpTimes:
+        return replace(times, launch_s=self.base_s, launch_s_per_mb=self.per_mb_s)
 
 
 @dataclass

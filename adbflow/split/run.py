@@ -29,7 +29,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -99,7 +99,8 @@ class SplitRunner:
 
     def __init__(self, devices: Mapping[str, DevicePort], model: bytes, cache_dir: Path, *,
                  binary: Mapping[str, str] | str, threads: int = 4, timeout: float = 300.0,
-                 links: Mapping[str, LinkEstimate] | None = None) -> None:
+                 links: Mapping[str, LinkEstimate] | None = None,
+                 on_launch: Callable[[str, float, float], None] | None = None) -> None:
         self.devices = dict(devices)
         self.model = model
         self.digest = model_digest(model)
@@ -109,6 +110,8 @@ class SplitRunner:
         self.timeout = timeout
         self.links = dict(links or {})
         self.whole_remote: dict[str, str] = {}
+        self.on_launch = on_launch       # (serial, part MB, launch seconds) after each run
+        self._sizes: dict[str, int] = {}
         self.input_spec, self.output_spec = io_specs(model)
         self._parts: dict[int, SplitModels] = {}
         self._pushed: set[tuple[str, str]] = set()
@@ -148,6 +151,7 @@ class SplitRunner:
         """The bytes at REMOTE_DIR/name on the phone, pushed unless already there."""
         remote = f"{REMOTE_DIR}/{name}"
         with self._lock:
+            self._sizes[remote] = len(data)
             if (serial, remote) in self._pushed:
                 return remote
         dev = self._dev(serial)
@@ -238,6 +242,8 @@ class SplitRunner:
             ms = None
         if ms is not None:
             res.inference_s[key] = ms / 1000.0
+            if self.on_launch is not None and graph in self._sizes:
+                self.on_launch(serial, self._sizes[graph] / 1e6, max(0.0, res.parts[key] - ms / 1000.0))
 
     # ------------------------------------------------------------------ stages
     def job_name(self) -> str:

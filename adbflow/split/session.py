@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -20,7 +21,7 @@ from adbflow.parsers.tflite_model import op_infos, op_weight_bytes
 from adbflow.scheduling.profiles import DeviceProfile, ProfileBook
 from adbflow.split.plan import (Candidate, Cut, OpTimes, PhoneState, Plan, Snapshot, choose_plan,
                                 phone_state, replan_reason)
-from adbflow.split.profiling import (LinkEstimate, OpTimesStore, measure_op_times,
+from adbflow.split.profiling import (LaunchModel, LinkEstimate, OpTimesStore, measure_op_times,
                                      prior_op_times, profile_op_times)
 from adbflow.split.run import SplitRunner
 from adbflow.split.tflite_cut import cut_points, model_digest
@@ -83,7 +84,16 @@ class SplitSession:
         from adbflow.split.profiling import benchmark_binary
         self.runner = SplitRunner(self.devices, self.model, self.data_dir / "split" / "parts",
                                   binary={s: benchmark_binary(self.profile(s)) for s in self.devices},
-                                  threads=self._threads(), links=self.links)
+                                  threads=self._threads(), links=self.links,
+                                  on_launch=self._observe_launch)
+        self.launches = {s: LaunchModel(t.launch_s, t.launch_s_per_mb) for s, t in self.times.items()}
+
+    def _observe_launch(self, serial: str, mb: float, launch_s: float) -> None:
+        """Every run teaches the launch model of its phone (see profiling.LaunchModel)."""
+        lm = self.launches.get(serial)
+        if lm is not None:
+            lm.observe(mb, launch_s)
+            self.times[serial] = lm.apply(self.times[serial])
 
     def _threads(self) -> int:
         """benchmark_model --num_threads: the profile's classify threads (first phone's)."""
@@ -98,19 +108,24 @@ class SplitSession:
                 or prior_op_times(prof, self.ops))
 
     def measure(self, serials: Sequence[str] | None = None, runs: int = 5) -> dict[str, OpTimes]:
-        """Op profile of the whole model on each phone (pushed once), stored per serial."""
-        out = {}
+        """Op profile of the whole model on each phone (pushed once), stored per serial;
+        the phones are measured side by side."""
         small = self.runner.parts(self.cuts[0].op_index) if self.cuts else None
-        for s in serials or list(self.devices):
+
+        def one(s: str) -> OpTimes:
             remote = self.runner.ensure_whole(s)
             little = None
             if small is not None:
                 little = (self.runner.ensure_part(s, small.cut.op_index, "head"), len(small.head) / 1e6)
-            t = measure_op_times(self.devices[s], self.profile(s), remote, self.ops,
-                                 graph_mb=self.model_mb, small=little, runs=runs)
+            return measure_op_times(self.devices[s], self.profile(s), remote, self.ops,
+                                    graph_mb=self.model_mb, small=little, runs=runs)
+        todo = list(serials or self.devices)
+        with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
+            out = dict(zip(todo, pool.map(one, todo)))
+        for s, t in out.items():
             self.store.put(s, self.digest, t)
             self.times[s] = t
-            out[s] = t
+            self.launches[s] = LaunchModel(t.launch_s, t.launch_s_per_mb)
         return out
 
     def phones(self, bids: Sequence[Any], busy: Mapping[str, bool] | None = None) -> list[PhoneState]:

@@ -9,7 +9,7 @@ in captured XNNPACK-era output): a "Run Order" table, "Top by Computation Time" 
 
 The times are SIMULATED: ai-edge-litert's Python interpreter exposes no per-op profiler,
 so each run's (padded, simulated) total is shared out over the ops in proportion to an op
-cost estimate (adbflow.parsers.tflite_model.op_cost). The caller says so in its INFO line.
+cost estimate (adbflow.parsers.tflite_model.op_infos). The caller says so in its INFO line.
 """
 from __future__ import annotations
 
