@@ -65,7 +65,11 @@ def predicted_vs_measured(sess: SplitSession, labels: list[str], tensor: bytes, 
         cand = sess.candidate(label)
         sess.runner.prepare(cand)
         sess.runner.run(cand, tensor)                     # warm page cache, learn the links
-        cand = sess.candidate(label)
+        bids = sess.bids()
+        cand = sess.candidate(label, bids)
+        state = {p.serial: {"slowdown": round(p.slowdown, 3), "launch_s": round(p.times.launch_s, 3),
+                            "launch_s_per_mb": round(p.times.launch_s_per_mb, 4)}
+                 for p in sess.phones(bids)}
         runs = [sess.runner.run(cand, tensor) for _ in range(repeat)]
         assert all(r.output == reference for r in runs), f"{label}: output differs from whole"
         for key, pred in cand.parts.items():
@@ -74,7 +78,8 @@ def predicted_vs_measured(sess: SplitSession, labels: list[str], tensor: bytes, 
                          "error_pct": 100.0 * (pred - meas) / meas if meas else 0.0})
         meas_total = statistics.fmean(r.total_s for r in runs)
         rows.append({"plan": label, "stage": "TOTAL", "predicted_s": cand.total_s,
-                     "measured_s": meas_total, "error_pct": 100.0 * (cand.total_s - meas_total) / meas_total})
+                     "measured_s": meas_total, "error_pct": 100.0 * (cand.total_s - meas_total) / meas_total,
+                     "phones": state})
     return rows
 
 
@@ -162,6 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     print(tabulate([[r["plan"], r["stage"], f"{r['predicted_s']:.3f}", f"{r['measured_s']:.3f}",
                      f"{r['error_pct']:+.1f}%"] for r in out["stages"]],
                    headers=["plan", "stage", "predicted s", "measured s", "error"]))
+    for r in out["stages"]:
+        if "phones" in r:
+            print(f"  inputs for {r['plan']}: " + "; ".join(
+                f"{s}: slowdown x{v['slowdown']}, launch {v['launch_s']:.3f} s + {v['launch_s_per_mb'] * 1000:.1f} ms/MB"
+                for s, v in r["phones"].items()))
     big = [r for r in out["stages"] if r["measured_s"] >= 0.1]
     print(f"stages >= 0.1 s within 15 %: {sum(abs(r['error_pct']) <= 15 for r in big)}/{len(big)}; "
           f"max |error| {max(abs(r['error_pct']) for r in big):.1f}%")

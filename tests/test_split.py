@@ -135,7 +135,7 @@ def test_worker_dying_between_head_and_tail_runs_the_job_whole(session, fleet, p
     real_push = dev_b.push
 
     def dies_mid_transfer(local, remote, **kw):
-        if remote.endswith("-cutin.raw"):
+        if remote.endswith("-push_cut.raw"):
             fleet.kill(b)                          # the phone vanishes as the cut tensor goes out
         return real_push(local, remote, **kw)
     monkeypatch.setattr(dev_b, "push", dies_mid_transfer)

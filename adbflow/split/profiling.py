@@ -190,7 +190,8 @@ class LaunchModel:
     Why learn it: on a phone the launch is process start + loading the part; on the
     virtual fleet it is a host Python process, whose cost follows how busy the shared host
     is right now. Recent observations (the last `keep`) beat a calibration from minutes ago.
-    One size seen: only the base moves; two or more: least squares, slope >= 0."""
+    One size seen: only the base moves; two or more: Theil-Sen (median slope, median
+    intercept), slope >= 0."""
 
     base_s: float
     per_mb_s: float
@@ -200,15 +201,11 @@ class LaunchModel:
     def observe(self, mb: float, launch_s: float) -> None:
         self.seen.append((mb, launch_s))
         del self.seen[:-self.keep]
-        xs = [x for x, _ in self.seen]
-        ys = [y for _, y in self.seen]
-        if max(xs) - min(xs) < 0.5:
-            self.base_s = max(0.0, statistics.fmean(y - self.per_mb_s * x for x, y in self.seen))
-            return
-        mx, my = statistics.fmean(xs), statistics.fmean(ys)
-        slope = sum((x - mx) * (y - my) for x, y in self.seen) / sum((x - mx) ** 2 for x in xs)
-        self.per_mb_s = max(0.0, slope)
-        self.base_s = max(0.0, my - self.per_mb_s * mx)
+        pairs = [(y2 - y1) / (x2 - x1) for i, (x1, y1) in enumerate(self.seen)
+                 for (x2, y2) in self.seen[i + 1:] if abs(x2 - x1) >= 0.5]
+        if pairs:   # Theil-Sen: one launch slowed by a host hiccup does not tilt the line
+            self.per_mb_s = max(0.0, statistics.median(pairs))
+        self.base_s = max(0.0, statistics.median(y - self.per_mb_s * x for x, y in self.seen))
 
     def apply(self, times: OpTimes) -> OpTimes:
         return replace(times, launch_s=self.base_s, launch_s_per_mb=self.per_mb_s)

@@ -249,17 +249,25 @@ class SplitRunner:
     def job_name(self) -> str:
         return f"j{next(self._jobs)}"
 
+    def _stage(self, serial: str, graph: str, in_name: str, in_shape: Sequence[int],
+               data: bytes, out_nbytes: int, job: str, keys: tuple[str, str, str],
+               res: StageResult) -> bytes:
+        """One stage on one phone: push the input tensor, run the graph, pull the output
+        (exactly `out_nbytes`); the step names in `keys` are the timing keys."""
+        push_key, run_key, pull_key = keys
+        in_r, out_r = f"{REMOTE_DIR}/{job}-{push_key}.raw", f"{REMOTE_DIR}/{job}-{pull_key}.raw"
+        self._push(serial, data, in_r, push_key, res)
+        self._bench(serial, graph, in_name, in_shape, in_r, out_r, run_key, res)
+        out = self._pull(serial, out_r, out_nbytes, pull_key, res)
+        self._cleanup(serial, [in_r, out_r])
+        return out
+
     def head(self, a: str, cut: int, tensor: bytes, job: str, res: StageResult) -> bytes:
         """push_in, head, pull_cut on phone A; returns the cut tensor."""
-        sm = self.parts(cut)
-        graph = self.ensure_part(a, cut, "head")
         self._check_input(tensor)
-        in_r, cut_r = f"{REMOTE_DIR}/{job}-in.raw", f"{REMOTE_DIR}/{job}-cut.raw"
-        self._push(a, tensor, in_r, "push_in", res)
-        self._bench(a, graph, INPUT_NAME, self.input_spec.shape, in_r, cut_r, "head", res)
-        data = self._pull(a, cut_r, sm.cut.nbytes, "pull_cut", res)
-        self._cleanup(a, [in_r, cut_r])
-        return data
+        return self._stage(a, self.ensure_part(a, cut, "head"), INPUT_NAME, self.input_spec.shape,
+                           tensor, self.parts(cut).cut.nbytes, job,
+                           ("push_in", "head", "pull_cut"), res)
 
     def tail(self, b: str, cut: int, cut_tensor: bytes, job: str, res: StageResult) -> bytes:
         """push_cut, tail, pull_out on phone B; returns the model's output."""
@@ -267,26 +275,17 @@ class SplitRunner:
         if len(cut_tensor) != sm.cut.nbytes:
             raise SplitError(f"cut tensor has {len(cut_tensor)} bytes, expected {sm.cut.nbytes}",
                              serial=b, step="push_cut")
-        graph = self.ensure_part(b, cut, "tail")
-        cut_r, out_r = f"{REMOTE_DIR}/{job}-cutin.raw", f"{REMOTE_DIR}/{job}-out.raw"
-        self._push(b, cut_tensor, cut_r, "push_cut", res)
-        self._bench(b, graph, CUT_TENSOR_NAME, sm.cut.shape, cut_r, out_r, "tail", res)
-        data = self._pull(b, out_r, self.output_spec.nbytes, "pull_out", res)
-        self._cleanup(b, [cut_r, out_r])
-        return data
+        return self._stage(b, self.ensure_part(b, cut, "tail"), CUT_TENSOR_NAME, sm.cut.shape,
+                           cut_tensor, self.output_spec.nbytes, job,
+                           ("push_cut", "tail", "pull_out"), res)
 
     def whole(self, d: str, tensor: bytes, job: str | None = None) -> StageResult:
         """push_in, run, pull_out: the model whole on one phone."""
-        job = job or self.job_name()
         res = StageResult(b"", plan=f"whole:{d}")
         self._check_input(tensor)
-        graph = self.ensure_whole(d)
-        in_r, out_r = f"{REMOTE_DIR}/{job}-in.raw", f"{REMOTE_DIR}/{job}-out.raw"
-        self._dev(d).run(["mkdir", "-p", REMOTE_DIR], timeout=30.0)
-        self._push(d, tensor, in_r, "push_in", res)
-        self._bench(d, graph, self.input_spec.name, self.input_spec.shape, in_r, out_r, "run", res)
-        res.output = self._pull(d, out_r, self.output_spec.nbytes, "pull_out", res)
-        self._cleanup(d, [in_r, out_r])
+        res.output = self._stage(d, self.ensure_whole(d), self.input_spec.name, self.input_spec.shape,
+                                 tensor, self.output_spec.nbytes, job or self.job_name(),
+                                 ("push_in", "run", "pull_out"), res)
         return res
 
     def split(self, a: str, cut: int, b: str, tensor: bytes) -> StageResult:
