@@ -299,3 +299,18 @@ def test_session_replans_when_a_bid_moves_and_logs_the_reason(lite0, book, tmp_p
         sess.candidate("A:9999:B")
     assert sess.candidate(f"A:{sess.cuts[3].op_index}:B").is_split
     assert math.isfinite(sess.candidate("whole:A").total_s)
+
+
+def test_privacy_session_refuses_a_plan_that_moves_the_picture(lite0, book, tmp_path):
+    bids = {"A": _bid("A"), "B": _bid("B")}
+    sess = SplitSession({"A": object(), "B": object()}, {s: b.model for s, b in bids.items()},   # type: ignore[dict-item]
+                        book, lite0, "efficientnet_lite0.tflite", tmp_path,
+                        lambda: list(bids.values()), origin="A", privacy=True)
+    cut = sess.cuts[5].op_index
+    assert sess.candidate(f"A:{cut}:B").a == "A"
+    with pytest.raises(SplitError, match="would send the picture to B"):
+        sess.candidate(f"B:{cut}:A")
+    with pytest.raises(SplitError, match="would send the picture"):
+        sess.candidate("whole:B")
+    assert sess.runner.private_to == "A"
+    assert all(c.a == "A" for c in sess.decide().candidates)

@@ -111,6 +111,7 @@ class SplitRunner:
         self.links = dict(links or {})
         self.whole_remote: dict[str, str] = {}
         self.on_launch = on_launch       # (serial, part MB, launch seconds) after each run
+        self.private_to: str | None = None   # privacy: pixels (whole runs) only on this phone
         self._sizes: dict[str, int] = {}
         self.input_spec, self.output_spec = io_specs(model)
         self._parts: dict[int, SplitModels] = {}
@@ -313,6 +314,8 @@ class SplitRunner:
         first: with privacy it is the origin), then every other phone."""
         order = [s for s in (cand.a, cand.b) if s and s != failure.serial] + \
             [s for s in self.devices if s not in (cand.a, cand.b)]
+        if self.private_to is not None:
+            order = [s for s in order if s == self.private_to]
         errors = [str(failure)]
         for s in order:
             try:

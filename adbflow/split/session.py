@@ -87,6 +87,8 @@ class SplitSession:
                                   threads=self._threads(), links=self.links,
                                   on_launch=self._observe_launch)
         self.launches = {s: LaunchModel(t.launch_s, t.launch_s_per_mb) for s, t in self.times.items()}
+        if self.privacy:
+            self.runner.private_to = self.origin
 
     def _observe_launch(self, serial: str, mb: float, launch_s: float) -> None:
         """Every run teaches the launch model of its phone (see profiling.LaunchModel)."""
@@ -167,6 +169,9 @@ class SplitSession:
                            objective=self.objective, min_gain=-1e9)
         for c in plan.candidates:
             if c.label == label:
+                if self.privacy and c.a != self.origin:
+                    raise SplitError(f"plan {label!r} would send the picture to {c.a}",
+                                     hint=f"with --privacy the head runs on the origin {self.origin}")
                 return c
         valid = ", ".join(str(c.op_index) for c in self.cuts[:12])
         excl = "".join(f"; {s} excluded: {w}" for s, w in plan.excluded.items())
