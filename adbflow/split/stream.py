@@ -33,7 +33,17 @@ class StreamResult:
 
     @property
     def per_picture_s(self) -> float:
+        """Wall time per picture, filling and draining the pipeline included."""
         return self.wall_s / max(1, len(self.results))
+
+    @property
+    def steady_per_picture_s(self) -> float | None:
+        """Time between consecutive pictures finishing, from the first to the last: the
+        stream's rate once the pipeline is full (None with fewer than two results)."""
+        ends = sorted(max(t1 for _, t1 in r.marks.values()) for r in self.results if r.marks)
+        if len(ends) < 2:
+            return None
+        return (ends[-1] - ends[0]) / (len(ends) - 1)
 
 
 def run_sequential(runner: SplitRunner, cand: Candidate, tensors: Sequence[bytes]) -> StreamResult:
