@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from adbflow.errors import SplitError
+from adbflow.paths import ASSETS_DIR, PROFILES_DIR
 from adbflow.scheduling.bids import Bidder
 from adbflow.scheduling.profiles import ProfileBook
 from adbflow.split.run import StageResult, image_tensor
 from adbflow.split.session import SplitSession
 from adbflow.split.stream import run_pipelined
-from adbflow.paths import ASSETS_DIR, PROFILES_DIR
 from tests.fleet_helpers import CHELSEA, COFFEE, device, healthy, module_fleet  # noqa: F401
 
 fleet = module_fleet(2, ["midrange_2023"])
@@ -159,7 +159,9 @@ def test_pipelined_stream_overlaps_head_n_plus_1_with_tail_n(session, fleet, hea
 
 def test_cli_plan_explain_and_split_runs(fleet, tmp_path, healthy):
     import json as json_mod
+
     from typer.testing import CliRunner
+
     from adbflow.cli.main import app
     cli = CliRunner()
     common = ["--adb-server", f"127.0.0.1:{fleet.adb_port}", "--data-dir", str(tmp_path)]
@@ -183,6 +185,7 @@ def test_cli_plan_explain_and_split_runs(fleet, tmp_path, healthy):
 
 def test_benchmark_label_image_records_op_profiles_the_planner_uses(fleet, session, tmp_path, healthy):
     import shutil
+
     from benchmark_label_image.run import main
     out = tmp_path / "profiles"
     shutil.copytree(PROFILES_DIR, out)

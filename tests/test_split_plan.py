@@ -14,14 +14,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adbflow.errors import CutError, ParseError, SplitError
+from adbflow.errors import CutError, SplitError
 from adbflow.parsers.benchmark_model import parse_benchmark_model
 from adbflow.parsers.tflite_model import model_cost, op_infos
 from adbflow.paths import ASSETS_DIR, PROFILES_DIR, REPO_DIR
 from adbflow.scheduling.bids import Bid
 from adbflow.scheduling.profiles import ProfileBook
-from adbflow.split.plan import (Cut, Link, OpTimes, Snapshot, choose_plan, format_plan,
-                                phone_state, replan_reason)
+from adbflow.split.plan import (
+    Cut,
+    Link,
+    OpTimes,
+    Snapshot,
+    choose_plan,
+    format_plan,
+    phone_state,
+    replan_reason,
+)
 from adbflow.split.profiling import op_ms_from_profile
 from adbflow.split.session import PlanLog, SplitSession
 from adbflow.split.tflite_cut import cut_points, find_cut, split_model

@@ -12,9 +12,10 @@ Exit codes as everywhere: 0 done, 1 a job failed, 2 usage or adbflow error.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Any, Optional
 
 import numpy as np
 import typer
@@ -154,8 +155,8 @@ def run_cmd(images: Annotated[list[Path], typer.Argument(exists=True, dir_okay=F
                 cand = _fixed(sess, plan)
                 cands.append(cand)
                 results.append(sess.runner.run_with_fallback(cand, t))
-        docs = []
-        for img, res, cand in zip(images, results, cands):
+        docs: list[dict[str, Any]] = []
+        for img, res, cand in zip(images, results, cands, strict=True):
             docs.append({"image": img.name, "plan": res.plan, "fallback": res.fallback,
                          "labels": [{"score": round(s, 4), "name": n} for s, n in _labels(res.output)],
                          "measured_s": {k: round(v, 4) for k, v in res.parts.items()},

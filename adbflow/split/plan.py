@@ -32,8 +32,9 @@ phone, so the picture's pixels never leave it; only the cut tensor does.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from tabulate import tabulate
 
@@ -115,6 +116,12 @@ class Candidate:
     @property
     def is_split(self) -> bool:
         return self.cut is not None
+
+    def split_of(self) -> tuple[str, int, str]:
+        """(A, cut, B) of a split candidate."""
+        if self.cut is None or self.b is None:
+            raise ValueError(f"{self.label} is not a split")
+        return self.a, self.cut, self.b
 
     @property
     def label(self) -> str:
@@ -270,7 +277,7 @@ def replan_reason(prev: Snapshot | None, now: Snapshot, threshold: float = 0.2) 
         if abs(v - old) > threshold * old:
             return f"{s}: slowdown x{old:.2f} -> x{v:.2f} (> {threshold:.0%})"
     for s, v in now.bandwidth.items():
-        old = prev.bandwidth.get(s)
-        if old and abs(v - old) > threshold * old:
-            return f"{s}: bandwidth {old / 1e6:.1f} -> {v / 1e6:.1f} MB/s (> {threshold:.0%})"
+        bw = prev.bandwidth.get(s)
+        if bw and abs(v - bw) > threshold * bw:
+            return f"{s}: bandwidth {bw / 1e6:.1f} -> {v / 1e6:.1f} MB/s (> {threshold:.0%})"
     return None

@@ -20,9 +20,10 @@ import os
 import re
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from adbflow.device.port import DevicePort
 from adbflow.errors import ParseError, SplitError

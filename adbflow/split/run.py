@@ -27,9 +27,9 @@ import itertools
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -184,8 +184,9 @@ class SplitRunner:
     def prepare(self, cand: Candidate) -> None:
         """Push the parts a candidate needs before timing starts (done once per phone)."""
         if cand.is_split:
-            self.ensure_part(cand.a, cand.cut, "head")
-            self.ensure_part(cand.b, cand.cut, "tail")
+            a, cut, b = cand.split_of()
+            self.ensure_part(a, cut, "head")
+            self.ensure_part(b, cut, "tail")
         else:
             self.ensure_whole(cand.a)
 
@@ -297,8 +298,7 @@ class SplitRunner:
         return res
 
     def run(self, cand: Candidate, tensor: bytes) -> StageResult:
-        return self.split(cand.a, cand.cut, cand.b, tensor) if cand.is_split \
-            else self.whole(cand.a, tensor)
+        return self.split(*cand.split_of(), tensor) if cand.is_split else self.whole(cand.a, tensor)
 
     def run_with_fallback(self, cand: Candidate, tensor: bytes) -> StageResult:
         """The plan; if a split step fails, the job whole on a phone that still answers."""
@@ -349,7 +349,7 @@ def image_tensor(path: Path, spec: TensorSpec) -> bytes:
         raise SplitError(f"model input {spec.shape} is not an NHWC RGB image", step="input")
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB").resize((spec.shape[2], spec.shape[1]), Image.BILINEAR)
+            im = im.convert("RGB").resize((spec.shape[2], spec.shape[1]), Image.Resampling.BILINEAR)
             arr = np.asarray(im)
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise SplitError(f"{path.name}: not a readable image ({exc})", step="input",

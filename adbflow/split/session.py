@@ -10,19 +10,35 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from adbflow.device.port import DevicePort
 from adbflow.errors import SplitError
 from adbflow.parsers.tflite_model import op_infos, op_weight_bytes
 from adbflow.scheduling.profiles import DeviceProfile, ProfileBook
-from adbflow.split.plan import (Candidate, Cut, OpTimes, PhoneState, Plan, Snapshot, choose_plan,
-                                phone_state, replan_reason)
-from adbflow.split.profiling import (LaunchModel, LinkEstimate, OpTimesStore, measure_op_times,
-                                     prior_op_times, profile_op_times)
+from adbflow.split.plan import (
+    Candidate,
+    Cut,
+    OpTimes,
+    PhoneState,
+    Plan,
+    Snapshot,
+    choose_plan,
+    phone_state,
+    replan_reason,
+)
+from adbflow.split.profiling import (
+    LaunchModel,
+    LinkEstimate,
+    OpTimesStore,
+    measure_op_times,
+    prior_op_times,
+    profile_op_times,
+)
 from adbflow.split.run import SplitRunner
 from adbflow.split.tflite_cut import cut_points, model_digest
 
@@ -49,7 +65,7 @@ class PlanLog:
 
 @dataclass
 class SplitSession:
-    devices: dict[str, DevicePort]
+    devices: Mapping[str, DevicePort]
     models_of: dict[str, str | None]      # serial -> ro.product.model (from its bid)
     book: ProfileBook
     model: bytes
@@ -123,7 +139,7 @@ class SplitSession:
                                     graph_mb=self.model_mb, small=little, runs=runs)
         todo = list(serials or self.devices)
         with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
-            out = dict(zip(todo, pool.map(one, todo)))
+            out = dict(zip(todo, pool.map(one, todo), strict=True))
         for s, t in out.items():
             self.store.put(s, self.digest, t)
             self.times[s] = t

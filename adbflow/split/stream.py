@@ -15,8 +15,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from adbflow.errors import SplitError
 from adbflow.split.plan import Candidate
@@ -58,6 +58,7 @@ def run_pipelined(runner: SplitRunner, cand: Candidate, tensors: Sequence[bytes]
     if not cand.is_split:
         return run_sequential(runner, cand, tensors)
     runner.prepare(cand)
+    a, cut_at, b = cand.split_of()
     handoff: queue.Queue = queue.Queue(maxsize=1)
     results: list[StageResult | None] = [None] * len(tensors)
     errors: list[SplitError] = []
@@ -71,7 +72,7 @@ def run_pipelined(runner: SplitRunner, cand: Candidate, tensors: Sequence[bytes]
                 job = runner.job_name()
                 res = StageResult(b"", plan=cand.label)
                 try:
-                    cut = runner.head(cand.a, cand.cut, t, job, res)
+                    cut = runner.head(a, cut_at, t, job, res)
                 except SplitError as exc:
                     errors.append(exc)
                     stop.set()
@@ -89,7 +90,7 @@ def run_pipelined(runner: SplitRunner, cand: Candidate, tensors: Sequence[bytes]
             if stop.is_set():
                 continue
             try:
-                res.output = runner.tail(cand.b, cand.cut, cut, job, res)
+                res.output = runner.tail(b, cut_at, cut, job, res)
                 results[i] = res
             except SplitError as exc:
                 errors.append(exc)

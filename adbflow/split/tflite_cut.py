@@ -19,16 +19,24 @@ bytes; no device I/O.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
 
 import flatbuffers
 from ai_edge_litert import schema_py_generated as schema
 
 from adbflow.errors import CutError, ParseError
-from adbflow.parsers.tflite_model import (DTYPES, FILE_IDENTIFIER, ints, is_constant,
-                                          load_model, tensor_name, tensor_nbytes, tensor_shape)
+from adbflow.parsers.tflite_model import (
+    DTYPES,
+    FILE_IDENTIFIER,
+    ints,
+    is_constant,
+    load_model,
+    tensor_name,
+    tensor_nbytes,
+    tensor_shape,
+)
 
 CUT_TENSOR_NAME = "cut"
 

@@ -109,7 +109,7 @@ def input_layers(f: dict[str, str]) -> list[tuple[str, list[int], str]]:
                         f"with {len(shapes)} items) must match the number of items in "
                         f"--input_layer ({f['input_layer']}, with {len(names)} items). For "
                         "example --input_layer=input1,input2 --input_layer_shape=1,224,224,4:1,20")
-    layers = []
+    layers: list[list] = []
     for name, shape in zip(names, shapes):
         try:
             dims = [int(x) for x in shape.split(",")]
@@ -128,7 +128,7 @@ def input_layers(f: dict[str, str]) -> list[tuple[str, list[int], str]]:
             raise ToolError(f"Cannot find the corresponding input_layer name({parts[0]}) in "
                             f"--input_layer as {f['input_layer']}")
         layers[idx][2] = parts[1]
-    return [(n, d, p) for n, d, p in layers]
+    return [(str(n), list(d), str(p)) for n, d, p in layers]
 
 
 def load_value_file(path: str, nbytes: int, dtype, shape) -> np.ndarray:

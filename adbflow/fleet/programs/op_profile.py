@@ -14,8 +14,8 @@ cost estimate (adbflow.parsers.tflite_model.op_infos). The caller says so in its
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from adbflow.parsers.tflite_model import OpInfo
 
