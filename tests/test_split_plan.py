@@ -322,3 +322,33 @@ def test_privacy_session_refuses_a_plan_that_moves_the_picture(lite0, book, tmp_
         sess.candidate("whole:B")
     assert sess.runner.private_to == "A"
     assert all(c.a == "A" for c in sess.decide().candidates)
+
+
+def test_fallback_runs_whole_on_a_phone_that_answers_and_keeps_privacy(lite0, tmp_path):
+    from adbflow.split.plan import Candidate
+    from adbflow.split.run import SplitRunner, StageResult
+
+    class Runner(SplitRunner):
+        def __init__(self, broken: set[str], **kw) -> None:
+            super().__init__({"A": object(), "B": object(), "C": object()}, lite0, tmp_path,   # type: ignore[dict-item]
+                             binary="benchmark_model", **kw)
+            self.broken, self.tried = broken, []
+
+        def whole(self, d, tensor, job=None):
+            self.tried.append(d)
+            if d in self.broken:
+                raise SplitError("gone", serial=d, step="push_in")
+            return StageResult(b"out", plan=f"whole:{d}")
+
+    cand = Candidate("A", 10, "B")
+    failure = SplitError("lost", serial="B", step="push_cut")
+    r = Runner(broken=set())
+    res = r.fallback_whole(cand, b"", failure)
+    assert res.plan == "whole:A" and "[B] push_cut" in res.fallback and r.tried == ["A"]
+    r = Runner(broken={"A"})
+    assert r.fallback_whole(cand, b"", failure).plan == "whole:C" and r.tried == ["A", "C"]
+    r = Runner(broken={"A"})
+    r.private_to = "A"                        # privacy: the picture may not go to C
+    with pytest.raises(SplitError, match="no phone could run the model whole"):
+        r.fallback_whole(cand, b"", failure)
+    assert r.tried == ["A"]
