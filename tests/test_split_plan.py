@@ -352,3 +352,22 @@ def test_fallback_runs_whole_on_a_phone_that_answers_and_keeps_privacy(lite0, tm
     with pytest.raises(SplitError, match="no phone could run the model whole"):
         r.fallback_whole(cand, b"", failure)
     assert r.tried == ["A"]
+
+
+def test_session_learns_a_phone_slower_than_its_op_profile(lite0, book, tmp_path):
+    bids = {"A": _bid("A"), "B": _bid("B")}
+    sess = SplitSession({"A": object(), "B": object()}, {s: b.model for s, b in bids.items()},   # type: ignore[dict-item]
+                        book, lite0, "efficientnet_lite0.tflite", tmp_path,
+                        lambda: list(bids.values()))
+    before = {p.serial: p.slowdown for p in sess.phones(list(bids.values()))}
+    cut = sess.cuts[20].op_index
+    head_s = sess.times["B"].compute_s(0, cut) * before["B"]
+    for _ in range(6):                          # B's heads run twice as long as predicted
+        sess._observe_run("B", f"{sess.digest}-{cut}-head.tflite", 1.0, 2 * head_s + 0.3, 2 * head_s)
+    after = {p.serial: p for p in sess.phones(list(bids.values()))}
+    assert after["A"].slowdown == pytest.approx(before["A"])
+    assert after["B"].slowdown == pytest.approx(2 * before["B"], rel=0.15)
+    assert after["B"].factors["learned_x"] > 1.8
+    assert sess.times["B"].launch_s == pytest.approx(0.3, abs=0.05)    # launch learned too
+    sess._observe_run("B", "something-else.tflite", 1.0, 9.0, 1.0)      # not ours: ignored
+    assert sess.learned["B"] > 1.8

@@ -13,6 +13,9 @@ ECT cost in adbflow.scheduling.policy (whose load / thermal / frequency terms it
     launch(D, MB) = base + per_mb * MB    (process start, then loading the part's weights)
     slowdown(D)   = load factor (background CPU load, the device's load sensitivity)
                     * thermal factor * frequency factor          (policy.py's terms)
+                    * learned factor (measured / predicted inference of our recent runs
+                      there, an EWMA kept by adbflow.split.session: heat building up, a
+                      phone slower than its op profile)
     transfer(D,n) = adb latency(D) + n bytes / measured bandwidth(D)   (0 when n = 0)
 
 Tensors go through the laptop (pull from A, then push to B). Per-op ms come from the

@@ -100,7 +100,7 @@ class SplitRunner:
     def __init__(self, devices: Mapping[str, DevicePort], model: bytes, cache_dir: Path, *,
                  binary: Mapping[str, str] | str, threads: int = 4, timeout: float = 300.0,
                  links: Mapping[str, LinkEstimate] | None = None,
-                 on_launch: Callable[[str, float, float], None] | None = None) -> None:
+                 on_run: Callable[[str, str, float, float, float], None] | None = None) -> None:
         self.devices = dict(devices)
         self.model = model
         self.digest = model_digest(model)
@@ -110,7 +110,8 @@ class SplitRunner:
         self.timeout = timeout
         self.links = dict(links or {})
         self.whole_remote: dict[str, str] = {}
-        self.on_launch = on_launch       # (serial, part MB, launch seconds) after each run
+        # after each run: (serial, graph name, part MB, wall seconds, reported inference seconds)
+        self.on_run = on_run
         self.private_to: str | None = None   # privacy: pixels (whole runs) only on this phone
         self._sizes: dict[str, int] = {}
         self.input_spec, self.output_spec = io_specs(model)
@@ -244,8 +245,9 @@ class SplitRunner:
             ms = None
         if ms is not None:
             res.inference_s[key] = ms / 1000.0
-            if self.on_launch is not None and graph in self._sizes:
-                self.on_launch(serial, self._sizes[graph] / 1e6, max(0.0, res.parts[key] - ms / 1000.0))
+            if self.on_run is not None and graph in self._sizes:
+                self.on_run(serial, graph.rsplit("/", 1)[-1], self._sizes[graph] / 1e6,
+                            res.parts[key], ms / 1000.0)
 
     # ------------------------------------------------------------------ stages
     def job_name(self) -> str:

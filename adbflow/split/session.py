@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,8 @@ class SplitSession:
     threshold: float = 0.2
     allow_split: bool = True
     times: dict[str, OpTimes] = field(default_factory=dict)
+    learned: dict[str, float] = field(default_factory=dict)   # measured / predicted inference
+    alpha: float = 0.3
     links: dict[str, LinkEstimate] = field(default_factory=dict)
     plan: Plan | None = None
     snapshot: Snapshot | None = None
@@ -101,17 +103,40 @@ class SplitSession:
         self.runner = SplitRunner(self.devices, self.model, self.data_dir / "split" / "parts",
                                   binary={s: benchmark_binary(self.profile(s)) for s in self.devices},
                                   threads=self._threads(), links=self.links,
-                                  on_launch=self._observe_launch)
+                                  on_run=self._observe_run)
         self.launches = {s: LaunchModel(t.launch_s, t.launch_s_per_mb) for s, t in self.times.items()}
+        self._base_slowdown: dict[str, float] = {}
         if self.privacy:
             self.runner.private_to = self.origin
 
-    def _observe_launch(self, serial: str, mb: float, launch_s: float) -> None:
-        """Every run teaches the launch model of its phone (see profiling.LaunchModel)."""
+    def _observe_run(self, serial: str, graph: str, mb: float, wall_s: float,
+                     inference_s: float) -> None:
+        """Every run teaches its phone's launch model (profiling.LaunchModel) and how its
+        inference compares with the prediction (the `learned_x` factor: heat building up,
+        a phone slower than its op profile), as ECT learns service times."""
         lm = self.launches.get(serial)
         if lm is not None:
-            lm.observe(mb, launch_s)
+            lm.observe(mb, max(0.0, wall_s - inference_s))
             self.times[serial] = lm.apply(self.times[serial])
+        span = self._op_span(graph)
+        if span is None or serial not in self.times:
+            return
+        predicted = self.times[serial].compute_s(*span) * self._base_slowdown.get(serial, 1.0)
+        if predicted > 0.05:
+            ratio = min(3.0, max(0.33, inference_s / predicted))
+            old = self.learned.get(serial)
+            self.learned[serial] = ratio if old is None else (1 - self.alpha) * old + self.alpha * ratio
+
+    def _op_span(self, graph: str) -> tuple[int, int] | None:
+        """The op range a part we pushed covers, from its name (<digest>-<cut>-head.tflite)."""
+        n = len(self.ops)
+        if graph == f"{self.digest}-whole.tflite":
+            return 0, n
+        stem = graph.removeprefix(f"{self.digest}-").removesuffix(".tflite")
+        cut, _, which = stem.partition("-")
+        if not cut.isdigit() or which not in ("head", "tail"):
+            return None
+        return (0, int(cut)) if which == "head" else (int(cut), n)
 
     def _threads(self) -> int:
         """benchmark_model --num_threads: the profile's classify threads (first phone's)."""
@@ -144,6 +169,7 @@ class SplitSession:
             self.store.put(s, self.digest, t)
             self.times[s] = t
             self.launches[s] = LaunchModel(t.launch_s, t.launch_s_per_mb)
+            self.learned.pop(s, None)      # a fresh profile already has the phone as it is now
         return out
 
     def phones(self, bids: Sequence[Any], busy: Mapping[str, bool] | None = None) -> list[PhoneState]:
@@ -151,9 +177,15 @@ class SplitSession:
         for b in bids:
             if b.serial not in self.devices:
                 continue
-            out.append(phone_state(b, self.profile(b.serial), self.times[b.serial],
-                                   self.links[b.serial].link(),
-                                   ours_in_reading=bool((busy or {}).get(b.serial))))
+            st = phone_state(b, self.profile(b.serial), self.times[b.serial],
+                             self.links[b.serial].link(),
+                             ours_in_reading=bool((busy or {}).get(b.serial)))
+            if not st.excluded:
+                self._base_slowdown[b.serial] = st.slowdown
+                learned = self.learned.get(b.serial, 1.0)
+                st = replace(st, slowdown=st.slowdown * learned,
+                             factors={**st.factors, "learned_x": learned})
+            out.append(st)
         return out
 
     def decide(self, bids: Sequence[Any] | None = None, *, force: bool = False) -> Plan:
