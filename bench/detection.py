@@ -22,26 +22,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-from adbflow.device.adb import AdbServer, Inventory
+from adbflow.device import AdbServer, Inventory
+from adbflow.runtime.events import Event, JobAdded, JobStarted, Watching
 from adbflow.runtime.pipeline import Pipeline, PipelineConfig
 
 
 def _one_mode(fleet: Any, *, inotify: bool, poll_s: float, n: int, rng: random.Random,
               tmpd: Path) -> dict[str, Any]:
-    from run_all import median, p90
+    from common import median, p90
     started: dict[str, float] = {}
     how: dict[str, str] = {}
     ready = threading.Event()
     cv = threading.Condition()
 
-    def on_event(ev: dict[str, Any]) -> None:
-        if ev["type"] == "watching":
+    def on_event(ev: Event) -> None:
+        if isinstance(ev, Watching):
             ready.set()
-        elif ev["type"] == "job_added":
-            how[ev["name"]] = ev.get("how", "?")
-        elif ev["type"] == "job_started":
+        elif isinstance(ev, JobAdded):
+            how[ev.name] = ev.how or "?"
+        elif isinstance(ev, JobStarted):
             with cv:
-                started.setdefault(ev["name"], ev["t"])
+                started.setdefault(ev.name, ev.t)
                 cv.notify_all()
 
     data = tmpd / f"data-{'inotify' if inotify else 'poll'}"
@@ -100,7 +101,7 @@ def main() -> None:
     ap.add_argument("--poll", type=float, default=1.0)
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from run_all import fleet_up, print_table
+    from common import fleet_up, print_table
     with fleet_up(2, ["flagship_2025"]) as fleet:
         res = measure(fleet, quick=args.quick, poll_s=args.poll)
     print_table({"detection": res})

@@ -23,10 +23,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from adbflow.device.adb import AdbServer, Inventory
+from adbflow.device import AdbServer, Inventory
 from adbflow.fleet import adb_server as fleet_adb
 from adbflow.fleet.control import start_fleet
 from adbflow.paths import ASSETS_DIR
+from adbflow.runtime.events import BidRound, Event, JobDone, JobFailed
 from adbflow.runtime.pipeline import Pipeline, PipelineConfig
 
 CLASSES = ["flagship_2025", "midrange_2023", "lowend_2020", "old_2017"]
@@ -38,14 +39,14 @@ def run_batch(policy: str, port: int, images: list[Path], data_dir: Path, timeou
     where: Counter = Counter()
     lock = threading.Lock()
 
-    def on_event(ev: dict) -> None:
+    def on_event(ev: Event) -> None:
         with lock:
-            if ev.get("type") == "job_done":
-                done_at[ev["job"]] = time.monotonic()
-            elif ev.get("type") == "job_failed":
-                done_at[ev["job"]] = float("nan")
-            elif ev.get("type") == "bid":
-                where[(ev["stage"], ev["winner"])] += 1
+            if isinstance(ev, JobDone):
+                done_at[ev.job] = time.monotonic()
+            elif isinstance(ev, JobFailed):
+                done_at[ev.job] = float("nan")
+            elif isinstance(ev, BidRound):
+                where[(ev.stage, ev.winner)] += 1
 
     cfg = PipelineConfig(data_dir=data_dir, policy=policy, concurrency=len(images))
     pipe = Pipeline(cfg, Inventory([AdbServer(port=port)]), on_event=on_event)
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    print(f"live virtual fleet: {', '.join(f'{c} ({l:g}% load)' for c, l in zip(CLASSES, LOADS))}; "
+    print(f"live virtual fleet: {', '.join(f'{c} ({load:g}% load)' for c, load in zip(CLASSES, LOADS))}; "
           f"{args.pictures} pictures submitted at once")
     for r in results:
         print(f"  {r['policy']:<11} makespan {r['makespan_s']} s  mean {r['mean_latency_s']} s  "

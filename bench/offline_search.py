@@ -4,7 +4,7 @@ bench/policies.py compares ect with a LOWER bound no schedule can beat. This scr
 the offline optimum from ABOVE: starting from ect's own schedule on the same simulated run
 (six-profile fleet, heat and foreground apps on), a local search that knows every future
 picture, foreground app and the heat each choice causes moves single stages between phones
-and keeps every move that lowers the mean latency (adbflow.sim.simulator.local_search). So
+and keeps every move that lowers the mean latency (adbflow.sim.search.local_search). So
 
     bound <= offline optimum <= best found <= ect
 
@@ -28,8 +28,7 @@ import numpy as np
 from tabulate import tabulate
 
 from adbflow.scheduling.profiles import ProfileBook
-from adbflow.sim.simulator import (SIX_CLASSES, SimConfig, fleet_profiles, local_search, make_instance,
-                               simulate)
+from adbflow.sim import SIX_CLASSES, SimConfig, fleet_profiles, local_search, make_instance, simulate
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,8 +28,9 @@ import psutil
 CHILD = r"""
 import sys, time, threading, json
 from pathlib import Path
-from adbflow.device.adb import AdbServer, Inventory
+from adbflow.device import AdbServer, Inventory
 from adbflow.scheduling.bids import Bidder
+from adbflow.runtime.events import Watching
 from adbflow.runtime.pipeline import Pipeline, PipelineConfig
 port, rounds, watch_s, data = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 def mark(name, **kw):
@@ -45,7 +46,7 @@ for _ in range(rounds):
 mark("bids_done", devices=len(devs), ok=ok)
 ready = threading.Event()
 p = Pipeline(PipelineConfig(data_dir=Path(data)), inv,
-             on_event=lambda ev: ev["type"] == "watching" and ready.set())
+             on_event=lambda ev: isinstance(ev, Watching) and ready.set())
 t = threading.Thread(target=p.watch, kwargs={"poll_s": 2.0}, daemon=True); t.start()
 ready.wait(120)
 mark("watch", threads=threading.active_count())
@@ -110,7 +111,7 @@ def main() -> None:
     ap.add_argument("--devices", type=int, default=100)
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from run_all import fleet_up, print_table
+    from common import fleet_up, print_table
     with fleet_up(args.devices) as fleet:
         res = measure(fleet, quick=args.quick)
     print_table({"rss": res})

@@ -30,12 +30,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from adbflow.device.adb import AdbServer, Inventory
-from adbflow.runtime.detect import PICTURES_DIR, NewPicture
+from adbflow.device import AdbServer, Inventory
 from adbflow.fleet import adb_server
+from adbflow.runtime.detect import PICTURES_DIR, NewPicture
 from adbflow.runtime.pipeline import Pipeline, PipelineConfig
-from adbflow.scheduling.profiles import ProfileBook
 from adbflow.runtime.stages import REMOTE_IMAGE, label_image_argv, llama_argv
+from adbflow.scheduling.profiles import ProfileBook
 
 SCRIPT = r"""#!/bin/bash
 # What a user would write without adbflow: every step with the adb CLI, one after another.
@@ -127,7 +127,7 @@ def _llama_reported_s(pipe: Pipeline, job_id: int) -> float:
 
 
 def measure(fleet: Any, *, quick: bool = False) -> dict[str, Any]:
-    from run_all import median
+    from common import median
     from transfer import make_photo
     reps = 2 if quick else 5
     inv = Inventory([AdbServer(port=fleet.adb_port)])
@@ -178,7 +178,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from run_all import run_one
+    from common import run_one
     res = run_one("overhead", measure, args.quick)
     for side in ("adbflow", "script"):
         for r in res[side]["runs"]:

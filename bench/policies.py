@@ -1,4 +1,4 @@
-"""Scheduling policies side by side on the simulated six-profile fleet (adbflow.sim.simulator).
+"""Scheduling policies side by side on the simulated six-profile fleet (adbflow.sim).
 
 Prints, for utilisations 30/60/90 % of the fleet's sustainable capacity: each policy's mean
 and p95 job latency, its ratio to the provable per-run lower bound and to the steady-state
@@ -29,7 +29,7 @@ from tabulate import tabulate
 
 from adbflow.scheduling.policy import POLICY_NAMES
 from adbflow.scheduling.profiles import ProfileBook
-from adbflow.sim.simulator import SIX_CLASSES, SimConfig, compare, fleet_profiles, make_instance, simulate
+from adbflow.sim import SIX_CLASSES, SimConfig, compare, fleet_profiles, make_instance, simulate
 
 
 def main(argv: list[str] | None = None) -> int:

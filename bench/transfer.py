@@ -45,9 +45,10 @@ def _sha(path: Path) -> str:
 
 
 def measure(fleet: Any, *, quick: bool = False) -> dict[str, Any]:
-    from run_all import adb_cli, devices_of, median, timed
-    from adbflow.runtime.imaging import prepare_bmp
+    from common import adb_cli, devices_of, median, timed
+
     from adbflow.parsers.adb_messages import parse_transfer_summaries
+    from adbflow.runtime.imaging import prepare_bmp
     reps = 5 if quick else 15
     dev = devices_of(fleet)[0]
     rows = []
@@ -106,7 +107,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from run_all import run_one
+    from common import run_one
     run_one("transfer", measure, args.quick)
 
 

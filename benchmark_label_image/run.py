@@ -2,7 +2,7 @@
 
 Why: the scheduler's priors (profiles/*.toml [timing]) are class estimates; a phone on the
 desk differs. This runs TFLite `benchmark_model` (or `label_image` on a real picture) on each
-device through adbflow.device.adb.Inventory, at load levels made with busy loops on a real phone or
+device through adbflow.device.Inventory, at load levels made with busy loops on a real phone or
 with `adbflow fleet load` on a virtual device, and fits t(L) = t0 / (1 - s*L) (the cost
 model of adbflow.scheduling.policy). It also measures the adb round trip and push bandwidth. The result
 is written as profiles/<model>.toml: same binaries/models as the matched profile, measured
@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
-    from adbflow.device.adb import Inventory, resolve_servers
+    from adbflow.device import Inventory, resolve_servers
     from adbflow.scheduling.bids import Bidder
 
     book = ProfileBook.load(args.profiles_dir)

@@ -5,7 +5,7 @@ with a home-made scheduling policy, then read what the journal recorded.
 Why an example of a custom policy: adbflow's built-in policies (ect, lowest-cpu, random,
 round-robin) optimise time. Your fleet may care about something else, e.g. phones that
 must keep memory free for a foreground app. A policy is any object with a `name` and a
-`choose(task, bids, ...) -> Decision` method (the `adbflow.scheduling.policy.Policy` protocol); the
+`choose(task, bids, ...) -> Decision` method (the `adbflow.Policy` protocol); the
 pipeline calls it for every stage of every job, with the work it already awarded
 (`inflight`) so a policy can spread a burst.
 
@@ -25,17 +25,28 @@ import json
 import random
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from adbflow.device.adb import Inventory, resolve_servers
-from adbflow.scheduling.bids import Bid, Bidder
-from adbflow.errors import AdbflowError
-from adbflow.runtime.journal import Journal
-from adbflow.paths import ASSETS_DIR, PROFILES_DIR
-from adbflow.runtime.pipeline import Pipeline, PipelineConfig
-from adbflow.scheduling.policy import Decision, DeviceCost, Task, exclusion, prior_service_s
-from adbflow.scheduling.profiles import ProfileBook
+from adbflow import (
+    ASSETS_DIR,
+    PROFILES_DIR,
+    AdbflowError,
+    Bid,
+    Bidder,
+    Decision,
+    DeviceCost,
+    Inventory,
+    Journal,
+    Pipeline,
+    PipelineConfig,
+    ProfileBook,
+    Task,
+    exclusion,
+    prior_service_s,
+    resolve_servers,
+)
 
 
 class MostFreeMemory:

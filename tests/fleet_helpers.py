@@ -15,7 +15,7 @@ from typing import Callable
 
 import pytest
 
-from adbflow.device.adb import AdbServer, Device, Inventory
+from adbflow.device import AdbServer, Device, Inventory
 from adbflow.runtime.journal import FINAL_STATES, Journal
 from adbflow.paths import ASSETS_DIR, PROFILES_DIR
 

@@ -1,6 +1,6 @@
 """In-memory doubles at the Device seam for pipeline unit tests (no adb, no fleet).
 
-FakeDevice answers like adbflow.device.adb.Device: sync-style file ops on a dict, and `run(argv)`
+FakeDevice answers like adbflow.device.Device: sync-style file ops on a dict, and `run(argv)`
 imitating label_image (reads BMP only, prints the real `INFO: score: index label` format)
 and llama-cli (echoes the prompt, prints llama_perf lines on stderr). Faults per program:
 fail (exit 1), hang (timeout), garbage (unparsable output), gone (device disconnects).
@@ -15,9 +15,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from adbflow.device.adb import RemoteEntry, ShellResult
+from adbflow.device import RemoteEntry, ShellResult
+from adbflow.device.port import DevicePort
 from adbflow.scheduling.bids import Bid
-from adbflow.errors import AdbError, AdbTimeoutError, DeviceUnavailableError
+from adbflow.errors import (AdbTimeoutError, CommandFailed, DeviceUnavailableError,
+                            RemoteNotFound, TransferTooLarge)
 
 MODEL = "adbflow-virtual midrange_2023"
 LABEL_OUT = ("INFO: Loaded model /data/local/tmp/efficientnet_lite0.tflite\nINFO: invoked\n"
@@ -51,7 +53,9 @@ class FakeStream:
         self.closed = True
 
 
-class FakeDevice:
+class FakeDevice(DevicePort):
+    """A phone in memory; implements DevicePort (a type checker holds it to the Protocol)."""
+
     def __init__(self, serial: str, model: str = MODEL, *, delay: float = 0.0) -> None:
         self.serial, self.model, self.delay = serial, model, delay
         self.files: dict[str, tuple[bytes, float]] = {}
@@ -93,11 +97,11 @@ class FakeDevice:
         self._check(f"pull {remote}")
         self.ops.append(("pull", remote))
         if remote not in self.files:
-            raise AdbError(self.serial, f"pull {remote}", stderr="No such file or directory",
+            raise RemoteNotFound(self.serial, f"pull {remote}", stderr="No such file or directory",
                            message="No such file or directory")
         data = self.files[remote][0]
         if max_bytes is not None and len(data) > max_bytes:
-            raise AdbError(self.serial, f"pull {remote}", message=f"file larger than {max_bytes} bytes")
+            raise TransferTooLarge(self.serial, f"pull {remote}", message=f"file larger than {max_bytes} bytes")
         Path(local).write_bytes(data)
         return len(data)
 
@@ -111,6 +115,12 @@ class FakeDevice:
     def stream_lines(self, cmd: str, *, timeout: float | None = None) -> FakeStream:
         self._check(cmd)
         return FakeStream(self)
+
+    def shell(self, cmd: str, *, timeout: float, stdin: bytes | None = None,
+              check: bool = True, max_output: int = 1 << 24) -> ShellResult:
+        """Shell syntax is only split into argv here (the fakes run no real shell)."""
+        return self.run(shlex.split(cmd), timeout=timeout, max_output=max_output, check=check,
+                        stdin=stdin)
 
     def run(self, argv, *, timeout: float, max_output: int = 1 << 24, check: bool = True,
             stdin: bytes | None = None) -> ShellResult:
@@ -132,12 +142,12 @@ class FakeDevice:
             if mode == "hang":
                 raise AdbTimeoutError(self.serial, cmd, message="timed out; command killed")
             if mode == "fail":
-                raise AdbError(self.serial, cmd, stderr="simulated failure", exit_code=1)
+                raise CommandFailed(self.serial, cmd, stderr="simulated failure", exit_code=1)
             if prog == "label_image":
                 image = argv[argv.index("-i") + 1]
                 data = self.files.get(image, (b"", 0))[0]
                 if not data.startswith(b"BM"):
-                    raise AdbError(self.serial, cmd, stderr="ERROR: input is not a BMP",
+                    raise CommandFailed(self.serial, cmd, stderr="ERROR: input is not a BMP",
                                    exit_code=1)
                 out = "\x00\x01garbage%%%\n" if mode == "garbage" else LABEL_OUT
                 return ShellResult(self.serial, cmd, 0, "", out, 0.01)
@@ -181,3 +191,34 @@ class FakeBidder:
                            temperature_c=30.0, freq_ratio=1.0, probe_rtt_s=0.01,
                            timestamp=time.time()))
         return out
+
+
+class ShellOnlyPort(DevicePort):
+    """Base of fakes that only answer `shell` (the bidder's probe): the other DevicePort
+    methods fail the test loudly instead of returning None."""
+
+    serial: str
+
+    def _unused(self, what: str):
+        raise AssertionError(f"{type(self).__name__} fakes only shell, not {what}")
+
+    def run(self, argv, *, timeout: float, stdin: bytes | None = None, check: bool = True,
+            max_output: int = 16 << 20) -> ShellResult:
+        return self.shell(shlex.join(argv), timeout=timeout, stdin=stdin, check=check,
+                          max_output=max_output)
+
+    def push(self, local: Path, remote: str, *, timeout: float, mode: int = 0o644) -> int:
+        self._unused("push")
+
+    def pull(self, remote: str, local: Path, *, timeout: float,
+             max_bytes: int | None = None) -> int:
+        self._unused("pull")
+
+    def stat(self, remote: str, *, timeout: float) -> RemoteEntry | None:
+        self._unused("stat")
+
+    def list_dir(self, remote: str, *, timeout: float) -> list[RemoteEntry]:
+        self._unused("list_dir")
+
+    def stream_lines(self, cmd: str, *, timeout: float | None = None):
+        self._unused("stream_lines")

@@ -9,7 +9,8 @@ import threading
 
 import pytest
 
-from adbflow.device.adb import AdbServer, Device, Inventory, adb_binary, resolve_servers
+from adbflow.device import AdbServer, Device, Inventory, resolve_servers
+from adbflow.device.server import adb_binary
 from adbflow.errors import AdbError, DeviceUnavailableError
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from adbflow.device.adb import AdbServer, Device, Inventory
+from adbflow.device import AdbServer, Device, Inventory
 from adbflow.scheduling.bids import Bidder, pick_lowest_cpu
 from adbflow.errors import AdbError, AdbTimeoutError, DeviceUnavailableError
 
@@ -219,3 +219,31 @@ def test_unknown_device_and_getprop(fleet, server, dev):
     with pytest.raises(DeviceUnavailableError):
         Inventory([server]).device("127.0.0.1:1")
     assert dev.getprop("ro.product.model", timeout=5).startswith("adbflow-virtual")
+
+
+def test_failures_through_a_real_adb_server_are_specific_classes(dev, server, tmp_path):
+    """What the real adb server and the virtual adbd answer becomes the specific class."""
+    from adbflow.errors import (CommandFailed, DeviceNotFound, ReadOnlyFileSystem,
+                                RemoteNotFound, TransferTooLarge)
+    with pytest.raises(RemoteNotFound) as ei:
+        dev.pull("/data/local/tmp/no-such-file", tmp_path / "x", timeout=5)
+    assert ei.value.kind == "remote-not-found" and ei.value.serial == dev.serial
+    assert "no-such-file" in str(ei.value) and ei.value.hint
+    src = tmp_path / "f.bin"
+    src.write_bytes(b"x" * 5000)
+    with pytest.raises(ReadOnlyFileSystem) as ei:
+        dev.push(src, "/system/bin/adbflow-test", timeout=5)
+    assert ei.value.kind == "read-only" and "/data/local/tmp" in ei.value.hint
+    dev.push(src, "/data/local/tmp/f.bin", timeout=5)
+    with pytest.raises(TransferTooLarge):
+        dev.pull("/data/local/tmp/f.bin", tmp_path / "small", timeout=5, max_bytes=100)
+    with pytest.raises(CommandFailed) as ei:
+        dev.shell("exit 3", timeout=5)
+    assert ei.value.exit_code == 3 and ei.value.kind == "exit"
+    with pytest.raises(RemoteNotFound) as ei:
+        dev.run(["ls", "/data/local/tmp/no-such-dir"], timeout=5)
+    assert ei.value.exit_code not in (None, 0)
+    with pytest.raises(DeviceNotFound) as ei:
+        Device("127.0.0.1:1", server).shell("true", timeout=3)
+    assert ei.value.kind in ("device-not-found", "no-devices")
+    dev.run(["rm", "-f", "/data/local/tmp/f.bin"], timeout=5)

@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 
 from adbflow.fleet import adb_server
+from adbflow.runtime.events import Event, StageStarted, Watching
 from adbflow.runtime.journal import Journal
 from adbflow.runtime.pipeline import Pipeline, PipelineConfig
 from adbflow.runtime.stages import StageTimeouts
@@ -115,7 +116,7 @@ def _run_bursts(fleet, tmp_path: Path, profiles_dir: Path, n: int, timeout: floa
     ready = threading.Event()
     p = Pipeline(PipelineConfig(data_dir=data, profiles_dir=profiles_dir, concurrency=4,
                                 retry_wait_s=0.2), inventory(fleet),
-                 on_event=lambda ev: ev["type"] == "watching" and ready.set())
+                 on_event=lambda ev: isinstance(ev, Watching) and ready.set())
     t = threading.Thread(target=p.watch, kwargs={"poll_s": 0.5}, daemon=True)
     t.start()
     try:
@@ -155,12 +156,13 @@ def test_bursts_200_pictures_exactly_once(healthy, tmp_path, profiles_dir):
 CHILD = r"""
 import json, sys
 from pathlib import Path
-from adbflow.device.adb import AdbServer, Inventory
+from adbflow.device import AdbServer, Inventory
 from adbflow.runtime.pipeline import Pipeline, PipelineConfig
 from adbflow.runtime.stages import StageTimeouts
 port, data, profiles = int(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 def ev(e):
-    keep = {k: e.get(k) for k in ("type", "job", "stage", "name", "serial")}
+    d = e.to_json()
+    keep = {k: d.get(k) for k in ("type", "job", "stage", "name", "serial")}
     print(json.dumps(keep), flush=True)
 p = Pipeline(PipelineConfig(data_dir=data, profiles_dir=profiles, concurrency=3,
                             retry_wait_s=0.2, timeouts=StageTimeouts(classify_s=60, generate_s=90)),
@@ -291,11 +293,11 @@ def test_devices_killed_hung_slow_offline_and_adb_restart(healthy, tmp_path, pro
     origins = [s[6], s[7], s[3], s[4], s[0], s[1], s[6], s[7]]
     data = tmp_path / "data"
     ready = threading.Event()
-    events: list[dict] = []
+    events: list[Event] = []
 
-    def on_event(ev: dict) -> None:
+    def on_event(ev: Event) -> None:
         events.append(ev)
-        if ev["type"] == "watching":
+        if isinstance(ev, Watching):
             ready.set()
 
     p = Pipeline(PipelineConfig(data_dir=data, profiles_dir=profiles_dir, concurrency=4,
@@ -313,7 +315,7 @@ def test_devices_killed_hung_slow_offline_and_adb_restart(healthy, tmp_path, pro
         # mid-run: wait until stages are running, then break things
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not any(
-                e["type"] == "stage_started" and e["stage"] == "classify" for e in events):
+                isinstance(e, StageStarted) and e.stage == "classify" for e in events):
             time.sleep(0.1)
         time.sleep(1.0)
         fleet.kill(s[3])                                    # device dies (adb: gone)

@@ -600,6 +600,7 @@ def test_nsenter_fallback_without_spawner(lt: LoopThread, tmp_path: Path,
         lt.run(b.stop())
 
 
+@pytest.mark.fleet
 @needs_ns
 def test_sigkilled_host_leaves_no_device_processes(tmp_path: Path) -> None:
     """kill -9 of the fleet host: holders (PR_SET_PDEATHSIG + unshare --kill-child) and

@@ -25,15 +25,17 @@ import psutil
 import pytest
 from PIL import Image
 
-from adbflow.device.adb import AdbServer, ShellResult
+from adbflow.device import AdbServer, ShellResult
 from adbflow.scheduling.bids import Bidder, pick_lowest_cpu
 from adbflow.runtime.detect import PICTURES_DIR
+from adbflow.runtime.events import Event, Watching
 from adbflow.runtime.pipeline import Pipeline, PipelineConfig
 from adbflow.runtime.stages import StageTimeouts
 
 from fleet_helpers import (CHELSEA, cheap_profiles, device, inventory, module_fleet,
                            wait_final)
 from fleet_helpers import healthy  # noqa: F401 - a fixture, found by name
+from pipeline_fakes import ShellOnlyPort
 
 RAW = CHELSEA.read_bytes()
 # picture names may not contain "/": the canaries are relative, so they would land in the
@@ -121,8 +123,8 @@ class PeakRss:
 
 
 def _watch(fleet, data: Path, profiles_dir: Path, on_watching, **cfg) -> Pipeline:
-    def on_event(ev: dict) -> None:
-        if ev["type"] == "watching":
+    def on_event(ev: Event) -> None:
+        if isinstance(ev, Watching):
             on_watching()
     return Pipeline(PipelineConfig(data_dir=data, profiles_dir=profiles_dir, retry_wait_s=0.2,
                                    **cfg), inventory(fleet), on_event=on_event)
@@ -276,7 +278,7 @@ def _growing_stat(n: int) -> str:
             f"cpu1 {a} 0 {a} {b} 0 0 0 0 0 0\nintr 1\nctxt 1\n")
 
 
-class HostileProbeDevice:
+class HostileProbeDevice(ShellOnlyPort):
     """A Device double at the seam the Bidder uses (`shell`): answers the probe with the
     real sectioned format but hostile section bodies."""
 
@@ -346,9 +348,9 @@ def test_probe_flood_is_cut_by_max_output() -> None:
     (the double honours `max_output` like Device.shell does) and the bid is an error."""
     class Flood(HostileProbeDevice):
         def shell(self, cmd, *, timeout, stdin=None, check=True, max_output=16 << 20):
-            from adbflow.errors import AdbError
+            from adbflow.errors import OutputTooLarge
             assert max_output <= 4 << 20, f"probe asks for up to {max_output} bytes"
-            raise AdbError(self.serial, "probe", message=f"output exceeded {max_output} "
+            raise OutputTooLarge(self.serial, "probe", message=f"output exceeded {max_output} "
                            "bytes; command killed")
     bids = Bidder(timeout=2).gather([Flood("flood", STAT_OK, STAT_OK2),
                                      HostileProbeDevice("sane", STAT_OK, STAT_OK2)])

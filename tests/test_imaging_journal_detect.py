@@ -206,10 +206,10 @@ def test_candidate_names() -> None:
 
 def test_detection_stability_and_events() -> None:
     st = DetectionState("s", "/P", ignore={("old.jpg", 5, 1.0)})
-    first = [Entry("old.jpg", 5, 1.0), Entry("grow.jpg", 100, 2.0),
-             Entry(".pending-cam.jpg", 50, 2.0)]
+    first = [Entry("old.jpg", 5, 1.0, True), Entry("grow.jpg", 100, 2.0, True),
+             Entry(".pending-cam.jpg", 50, 2.0, True)]
     assert st.observe_listing(first) == []          # baseline ignored; new needs a 2nd look
-    grown = [Entry("old.jpg", 5, 1.0), Entry("grow.jpg", 200, 3.0)]
+    grown = [Entry("old.jpg", 5, 1.0, True), Entry("grow.jpg", 200, 3.0, True)]
     assert st.observe_listing(grown) == []          # still growing
     found = st.observe_listing(grown)
     assert [(p.name, p.size, p.how) for p in found] == [("grow.jpg", 200, "listing")]
@@ -219,50 +219,50 @@ def test_detection_stability_and_events() -> None:
     assert st.observe_event(InotifyEvent("w", "/P", ".pending-cam.jpg")) is None
     assert st.observe_event(InotifyEvent("m", "/P", ".pending-cam.jpg")) is None
     assert st.observe_event(InotifyEvent("y", "/P", "cam.jpg")) == "cam.jpg"
-    pic = st.observe_stat("cam.jpg", Entry("cam.jpg", 50, 4.0))
+    pic = st.observe_stat("cam.jpg", Entry("cam.jpg", 50, 4.0, True))
     assert (pic.name, pic.how) == ("cam.jpg", "inotify")
-    assert st.observe_listing([Entry("cam.jpg", 50, 4.0)]) == []    # no double report
+    assert st.observe_listing([Entry("cam.jpg", 50, 4.0, True)]) == []    # no double report
     # an event whose file vanished before the stat reports nothing
     assert st.observe_event(InotifyEvent("w", "/P", "gone.jpg")) == "gone.jpg"
     assert st.observe_stat("gone.jpg", None) is None
     # a rewritten file is a new picture identity
-    st.observe_listing([Entry("grow.jpg", 300, 9.0)])
-    assert [p.size for p in st.observe_listing([Entry("grow.jpg", 300, 9.0)])] == [300]
+    st.observe_listing([Entry("grow.jpg", 300, 9.0, True)])
+    assert [p.size for p in st.observe_listing([Entry("grow.jpg", 300, 9.0, True)])] == [300]
 
 
 def test_event_seen_before_listing() -> None:
     """An event for a file the listing already saw once makes it ready on that listing."""
     st = DetectionState("s", "/P")
-    st.observe_listing([Entry("a.jpg", 9, 1.0)])
+    st.observe_listing([Entry("a.jpg", 9, 1.0, True)])
     st.observe_event(InotifyEvent("w", "/P", "a.jpg"))
-    assert [p.how for p in st.observe_listing([Entry("a.jpg", 9, 1.0)])] == ["inotify"]
+    assert [p.how for p in st.observe_listing([Entry("a.jpg", 9, 1.0, True)])] == ["inotify"]
 
 
 def test_settle_recheck_reports_after_one_listing() -> None:
     """Listing-only: the second look is one stat settle_s after the first listing, not the
     next listing; a file that changed meanwhile is not reported, and the re-checks stop."""
     st = DetectionState("s", "/P", settle_s=0.3, max_rechecks=2)
-    assert st.observe_listing([Entry("a.jpg", 10, 1.0)], now=100.0) == []
+    assert st.observe_listing([Entry("a.jpg", 10, 1.0, True)], now=100.0) == []
     assert st.next_due() == pytest.approx(100.3)
     assert st.due(100.2) == [] and st.due(100.3) == ["a.jpg"]
-    pic = st.observe_recheck("a.jpg", Entry("a.jpg", 10, 1.0), now=100.31)
+    pic = st.observe_recheck("a.jpg", Entry("a.jpg", 10, 1.0, True), now=100.31)
     assert (pic.name, pic.size, pic.how) == ("a.jpg", 10, "listing")
-    assert st.observe_listing([Entry("a.jpg", 10, 1.0)], now=101.0) == []   # reported once
+    assert st.observe_listing([Entry("a.jpg", 10, 1.0, True)], now=101.0) == []   # reported once
     # still being written: the re-check sees it grow -> no report, one more re-check
-    st.observe_listing([Entry("b.jpg", 5, 2.0)], now=200.0)
-    assert st.observe_recheck("b.jpg", Entry("b.jpg", 9, 2.5), now=200.3) is None
+    st.observe_listing([Entry("b.jpg", 5, 2.0, True)], now=200.0)
+    assert st.observe_recheck("b.jpg", Entry("b.jpg", 9, 2.5, True), now=200.3) is None
     assert st.due(200.65) == ["b.jpg"]
-    assert st.observe_recheck("b.jpg", Entry("b.jpg", 12, 2.9), now=200.65) is None
+    assert st.observe_recheck("b.jpg", Entry("b.jpg", 12, 2.9, True), now=200.65) is None
     assert st.next_due() is None                 # budget spent: left to the listings
-    assert st.observe_listing([Entry("b.jpg", 14, 3.0)], now=201.0) == []
+    assert st.observe_listing([Entry("b.jpg", 14, 3.0, True)], now=201.0) == []
     assert st.next_due() is None                 # a change does not refill the budget
-    assert [p.size for p in st.observe_listing([Entry("b.jpg", 14, 3.0)], now=202.0)] == [14]
+    assert [p.size for p in st.observe_listing([Entry("b.jpg", 14, 3.0, True)], now=202.0)] == [14]
     # vanished before its re-check: forgotten, nothing reported
-    st.observe_listing([Entry("c.jpg", 1, 1.0)], now=300.0)
+    st.observe_listing([Entry("c.jpg", 1, 1.0, True)], now=300.0)
     assert st.observe_recheck("c.jpg", None, now=300.3) is None and st.next_due() is None
     # without settle_s (or without `now`) nothing is scheduled: two listings as before
     plain = DetectionState("s", "/P")
-    plain.observe_listing([Entry("d.jpg", 1, 1.0)], now=1.0)
+    plain.observe_listing([Entry("d.jpg", 1, 1.0, True)], now=1.0)
     assert plain.next_due() is None
 
 

@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from adbflow.runtime.events import BidRound, Event, Watching
 from adbflow.runtime.journal import Journal
 from adbflow.runtime.pipeline import Pipeline, PipelineConfig
 from adbflow.runtime.stages import REMOTE_IMAGE
@@ -147,13 +148,13 @@ def test_device_loss_and_garbage_rebid(healthy, tmp_path) -> None:
         fleet.load(s, pct)
     fleet.fault(first, slow_factor=40.0)                    # label_image runs for seconds ...
     fleet.fault(second, program="llama-cli", mode="garbage")
-    events: list[dict] = []
+    events: list[Event] = []
 
-    def on_event(ev: dict) -> None:
+    def on_event(ev: Event) -> None:
         events.append(ev)
-        if ev["type"] == "watching":
+        if isinstance(ev, Watching):
             fleet.snap(third, CHELSEA, name="loss.png")
-        if ev["type"] == "bid" and ev["stage"] == "classify" and ev["winner"] == first:
+        if isinstance(ev, BidRound) and ev.stage == "classify" and ev.winner == first:
             threading.Timer(1.5, fleet.kill, args=(first,)).start()   # ... and dies mid-run
 
     p = Pipeline(PipelineConfig(data_dir=tmp_path / "data", retry_wait_s=0.2),
@@ -205,8 +206,8 @@ def test_hostile_names_and_bad_input(healthy, tmp_path, monkeypatch) -> None:
         f.write_bytes(contents[kind])
         files.append((f, name))
 
-    def on_event(ev: dict) -> None:
-        if ev["type"] == "watching":          # snapped after watching starts: not backlog
+    def on_event(ev: Event) -> None:
+        if isinstance(ev, Watching):          # snapped after watching starts: not backlog
             for f, name in files:
                 fleet.snap(target, f, name=name)
 

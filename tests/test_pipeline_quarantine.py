@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from adbflow.cli.pipeline import LiveView
+from adbflow.cli.live import LiveView
 from adbflow.paths import ASSETS_DIR
+from adbflow.runtime.events import BidRound, DeviceQuarantined, DeviceReleased, Event
 from adbflow.scheduling.quarantine import (QuarantineRules, Quarantined, active, apply, cleared_by_bids,
                                 forget_expired, strike)
 
@@ -85,7 +86,7 @@ def fleet():
 def test_hung_device_is_skipped_by_the_next_jobs_then_comes_back(tmp_path, fleet) -> None:
     devs, inv, bidder = fleet
     devs[2].faults["label_image"] = "hang"           # dev3 wins every bid, then times out
-    events: list[dict] = []
+    events: list[Event] = []
     # lowest-cpu: a pure function of the fake loads, so which device wins is certain here
     # (ect would also weigh cold-start and learned times, which this test is not about)
     p = make(tmp_path, inv, bidder, quarantine=QuarantineRules(base_s=2.0, cap_s=8),
@@ -93,10 +94,10 @@ def test_hung_device_is_skipped_by_the_next_jobs_then_comes_back(tmp_path, fleet
     p.on_event = events.append
     first = p.process(add(p, devs[1], "a.png", CHELSEA))
     assert first.state == "done" and first.result["devices"]["classify"] == "dev2"
-    q = [e for e in events if e["type"] == "device_quarantined"]
-    assert [(e["serial"], e["kind"], e["stage"], e["strikes"]) for e in q] == \
+    q = [e for e in events if isinstance(e, DeviceQuarantined)]
+    assert [(e.serial, e.kind, e.stage, e.strikes) for e in q] == \
         [("dev3", "timeout", "classify", 1)]
-    json.dumps(events, default=str)                  # events stay JSON-able
+    json.dumps([e.to_json() for e in events])        # events stay JSON-able
     assert [d["serial"] for d in p.quarantined()] == ["dev3"]
     # the same job's generate and the next job do not go near dev3 while it sits out
     assert first.result["devices"]["generate"] == "dev2"
@@ -104,18 +105,18 @@ def test_hung_device_is_skipped_by_the_next_jobs_then_comes_back(tmp_path, fleet
     second = p.process(add(p, devs[1], "b.png", CHELSEA, mtime=2000.0))
     assert second.state == "done" and second.result["attempts"]["classify"] == 1
     assert label_calls(devs)["dev3"] == 1            # one timeout paid, not one per job
-    bid_events = [e for e in events if e["type"] == "bid"]
+    bid_events = [e for e in events if isinstance(e, BidRound)]
     # bid 0 chose dev3, bid 1 (the re-bid) excluded it within the job; from then on the
     # quarantine holds it back
-    assert [e["quarantined"] for e in bid_events[2:]] == [["dev3"]] * 3
+    assert [e.quarantined for e in bid_events[2:]] == [["dev3"]] * 3
     # expiry: dev3 is let back, succeeds, and the success clears it
     devs[2].faults.clear()
     until = p.quarantined()[0]["until"]
     time.sleep(max(0.0, until - time.time()) + 0.05)
     third = p.process(add(p, devs[1], "c.png", CHELSEA, mtime=3000.0))
     assert third.result["devices"]["classify"] == "dev3"
-    released = [e for e in events if e["type"] == "device_released"]
-    assert released and released[0]["serial"] == "dev3" and "succeeded" in released[0]["reason"]
+    released = [e for e in events if isinstance(e, DeviceReleased)]
+    assert released and released[0].serial == "dev3" and "succeeded" in released[0].reason
     assert p.quarantined() == []
     p.close()
 
@@ -146,12 +147,11 @@ def test_quarantine_can_be_disabled(tmp_path, fleet) -> None:
 def test_watch_view_shows_quarantined_devices() -> None:
     view = LiveView(json_out=False, live=False)
     now = time.time()
-    view({"type": "device_quarantined", "t": now, "serial": "dev3", "job": 1,
-          "stage": "classify", "seconds": 30.0, "until": now + 30, "strikes": 1,
-          "kind": "timeout", "error": "timed out"})
+    view(DeviceQuarantined(serial="dev3", job=1, stage="classify", seconds=30.0,
+                           until=now + 30, strikes=1, kind="timeout", error="timed out", t=now))
     caption = view.quarantine_caption(now + 5)
     assert caption.startswith("quarantined: dev3 25 s (timeout)"), caption
     assert view.quarantine_caption(now + 31) == ""   # expired: no longer shown
     assert view._table().caption.startswith("quarantined: dev3")
-    view({"type": "device_released", "t": now, "serial": "dev3", "reason": "healthy bid"})
+    view(DeviceReleased(serial="dev3", reason="healthy bid", t=now))
     assert view.quarantine_caption(now) == ""

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from adbflow.device.adb import AdbServer, ShellResult
+from adbflow.device import AdbServer, ShellResult
 from adbflow.scheduling.bids import Bid, Bidder, pick_lowest_cpu
 from adbflow.errors import AdbTimeoutError, DeviceUnavailableError, ParseError
 from adbflow.device.probe import parse_probe_output, probe_command, probe_script, split_sections
+
+from pipeline_fakes import ShellOnlyPort
 
 MKSH, TOYBOX = shutil.which("mksh") or "/usr/bin/mksh", shutil.which("toybox") or "/usr/bin/toybox"
 needs_shells = pytest.mark.skipif(not (os.path.exists(MKSH) and os.path.exists(TOYBOX)),
@@ -108,7 +110,7 @@ def cpu_lines(busy: int, idle: int) -> list[str]:
             f"cpu1 {busy} 0 0 {idle} 0 0 0 0"]
 
 
-class FakeDevice:
+class FakeDevice(ShellOnlyPort):
     """Device double: answers probe commands from a jiffies counter advancing at `load` %."""
 
     def __init__(self, serial: str, load: float, *, fail: Exception | None = None, delay: float = 0.0):

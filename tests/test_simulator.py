@@ -13,10 +13,11 @@ from typer.testing import CliRunner
 from adbflow.cli import simulate as cli_simulate
 from adbflow.scheduling.policy import POLICY_NAMES
 from adbflow.scheduling.profiles import ProfileBook
-from adbflow.sim.simulator import (SimConfig, _lp_throughput, _srpt_completions, _WorkClock, compare,
-                               evaluate_assignment, exhaustive_optimum, fleet_profiles,
-                               local_search, lower_bound, make_instance, simulate,
-                               steady_state_bound, time_indexed_bound)
+from adbflow.sim import (SimConfig, compare, evaluate_assignment, exhaustive_optimum,
+                         fleet_profiles, local_search, lower_bound, make_instance, simulate,
+                         time_indexed_bound)
+from adbflow.sim.bounds import _srpt_completions, _WorkClock, steady_state_bound
+from adbflow.sim.instances import _lp_throughput
 
 
 @pytest.fixture(scope="module")

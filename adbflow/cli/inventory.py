@@ -13,8 +13,10 @@ from typing import Annotated, Optional
 import typer
 from tabulate import tabulate
 
-from adbflow.device.adb import Inventory, resolve_servers
+from adbflow.device import Inventory, resolve_servers
 from adbflow.scheduling.bids import Bid, Bidder, pick_lowest_cpu
+from adbflow.scheduling.policy import (DEFAULT_POLICY, POLICY_NAMES, Task, format_decision,
+                                       get_policy)
 from adbflow.cli.options import AdbServers, JsonOut, Serials, Timeout
 
 
@@ -59,35 +61,36 @@ def bid_table(bids: list[Bid], winner: str | None) -> str:
 
 
 def _explain(policy_name: str, bids: list[Bid]) -> tuple[str | None, dict | None]:
-    """Ask S's policy module (loaded lazily) for a decision on a classify task."""
-    from adbflow.scheduling import policy as policy_mod  # noqa: PLC0415 (optional module)
+    """The policy's decision on a classify task, with every device's cost."""
     from adbflow.scheduling.profiles import ProfileBook  # noqa: PLC0415
-    pol = policy_mod.get_policy(policy_name)
-    decision = pol.choose(policy_mod.Task(stage="classify"), bids, inflight={},
+    pol = get_policy(policy_name)
+    decision = pol.choose(Task(stage="classify"), bids, inflight={},
                           profiles=ProfileBook.load())
     costs = [{"serial": c.serial, "eligible": c.eligible, "excluded": c.excluded,
               "total_s": c.total_s, "parts": c.parts} for c in decision.costs]
-    fmt = getattr(policy_mod, "format_decision", None)
-    text = fmt(decision) if fmt else f"policy {decision.policy}: {decision.reason}"
+    text = format_decision(decision)
     return decision.winner, {"policy": decision.policy, "reason": decision.reason, "costs": costs,
                              "text": text}
 
 
+Once = Annotated[bool, typer.Option("--once", help="One bid round, then exit.")]
+Interval = Annotated[float, typer.Option("--interval", min=0.2,
+                                         help="Seconds between rounds (without --once).")]
+CpuInfo = Annotated[bool, typer.Option("--cpuinfo", help="Also read `dumpsys cpuinfo`.")]
+BidPolicy = Annotated[Optional[str], typer.Option(
+    "--policy", help=f"Choose with this policy ({', '.join(POLICY_NAMES)}).")]
+Explain = Annotated[bool, typer.Option(
+    "--explain", help="Print the policy's per-device cost for a classify task "
+                      f"(policy {DEFAULT_POLICY} unless --policy is given).")]
+
+
 def bid_cmd(
-    adb_server: AdbServers = None,
-    serial: Serials = None,
-    json_out: JsonOut = False,
-    timeout: Timeout = 5.0,
-    once: Annotated[bool, typer.Option("--once", help="One bid round, then exit.")] = False,
-    interval: Annotated[float, typer.Option("--interval", min=0.2,
-                                            help="Seconds between rounds (without --once).")] = 2.0,
-    cpuinfo: Annotated[bool, typer.Option("--cpuinfo",
-                                          help="Also read `dumpsys cpuinfo` (slower probe).")] = False,
-    policy: Optional[str] = None,
-    explain: bool = False,
+    adb_server: AdbServers = None, serial: Serials = None, json_out: JsonOut = False,
+    timeout: Timeout = 5.0, once: Once = False, interval: Interval = 2.0,
+    cpuinfo: CpuInfo = False, policy: BidPolicy = None, explain: Explain = False,
 ) -> None:
-    """Ask every device for a bid (CPU load, memory, battery, temperature) in parallel and mark
-    the winner (seed policy: lowest CPU load). Devices that fail are shown with their error."""
+    """Ask every device for a bid (CPU load, memory, battery, temperature) in parallel and
+    mark the winner (default: lowest CPU load). Devices that fail are shown with their error."""
     inv = _inventory(adb_server, serial)
     bidder = Bidder(timeout=timeout, with_cpuinfo=cpuinfo)
     while True:
@@ -102,7 +105,7 @@ def bid_cmd(
         explanation = None
         # --explain alone shows the default scheduler's (ect) costs; plain `bid` keeps the
         # seed rule, lowest CPU load, which needs no profiles
-        policy = policy or ("ect" if explain else None)
+        policy = policy or (DEFAULT_POLICY if explain else None)
         if policy:
             winner, explanation = _explain(policy, bids)
         else:
@@ -128,7 +131,7 @@ def bid_cmd(
 
 def _not_ready_bid(ref, *, serial: str | None = None) -> Bid:
     """A row for a device that is listed but cannot bid (offline, unauthorized, unknown)."""
-    from adbflow.device.adb import Device  # noqa: PLC0415
+    from adbflow.device import Device  # noqa: PLC0415
     from adbflow.parsers.adb_messages import classify_adb_error  # noqa: PLC0415
     if ref is None:
         return Bid.failed(Device(serial or "?"), "not connected to any adb server")
@@ -137,24 +140,6 @@ def _not_ready_bid(ref, *, serial: str | None = None) -> Bid:
     return Bid.failed(Device(ref.serial, ref.server, model=ref.model), msg)
 
 
-def bid(
-    adb_server: AdbServers = None, serial: Serials = None, json_out: JsonOut = False,
-    timeout: Timeout = 5.0,
-    once: Annotated[bool, typer.Option("--once", help="One bid round, then exit.")] = False,
-    interval: Annotated[float, typer.Option("--interval", min=0.2,
-                                            help="Seconds between rounds (without --once).")] = 2.0,
-    cpuinfo: Annotated[bool, typer.Option("--cpuinfo", help="Also read `dumpsys cpuinfo`.")] = False,
-    policy: Annotated[Optional[str], typer.Option(
-        "--policy", help="Choose with this policy (ect, lowest-cpu, random, round-robin).")] = None,
-    explain: Annotated[bool, typer.Option(
-        "--explain", help="Print the policy's per-device cost for a classify task "
-                          "(policy ect unless --policy is given).")] = False,
-) -> None:
-    """Ask every device for a bid (CPU load, memory, battery, temperature) in parallel and
-    mark the winner (default: lowest CPU load). Devices that fail are shown with their error."""
-    bid_cmd(adb_server, serial, json_out, timeout, once, interval, cpuinfo, policy, explain)
-
-
 def register(app: typer.Typer) -> None:
     app.command("devices")(devices_cmd)
-    app.command("bid")(bid)
+    app.command("bid")(bid_cmd)

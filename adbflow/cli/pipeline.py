@@ -10,21 +10,27 @@ from __future__ import annotations
 import json
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
+from adbflow.cli.live import LiveView
 from adbflow.cli.options import AdbServers, JsonOut, Serials
 from adbflow.errors import AdbflowError
+from adbflow.runtime.events import Event, Watching
 from adbflow.runtime.journal import FINAL_STATES, Journal
 from adbflow.paths import ASSETS_DIR, data_home
-from adbflow.runtime.pipeline import DEFAULT_POLICY, Pipeline, PipelineConfig
+from adbflow.runtime.pipeline import Pipeline, PipelineConfig, journal_path
 from adbflow.runtime.stages import StageTimeouts
 from adbflow.runtime.story import display_text, render_result
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+# Option defaults come from the config dataclasses (one place for each default).
+_DEFAULT = PipelineConfig(data_dir=Path("."))
+_TIMEOUTS = _DEFAULT.timeouts
+DEMO_CONCURRENCY = 2      # the demo's fleet is small; two pictures at a time is plenty
 
 DataDir = Annotated[Optional[Path], typer.Option(
     "--data-dir", help="Journal and pulled pictures live here. Default: $ADBFLOW_HOME, "
@@ -59,7 +65,7 @@ def _check_dir(path: str) -> str:
 
 
 def _inventory(adb_server: list[str] | None, serial: list[str] | None):
-    from adbflow.device.adb import Inventory, resolve_servers
+    from adbflow.device import Inventory, resolve_servers
     return Inventory(resolve_servers(adb_server), serial)
 
 
@@ -70,124 +76,6 @@ def job_document(journal: Journal, job_id: int) -> dict[str, Any]:
                            "origin": job.serial, "path": job.path}
     doc.update(job.result or {})
     return doc
-
-
-# ------------------------------------------------------------------ live view
-
-class LiveView:
-    """Progress for people: a rich table of jobs (TTY) or one line per event (pipes).
-
-    Events arrive from worker threads; the table is re-rendered under a lock."""
-
-    def __init__(self, *, json_out: bool, live: bool) -> None:
-        from rich.console import Console
-        self.console = Console(stderr=True, soft_wrap=True)
-        self.out = Console(soft_wrap=True)
-        self.json_out = json_out
-        self.jobs: dict[int, dict[str, Any]] = {}
-        self.quarantined: dict[str, dict[str, Any]] = {}   # serial -> device_quarantined event
-        self.lock = threading.Lock()
-        self.live = None
-        if live and self.console.is_terminal:
-            from rich.live import Live
-            self.live = Live(self._table(), console=self.console, refresh_per_second=4,
-                             transient=False)
-
-    def __enter__(self) -> "LiveView":
-        if self.live is not None:
-            self.live.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.live is not None:
-            self.live.__exit__(None, None, None)
-
-    def _table(self):
-        from rich.table import Table
-        caption = self.quarantine_caption(time.time())
-        t = Table(title="adbflow watch", expand=False, caption=caption or None)
-        for col in ("job", "from", "picture", "state", "stage", "classify", "generate",
-                    "top label", "secs"):
-            t.add_column(col)
-        for jid in sorted(self.jobs)[-15:]:
-            j = self.jobs[jid]
-            t.add_row(str(jid), j.get("origin", ""), display_text(j.get("name", ""), 32),
-                      j.get("state", ""), j.get("stage", ""), j.get("classify", ""),
-                      j.get("generate", ""), display_text(j.get("label", ""), 24),
-                      f"{time.time() - j['t0']:.1f}" if j.get("state") == "running"
-                      else j.get("secs", ""))
-        return t
-
-    def quarantine_caption(self, now: float) -> str:
-        """`quarantined: SERIAL 24 s (timeout), ...` for devices still sitting out bids."""
-        held = [(s, ev) for s, ev in sorted(self.quarantined.items()) if ev["until"] > now]
-        if not held:
-            return ""
-        return "quarantined: " + ", ".join(
-            f"{display_text(s, 40)} {ev['until'] - now:.0f} s ({ev.get('kind')})"
-            for s, ev in held)
-
-    def _say(self, text: str) -> None:
-        if self.live is not None:
-            self.live.console.print(text, markup=False, highlight=False)
-        else:
-            self.console.print(text, markup=False, highlight=False)
-
-    def __call__(self, ev: dict[str, Any]) -> None:
-        with self.lock:
-            self._handle(ev)
-            if self.live is not None:
-                self.live.update(self._table())
-
-    def _handle(self, ev: dict[str, Any]) -> None:
-        kind = ev["type"]
-        jid = ev.get("job")
-        if kind in ("job_added", "job_resumed"):
-            self.jobs[jid] = {"origin": ev.get("serial", ""), "name": ev.get("name", ""),
-                              "state": "pending", "t0": ev["t"]}
-            verb = "resuming" if kind == "job_resumed" else f"new picture ({ev.get('how')})"
-            self._say(f"{verb}: job {jid} {display_text(ev.get('name', ''))} on {ev.get('serial')}")
-        elif kind == "job_started":
-            self.jobs.setdefault(jid, {"origin": ev.get("serial", ""),
-                                       "name": ev.get("name", "")}).update(state="running",
-                                                                            t0=ev["t"])
-        elif kind == "stage_started":
-            self.jobs.setdefault(jid, {"t0": ev["t"]}).update(stage=ev["stage"])
-        elif kind == "stage_done":
-            j = self.jobs.setdefault(jid, {"t0": ev["t"]})
-            if ev["stage"] in ("classify", "generate"):
-                j[ev["stage"]] = ev.get("serial") or ""
-            if ev["stage"] == "classify":
-                labels = (ev.get("output") or {}).get("labels") or []
-                j["label"] = labels[0]["name"] if labels else ""
-            self._say(f"job {jid}: {ev['stage']} done on {ev.get('serial') or 'laptop'}")
-        elif kind == "stage_failed":
-            self._say(f"job {jid}: {ev['stage']} failed on {ev.get('serial') or 'laptop'}: "
-                      f"{display_text(str(ev.get('error')), 300)}"
-                      + ("" if ev.get("final") else " (re-bidding)"))
-        elif kind in ("job_done", "job_failed", "job_skipped"):
-            j = self.jobs.setdefault(jid, {"t0": ev["t"]})
-            j["state"] = kind.split("_", 1)[1]
-            j["secs"] = f"{ev['t'] - j.get('t0', ev['t']):.1f}"
-            if kind == "job_done" and not self.json_out:
-                self.out.print(render_result(ev["result"]), markup=False, highlight=False)
-            elif kind != "job_done":
-                self._say(f"job {jid} {j['state']}: {display_text(str(ev.get('error')), 400)}")
-        elif kind == "device_quarantined":
-            self.quarantined[str(ev.get("serial"))] = ev
-            self._say(f"device {ev.get('serial')} quarantined for {ev.get('seconds')} s "
-                      f"(strike {ev.get('strikes')}: {ev.get('kind')} in {ev.get('stage')}); "
-                      "other devices take the next jobs")
-        elif kind == "device_released":
-            self.quarantined.pop(str(ev.get("serial")), None)
-            self._say(f"device {ev.get('serial')} back in the bids ({ev.get('reason')})")
-        elif kind == "device_error":
-            self._say(f"device {ev.get('serial')}: {display_text(str(ev.get('error')), 300)}")
-        elif kind == "recovered":
-            self._say(f"recovered {ev['attempts']} attempt(s) left running by a stopped run")
-        elif kind == "watching":
-            self._say("watching " + (", ".join(ev["devices"]) or "no devices yet")
-                      + " (Ctrl-C to stop)")
 
 
 def _exit_code(journal: Journal, job_ids: list[int]) -> int:
@@ -201,6 +89,19 @@ def _print_json(journal: Journal, job_ids: list[int]) -> None:
             typer.echo(json.dumps(job_document(journal, jid), ensure_ascii=False))
 
 
+FlowOpt = Annotated[Optional[str], typer.Option(
+    "--flow", metavar="NAME|PATH", help="Run a flow (see `adbflow flows list`): a shipped "
+    "name or a .toml path. Default: classify-story (today's pipeline).")]
+
+
+def _flow(name: str | None):
+    """The flow to run (None: the pipeline's own default path)."""
+    if name is None:
+        return None
+    from adbflow.flows import load
+    return load.load(name)
+
+
 # ------------------------------------------------------------------ commands
 
 def watch_cmd(
@@ -208,7 +109,7 @@ def watch_cmd(
     serial: Serials = None,
     json_out: JsonOut = False,
     data_dir: DataDir = None,
-    policy: PolicyOpt = DEFAULT_POLICY,
+    policy: PolicyOpt = _DEFAULT.policy,
     once: Annotated[bool, typer.Option("--once", help="Process the next picture (or the jobs "
                                        "a stopped run left unfinished), then exit.")] = False,
     backlog: Annotated[bool, typer.Option("--backlog", help="Also process pictures that were "
@@ -221,19 +122,21 @@ def watch_cmd(
     no_inotify: Annotated[bool, typer.Option("--no-inotify", help="Only list directories.")
                           ] = False,
     pictures_dir: Annotated[str, typer.Option("--pictures-dir", help="Device directory to "
-                            "watch (absolute).")] = "/storage/emulated/0/Pictures",
-    attempts: Attempts = 3,
-    concurrency: Concurrency = 4,
-    max_bytes: MaxBytes = 64 << 20,
-    classify_timeout: ClassifyTimeout = 180.0,
-    generate_timeout: GenerateTimeout = 300.0,
+                            "watch (absolute).")] = _DEFAULT.pictures_dir,
+    attempts: Attempts = _DEFAULT.attempts,
+    concurrency: Concurrency = _DEFAULT.concurrency,
+    max_bytes: MaxBytes = _DEFAULT.max_bytes,
+    classify_timeout: ClassifyTimeout = _TIMEOUTS.classify_s,
+    generate_timeout: GenerateTimeout = _TIMEOUTS.generate_s,
+    flow: FlowOpt = None,
 ) -> None:
     """Watch every device's Pictures folder; classify each new picture and write a story."""
     cfg = _config(data_dir, policy, attempts, concurrency, max_bytes, classify_timeout,
                   generate_timeout, use_inotify=not no_inotify,
                   pictures_dir=_check_dir(pictures_dir))
+    chosen = _flow(flow)
     view = LiveView(json_out=json_out, live=not once)
-    pipe = Pipeline(cfg, _inventory(adb_server, serial), on_event=view)
+    pipe = Pipeline(cfg, _inventory(adb_server, serial), on_event=view, flow=chosen)
     try:
         with view:
             ids = pipe.watch(once=once, backlog=backlog, poll_s=poll, max_wait_s=max_wait)
@@ -258,17 +161,19 @@ def run_cmd(
     serial: Serials = None,
     json_out: JsonOut = False,
     data_dir: DataDir = None,
-    policy: PolicyOpt = DEFAULT_POLICY,
-    attempts: Attempts = 3,
-    max_bytes: MaxBytes = 64 << 20,
-    classify_timeout: ClassifyTimeout = 180.0,
-    generate_timeout: GenerateTimeout = 300.0,
+    policy: PolicyOpt = _DEFAULT.policy,
+    attempts: Attempts = _DEFAULT.attempts,
+    max_bytes: MaxBytes = _DEFAULT.max_bytes,
+    classify_timeout: ClassifyTimeout = _TIMEOUTS.classify_s,
+    generate_timeout: GenerateTimeout = _TIMEOUTS.generate_s,
+    flow: FlowOpt = None,
 ) -> None:
     """Push one laptop picture through classify + generate (no pull). A picture already
     processed (same path, size, mtime) is not processed again: its result is shown."""
     cfg = _config(data_dir, policy, attempts, 1, max_bytes, classify_timeout, generate_timeout)
+    chosen = _flow(flow)
     view = LiveView(json_out=json_out, live=False)
-    pipe = Pipeline(cfg, _inventory(adb_server, serial), on_event=view)
+    pipe = Pipeline(cfg, _inventory(adb_server, serial), on_event=view, flow=chosen)
     try:
         job_id, created = pipe.add_laptop_image(image)
         if not created:
@@ -295,7 +200,7 @@ def jobs_cmd(
                      "pending, running, done, failed, skipped.")] = None,
 ) -> None:
     """List jobs from the journal (newest first)."""
-    path = Path(data_dir or data_home()) / "journal.sqlite"
+    path = journal_path(data_dir or data_home())
     if not path.exists():
         if json_out:
             typer.echo("[]")
@@ -329,7 +234,7 @@ def show_cmd(
     data_dir: DataDir = None,
 ) -> None:
     """Everything the journal knows about one job: result and every stage attempt."""
-    path = Path(data_dir or data_home()) / "journal.sqlite"
+    path = journal_path(data_dir or data_home())
     if not path.exists():
         raise AdbflowError(f"no journal at {path}", hint="pass the --data-dir used by watch")
     with Journal(path) as journal:
@@ -357,7 +262,7 @@ def show_cmd(
 def demo_cmd(
     json_out: JsonOut = False,
     data_dir: DataDir = None,
-    policy: PolicyOpt = DEFAULT_POLICY,
+    policy: PolicyOpt = _DEFAULT.policy,
     devices: Annotated[int, typer.Option("--devices", min=2, max=20)] = 3,
     image: Annotated[Path, typer.Option("--image", help="Picture snapped on device 2.")
                      ] = ASSETS_DIR / "chelsea.png",
@@ -370,7 +275,7 @@ def demo_cmd(
     """The README's main job, self-contained: start a virtual fleet (private adb server,
     temp dir), set loads, snap a cat picture on device 2, run `watch --once`, print labels
     and story, tear everything down (also on Ctrl-C and errors)."""
-    from adbflow.device.adb import AdbServer, Inventory
+    from adbflow.device import AdbServer, Inventory
     from adbflow.fleet import adb_server as fleet_adb
     from adbflow.fleet.control import start_fleet
 
@@ -391,12 +296,14 @@ def demo_cmd(
             for s, pct in zip(serials, wanted):
                 client.load(s, pct)
             say("loads: " + ", ".join(f"{s}={pct:g}%" for s, pct in zip(serials, wanted)))
-            cfg = _config(data_dir or Path(tmp) / "data", policy, 3, 2, 64 << 20, 180.0, 300.0)
+            cfg = _config(data_dir or Path(tmp) / "data", policy, _DEFAULT.attempts,
+                          DEMO_CONCURRENCY, _DEFAULT.max_bytes, _TIMEOUTS.classify_s,
+                          _TIMEOUTS.generate_s)
             target = serials[1]
 
-            def on_event(ev: dict[str, Any]) -> None:
+            def on_event(ev: Event) -> None:
                 view(ev)
-                if ev["type"] == "watching":
+                if isinstance(ev, Watching):
                     say(f"snapping {image.name} on {target}")
                     client.snap(target, image)
 

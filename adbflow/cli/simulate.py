@@ -20,7 +20,6 @@ from adbflow.paths import PROFILES_DIR
 from adbflow.scheduling.policy import POLICY_NAMES
 from adbflow.scheduling.profiles import ProfileBook
 
-
 #: --quick: small enough for a few seconds per utilisation on 2 cores
 QUICK_JOBS = 300
 QUICK_BOUND_ITERS = 40
@@ -64,7 +63,7 @@ def simulate_command(
 ) -> None:
     """Simulate a fleet under a Poisson stream of pictures; print each policy's mean/p95
     latency and makespan next to a lower bound no policy can beat."""
-    from adbflow.sim.simulator import SIX_CLASSES, SimConfig, compare, fleet_profiles
+    from adbflow.sim import SIX_CLASSES, SimConfig, compare, fleet_profiles
 
     policies = policy or list(POLICY_NAMES)
     bad = [p for p in policies if p not in POLICY_NAMES]
@@ -112,4 +111,4 @@ def simulate_command(
     typer.echo("bound (sample path): provable for this very run, for every schedule that runs a stage "
                "on one phone without interruption, clairvoyant included (time-indexed Lagrangian "
                f"relaxation, {bound_iters} steps; heat left out, so part of any gap is throttling). "
-               "LP bound: steady-state mean processing time. See adbflow/sim/simulator.py.")
+               "LP bound: steady-state mean processing time. See adbflow/sim/bounds.py.")

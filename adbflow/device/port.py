@@ -3,24 +3,31 @@
 Why one Protocol: stages, the watcher, the bidder (and later leases, telemetry, the mesh
 and split runs) need a narrow device surface, and tests need fakes of it. As httpx's
 `MockTransport` implements `BaseTransport`, every fake in `tests/` implements this
-Protocol, and `adbflow.device.adb.Device` implements it against a real adb server; a type
+Protocol, and `adbflow.device.device.Device` implements it against a real adb server; a type
 checker then catches drift between them.
 
 Every method takes a timeout (a deadline for the whole adb call). What each raises is
 part of the contract (all from `adbflow.errors`):
 
 - `AdbTimeoutError`: the deadline passed; the command on the device was killed.
-- `DeviceUnavailableError`: the device or its adb server is gone (offline, unplugged).
-- `AdbError`: the command ran and failed (`check=True` and a non-zero exit code), or a
-  transfer was refused; `.kind` says why where adb's message is known.
+- `DeviceUnavailableError`: the device or its adb server is gone (subclasses say which:
+  ServerUnreachable, DeviceNotFound, DeviceUnauthorized, DeviceOffline, ConnectionLost).
+- `AdbError`: the command ran and failed (`CommandFailed`: `check=True` and a non-zero
+  exit code), or a transfer was refused (`RemoteNotFound`, `PermissionDenied`,
+  `NotPermitted`, `ReadOnlyFileSystem`, `NotARegularFile`, `TransferTooLarge`), or the
+  output was too long (`OutputTooLarge`); `.kind` names the reason (adbflow/errors.py).
+
+Fakes raise the same classes, so code above this boundary branches on classes only.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:  # pragma: no cover - types only
-    from adbflow.device.adb import LineStream, RemoteEntry, ShellResult
+    from adbflow.device.results import RemoteEntry, ShellResult
+    from adbflow.device.stream import LineStream
 
 
 @runtime_checkable
@@ -34,7 +41,8 @@ class DevicePort(Protocol):
         """Run `cmd` with the device's sh; real exit code and separate stderr.
 
         `cmd` is shell syntax: build it only from constants and `shlex.quote`d data.
-        Raises AdbTimeoutError, DeviceUnavailableError, AdbError (non-zero exit with check).
+        Raises AdbTimeoutError, DeviceUnavailableError, CommandFailed or a more specific
+        AdbError (non-zero exit with check), OutputTooLarge.
         """
         ...
 
@@ -46,7 +54,8 @@ class DevicePort(Protocol):
     def push(self, local: Path, remote: str, *, timeout: float, mode: int = 0o644) -> int:
         """Copy a laptop file to the device path `remote`; returns bytes sent.
 
-        Raises AdbTimeoutError, DeviceUnavailableError, AdbError (refused: read-only, full).
+        Raises AdbTimeoutError, DeviceUnavailableError, AdbError (refused:
+        ReadOnlyFileSystem, NotPermitted, PermissionDenied; a full disk is a plain AdbError).
         """
         ...
 
@@ -54,8 +63,8 @@ class DevicePort(Protocol):
              max_bytes: int | None = None) -> int:
         """Copy a device file to `local` atomically (temp + rename); returns bytes.
 
-        Raises AdbTimeoutError, DeviceUnavailableError, AdbError (missing, too large:
-        more than `max_bytes`).
+        Raises AdbTimeoutError, DeviceUnavailableError, RemoteNotFound, PermissionDenied,
+        NotARegularFile, TransferTooLarge (more than `max_bytes`).
         """
         ...
 

@@ -11,15 +11,15 @@ import functools
 import secrets
 from dataclasses import dataclass, field
 
-from adbflow.device.adb import Device, ShellResult
+from adbflow.device.device import Device
+from adbflow.device.results import ShellResult
 from adbflow.errors import ParseError
 from adbflow.parsers.battery import parse_dumpsys_battery
 from adbflow.parsers.cpuinfo import CpuinfoDump, parse_dumpsys_cpuinfo
 from adbflow.parsers.getprop import parse_getprop
 from adbflow.parsers.meminfo import MemInfo, parse_meminfo
 from adbflow.parsers.proc_stat import ProcStat, parse_proc_stat
-from adbflow.parsers.sysfs import (CpuFreq, parse_cpu_list, parse_cpufreq, parse_key_values,
-                                   parse_power_supply)
+from adbflow.parsers.sysfs import CpuFreq, parse_cpu_list, parse_cpufreq, parse_key_values, parse_power_supply
 from adbflow.parsers.thermal import ThermalInfo, parse_thermal_zones
 from adbflow.paths import DEVICE_SCRIPTS_DIR
 

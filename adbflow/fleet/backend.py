@@ -22,6 +22,7 @@ from typing import Any, Iterator
 from adbflow.errors import FleetError
 from adbflow.fleet import rootfs
 from adbflow.fleet.faults import FaultState
+from adbflow.fleet.framework import FrameworkServer
 from adbflow.fleet.loadmodel import DeviceLoad, LoadTicker, contention_factor
 from adbflow.fleet.namespace import NamespaceHolder, die_with_parent
 from adbflow.fleet.profile import VirtualProfile
@@ -55,6 +56,7 @@ class NamespaceBackend:
         self._ticker: LoadTicker | None = None
         self._written_state: dict[str, Any] | None = None
         self._spawner: SpawnerClient | None = None
+        self._framework: FrameworkServer | None = None
 
     # ------------------------------------------------------------ identity
     def banner_props(self) -> dict[str, str]:
@@ -95,6 +97,7 @@ class NamespaceBackend:
         self._model.tick()
         self.write_state()
         await self._holder.start()
+        await self._start_framework()
         await self._start_spawner()
         self._ticker = LoadTicker.for_running_loop()
         self._ticker.add(self._model)
@@ -102,6 +105,21 @@ class NamespaceBackend:
     def _build_root(self) -> list:
         rootfs.build_root(self.root_dir, self.profile, self.serial)
         return rootfs.device_binds(self.root_dir)
+
+    async def _start_framework(self) -> None:
+        """The device's system services (log ring, settings, activity state): framework.py.
+        A fresh one per boot (the log is lost, settings persist next to the root)."""
+        if self._framework is not None:
+            await self._framework.stop()
+        self._framework = FrameworkServer(
+            self.serial, self.profile.banner_props()["ro.product.model"],
+            self.root_dir.parent / "framework.json",
+            battery_file=self.root_dir / "sys/class/power_supply/battery/capacity")
+        try:
+            await self._framework.start()
+        except OSError as exc:  # another fleet owns the name: framework commands fail
+            log.warning("[%s] framework services unavailable: %s", self.serial, exc)
+            self._framework = None
 
     async def _start_spawner(self) -> None:
         """The device's resident command spawner (spawner.py); nsenter per command when it
@@ -123,6 +141,9 @@ class NamespaceBackend:
         spawner, self._spawner = self._spawner, None
         if spawner is not None:
             await spawner.close()
+        framework, self._framework = self._framework, None
+        if framework is not None:
+            await framework.stop()
         await self._holder.stop()
         if self._model is not None:
             self._model.close()
@@ -251,7 +272,7 @@ class NamespaceBackend:
             "serial": self.serial,
             "virtual": True,
             "profile": {"name": p.name, "ncores": p.ncores, "classify_ms": p.classify_ms,
-                        "llm_tok_s": p.llm_tok_s, "soc": p.soc},
+                        "llm_tok_s": p.llm_tok_s, "soc": p.soc, "model_ms": p.model_ms()},
             "load": {"background_pct": p.background_load, "set_load_pct": self._load_pct,
                      "other_load_pct": other, "contention_factor": contention_factor(other)},
             "faults": self.faults.to_json(),

@@ -20,6 +20,7 @@ from adbflow.errors import FleetError
 from adbflow.fleet.interpreter import module_argv
 from adbflow.fleet import adb_server
 from adbflow.fleet.host import DEFAULT_BASE_PORT, FLEET_JSON
+from adbflow.fleet.interpreter import module_argv
 from adbflow.paths import data_home
 
 #: Control requests that restart a device wait for adb to see it again: allow for that.

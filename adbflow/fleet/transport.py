@@ -15,13 +15,16 @@ buffering without bound.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import struct
 from typing import Awaitable, Callable
 
 from adbflow.fleet import protocol as P
 from adbflow.fleet.backend_api import DeviceBackend
+from adbflow.fleet.services import route
+from adbflow.fleet.stream import ServiceHandler, Stream, StreamClosed
+
+__all__ = ["Connection", "DeviceTransport", "ServiceHandler", "Stream", "StreamClosed"]
 
 log = logging.getLogger("adbflow.fleet.transport")
 
@@ -29,97 +32,6 @@ log = logging.getLogger("adbflow.fleet.transport")
 DELAYED_ACK_WINDOW = 4 * 1024 * 1024
 
 _I32 = struct.Struct("<i")
-
-ServiceHandler = Callable[["Stream", DeviceBackend], Awaitable[None]]
-
-
-class StreamClosed(Exception):
-    """The host closed the stream (or the transport dropped) while we were writing."""
-
-
-class Stream:
-    """One adb stream as seen by a service: read() host data, write() replies, close()."""
-
-    def __init__(self, conn: "Connection", local_id: int, remote_id: int, service: str,
-                 host_window: int | None) -> None:
-        self.conn = conn
-        self.local_id = local_id
-        self.remote_id = remote_id
-        self.service = service
-        self.closed = False
-        self._inbox: collections.deque[bytes] = collections.deque()
-        self._inbox_ready = asyncio.Event()
-        self._can_send = asyncio.Event()
-        self._can_send.set()
-        self._window = host_window  # None: classic one-WRTE-in-flight flow control
-        self._write_lock = asyncio.Lock()
-        self.task: asyncio.Task[None] | None = None
-
-    # -- host -> device -------------------------------------------------------------------
-    async def read(self) -> bytes | None:
-        """Next chunk the host wrote, or None once the host closed the stream.
-
-        Acknowledging here (not on arrival) is what gives the host backpressure."""
-        while not self._inbox:
-            if self.closed:
-                return None
-            self._inbox_ready.clear()
-            await self._inbox_ready.wait()
-        data = self._inbox.popleft()
-        if not self.closed:
-            ack = _I32.pack(len(data)) if self._window is not None else b""
-            await self.conn.send(P.A_OKAY, self.local_id, self.remote_id, ack)
-        return data
-
-    def _on_data(self, data: bytes) -> None:
-        self._inbox.append(data)
-        self._inbox_ready.set()
-
-    def _on_okay(self, payload: bytes) -> None:
-        if self._window is not None and len(payload) == 4:
-            self._window += _I32.unpack(payload)[0]
-        self._can_send.set()
-
-    def _on_host_close(self) -> None:
-        self.closed = True
-        self._inbox_ready.set()
-        self._can_send.set()
-
-    # -- device -> host -------------------------------------------------------------------
-    async def write(self, data: bytes) -> None:
-        """Send `data`, split to the negotiated payload size, honouring flow control."""
-        if not data:
-            return
-        view = memoryview(data)
-        step = self.conn.max_payload
-        async with self._write_lock:
-            for off in range(0, len(view), step):
-                chunk = bytes(view[off:off + step])
-                if self._window is not None:
-                    while self._window <= 0 and not self.closed:
-                        self._can_send.clear()
-                        await self._can_send.wait()
-                    self._window -= len(chunk)
-                else:
-                    await self._can_send.wait()
-                    self._can_send.clear()
-                if self.closed:
-                    raise StreamClosed(self.service)
-                await self.conn.send(P.A_WRTE, self.local_id, self.remote_id, chunk)
-
-    async def close(self) -> None:
-        """Tell the host we are done (CLSE). Idempotent."""
-        if self.closed:
-            self.conn.forget(self)
-            return
-        self.closed = True
-        self._inbox_ready.set()
-        self.conn.forget(self)
-        try:
-            await self.conn.send(P.A_CLSE, self.local_id, self.remote_id)
-        except ConnectionError:
-            pass
-
 
 class Connection:
     """One TCP connection from the adb server (one 'transport' in adb's words)."""
@@ -143,6 +55,10 @@ class Connection:
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._flush_scheduled = False
+        #: Called once when the transport goes away (reverse listeners close themselves).
+        self.on_drop: list[Callable[[], None]] = []
+        #: Per-connection state of services (e.g. the reverse forwards of this host).
+        self.service_state: dict[str, object] = {}
 
     async def send(self, command: int, arg0: int, arg1: int, data: bytes = b"") -> None:
         delay = self.device.backend.faults.transport_delay_s
@@ -191,9 +107,12 @@ class Connection:
         self._dropped = True
         for stream in list(self.streams.values()):
             stream._on_host_close()
-            if stream.task is not None:
+            if stream.task is not None and not stream.drains_on_close:
                 stream.task.cancel()
         self.streams.clear()
+        for hook in list(self.on_drop):
+            hook()
+        self.on_drop.clear()
         try:
             self.writer.close()
         except Exception:  # noqa: BLE001 - closing a dead socket must not raise
@@ -222,8 +141,9 @@ class Connection:
             await self._open(hdr, data)
         elif cmd == P.A_OKAY:
             stream = self.streams.get(hdr.arg1)
-            if stream is not None and stream.remote_id == hdr.arg0:
-                stream._on_okay(data)
+            if stream is not None and (stream.remote_id == hdr.arg0 or (
+                    stream.opened is not None and not stream.opened.done())):
+                stream._on_okay(hdr.arg0, data)
         elif cmd == P.A_WRTE:
             stream = self.streams.get(hdr.arg1)
             if stream is not None and stream.remote_id == hdr.arg0:
@@ -234,14 +154,18 @@ class Connection:
             stream = self.streams.pop(hdr.arg1, None)
             if stream is not None:
                 stream._on_host_close()
-                if stream.task is not None:
+                if stream.task is not None and not stream.drains_on_close:
                     stream.task.cancel()
         # AUTH/STLS/SYNC from a host are ignored: we never asked for them.
 
     async def _open(self, hdr: P.Header, data: bytes) -> None:
         name = data.rstrip(b"\0").decode("utf-8", "replace")
         handler = self.device.route(name)
-        if handler is None or hdr.arg0 == 0:
+        prepare = getattr(handler, "prepare", None)
+        if handler is None or hdr.arg0 == 0 or (
+                prepare is not None and not await prepare(self.device.backend)):
+            # like adbd: a service that cannot start (e.g. nobody listens on a forwarded
+            # port) is refused with CLSE, without OKAY
             log.info("%s: refused service %r", self.device.serial, name[:80])
             await self.send(P.A_CLSE, 0, hdr.arg0)
             return
@@ -249,11 +173,42 @@ class Connection:
         self._next_id += 1
         window = hdr.arg1 if self.delayed_ack else None
         stream = Stream(self, local_id, hdr.arg0, name, window)
+        stream.drains_on_close = bool(getattr(handler, "drains_on_close", False))
         self.streams[local_id] = stream
         ack = _I32.pack(DELAYED_ACK_WINDOW) if self.delayed_ack else b""
         await self.send(P.A_OKAY, local_id, hdr.arg0, ack)
         stream.task = asyncio.create_task(self._serve(stream, handler),
                                           name=f"{self.device.serial}:{name[:40]}")
+        if stream.drains_on_close:  # may outlive the stream's entry: keep a reference
+            self.device.keep(stream.task)
+
+    async def open_stream(self, service: str, timeout: float = 10.0) -> Stream | None:
+        """Open a stream from the device to the host (what adbd does for `adb reverse`).
+
+        OPEN(local_id, window-or-0, "service\0"); the host answers OKAY(its_id, local_id)
+        or CLSE(0, local_id). Returns the open Stream, or None if the host refused."""
+        if self._dropped or not self.online:
+            return None
+        local_id = self._next_id
+        self._next_id += 1
+        stream = Stream(self, local_id, 0, service, None)
+        stream.drains_on_close = True
+        stream.opened = asyncio.get_running_loop().create_future()
+        stream._can_send.clear()
+        self.streams[local_id] = stream
+        window = DELAYED_ACK_WINDOW if self.delayed_ack else 0
+        await self.send(P.A_OPEN, local_id, window, service.encode() + b"\0")
+        try:
+            ok = await asyncio.wait_for(asyncio.shield(stream.opened), timeout)
+        except asyncio.TimeoutError:
+            ok = False
+        if not ok:
+            self.forget(stream)
+            stream.closed = True
+            return None
+        if self.delayed_ack and stream._window is None:
+            stream._window = DELAYED_ACK_WINDOW  # host sent no window: assume its default
+        return stream
 
     async def _serve(self, stream: Stream, handler: ServiceHandler) -> None:
         try:
@@ -302,7 +257,6 @@ class DeviceTransport:
     def route(self, name: str) -> ServiceHandler | None:
         if self._router is not None:
             return self._router(name, self)
-        from adbflow.fleet.services import route
         return route(name, self)
 
     async def start(self) -> None:
@@ -343,6 +297,11 @@ class DeviceTransport:
                         await conn.answer_cnxn()
                     except ConnectionError:
                         conn.drop()
+
+    def keep(self, task: "asyncio.Task[None]") -> None:
+        """Hold a reference to a background task until it ends."""
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
 
     def request_reboot(self) -> None:
         """`adb reboot`: the service replies, then the transport drops and comes back."""

@@ -44,6 +44,8 @@ _RULES: tuple[tuple[str, re.Pattern[str], str, bool], ...] = (
      "the adb shell user may not write there (scoped storage): use /data/local/tmp", False),
     ("permission-denied", re.compile(r"Permission denied"),
      "the adb shell user may not access that path: use /data/local/tmp or /sdcard", False),
+    ("not-a-file", re.compile(r"not a regular file"),
+     "that device path is a directory or a special file, not a picture: it is not pulled", False),
     ("remote-not-found", re.compile(r"remote object .* does not exist|No such file or directory|does not exist"),
      "the file is not on the device (it may have been moved or deleted)", False),
     ("command-not-found", re.compile(r"inaccessible or not found|not found$"),

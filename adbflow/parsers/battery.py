@@ -49,6 +49,7 @@ def parse_dumpsys_battery(text: str) -> BatteryInfo:
         raise ParseError("battery", "no numeric `level:` field"
                          + ("" if seen_header else " and no `Current Battery Service state:` header"), text)
     level = _int(fields["level"])
+    assert level is not None  # checked above
     scale = _int(fields.get("scale")) or 100
     pct = round(level * 100 / scale) if scale > 0 else level
     status = _int(fields.get("status"))

@@ -13,7 +13,9 @@ being written (size/mtime moved) is looked at again, a few times, then left to t
 Dotfiles (camera temp files such as `.pending-NAME`) never count.
 
 The decisions (`DetectionState`, `parse_inotifyd_line`, `is_candidate_name`) are pure and
-unit-tested; `DeviceWatch` does the device I/O through `adbflow.device.adb.Device`.
+unit-tested; `DeviceWatch` does the device I/O through a `DevicePort`. A listing entry
+is the device layer's `RemoteEntry` (one type for "a file on the phone"; `Entry` is its
+name here).
 """
 from __future__ import annotations
 
@@ -22,8 +24,10 @@ import shlex
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Protocol, Sequence
+from typing import Callable, Iterable, Sequence
 
+from adbflow.device import DevicePort
+from adbflow.device import RemoteEntry as Entry
 from adbflow.errors import AdbError, AdbflowError
 
 PICTURES_DIR = "/storage/emulated/0/Pictures"
@@ -80,16 +84,6 @@ def is_candidate_name(name: str) -> bool:
     if name.endswith((".tmp", ".part", "~")) or name.startswith("pending-"):
         return False
     return True
-
-
-@dataclass(frozen=True)
-class Entry:
-    """A listing entry as the detector needs it (adb.RemoteEntry has the same fields)."""
-
-    name: str
-    size: int
-    mtime: float
-    is_file: bool = True
 
 
 @dataclass(frozen=True)
@@ -240,28 +234,19 @@ class DetectionState:
         return self._report(name, o, "inotify")
 
 
-class DeviceLike(Protocol):
-    serial: str
-
-    def list_dir(self, remote: str, *, timeout: float) -> list: ...
-
-    def stat(self, remote: str, *, timeout: float): ...
-
-    def stream_lines(self, cmd: str, *, timeout: float | None = None): ...
-
-
 # (serial, entries at first contact) -> identities to ignore (baseline + already journaled)
 InitialDecision = Callable[[str, Sequence[Entry]], set[tuple[str, int, float]]]
 
 
-def _entries(raw: Iterable) -> list[Entry]:
+def _entries(raw: Iterable[Entry]) -> list[Entry]:
+    """Listing entries with their numbers normalised (a port may hand back str sizes)."""
     return [Entry(e.name, int(e.size), float(e.mtime), bool(e.is_file)) for e in raw]
 
 
 class DeviceWatch:
     """inotifyd stream (a thread) + listing for one device's pictures directory."""
 
-    def __init__(self, device: DeviceLike, *, directory: str = PICTURES_DIR,
+    def __init__(self, device: DevicePort, *, directory: str = PICTURES_DIR,
                  timeout: float = 10.0, use_inotify: bool = True,
                  events: "queue.Queue[tuple[str, InotifyEvent]] | None" = None,
                  settle_s: float | None = SETTLE_S) -> None:
@@ -374,7 +359,7 @@ class Watcher:
         self.events: "queue.Queue[tuple[str, InotifyEvent]]" = queue.Queue()
         self.watches: dict[str, DeviceWatch] = {}
 
-    def sync(self, devices: Sequence[DeviceLike]) -> list[NewPicture]:
+    def sync(self, devices: Sequence[DevicePort]) -> list[NewPicture]:
         """Start watching devices that appeared; forget those that vanished."""
         found: list[NewPicture] = []
         current = {d.serial: d for d in devices}

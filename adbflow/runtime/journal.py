@@ -16,14 +16,41 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from adbflow.errors import AdbflowError
 
 SCHEMA_VERSION = 1
-JOB_STATES = ("pending", "running", "done", "failed", "skipped")
-FINAL_STATES = ("done", "failed", "skipped")
+
+
+class JobState(str, Enum):
+    """A job's state; the values are the strings stored in `jobs.state` (journals written
+    before this enum existed read the same). Compares equal to its string."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+    __str__ = str.__str__     # print/format as the stored string, not "JobState.DONE"
+
+
+class AttemptState(str, Enum):
+    """An attempt's state; values as stored in `attempts.state`."""
+
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    ABANDONED = "abandoned"   # left running by a stopped run (recover)
+
+    __str__ = str.__str__
+
+
+JOB_STATES = tuple(JobState)
+FINAL_STATES = (JobState.DONE, JobState.FAILED, JobState.SKIPPED)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -94,7 +121,7 @@ class JobRecord:
     mtime: float
     sha256: str | None
     local_path: str | None
-    state: str
+    state: JobState
     error: str | None
     result: dict[str, Any] | None
     created: float
@@ -121,7 +148,7 @@ class AttemptRecord:
     stage: str
     attempt: int
     serial: str | None
-    state: str
+    state: AttemptState
     started: float
     ended: float | None
     output: dict[str, Any] | None
@@ -282,6 +309,7 @@ class Journal:
                    result: dict[str, Any] | None = None) -> None:
         if state not in FINAL_STATES:
             raise ValueError(f"not a final state: {state}")
+        state = JobState(state).value
         now = self._clock()
         with self._tx() as db:
             db.execute("UPDATE jobs SET state=?, error=?, result=?, updated=?, finished=? "
@@ -300,7 +328,8 @@ class Journal:
     def _job(r: sqlite3.Row) -> JobRecord:
         return JobRecord(id=r["id"], source=r["source"], serial=r["serial"], path=r["path"],
                          size=r["size"], mtime=r["mtime"], sha256=r["sha256"],
-                         local_path=r["local_path"], state=r["state"], error=r["error"],
+                         local_path=r["local_path"],
+                         state=JobState(r["state"]), error=r["error"],
                          result=_loads(r["result"]), created=r["created"],
                          updated=r["updated"], finished=r["finished"], how=r["how"])
 
@@ -356,7 +385,8 @@ class Journal:
     @staticmethod
     def _attempt(r: sqlite3.Row) -> AttemptRecord:
         return AttemptRecord(id=r["id"], job_id=r["job_id"], stage=r["stage"],
-                             attempt=r["attempt"], serial=r["serial"], state=r["state"],
+                             attempt=r["attempt"], serial=r["serial"],
+                             state=AttemptState(r["state"]),
                              started=r["started"], ended=r["ended"], output=_loads(r["output"]),
                              error=r["error"], error_kind=r["error_kind"])
 

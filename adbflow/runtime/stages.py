@@ -1,26 +1,52 @@
-"""What each pipeline stage does on one device: pull, classify (push + label_image),
-generate (llama-cli). One attempt each; retries and re-bidding live in adbflow.runtime.pipeline.
+"""What each pipeline stage does: pull (or ingest a laptop file), classify (push +
+label_image), generate (llama-cli). One attempt each; the attempt loop and retries live in
+adbflow.runtime.attempts, bid rounds in adbflow.runtime.dispatcher.
 
-Why this split: a stage body is I/O against one `Device` and is idempotent (re-pulling to
-the same local file, re-pushing to /data/local/tmp/received-image and re-running a model
+Why this split: a stage body is I/O against one `DevicePort` and is idempotent (re-pulling
+to the same local file, re-pushing to /data/local/tmp/received-image and re-running a model
 are all harmless), so the pipeline may re-run any attempt whose result was not committed.
-Every device argument goes through `Device.run(argv)` (shlex-quoted); device paths from
+Every device argument goes through `DevicePort.run(argv)` (shlex-quoted); device paths from
 listings are only ever used with the sync protocol, never in a shell command.
+
+Two levels: `pull_picture` / `classify_on` / `generate_on` are one device call sequence
+each; `JobStages` wraps them into the job-level bodies the attempt loop runs (bid, slot,
+learning, the output stored in the journal).
 """
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import re
+import shutil
 import time
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Sequence
 
-from adbflow.errors import AdbError, JobError, ParseError
+from adbflow.device.port import DevicePort
+from adbflow.errors import (
+    AdbError,
+    JobError,
+    NotARegularFile,
+    ParseError,
+    PermissionDenied,
+    RemoteNotFound,
+    TransferTooLarge,
+)
 from adbflow.parsers.label_image import parse_label_image
 from adbflow.parsers.llama import parse_llama
-from adbflow.runtime.story import whole_sentences
+from adbflow.runtime.dispatcher import Dispatcher, bid_summary, decision_summary
+from adbflow.runtime.imaging import prepare_bmp
+from adbflow.runtime.story import build_prompt, whole_sentences
+from adbflow.scheduling.policy import Task, background_load, task_units
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from adbflow.runtime.attempts import Attempt
+    from adbflow.runtime.journal import JobRecord, Journal
+
+log = logging.getLogger("adbflow.runtime.stages")
 
 REMOTE_IMAGE = "/data/local/tmp/received-image"
 MAX_TOOL_OUTPUT = 1 << 20   # label_image / llama-cli print a few kB; more is a runaway device
@@ -35,19 +61,6 @@ class StageTimeouts:
     classify_s: float = 180.0
     generate_s: float = 300.0
     stat_s: float = 10.0
-
-
-class StageDevice(Protocol):
-    serial: str
-
-    def run(self, argv, **kw): ...
-
-    def push(self, local: Path, remote: str, *, timeout: float, mode: int = 0o644) -> int: ...
-
-    def pull(self, remote: str, local: Path, *, timeout: float,
-             max_bytes: int | None = None) -> int: ...
-
-    def stat(self, remote: str, *, timeout: float): ...
 
 
 # ------------------------------------------------------------------ laptop-side names
@@ -100,7 +113,7 @@ def sha256_file(path: Path) -> str:
 
 # ------------------------------------------------------------------ stage bodies
 
-def pull_picture(device: StageDevice, remote: str, local: Path, *, expected_size: int,
+def pull_picture(device: DevicePort, remote: str, local: Path, *, expected_size: int,
                  expected_mtime: float, max_bytes: int, timeouts: StageTimeouts) -> dict[str, Any]:
     """Copy the detected picture to the laptop. JobError when the file is empty, too big,
     vanished or changed since detection (its new version is a new picture)."""
@@ -122,13 +135,11 @@ def pull_picture(device: StageDevice, remote: str, local: Path, *, expected_size
     try:
         n = device.pull(remote, local, timeout=timeouts.pull_s + expected_size / 5e6,
                         max_bytes=max_bytes)
-    except AdbError as exc:
-        if "larger than" in str(exc):
-            raise JobError(f"{remote!r} grew beyond {max_bytes} bytes while pulling") from exc
-        if re.search(r"No such file|does not exist|Permission denied|not a regular",
-                     f"{exc} {exc.stderr}", re.I) and type(exc) is AdbError:
-            raise JobError(f"cannot pull {remote!r} from {device.serial}: {exc.message}") from exc
-        raise
+    except TransferTooLarge as exc:
+        raise JobError(f"{remote!r} grew beyond {max_bytes} bytes while pulling") from exc
+    except (RemoteNotFound, PermissionDenied, NotARegularFile) as exc:
+        # the file itself is the problem: another device cannot pull it either
+        raise JobError(f"cannot pull {remote!r} from {device.serial}: {exc.message}") from exc
     pull_s = time.monotonic() - t0
     if n != expected_size:
         raise AdbError(device.serial, f"pull {remote}", message=f"got {n} of {expected_size} "
@@ -152,7 +163,7 @@ def llama_argv(spec: Any, prompt: str) -> list[str]:
             "-t", str(spec.threads), "-c", str(spec.ctx), *spec.extra_args]
 
 
-def classify_on(device: StageDevice, spec: Any, bmp: Path, *,
+def classify_on(device: DevicePort, spec: Any, bmp: Path, *,
                 timeouts: StageTimeouts) -> dict[str, Any]:
     """Push the BMP to REMOTE_IMAGE and run label_image there. Raises AdbError family on
     device trouble and ParseError on output that holds no labels (both: try elsewhere)."""
@@ -169,7 +180,7 @@ def classify_on(device: StageDevice, spec: Any, bmp: Path, *,
             "push_s": round(push_s, 4), "run_s": round(run_s, 4)}
 
 
-def generate_on(device: StageDevice, spec: Any, prompt: str, *,
+def generate_on(device: DevicePort, spec: Any, prompt: str, *,
                 timeouts: StageTimeouts) -> dict[str, Any]:
     """Run llama-cli with the prompt; ParseError when there is no story or the output is
     not a finished llama-cli run."""
@@ -186,3 +197,159 @@ def generate_on(device: StageDevice, spec: Any, prompt: str, *,
     out["story"] = whole_sentences(parsed.text)
     out["run_s"] = round(run_s, 4)
     return out
+
+
+# ------------------------------------------------------------------ job-level bodies
+
+class JobStages:
+    """The bodies the attempt loop runs for one job: `pull`, `ingest`, `classify`,
+    `generate`, each `(job, attempt) -> output` stored in the journal.
+
+    Everything they need is handed in (journal, inventory, dispatcher, profiles, learned
+    service times); they never call back into the pipeline."""
+
+    def __init__(self, *, data_dir: Path, journal: Journal, inventory: Any,
+                 dispatcher: Dispatcher, profiles: Any, service_times: Any,
+                 max_bytes: int, timeouts: StageTimeouts) -> None:
+        self.data_dir = Path(data_dir)
+        self.journal = journal
+        self.inventory = inventory
+        self.dispatcher = dispatcher
+        self.profiles = profiles
+        self.service_times = service_times
+        self.max_bytes = max_bytes
+        self.timeouts = timeouts
+        self._size_hint: int | None = None   # model input side of the last classify winner
+
+    # -------------------------------------------------------------- first stage
+    def pull(self, job: JobRecord, att: Attempt) -> dict[str, Any]:
+        att.serial = job.serial
+        self.journal.set_attempt_serial(att.id, job.serial)
+        device = self.inventory.device(job.serial)
+        local = local_picture_path(self.data_dir, job.id, job.serial, job.path)
+        out = pull_picture(device, job.path, local, expected_size=job.size,
+                           expected_mtime=job.mtime, max_bytes=self.max_bytes,
+                           timeouts=self.timeouts)
+        self.journal.update_job(job.id, sha256=out["sha256"], local_path=out["local"])
+        out["serial"] = job.serial
+        return out
+
+    def ingest(self, job: JobRecord, att: Attempt) -> dict[str, Any]:
+        """`adbflow run IMAGE`: the picture starts on the laptop; copy it into the data dir
+        so the job no longer depends on the user's file (and its name)."""
+        att.serial = None
+        src = Path(job.path)
+        t0 = time.monotonic()
+        if job.size == 0:
+            raise JobError(f"{src.name}: empty file (0 bytes)")
+        if job.size > self.max_bytes:
+            raise JobError(f"{src.name}: {job.size} bytes exceeds the {self.max_bytes}"
+                           "-byte limit", hint="raise --max-bytes to accept it")
+        local = local_picture_path(self.data_dir, job.id, "laptop", job.path)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(local.name + ".part")
+        try:
+            shutil.copyfile(src, tmp)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise JobError(f"cannot read {src}: {exc.strerror}") from None
+        os.replace(tmp, local)
+        digest = sha256_file(local)
+        self.journal.update_job(job.id, sha256=digest, local_path=str(local))
+        return {"bytes": local.stat().st_size, "sha256": digest, "local": str(local),
+                "serial": "laptop", "pull_s": round(time.monotonic() - t0, 4)}
+
+    # -------------------------------------------------------------- classify
+    def _bmp(self, job: JobRecord, size: int) -> tuple[Path, dict[str, Any], float]:
+        """The model input for `size` (cached per job and size; atomic, so idempotent)."""
+        src = Path(job.local_path or "")
+        if not job.local_path or not src.is_file():
+            raise JobError(f"job {job.id}: the pulled picture is missing from {self.data_dir}",
+                           hint="it was deleted; re-run the picture with `adbflow run`")
+        work = self.data_dir / "work" / str(job.id)
+        ensure_inside(self.data_dir, work / "x")
+        work.mkdir(parents=True, exist_ok=True)
+        dst = work / f"input-{int(size)}.bmp"
+        t0 = time.monotonic()
+        info = prepare_bmp(src, dst, int(size), max_bytes=self.max_bytes)
+        return dst, info.to_json(), time.monotonic() - t0
+
+    def _default_input_size(self) -> int:
+        """The side to convert to before the bid: the last winner's (fleets are mostly
+        one kind, so the picture is converted once), else the default profile's."""
+        if self._size_hint is not None:
+            return self._size_hint
+        try:
+            return int(self.profiles.for_model(None).label_image.input_size)
+        except Exception:  # noqa: BLE001
+            return 224
+
+    def _claim(self, att: Attempt) -> Any:
+        def claim(winner: str, held: list[str]) -> None:
+            att.serial = winner
+            att.quarantined = held
+            self.journal.set_attempt_serial(att.id, winner)
+        return claim
+
+    def classify(self, job: JobRecord, att: Attempt) -> dict[str, Any]:
+        job = self.journal.job(job.id)
+        # Bad input is found before any device time is spent on it.
+        bmp, image_info, convert_s = self._bmp(job, self._default_input_size())
+        task = Task("classify", input_bytes=bmp.stat().st_size, output_bytes=1024)
+        won = self.dispatcher.bid(task, "classify", att.excluded, self._claim(att))
+        try:
+            profile = self.profiles.for_model(won.bid.model)
+            size = int(profile.label_image.input_size)
+            self._size_hint = size
+            if size != image_info["output_size"]:
+                bmp, image_info, extra = self._bmp(job, size)
+                convert_s += extra
+            with self.dispatcher.slot(won, "classify") as slot_wait_s:
+                out = classify_on(won.device, profile.label_image, bmp, timeouts=self.timeouts)
+        finally:
+            self.dispatcher.release(won)
+        self._learn(won.serial, "classify", out["run_s"], won.bid, profile, task,
+                    won.award.others)
+        out.update(serial=won.serial, profile=profile.name, image=image_info,
+                   bid=bid_summary(won.bid),
+                   decision=decision_summary(won.decision, att.quarantined),
+                   timings={"bid_s": round(won.bid_s, 4), "convert_s": round(convert_s, 4),
+                            "slot_wait_s": round(slot_wait_s, 4), "push_s": out["push_s"],
+                            "run_s": out["run_s"]})
+        return out
+
+    # -------------------------------------------------------------- generate
+    def generate(self, job: JobRecord, att: Attempt) -> dict[str, Any]:
+        classified = self.journal.stage_output(job.id, "classify") or {}
+        prompt = build_prompt(classified.get("labels") or [])
+        task = Task("generate", input_bytes=len(prompt.encode()), output_bytes=2048,
+                    prompt_tokens=max(1, len(prompt) // 4))
+        won = self.dispatcher.bid(task, "generate", att.excluded, self._claim(att))
+        try:
+            profile = self.profiles.for_model(won.bid.model)
+            with self.dispatcher.slot(won, "generate") as slot_wait_s:
+                out = generate_on(won.device, profile.llama, prompt, timeouts=self.timeouts)
+        finally:
+            self.dispatcher.release(won)
+        self._learn(won.serial, "generate", out["run_s"], won.bid, profile,
+                    replace(task, n_predict=int(profile.llama.n_predict)), won.award.others)
+        out.update(serial=won.serial, profile=profile.name, prompt=prompt,
+                   bid=bid_summary(won.bid),
+                   decision=decision_summary(won.decision, att.quarantined),
+                   timings={"bid_s": round(won.bid_s, 4), "slot_wait_s": round(slot_wait_s, 4),
+                            "run_s": out["run_s"]})
+        return out
+
+    def _learn(self, serial: str, stage: str, seconds: float, bid: Any, profile: Any,
+               task: Task, others: Sequence[Task] = ()) -> None:
+        """Record the run time with the background load it ran under: the bid's reading minus
+        our own tasks (`others`) that were running there (the same number ect uses)."""
+        if self.service_times is None:
+            return
+        try:
+            load = background_load(bid, [t for t in others if t is not None], profile)
+            self.service_times.record(serial, stage, seconds, cpu_load=load,
+                                      units=task_units(task, profile),
+                                      sensitivity=profile.timing.load_sensitivity)
+        except Exception:  # noqa: BLE001 - learning is advisory
+            log.exception("service time not recorded")

@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
-from adbflow.device.adb import Device
-from adbflow.errors import AdbError, AdbflowError, AdbTimeoutError, ParseError
+from adbflow.device import DevicePort
+from adbflow.errors import (AdbError, AdbflowError, AdbTimeoutError, DeviceUnavailableError,
+                            ParseError)
 from adbflow.parsers.proc_stat import ProcStat, cpu_load
 from adbflow.parsers.sysfs import freq_ratio
 from adbflow.device.probe import FIRST_SAMPLE_WINDOW_S, ProbeReport, run_probe
@@ -61,11 +62,11 @@ class Bid:
         return d
 
     @classmethod
-    def failed(cls, device: Device, error: str, *, rtt: float = 0.0) -> Bid:
-        return cls(serial=device.serial, model=device.model, cores=0, cpu_load=math.nan,
+    def failed(cls, device: DevicePort, error: str, *, rtt: float = 0.0) -> Bid:
+        return cls(serial=device.serial, model=_model(device), cores=0, cpu_load=math.nan,
                    per_core_load=[], mem_available_kb=0, mem_total_kb=0, battery_level=None,
                    battery_charging=None, temperature_c=None, freq_ratio=math.nan,
-                   probe_rtt_s=rtt, timestamp=time.time(), error=error, server=str(device.server))
+                   probe_rtt_s=rtt, timestamp=time.time(), error=error, server=_server(device))
 
 
 @dataclass
@@ -76,7 +77,20 @@ class _Memory:
     props: dict[str, str] = field(default_factory=dict)
 
 
-def build_bid(device: Device, rep: ProbeReport, *, load, window_s: float | None,
+def _model(device: DevicePort) -> str | None:
+    """The model the inventory already knows (adb's `devices -l`), used when the probe's
+    props lack ro.product.model. Not part of DevicePort: a port need not know it."""
+    return getattr(device, "model", None)
+
+
+def _server(device: DevicePort) -> str:
+    """HOST:PORT of the adb server a `Device` is reached through ('' for other ports);
+    with the serial it keys the per-device memory (one serial may sit on two servers)."""
+    server = getattr(device, "server", None)
+    return "" if server is None else str(server)
+
+
+def build_bid(device: DevicePort, rep: ProbeReport, *, load, window_s: float | None,
               rtt: float, props: dict[str, str]) -> Bid:
     """Pure assembly of a Bid from a parsed probe and the computed load."""
     cores = len(rep.present) or len(rep.stat.per_cpu) or 1
@@ -87,7 +101,7 @@ def build_bid(device: Device, rep: ProbeReport, *, load, window_s: float | None,
     error = None if load is not None else "cpu counters did not advance between samples"
     return Bid(
         serial=device.serial,
-        model=props.get("ro.product.model") or device.model,
+        model=props.get("ro.product.model") or _model(device),
         cores=cores,
         cpu_load=round(load.cpu_load, 2) if load is not None else math.nan,
         per_core_load=[round(v, 2) for v in load.per_core.values()] if load is not None else [],
@@ -101,7 +115,7 @@ def build_bid(device: Device, rep: ProbeReport, *, load, window_s: float | None,
         timestamp=time.time(),
         abi=props.get("ro.product.cpu.abi") or None,
         error=error,
-        server=str(device.server),
+        server=_server(device),
         load_window_s=round(window_s, 3) if window_s is not None else None,
     )
 
@@ -119,11 +133,11 @@ class Bidder:
         self.last_reports: dict[str, ProbeReport] = {}
         self._pool: ThreadPoolExecutor | None = None
 
-    def _memory(self, device: Device) -> _Memory:
+    def _memory(self, device: DevicePort) -> _Memory:
         with self._lock:
-            return self._mem.setdefault((str(device.server), device.serial), _Memory())
+            return self._mem.setdefault((_server(device), device.serial), _Memory())
 
-    def bid(self, device: Device) -> Bid:
+    def bid(self, device: DevicePort) -> Bid:
         """One device, one round trip. Never raises for device faults: they become Bid.error."""
         mem = self._memory(device)
         now = time.monotonic()
@@ -167,7 +181,7 @@ class Bidder:
             self.last_reports[device.serial] = rep
         return build_bid(device, rep, load=load, window_s=window, rtt=max(0.0, rtt), props=mem.props)
 
-    def gather(self, devices: Sequence[Device]) -> list[Bid]:
+    def gather(self, devices: Sequence[DevicePort]) -> list[Bid]:
         """All devices in parallel (one thread each, up to max_workers); order preserved."""
         if not devices:
             return []
@@ -193,11 +207,8 @@ class Bidder:
 
 def _short_error(exc: AdbError) -> str:
     """AdbError text without the probe script (the `cmd` of a probe is the whole script)."""
-    detail = exc.stderr.strip().splitlines()[-1] if exc.stderr.strip() else None
-    base = exc.message.split("failed: ", 1)[-1] if "failed: " in exc.message else exc.message
-    text = detail or base
-    kind = type(exc).__name__.replace("Error", "").lower()
-    msg = f"{kind}: {text}" if kind != "adb" else text
+    text = (exc.stderr.strip().splitlines()[-1] if exc.stderr.strip() else None) or exc.detail
+    msg = f"deviceunavailable: {text}" if isinstance(exc, DeviceUnavailableError) else text
     return f"{msg} ({exc.hint})" if exc.hint else msg
 
 
@@ -208,4 +219,10 @@ def pick_lowest_cpu(bids: Sequence[Bid]) -> str | None:
     ok = [b for b in bids if b.ok]
     if not ok:
         return None
-    return min(ok, key=lambda b: (b.cpu_load, -b.mem_available_kb, b.serial)).serial
+    return min(ok, key=lowest_cpu_key).serial
+
+
+def lowest_cpu_key(bid: Bid) -> tuple[float, int, str]:
+    """The lowest-CPU rule (here and in the `lowest-cpu` policy): load, then more free
+    memory, then serial, so the choice is deterministic."""
+    return (bid.cpu_load, -(bid.mem_available_kb or 0), bid.serial)

@@ -42,6 +42,10 @@ right now (overrun factor, capped at 2x). Devices within `tie_tolerance` (10 %) 
 are near-equal: the coolest of them (within 1 C) are drawn at random, so equal phones share
 a burst and work goes to the phone that heats least. Every part is kept in DeviceCost so
 `--explain` can print it.
+
+Why one module of ~520 lines: this docstring is the cost model's specification and the
+code below is its only implementation (cost parts, CostModel, the four policies that rank
+its output); kept together so the formula and the code are read and changed side by side.
 """
 from __future__ import annotations
 
@@ -49,16 +53,15 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 from tabulate import tabulate
 
 from adbflow.errors import AdbflowError
+from adbflow.scheduling.bids import Bid, lowest_cpu_key
 from adbflow.scheduling.profiles import DeviceProfile, ProfileBook
 from adbflow.scheduling.service_times import ServiceTimes, load_factor
 
-if TYPE_CHECKING:  # Bid is engineer A's; only its fields are used here (duck-typed)
-    from adbflow.scheduling.bids import Bid
 
 STAGES = ("classify", "generate")
 POLICY_NAMES = ("ect", "lowest-cpu", "random", "round-robin")
@@ -89,6 +92,9 @@ class Task:
     prompt_tokens: int = 0
     n_predict: int = 0
     started_at: float | None = None
+    #: the chosen model variant's idle run time (a flow's model selector sets it; None: the
+    #: profile's [label_image] model, learned per device)
+    prior_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -117,6 +123,8 @@ class Decision:
     winner: str | None
     costs: list[DeviceCost]
     reason: str
+    #: what a flow's model selector chose with the device (model, deadline met); {} otherwise
+    detail: dict[str, Any] = field(default_factory=dict)
 
     def cost_of(self, serial: str) -> DeviceCost | None:
         return next((c for c in self.costs if c.serial == serial), None)
@@ -151,60 +159,62 @@ def task_units(task: Task, profile: DeviceProfile | None = None) -> float:
 def prior_service_s(task: Task, profile: DeviceProfile) -> float:
     """Profile estimate of the stage's run time on an idle, cool device with the model cached."""
     t = profile.timing
+    if task.prior_s is not None:
+        return task.prior_s
     if task.stage == "classify":
         return t.classify_ms / 1000.0
     n_predict = task.n_predict or profile.llama.n_predict
     return task.prompt_tokens / t.prompt_tok_s + n_predict / t.gen_tok_s
 
 
-def thermal_factor(bid: Any) -> float:
+def thermal_factor(bid: Bid) -> float:
     """Slowdown from heat: Android thermal status when known, else skin/CPU temperature."""
-    status = getattr(bid, "thermal_status", None)
+    status = bid.thermal_status
     if status is not None and status in THERMAL_STATUS_FACTOR:
         return THERMAL_STATUS_FACTOR[status]
-    temp = getattr(bid, "temperature_c", None)
+    temp = bid.temperature_c
     if temp is None or not math.isfinite(temp):
         return 1.0
     # phones start to cap clocks around 40-45 C; +4 % per degree, capped at the 2.1x measured
     return min(2.1, 1.0 + 0.04 * max(0.0, temp - 42.0))
 
 
-def _temperature(bid: Any) -> float | None:
-    temp = getattr(bid, "temperature_c", None)
+def _temperature(bid: Bid) -> float | None:
+    temp = bid.temperature_c
     return float(temp) if temp is not None and math.isfinite(temp) else None
 
 
-def freq_factor(bid: Any, background_load: float) -> float:
+def freq_factor(bid: Bid, background_load: float) -> float:
     """Slowdown from capped clocks. Only meaningful on a busy CPU: an idle phone's cores sit
     at low DVFS frequencies that rise as soon as work arrives, which is not throttling."""
-    ratio = getattr(bid, "freq_ratio", None)
+    ratio = bid.freq_ratio
     if ratio is None or not math.isfinite(ratio) or ratio <= 0 or background_load < 50.0:
         return 1.0
     return 1.0 / max(0.4, min(1.0, ratio))
 
 
-def exclusion(task: Task, bid: Any, profile: DeviceProfile, *, battery_floor: int) -> str | None:
+def exclusion(task: Task, bid: Bid, profile: DeviceProfile, *, battery_floor: int) -> str | None:
     """Why the device must not get this task, or None. Hard filters before any ranking."""
-    if getattr(bid, "error", None):
+    if bid.error:
         return f"probe failed: {bid.error}"
-    load = getattr(bid, "cpu_load", None)
+    load = bid.cpu_load
     if load is None or not math.isfinite(load):
         return "cpu load unknown"
     need_mb = (profile.timing.classify_mem_mb if task.stage == "classify"
                else profile.timing.generate_mem_mb)
-    avail_kb = getattr(bid, "mem_available_kb", 0) or 0
-    if getattr(bid, "mem_total_kb", 0) and avail_kb / 1024.0 < need_mb:
+    avail_kb = bid.mem_available_kb or 0
+    if bid.mem_total_kb and avail_kb / 1024.0 < need_mb:
         return f"memory: {avail_kb // 1024} MB free < {need_mb:.0f} MB for {task.stage}"
-    level = getattr(bid, "battery_level", None)
-    if level is not None and level < battery_floor and not getattr(bid, "battery_charging", None):
+    level = bid.battery_level
+    if level is not None and level < battery_floor and not bid.battery_charging:
         return f"battery {level} % < {battery_floor} % and not charging"
-    status = getattr(bid, "thermal_status", None)
+    status = bid.thermal_status
     if status is not None and status >= THERMAL_EXCLUDE_STATUS:
         return f"thermal status {status} (critical or worse)"
     return None
 
 
-def background_load(bid: Any, inflight: Sequence[Task], profile: DeviceProfile, *,
+def background_load(bid: Bid, inflight: Sequence[Task], profile: DeviceProfile, *,
                     ours_in_reading: bool | None = None) -> float:
     """The bid's CPU load (percent) minus the share of our own work in that reading.
 
@@ -214,14 +224,14 @@ def background_load(bid: Any, inflight: Sequence[Task], profile: DeviceProfile, 
     (`ours_in_reading`, known to CostModel), defaulting to "a task is running now".
     Pipelines should record learned service times with this same number.
     """
-    load = float(getattr(bid, "cpu_load", 0.0) or 0.0)
+    load = float(bid.cpu_load or 0.0)
     if not math.isfinite(load):
         return 0.0
     running = [x for x in inflight if x.started_at is not None]
     if ours_in_reading is None:
         ours_in_reading = bool(running)
     if ours_in_reading:
-        cores = max(1, getattr(bid, "cores", 0) or 1)
+        cores = max(1, bid.cores or 1)
         stage = running[0].stage if running else "generate"
         threads = profile.label_image.threads if stage == "classify" else profile.llama.threads
         load = max(0.0, load - 100.0 * min(1.0, threads / cores))
@@ -278,26 +288,26 @@ class CostModel:
             if len(spells) > 8:
                 del spells[:-8]
 
-    def ours_in_reading(self, bid: Any, now: float) -> bool:
+    def ours_in_reading(self, bid: Bid, now: float) -> bool:
         """Did our own work run on the device while its load was measured? Loads are
         averaged over a window ending at bid.timestamp, possibly seconds ago: a job that
         finished since still inflates the reading, one that started since does not.
         Known from the busy spells observe() keeps (call it first)."""
-        read_end = float(getattr(bid, "timestamp", now) or now)
-        read_start = read_end - float(getattr(bid, "load_window_s", 0.0) or 0.0)
+        read_end = float(bid.timestamp or now)
+        read_start = read_end - float(bid.load_window_s or 0.0)
         return any(start <= read_end and (end is None or end >= read_start)
                    for start, end in self.busy_spells.get(bid.serial, []))
 
     def service_s(self, task: Task, serial: str, profile: DeviceProfile,
                   service_times: ServiceTimes | None) -> float:
         """Zero-load, cool-device run time: learned when we have samples, else the prior."""
-        if service_times is not None:
+        if service_times is not None and task.prior_s is None:
             per_unit = service_times.estimate(serial, task.stage)
             if per_unit is not None:
                 return per_unit * task_units(task, profile)
         return prior_service_s(task, profile)
 
-    def cost(self, task: Task, bid: Any, profile: DeviceProfile, *,
+    def cost(self, task: Task, bid: Bid, profile: DeviceProfile, *,
              inflight: Sequence[Task], service_times: ServiceTimes | None,
              now: float) -> DeviceCost:
         serial = bid.serial
@@ -313,7 +323,7 @@ class CostModel:
             # other-stage work runs beside ours: it does not delay the start, it shares the CPU
             ahead = [x for x in inflight if x.stage == task.stage]
             others = {x.stage for x in inflight if x.stage != task.stage}
-            cores = max(1, getattr(bid, "cores", 0) or 1)
+            cores = max(1, bid.cores or 1)
             for stage in others:
                 threads = profile.label_image.threads if stage == "classify" else profile.llama.threads
                 load += 100.0 * min(1.0, threads / cores)
@@ -361,14 +371,14 @@ class CostModel:
                           {"load_x": f_load, "thermal_x": f_therm, "freq_x": f_freq,
                            "overrun_x": f_over})
 
-    def costs(self, task: Task, bids: Sequence[Any], *, inflight: Mapping[str, Sequence[Task]],
+    def costs(self, task: Task, bids: Sequence[Bid], *, inflight: Mapping[str, Sequence[Task]],
               profiles: ProfileBook, service_times: ServiceTimes | None,
               now: float) -> list[DeviceCost]:
         by_model: dict[str | None, DeviceProfile] = {}
         out = []
         self.observe(inflight, now, service_times)
         for bid in bids:
-            model = getattr(bid, "model", None)
+            model = bid.model
             if model not in by_model:
                 by_model[model] = profiles.for_model(model)
             out.append(self.cost(task, bid, by_model[model], inflight=inflight.get(bid.serial, ()),
@@ -388,7 +398,7 @@ class _Base:
         self.model = CostModel(battery_floor=battery_floor, residency_s=residency_s,
                                queueing=queueing, congestion=congestion)
 
-    def choose(self, task: Task, bids: Sequence[Any], *, inflight: Mapping[str, Sequence[Task]],
+    def choose(self, task: Task, bids: Sequence[Bid], *, inflight: Mapping[str, Sequence[Task]],
                profiles: ProfileBook, service_times: ServiceTimes | None = None,
                rng: random.Random | None = None, now: float | None = None) -> Decision:
         now = time.time() if now is None else now
@@ -403,7 +413,7 @@ class _Base:
         winner, reason = self._pick(eligible, bid_of, rng)
         return Decision(self.name, winner, costs, reason)
 
-    def _pick(self, eligible: list[DeviceCost], bid_of: Mapping[str, Any],
+    def _pick(self, eligible: list[DeviceCost], bid_of: Mapping[str, Bid],
               rng: random.Random) -> tuple[str, str]:
         raise NotImplementedError
 
@@ -443,17 +453,17 @@ class ECTPolicy(_Base):
 
 
 class LowestCpuPolicy(_Base):
-    """The seed policy (adbflow.scheduling.bids.pick_lowest_cpu): lowest whole-device CPU load; ties go
-    to more free memory, then serial. Ignores speed, queued work and transfers; the ECT
-    estimate is still computed so `--explain` shows what the choice costs."""
+    """The seed policy: `adbflow.scheduling.bids.lowest_cpu_key`, the rule `bid` uses too
+    (lowest whole-device CPU load; ties go to more free memory, then serial). Ignores
+    speed, queued work and transfers; the ECT estimate is still computed so `--explain`
+    shows what the choice costs."""
 
     name = "lowest-cpu"
 
     def _pick(self, eligible, bid_of, rng):
         for c in eligible:
             c.factors["rank_cpu_load"] = float(bid_of[c.serial].cpu_load)
-        win = min(eligible, key=lambda c: (c.factors["rank_cpu_load"],
-                                           -(bid_of[c.serial].mem_available_kb or 0), c.serial))
+        win = min(eligible, key=lambda c: lowest_cpu_key(bid_of[c.serial]))
         return win.serial, f"lowest cpu load {win.factors['rank_cpu_load']:.1f} %"
 
 

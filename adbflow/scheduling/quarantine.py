@@ -13,10 +13,11 @@ Everything here is pure (time is passed in); adbflow.runtime.pipeline keeps the 
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-# error kinds (adbflow.runtime.pipeline.error_kind) that quarantine a device: the costly ones.
+# error kinds (adbflow.runtime.attempts.error_kind) that quarantine a device: the costly ones.
 # exit / parse failures return quickly and are handled by the per-job re-bid alone.
 QUARANTINE_KINDS = frozenset({"timeout", "unavailable", "adb"})
 # strikes a healthy bid clears: the device answered, so its connection is back
@@ -75,7 +76,7 @@ def active(table: Mapping[str, Quarantined], now: float) -> dict[str, Quarantine
 
 def cleared_by_bids(table: Mapping[str, Quarantined], bids: Sequence[Any]) -> list[str]:
     """Devices whose connection-loss strike a healthy (ok) bid just disproved."""
-    ok = {b.serial for b in bids if getattr(b, "ok", False)}
+    ok = {b.serial for b in bids if b.ok}
     return sorted(s for s, q in table.items() if s in ok and q.kind in BID_CLEARS_KINDS)
 
 
@@ -93,6 +94,6 @@ def apply(bids: Sequence[Any], table: Mapping[str, Quarantined], now: float
     if not held:
         return list(bids), []
     kept = [b for b in bids if b.serial not in held]
-    if not any(getattr(b, "ok", False) for b in kept):
+    if not any(b.ok for b in kept):
         return list(bids), []
     return kept, sorted(b.serial for b in bids if b.serial in held)

@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from adbflow.fleet.loadmodel import parse_proc_stat, thermal_status
+from adbflow.fleet.programs import dumpsys_framework
 
 PROC = Path("/proc")
 SYS = Path("/sys")
@@ -237,6 +238,12 @@ DUMPERS = {"battery": dump_battery, "cpuinfo": dump_cpuinfo, "meminfo": dump_mem
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in dumpsys_framework.DUMPERS:  # power, window, activity, ...
+        sys.stdout.write(dumpsys_framework.DUMPERS[args[0]](args[1:]))
+        return 0
+    if args == ["-l"]:
+        sys.stdout.write(dumpsys_framework.listing(SERVICES))
+        return 0
     if args and args[0] == "-l":
         sys.stdout.write("Currently running services:\n" +
                          "".join(f"  {s}\n" for s in SERVICES))

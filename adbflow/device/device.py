@@ -1,0 +1,296 @@
+"""`Device`: one phone on one adb server; shell (v2, and a v1 fallback), sync, streams.
+
+Why this is the only class that talks to a phone: every call here has ONE deadline
+covering connect + request + output, and every failure goes through
+`adbflow.device.failures`, so the layers above see `DevicePort` and typed errors only.
+
+Timeouts kill: closing the socket makes the adb server CLSE the stream, and adbd (or our
+virtual adbd) kills the command's process group. Every shell argument built from data is
+quoted by the caller through `Device.run(argv)` (shlex.join).
+"""
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import shlex
+import stat as stat_mod
+import struct
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from adbflow.device.failures import adb_failures, connect, exit_error, tail
+from adbflow.device.results import RemoteEntry, ShellResult
+from adbflow.device.server import AdbServer
+from adbflow.device.stream import LineStream
+from adbflow.device.wire import (
+    SYNC_CHUNK,
+    Wire,
+    read_shell_packet,
+    shell_packet,
+    sync_fail_message,
+    sync_quit,
+    sync_request,
+    sync_stat,
+)
+from adbflow.errors import AdbError, ConnectionLost, OutputTooLarge, ServerUnreachable, TransferTooLarge
+
+_SYNC_TIMEOUT_HINT = "raise --timeout; a slow USB link moves ~20-40 MB/s"
+
+
+class Device:
+    """One device on one adb server: shell (v2, real exit codes), sync, streaming.
+
+    Implements `adbflow.device.port.DevicePort`.
+    """
+
+    def __init__(self, serial: str, server: AdbServer | None = None, *,
+                 model: str | None = None) -> None:
+        self.serial = serial
+        self.server = server or AdbServer()
+        self.model = model
+        self._features: frozenset[str] | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Device({self.serial!r}, {str(self.server)!r})"
+
+    # -- plumbing
+    def _open(self, service: str, cmd: str, deadline: float | None) -> Wire:
+        """A connection bound to this device with `service` opened on it."""
+        wire = connect(self.server, self.serial, cmd, deadline)
+        try:
+            with adb_failures(self.serial, cmd, timeout_message="timed out opening the device service",
+                              lost_message="connection lost: {exc}"):
+                wire.request(f"host:transport:{self.serial}")
+                wire.request(service)
+        except BaseException:
+            wire.close()
+            raise
+        return wire
+
+    def features(self, *, timeout: float = 5.0) -> frozenset[str]:
+        """adbd's feature list (cached: it changes only when adbd restarts)."""
+        with self._lock:
+            if self._features is not None:
+                return self._features
+        cmd = "features"
+        try:
+            wire = Wire(self.server, time.monotonic() + timeout)
+        except OSError as exc:      # a connect timeout too: the server is not there
+            raise ServerUnreachable(self.serial, cmd,
+                                    message=f"adb server {self.server} unreachable: {exc}") from exc
+        try:
+            with adb_failures(self.serial, cmd, timeout_message="timed out reading features",
+                              lost_message="connection lost: {exc}"):
+                wire.request(f"host-serial:{self.serial}:features")
+                feats = frozenset(wire.read_block().decode("utf-8", "replace").strip().split(","))
+        finally:
+            wire.close()
+        with self._lock:
+            self._features = feats
+        return feats
+
+    # -- shell
+    def shell(self, cmd: str, *, timeout: float, stdin: bytes | None = None, check: bool = True,
+              max_output: int = 16 << 20) -> ShellResult:
+        """Run `cmd` with the device's sh. Real exit code and separate stderr (shell v2).
+
+        On timeout the stream is closed, which kills the command on the device. Output beyond
+        `max_output` bytes (stdout+stderr) aborts the command: device output is untrusted.
+        Devices without shell_v2 (Android < 7) get a v1 fallback that runs the command in a
+        subshell followed by a random end marker, so `exit` inside cmd cannot hide the status.
+        """
+        start = time.monotonic()
+        deadline = start + timeout
+        if "shell_v2" in self.features(timeout=timeout):
+            code, out, err = self._shell_v2(cmd, deadline, stdin, max_output)
+        else:
+            code, out, err = self._shell_v1(cmd, deadline, stdin, max_output)
+        res = ShellResult(self.serial, cmd, code, out.decode("utf-8", "replace"),
+                          err.decode("utf-8", "replace"), time.monotonic() - start)
+        if check and code != 0:
+            raise exit_error(self.serial, cmd, stdout=res.stdout, stderr=res.stderr, exit_code=code)
+        return res
+
+    def _shell_v2(self, cmd: str, deadline: float, stdin: bytes | None,
+                  max_output: int) -> tuple[int, bytes, bytes]:
+        wire = self._open(f"shell,v2,raw:{cmd}", cmd, deadline)
+        out, err = bytearray(), bytearray()
+        try:
+            with adb_failures(self.serial, cmd, timeout_message="timed out; command killed on the device",
+                              timeout_hint="raise --timeout or check the device's load",
+                              lost_message="connection lost before the exit code ({exc})",
+                              lost_hint="the device disconnected or rebooted",
+                              output=lambda: (tail(out), tail(err))):
+                if stdin:
+                    for i in range(0, len(stdin), 32768):
+                        wire.send(shell_packet(0, stdin[i:i + 32768]))
+                wire.send(shell_packet(4))          # close stdin: commands never wait on it
+                while True:
+                    kind, payload = read_shell_packet(wire)
+                    if kind == 1:
+                        out += payload
+                    elif kind == 2:
+                        err += payload
+                    elif kind == 3:
+                        return (payload[0] if payload else 255), bytes(out), bytes(err)
+                    if len(out) + len(err) > max_output:
+                        raise OutputTooLarge(self.serial, cmd, stdout=tail(out), stderr=tail(err),
+                                             message=f"output exceeded {max_output} bytes; command killed",
+                                             hint="the device printed far more than expected")
+        finally:
+            wire.close()
+
+    def _shell_v1(self, cmd: str, deadline: float, stdin: bytes | None,
+                  max_output: int) -> tuple[int, bytes, bytes]:
+        if stdin:
+            raise AdbError(self.serial, cmd, message="stdin needs shell v2 (Android 7+)",
+                           kind="needs-shell-v2")
+        marker = "ADBFLOW_EXIT_" + secrets.token_hex(8)
+        wrapped = f"( {cmd}\n) </dev/null 2>&1; echo {marker}$?"
+        wire = self._open(f"shell:{wrapped}", cmd, deadline)
+        buf = bytearray()
+        try:
+            with adb_failures(self.serial, cmd, timeout_message="timed out; command killed on the device",
+                              output=lambda: (tail(buf), "")):
+                while True:
+                    chunk = wire.recv_some()
+                    if not chunk:
+                        break
+                    buf += chunk
+                    if len(buf) > max_output:
+                        raise OutputTooLarge(self.serial, cmd, stdout=tail(buf),
+                                             message=f"output exceeded {max_output} bytes; command killed")
+        finally:
+            wire.close()
+        idx = buf.rfind(marker.encode())
+        if idx < 0:
+            raise ConnectionLost(self.serial, cmd, stdout=tail(buf),
+                                 message="connection ended before the exit status")
+        rest = bytes(buf[idx + len(marker):]).strip()
+        code = int(rest) if rest.isdigit() else 255
+        return code, bytes(buf[:idx]).replace(b"\r\n", b"\n"), b""
+
+    def run(self, argv: Sequence[str], *, timeout: float, stdin: bytes | None = None,
+            check: bool = True, max_output: int = 16 << 20) -> ShellResult:
+        """Run a program with every argument quoted: data never becomes shell syntax."""
+        return self.shell(shlex.join(list(argv)), timeout=timeout, stdin=stdin, check=check,
+                          max_output=max_output)
+
+    def getprop(self, key: str, *, timeout: float) -> str:
+        return self.run(["getprop", key], timeout=timeout).stdout.strip()
+
+    def stream_lines(self, cmd: str, *, timeout: float | None = None) -> LineStream:
+        """Stream stdout lines of a long-running command (inotifyd, logcat)."""
+        deadline = time.monotonic() + timeout if timeout else None
+        v2 = "shell_v2" in self.features(timeout=timeout or 10.0)
+        # opening always has a deadline; only the open-ended stream itself may run without one
+        wire = self._open(f"shell,v2,raw:{cmd}" if v2 else f"shell:{cmd}", cmd,
+                          deadline or time.monotonic() + 10.0)
+        wire.deadline = deadline
+        return LineStream(wire, self.serial, cmd, v2=v2)
+
+    # -- sync
+    def _sync(self, cmd: str, timeout: float) -> Wire:
+        return self._open("sync:", cmd, time.monotonic() + timeout)
+
+    def _sync_failures(self, cmd: str) -> adb_failures:
+        return adb_failures(self.serial, cmd, timeout_hint=_SYNC_TIMEOUT_HINT)
+
+    def stat(self, remote: str, *, timeout: float) -> RemoteEntry | None:
+        """lstat of a device path; None when it does not exist."""
+        cmd = f"stat {remote}"
+        with self._sync_failures(cmd):
+            wire = self._sync(cmd, timeout)
+            try:
+                mode, size, mtime = sync_stat(wire, remote)
+            finally:
+                sync_quit(wire)
+        if mode == 0:
+            return None
+        return RemoteEntry(remote.rstrip("/").rsplit("/", 1)[-1] or "/", size, float(mtime),
+                           stat_mod.S_ISREG(mode))
+
+    def list_dir(self, remote: str, *, timeout: float) -> list[RemoteEntry]:
+        """Entries of a device directory (no `.`/`..`). Names are untrusted device data."""
+        cmd = f"ls {remote}"
+        entries: list[RemoteEntry] = []
+        with self._sync_failures(cmd):
+            wire = self._sync(cmd, timeout)
+            try:
+                sync_request(wire, b"LIST", remote.encode())
+                while True:
+                    head = wire.read_exact(20)
+                    if head[:4] == b"DONE":
+                        break
+                    if head[:4] != b"DENT":
+                        raise ConnectionResetError(errno.EPROTO, f"protocol fault: {head[:4]!r}")
+                    mode, size, mtime, namelen = struct.unpack("<IIII", head[4:])
+                    name = wire.read_exact(namelen).decode("utf-8", "replace")
+                    if name in (".", ".."):
+                        continue
+                    entries.append(RemoteEntry(name, size, float(mtime), stat_mod.S_ISREG(mode)))
+            finally:
+                sync_quit(wire)
+        return entries
+
+    def push(self, local: Path, remote: str, *, timeout: float, mode: int = 0o644) -> int:
+        """Copy a laptop file to `remote` (a file path). Returns bytes sent."""
+        local = Path(local)
+        cmd = f"push {local} {remote}"
+        total = 0
+        with self._sync_failures(cmd), local.open("rb") as src:
+            wire = self._sync(cmd, timeout)
+            try:
+                sync_request(wire, b"SEND", f"{remote},{stat_mod.S_IFREG | mode}".encode())
+                while True:
+                    chunk = src.read(SYNC_CHUNK)
+                    if not chunk:
+                        break
+                    sync_request(wire, b"DATA", chunk)
+                    total += len(chunk)
+                wire.send(b"DONE" + struct.pack("<I", int(time.time())))
+                status = wire.read_exact(8)
+                if status[:4] == b"FAIL":
+                    raise sync_fail_message(wire, struct.unpack("<I", status[4:])[0])
+                if status[:4] != b"OKAY":
+                    raise ConnectionResetError(errno.EPROTO, f"protocol fault: {status[:4]!r}")
+            finally:
+                sync_quit(wire)
+        return total
+
+    def pull(self, remote: str, local: Path, *, timeout: float, max_bytes: int | None = None) -> int:
+        """Copy a device file to `local`, atomically (temp file + rename). Returns bytes."""
+        local = Path(local)
+        cmd = f"pull {remote} {local}"
+        tmp = local.with_name(f".{local.name}.part-{os.getpid()}-{threading.get_ident()}")
+        total = 0
+        try:
+            with self._sync_failures(cmd), tmp.open("wb") as dst:
+                wire = self._sync(cmd, timeout)
+                try:
+                    sync_request(wire, b"RECV", remote.encode())
+                    while True:
+                        head = wire.read_exact(8)
+                        kind, length = head[:4], struct.unpack("<I", head[4:])[0]
+                        if kind == b"DONE":
+                            break
+                        if kind == b"FAIL":
+                            raise sync_fail_message(wire, length)
+                        if kind != b"DATA" or length > SYNC_CHUNK:
+                            raise ConnectionResetError(errno.EPROTO, f"protocol fault: {kind!r}")
+                        total += length
+                        if max_bytes is not None and total > max_bytes:
+                            raise TransferTooLarge(
+                                self.serial, cmd, message=f"file larger than {max_bytes} bytes",
+                                hint="the device file is bigger than allowed; not pulled")
+                        dst.write(wire.read_exact(length))
+                finally:
+                    sync_quit(wire)
+            os.replace(tmp, local)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return total

@@ -1,0 +1,23 @@
+"""What a device call returns: plain frozen records, shared by `Device` and test fakes."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ShellResult:
+    serial: str
+    cmd: str
+    exit_code: int
+    stdout: str
+    stderr: str
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class RemoteEntry:
+    """A file on the device. `name` is untrusted: sanitize before using it on the laptop."""
+    name: str
+    size: int
+    mtime: float
+    is_file: bool

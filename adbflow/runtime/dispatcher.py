@@ -1,0 +1,203 @@
+"""The I/O around the dispatch decision: bid rounds, the quarantine table, per-device slots.
+
+Why apart from adbflow.scheduling.dispatch: the decision (`decide`) is pure and shared with
+the simulator; what lives here talks to devices (a bid round), waits (no eligible device
+yet, a busy slot) and tells the views (`emit`). Nothing here calls back into the pipeline:
+the pipeline hands in the inventory, bidder, policy, an `emit` callable and a stop event.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from adbflow.device.port import DevicePort
+from adbflow.errors import AdbflowError
+from adbflow.runtime.events import BidRound, DeviceQuarantined, DeviceReleased, Emit
+from adbflow.scheduling import quarantine
+from adbflow.scheduling.bids import Bid
+from adbflow.scheduling.dispatch import Award, Inflight
+from adbflow.scheduling.policy import Decision, Task
+from adbflow.scheduling.quarantine import Quarantined, QuarantineRules
+
+NO_DEVICE_RETRY_S = 2.0   # pause between bid rounds while no device is eligible
+
+
+class Interrupted(AdbflowError):
+    """The pipeline is stopping (Ctrl-C); the job stays incomplete and resumes next start."""
+
+
+class NoDevice(AdbflowError):
+    """No eligible device answered the bid round within the wait."""
+
+
+def sleep_or_stop(stop: threading.Event, seconds: float) -> None:
+    """Sleep, but raise Interrupted as soon as the pipeline is stopping."""
+    if stop.wait(seconds):
+        raise Interrupted("stopping")
+
+
+class QuarantineBoard:
+    """The cross-job quarantine table (rules in adbflow.scheduling.quarantine), thread-safe,
+    emitting DeviceQuarantined / DeviceReleased."""
+
+    def __init__(self, rules: QuarantineRules | None, emit: Emit) -> None:
+        self.rules = rules
+        self._emit = emit
+        self._lock = threading.Lock()
+        self._table: dict[str, Quarantined] = {}
+
+    def table(self) -> dict[str, Quarantined]:
+        with self._lock:
+            return dict(self._table)
+
+    def __contains__(self, serial: object) -> bool:
+        with self._lock:
+            return serial in self._table
+
+    def listing(self) -> list[dict[str, Any]]:
+        """Devices currently kept out of bids (for views and `--json` consumers)."""
+        now = time.time()
+        with self._lock:
+            held = quarantine.active(self._table, now)
+        return [q.to_json(now) for _, q in sorted(held.items())]
+
+    def strike(self, serial: str | None, kind: str, stage: str, job_id: int,
+               error: str) -> None:
+        if not serial or serial == "laptop" or self.rules is None:
+            return
+        now = time.time()
+        with self._lock:
+            table = quarantine.forget_expired(self._table, now, self.rules)
+            prev = table.get(serial)
+            new = quarantine.strike(prev, serial, kind, f"{stage}: {kind}", now, self.rules)
+            if new is None or new == prev:
+                return
+            table[serial] = new
+            self._table = table
+        self._emit(DeviceQuarantined(serial=serial, job=job_id, stage=stage,
+                                     seconds=round(new.left_s(now), 1),
+                                     until=round(new.until, 3), strikes=new.strikes,
+                                     kind=kind, error=error[:300]))
+
+    def release(self, serials: Sequence[str], why: str) -> None:
+        if not serials:
+            return
+        released = []
+        with self._lock:
+            for s in serials:
+                if self._table.pop(s, None) is not None:
+                    released.append(s)
+        for s in released:
+            self._emit(DeviceReleased(serial=s, reason=why))
+
+
+@dataclass
+class Won:
+    """A won bid round: the award (in flight until released), the device and its bid."""
+
+    award: Award
+    device: DevicePort
+    bid: Bid
+    decision: Decision
+    bid_s: float
+
+    @property
+    def serial(self) -> str:
+        return self.device.serial
+
+
+class Dispatcher:
+    """Bid rounds until a device wins `task`, then its per-stage slot.
+
+    A device runs one stage of a kind at a time (one label_image, one llama-cli: both would
+    otherwise fight over the same cores and /data/local/tmp/received-image)."""
+
+    def __init__(self, *, inventory: Any, bidder: Any, policy: Any, profiles: Any,
+                 service_times: Any, board: QuarantineBoard, emit: Emit,
+                 stop: threading.Event, device_wait_s: float) -> None:
+        self.inventory = inventory
+        self.bidder = bidder
+        self.policy = policy
+        self.profiles = profiles
+        self.service_times = service_times
+        self.board = board
+        self.inflight = Inflight()
+        self._emit = emit
+        self._stop = stop
+        self.device_wait_s = device_wait_s
+        self._slots: dict[tuple[str, str], threading.Lock] = {}
+        self._slots_lock = threading.Lock()
+
+    def bid(self, task: Task, stage: str, excluded: set[str],
+            claim: Callable[[str, list[str]], None], *, policy: Any = None) -> Won:
+        """Bid rounds until a reachable device wins; `claim(winner, held)` records the
+        winner (journal) before the BidRound event goes out. Raises NoDevice after
+        `device_wait_s`, Interrupted when stopping. `policy` overrides the pipeline's for
+        this stage (a flow's model selector)."""
+        deadline = time.monotonic() + self.device_wait_s
+        while True:
+            t0 = time.monotonic()
+            devices = list(self.inventory.devices())
+            by_serial = {d.serial: d for d in devices}
+            bids = self.bidder.gather(devices) if devices else []
+            award = self.inflight.decide_and_add(
+                task, bids, self.board.table(), time.time(), eligible=set(by_serial),
+                excluded=excluded, policy=policy or self.policy, profiles=self.profiles,
+                service_times=self.service_times)
+            self.board.release(award.released, "healthy bid")
+            winner = award.winner
+            bid_s = time.monotonic() - t0
+            if winner is not None and winner in by_serial:
+                claim(winner, award.held)
+                bid = next(b for b in bids if b.serial == winner)
+                self._emit(BidRound(stage=stage, winner=winner, reason=award.decision.reason,
+                                    bids=[bid_summary(b) for b in bids],
+                                    quarantined=award.held))
+                return Won(award, by_serial[winner], bid, award.decision, bid_s)
+            if time.monotonic() + NO_DEVICE_RETRY_S > deadline:
+                raise NoDevice(f"no eligible device for {stage}: {award.decision.reason}",
+                               hint="check `adbflow devices`; all devices may be busy, "
+                                    "offline or excluded after failures")
+            sleep_or_stop(self._stop, NO_DEVICE_RETRY_S)
+
+    def release(self, won: Won) -> None:
+        self.inflight.remove(won.award)
+
+    @contextlib.contextmanager
+    def slot(self, won: Won, stage: str) -> Iterator[float]:
+        """One `stage` at a time per device; marks the award as started once it runs.
+        Yields the seconds spent waiting for the slot."""
+        with self._slots_lock:
+            lock = self._slots.setdefault((won.serial, stage), threading.Lock())
+        t0 = time.monotonic()
+        while not lock.acquire(timeout=0.5):
+            if self._stop.is_set():
+                raise Interrupted("stopping")
+        try:
+            self.inflight.start(won.award, time.time())
+            yield time.monotonic() - t0
+        finally:
+            lock.release()
+
+
+# ---------------------------------------------------------------------- summaries
+
+def bid_summary(bid: Bid) -> dict[str, Any]:
+    """The part of a bid kept in events and job results (NaN load -> None)."""
+    load = bid.cpu_load
+    return {"serial": bid.serial, "model": bid.model,
+            "cpu_load": None if isinstance(load, float) and load != load else load,
+            "mem_available_kb": bid.mem_available_kb, "error": bid.error}
+
+
+def decision_summary(decision: Decision, quarantined: Sequence[str] = ()) -> dict[str, Any]:
+    """The decision as stored in a stage's output: winner, reason and each device's total."""
+    out: dict[str, Any] = {"policy": decision.policy, "winner": decision.winner,
+                           "reason": decision.reason, "quarantined": list(quarantined)}
+    out["costs"] = {c.serial: (None if c.total_s == float("inf") else round(c.total_s, 4))
+                    for c in decision.costs or []}
+    return out

@@ -1,0 +1,202 @@
+"""A `watch` session: the data-dir lock, crash recovery, the per-device baseline, the loop.
+
+Why a session object: the watch loop owns state that lives exactly as long as one
+`adbflow watch` (the lock file, the journal session row, which devices were contacted,
+the Watcher) and none of it belongs to the job machinery. It gets the journal, inventory,
+bidder, a job runner (`submit`, `wait_idle`) and an `emit` callable; it never calls back
+into the pipeline.
+
+"Clean" end: every visible picture was accounted for. Otherwise the journal session stays
+open, like a crash: the next start then processes the pictures this one saw half-way (or
+never listed) instead of taking them as "present before start".
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from adbflow.errors import AdbflowError
+from adbflow.runtime.detect import Entry, NewPicture, Watcher, is_candidate_name
+from adbflow.runtime.events import (
+    DeviceError,
+    Emit,
+    JobAdded,
+    JobResumed,
+    Recovered,
+    Watching,
+)
+from adbflow.runtime.journal import Journal
+from adbflow.runtime.workers import JobRunner
+
+
+class DataDirLock:
+    """One `watch` per data directory: two would resume the same jobs twice."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        path = self.data_dir / "watch.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise AdbflowError(f"another `adbflow watch` (pid {other or '?'}) uses {self.data_dir}",
+                               hint="stop it, or pass another --data-dir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+                os.close(self._fd)
+            self._fd = None
+
+
+def record_picture(journal: Journal, pic: NewPicture, emit: Emit) -> tuple[int, bool]:
+    """A detected picture becomes a job (once: the journal's unique key) and is marked seen."""
+    job_id, created = journal.add_job(source="device", serial=pic.serial, path=pic.path,
+                                      size=pic.size, mtime=pic.mtime, how=pic.how)
+    journal.mark_seen(pic.serial, [(pic.path, pic.size, pic.mtime)], baseline=False)
+    if created:
+        emit(JobAdded(job=job_id, serial=pic.serial, name=pic.name, how=pic.how))
+    return job_id, created
+
+
+def initial_ignore(journal: Journal, pictures_dir: str, serial: str, entries: Sequence[Entry],
+                   *, backlog: bool, crashed: bool,
+                   contacted: set[str]) -> set[tuple[str, int, float]]:
+    """What to ignore in a device's first listing of this session.
+
+    Ignored: pictures that already have a job, and pictures present before watching
+    started (the baseline, remembered in the journal) unless --backlog. Not ignored:
+    pictures that appeared while we were not watching a device we already watched,
+    when the previous watch crashed or the device reconnected: they were taken while
+    the pipeline was supposed to be running, so dropping them would lose them."""
+    seen = journal.seen(serial)
+    known = journal.was_watched(serial)
+    reconnect = serial in contacted
+    contacted.add(serial)
+    ignore: set[tuple[str, int, float]] = set()
+    baseline: list[tuple[str, int, float]] = []
+    base = pictures_dir.rstrip("/")
+    for e in entries:
+        if not e.is_file or not is_candidate_name(e.name):
+            continue
+        path = f"{base}/{e.name}"
+        key = (e.name, e.size, e.mtime)
+        if journal.find_job(serial, path, e.size, e.mtime) is not None:
+            ignore.add(key)
+            continue
+        s = seen.get(path)
+        if s is not None and (s[0], s[1]) == (e.size, e.mtime) and not (backlog and s[2]):
+            ignore.add(key)
+            continue
+        if backlog or (known and (crashed or reconnect)):
+            continue
+        ignore.add(key)
+        baseline.append((path, e.size, e.mtime))
+    if baseline:
+        journal.mark_seen(serial, baseline, baseline=True)
+    journal.mark_watched(serial)
+    return ignore
+
+
+class WatchSession:
+    """One run of `watch`: see the module docstring. `run()` returns the submitted job ids."""
+
+    def __init__(self, *, config: Any, journal: Journal, inventory: Any, bidder: Any,
+                 jobs: JobRunner, lock: DataDirLock, emit: Emit,
+                 stop: threading.Event) -> None:
+        self.config = config
+        self.journal = journal
+        self.inventory = inventory
+        self.bidder = bidder
+        self.jobs = jobs
+        self.lock = lock
+        self._emit = emit
+        self._stop = stop
+
+    def run(self, *, once: bool = False, backlog: bool = False, poll_s: float = 2.0,
+            max_wait_s: float | None = None, refresh_s: float = 5.0) -> list[int]:
+        """Watch every device until stop (Ctrl-C) — or, with once, until the next
+        picture (or the jobs a crashed run left unfinished) is processed."""
+        cfg = self.config
+        self.lock.acquire()
+        session = self.journal.begin_session()
+        recovered = self.journal.recover()
+        if recovered:
+            self._emit(Recovered(attempts=recovered))
+        contacted: set[str] = set()
+        watcher = Watcher(lambda serial, entries: initial_ignore(
+            self.journal, cfg.pictures_dir, serial, entries, backlog=backlog,
+            crashed=session.previous_crashed, contacted=contacted),
+            directory=cfg.pictures_dir, timeout=cfg.timeouts.stat_s,
+            use_inotify=cfg.use_inotify, settle_s=cfg.settle_s,
+            on_error=lambda serial, msg: self._emit(DeviceError(serial=serial, error=msg)))
+        submitted: list[int] = []
+        synced = False
+        try:
+            for job in self.journal.incomplete_jobs(source="device"):
+                self._emit(JobResumed(job=job.id, serial=job.serial, name=job.name))
+                submitted.append(job.id)
+                self.jobs.submit(job.id)
+            devices = list(self.inventory.devices())
+            new: list[NewPicture] = []
+            if not (once and submitted):
+                # prime the bidder: later rounds measure load since this sample, no sleep
+                if devices:
+                    threading.Thread(target=self.bidder.gather, args=(devices,),
+                                     daemon=True).start()
+                new = watcher.sync(devices)
+                synced = True
+                self._emit(Watching(devices=[d.serial for d in devices]))
+            last_refresh = time.monotonic()
+            start = time.monotonic()
+            next_poll = start + poll_s
+            while not self._stop.is_set() and not (once and submitted):
+                for pic in new:
+                    job_id, created = record_picture(self.journal, pic, self._emit)
+                    if created and not (once and submitted):
+                        submitted.append(job_id)
+                        self.jobs.submit(job_id)
+                if once and submitted:
+                    break
+                if max_wait_s is not None and time.monotonic() - start > max_wait_s:
+                    raise AdbflowError(f"no new picture within {max_wait_s:g} s",
+                                       hint=f"take a picture into {cfg.pictures_dir} "
+                                            "on a device, or pass --backlog")
+                # sleep until the next listing, an inotify event or a due settle re-check
+                new = watcher.wait_events(max(0.0, next_poll - time.monotonic()))
+                if self._stop.is_set():
+                    break
+                if time.monotonic() - last_refresh > refresh_s:
+                    new += watcher.sync(list(self.inventory.devices()))
+                    last_refresh = time.monotonic()
+                new += watcher.recheck()
+                if time.monotonic() >= next_poll:
+                    new += watcher.poll()
+                    next_poll = time.monotonic() + poll_s
+            watcher.stop()
+            if once:
+                while not self.jobs.wait_idle(timeout=0.5):
+                    if self._stop.is_set():
+                        break
+        finally:
+            unaccounted = watcher.unreported()
+            watcher.stop()
+            if unaccounted == 0 and (synced or not session.previous_crashed):
+                self.journal.end_session(session.id)
+            self.lock.release()
+        return submitted

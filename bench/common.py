@@ -1,0 +1,169 @@
+"""Helpers every benchmark shares: a private fleet, the adb CLI baseline, medians, the table.
+
+Why a module of its own: the parts (overhead, transfer, detection, rss) and the runner all
+need them; with the helpers inside run_all.py, run_all imported the parts and the parts
+imported run_all back (an import circle).
+"""
+from __future__ import annotations
+
+import contextlib
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from adbflow.device import AdbServer, Device, Inventory
+from adbflow.fleet import adb_server
+from adbflow.fleet.control import FleetClient, start_fleet
+
+BENCH_DIR = Path(__file__).resolve().parent
+
+
+@contextlib.contextmanager
+def fleet_up(devices: int, profiles: list[str] | None = None) -> Iterator[FleetClient]:
+    """A private fleet on a private adb server (never 5037), torn down on exit."""
+    port = adb_server.free_port(15037, 16999)
+    base = adb_server.free_port(20000, 29000)
+    with tempfile.TemporaryDirectory(prefix="adbflow-bench-") as state:
+        fleet = start_fleet(state, devices=devices, profiles=profiles, adb_port=port,
+                            base_port=base, timeout=240)
+        try:
+            yield fleet
+        finally:
+            try:
+                fleet.down()
+            finally:
+                adb_server.kill_server(port)
+
+
+def devices_of(fleet: FleetClient) -> list[Device]:
+    """Device objects in fleet order (inventory order is the adb server's)."""
+    by = {d.serial: d for d in Inventory([AdbServer(port=fleet.adb_port)]).devices()}
+    return [by[s] for s in fleet.serials if s in by]
+
+
+def adb_cli(fleet: FleetClient, serial: str, *args: str, timeout: float = 60) -> str:
+    """The adb CLI against the fleet's server, as a user's script calls it; stdout+stderr."""
+    proc = subprocess.run([adb_server.adb_binary(), "-P", str(fleet.adb_port), "-s", serial,
+                           *args], check=True, timeout=timeout, capture_output=True, text=True)
+    return proc.stdout + proc.stderr
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def p90(xs: list[float]) -> float:
+    return sorted(xs)[min(len(xs) - 1, int(0.9 * len(xs)))] if xs else float("nan")
+
+
+def _fmt(x: Any, unit: str = "") -> str:
+    if x is None or (isinstance(x, float) and x != x):
+        return "n/a"
+    if isinstance(x, float):
+        if unit == "ms":
+            return f"{x * 1000:.1f} ms"
+        if unit == "MB/s":
+            return f"{x:.1f} MB/s"
+        if unit == "MB":
+            return f"{x:.1f} MB"
+        return f"{x:.3g}"
+    return str(x)
+
+
+def table_rows(res: dict[str, Any]) -> list[list[str]]:
+    """One line per measured comparison: what, adbflow, baseline, ratio, goal, verdict."""
+    rows: list[list[str]] = []
+
+    def add(what: str, ours: str, base: str, ratio: float | None, goal: str, ok: bool | None,
+            note: str = "") -> None:
+        verdict = "n/a" if ok is None else ("met" if ok else "MISSED")
+        rows.append([what, ours, base, "n/a" if ratio is None else f"{ratio:.2f}x", goal,
+                     verdict + (f" ({note})" if note else "")])
+
+    bid = res.get("bid")
+    if bid and "rows" in bid:
+        for r in bid["rows"]:
+            goal = "<= 2x at N=8" if r["n"] == 8 else ""
+            ok = (r["ratio_vs_adb_cli"] <= 2.0) if r["n"] == 8 else None
+            add(f"bid round N={r['n']}", _fmt(r["median_s"], "ms"),
+                f"adb shell {_fmt(bid['adb_cli_shell_s'], 'ms')}", r["ratio_vs_adb_cli"], goal,
+                ok, f"{r['ratio_vs_one_shell']:.1f}x one in-process shell "
+                f"{_fmt(bid['inprocess_shell_s'], 'ms')}; {r['n']} parallel `true` on this fleet"
+                f" {_fmt(r['parallel_true_floor_s'], 'ms')} -> bid/floor "
+                f"{r['ratio_vs_parallel_floor']:.1f}x")
+        g = bid["growth_vs_linear"]
+        last = list(g.values())[-1] if g else None
+        add("bid round growth (time ratio / N ratio)", ", ".join(f"{k}: {v:.2f}" for k, v in
+                                                                 g.items()), "linear = 1.00",
+            last, "< 1 (sub-linear)", None if last is None else all(v < 1 for v in g.values()))
+        if bid.get("crosscheck", {}).get("ratio_round_vs_one_bid") is not None:
+            c = bid["crosscheck"]
+            add("bid_round.py N=8 vs one-device bid", "", "", c["ratio_round_vs_one_bid"],
+                "< 2x", c["ratio_round_vs_one_bid"] < 2.0)
+    ov = res.get("overhead")
+    if ov and "adbflow" in ov:
+        a, s = ov["adbflow"], ov["script"]
+        add("job overhead (end-to-end minus device programs)", _fmt(a["overhead_s"], "ms"),
+            f"adb script {_fmt(s['overhead_s'], 'ms')}", a["overhead_s"] / s["overhead_s"]
+            if s["overhead_s"] > 0 else None, "< 1x (faster than script)",
+            a["overhead_s"] < s["overhead_s"])
+        add("overhead share of the job", f"{a['overhead_frac'] * 100:.1f}%",
+            f"script {s['overhead_frac'] * 100:.1f}%", None, "<= 10% of job",
+            a["overhead_frac"] <= 0.10, ov.get("note", ""))
+        add("job end-to-end (pull..story)", _fmt(a["total_s"], "ms"),
+            f"adb script {_fmt(s['total_s'], 'ms')}", a["total_s"] / s["total_s"], "", None,
+            "device runs: adbflow " + _fmt(a["device_run_s"], "ms") + ", script "
+            + _fmt(s["device_run_s"], "ms") + " (story length varies)")
+    tr = res.get("transfer")
+    if tr and "rows" in tr:
+        for r in tr["rows"]:
+            add(f"{r['op']} {r['label']}", _fmt(r["adbflow_mb_s"], "MB/s"),
+                f"adb {_fmt(r['adb_mb_s'], 'MB/s')}", r["ratio"], ">= 0.9x", r["ratio"] >= 0.9,
+                "adb's self-reported rate (no process start) "
+                f"{_fmt(r.get('adb_self_mb_s'), 'MB/s')}")
+    det = res.get("detection")
+    if det and "modes" in det:
+        for m in det["modes"]:
+            if m["inotify"]:
+                goal, ok = "median < 0.5 s", m["median_s"] < 0.5
+            else:
+                goal = f"<= poll {m['poll_s']:g} s + 0.5"
+                ok = m["max_s"] <= m["poll_s"] + 0.5
+            add(f"detection ({'inotify' if m['inotify'] else 'listing only'})",
+                f"median {_fmt(m['median_s'], 'ms')}", f"max {_fmt(m['max_s'], 'ms')}",
+                None, goal, ok, f"{m['n']} pictures")
+    rss = res.get("rss")
+    if rss and "phases" in rss:
+        for ph in rss["phases"]:
+            add(f"orchestrator RSS: {ph['phase']}", _fmt(ph["peak_rss_mb"], "MB"),
+                f"idle import {_fmt(rss['baseline_rss_mb'], 'MB')}",
+                ph["peak_rss_mb"] / rss["baseline_rss_mb"], "", None,
+                f"{rss['devices']} devices")
+    return rows
+
+
+def run_one(name: str, measure: Callable[..., dict[str, Any]], quick: bool) -> dict[str, Any]:
+    """What a single benchmark's own `main` does: one flagship phone, measure, print its rows."""
+    with fleet_up(1, ["flagship_2025"]) as fleet:
+        res = measure(fleet, quick=quick)
+    print_table({name: res})
+    return res
+
+
+def print_table(res: dict[str, Any]) -> None:
+    from tabulate import tabulate
+    print(tabulate(table_rows(res), headers=["benchmark", "adbflow", "baseline", "ratio", "goal",
+                                             "verdict"], disable_numparse=True))
+    for name, part in res.items():
+        if isinstance(part, dict) and part.get("error"):
+            print(f"{name}: FAILED TO RUN: {part['error']}")
