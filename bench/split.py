@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tabulate import tabulate  # noqa: E402
 
-from adbflow.device.adb import AdbServer, Device  # noqa: E402
+from adbflow.device import AdbServer, Device  # noqa: E402
 from adbflow.fleet import adb_server as fleet_adb  # noqa: E402
 from adbflow.fleet.control import start_fleet  # noqa: E402
 from adbflow.paths import ASSETS_DIR, PROFILES_DIR  # noqa: E402

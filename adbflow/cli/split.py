@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
 @contextmanager
 def _session(adb_server, serial, model: Path, data_dir: Path | None, objective: str,
              origin: str | None, privacy: bool) -> Iterator:
-    from adbflow.device.adb import Inventory, resolve_servers
+    from adbflow.device import Inventory, resolve_servers
     from adbflow.scheduling.bids import Bidder
     from adbflow.scheduling.profiles import ProfileBook
     from adbflow.split.session import SplitSession
