@@ -179,6 +179,16 @@ def test_cli_plan_explain_and_split_runs(fleet, tmp_path, healthy):
     assert res.exit_code == 0 and res.output.count("whole:") == 2, res.output
     res = cli.invoke(app, ["split", "run", str(CHELSEA), "--plan", f"{a}:0:{b}", *common])
     assert res.exit_code != 0 and "not a candidate" in str(res.exception or res.output)
+    res = cli.invoke(app, ["split", "plan", "--json", "--privacy", "--origin", b, *common])
+    assert res.exit_code == 0, res.output
+    doc = json_mod.loads(res.output)
+    assert doc["candidates"] and all(c["a"] == b for c in doc["candidates"])
+    res = cli.invoke(app, ["split", "run", str(CHELSEA), str(COFFEE), "--stream", "--plan",
+                           f"{a}:40:{b}", "--json", *common])
+    assert res.exit_code == 0, res.output
+    docs = json_mod.loads(res.output)
+    assert [d["plan"] for d in docs] == [f"{a}:40:{b}"] * 2
+    assert any(w in docs[1]["labels"][0]["name"] for w in ("cup", "espresso", "coffee", "mug"))
     log = (tmp_path / "split" / "plans.jsonl").read_text().splitlines()
     assert json_mod.loads(log[0])["reason"] in ("asked", "first plan")
 
