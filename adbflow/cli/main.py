@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "adbflow.cli.flows",       # flows list/show/validate, sweep
     "adbflow.cli.trace",       # trace (Chrome/Perfetto, jsonl, csv)
     "adbflow.cli.report",      # report (one HTML page)
+    "adbflow.cli.split",       # split cuts/profile/plan/run
 )
 
 

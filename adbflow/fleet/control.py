@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from adbflow.errors import FleetError
+from adbflow.fleet.interpreter import module_argv
 from adbflow.fleet import adb_server
 from adbflow.fleet.host import DEFAULT_BASE_PORT, FLEET_JSON
 from adbflow.fleet.interpreter import module_argv
