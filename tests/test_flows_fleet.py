@@ -10,6 +10,7 @@ import pytest
 from fleet_helpers import (
     CHELSEA,
     COFFEE,
+    PICTURES_APP,
     cheap_profiles,
     device,
     healthy,  # noqa: F401 - a fixture, found by name
@@ -43,7 +44,7 @@ def _flow():
 
 
 def _picture(fleet, serial, image, name) -> NewPicture:
-    remote = fleet.snap(serial, image, name=name)
+    remote = fleet.snap(serial, image, name=name, **PICTURES_APP)
     st = device(fleet, serial).stat(remote, timeout=10)
     assert st is not None
     return NewPicture(serial, PICTURES_DIR, remote.rsplit("/", 1)[-1], int(st.size),

@@ -10,6 +10,7 @@ import sys
 import threading
 
 import pytest
+from fleet_helpers import PICTURES_APP
 
 from adbflow.cli.trace import parse_since
 from adbflow.fleet.clock import ClockSkew, libfaketime_path
@@ -224,7 +225,7 @@ def test_a_real_job_traced_on_skewed_clocks_nests_after_correction(skewed_fleet,
 
     def on_event(ev: dict) -> None:
         if getattr(ev, "type", None) == "watching":
-            fleet.snap(origin, CHELSEA, name="<script>trace.png")
+            fleet.snap(origin, CHELSEA, name="<script>trace.png", **PICTURES_APP)
 
     data = tmp_path / "data"
     p = Pipeline(PipelineConfig(data_dir=data, profiles_dir=cheap_profiles(tmp_path / "profiles")),
