@@ -86,7 +86,8 @@ class FlowRunner:
         self.host: HostTier | None = None
         if uses_host(flow):
             self.host = getattr(pipeline, "host_tier", None) or HostTier(
-                list(pipeline.profiles.profiles.values()))
+                list(pipeline.profiles.profiles.values()),
+                cache_dir=getattr(pipeline, "data_dir", None))
 
     # -------------------------------------------------------------- one job
     def process(self, job_id: int) -> JobRecord:

@@ -149,8 +149,7 @@ class HostTier:
                 key = self._key(spec)
                 ms = cache.get(key)
                 if not isinstance(ms, (int, float)) or not ms > 0:
-                    ms = self.measure(spec)
-                    cache[key] = round(ms, 3)
+                    ms = cache[key] = round(self.measure(spec), 3)
                 models.append(HostModel(spec, float(ms)))
             try:
                 self.cache_path.parent.mkdir(parents=True, exist_ok=True)
