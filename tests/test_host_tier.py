@@ -15,8 +15,7 @@ from adbflow.flows.model import Locality, Tier
 from adbflow.paths import ASSETS_DIR
 from adbflow.runtime.flow_engine import ask_of, check_flow, uses_host
 from adbflow.scheduling.bids import Bid
-from adbflow.scheduling.host_bid import (HOST_SERIAL, HostModel, catalogue, host_bid,
-                                         host_profile)
+from adbflow.scheduling.host_bid import HOST_SERIAL, HostModel, catalogue, host_bid, host_profile
 from adbflow.scheduling.policy import CostModel, Task
 from adbflow.scheduling.profiles import ProfileBook
 from adbflow.scheduling.selector import Ask, SelectorPolicy, feasible

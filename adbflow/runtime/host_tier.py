@@ -26,8 +26,7 @@ import numpy as np
 from adbflow.errors import FlowError
 from adbflow.paths import ASSETS_DIR, data_home
 from adbflow.scheduling.bids import Bid
-from adbflow.scheduling.host_bid import (HOST_SERIAL, HostModel, catalogue, host_bid,
-                                         host_profile)
+from adbflow.scheduling.host_bid import HOST_SERIAL, HostModel, catalogue, host_bid, host_profile
 from adbflow.scheduling.profiles import DeviceProfile, ModelSpec
 
 #: profile model name -> file in the models folder (the fleet's assets by default)
@@ -206,7 +205,7 @@ class HostTier:
             with Image.open(image) as im:
                 rgb = im.convert("RGB")
                 if rgb.size != (w, h):
-                    rgb = rgb.resize((w, h), Image.BILINEAR)
+                    rgb = rgb.resize((w, h), Image.Resampling.BILINEAR)
                 arr = np.asarray(rgb, dtype=np.uint8)
             it.set_tensor(inp["index"], _tensor(arr, inp))
             t1 = time.monotonic()

@@ -22,8 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from adbflow.scheduling.bids import Bid
-from adbflow.scheduling.profiles import (DeviceProfile, LabelImageSpec, LlamaSpec, ModelSpec,
-                                         Timing)
+from adbflow.scheduling.profiles import DeviceProfile, LabelImageSpec, LlamaSpec, ModelSpec, Timing
 
 HOST_SERIAL = "laptop"          # the device column of a stage the host ran
 HOST_MODEL = "adbflow-host"     # Bid.model of the host (no phone profile matches it)
