@@ -206,3 +206,29 @@ def test_host_tier_classifies_chelsea_locally_and_caches_its_speed(book, tmp_pat
         {m.name: m.speed_x for m in prof.models}
     b = tier.bid()
     assert b.serial == HOST_SERIAL and b.ok and b.cores >= 1 and b.mem_total_kb > 0
+
+
+def test_host_bid_rounds_reuse_a_too_young_load_sample(book, tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    from adbflow.runtime.host_tier import HostTier
+    tier = HostTier(list(book.profiles.values()), cache_dir=tmp_path)
+    first = tier.bid()
+    assert first.load_window_s == pytest.approx(0.2) and 0 <= first.cpu_load <= 100
+    again = tier.bid()          # within 0.15 s: the same sample, not psutil's empty delta
+    assert again.cpu_load == first.cpu_load and again.load_window_s == first.load_window_s
+    time.sleep(0.2)
+    later = tier.bid()
+    assert later.load_window_s >= 0.15
+
+
+def test_host_classify_of_an_unreadable_picture_names_the_laptop(book, tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    from adbflow.runtime.host_tier import HostTier, HostTierError
+    bad = tmp_path / "$(touch pwned).bmp"
+    bad.write_bytes(b"not a picture")
+    tier = HostTier(list(book.profiles.values()), cache_dir=tmp_path)
+    with pytest.raises(HostTierError, match="laptop: lite0-int8"):
+        tier.classify(bad, "lite0-int8")
+    with pytest.raises(HostTierError, match="carries no model 'lite9'"):
+        tier.classify(ASSETS_DIR / "chelsea.png", "lite9")
+    assert not (tmp_path / "pwned").exists()

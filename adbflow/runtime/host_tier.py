@@ -104,7 +104,10 @@ class HostTier:
         self._lock = threading.Lock()
         self._interps: dict[str, Any] = {}
         self._profile: DeviceProfile | None = None
-        self._primed = False
+        self._bid_lock = threading.Lock()
+        self._last_load: float | None = None
+        self._last_window = 0.0
+        self._last_bid_t = 0.0
 
     # -------------------------------------------------------------- speed
     def _key(self, spec: ModelSpec) -> str:
@@ -163,22 +166,28 @@ class HostTier:
 
     # -------------------------------------------------------------- bid
     def bid(self) -> Bid:
-        """The host's load (psutil, averaged since the previous call; the first call
-        samples 0.2 s), memory and battery as a Bid."""
+        """The host's load (psutil, averaged since the previous bid; the first samples
+        0.2 s, and a bid within 0.15 s of the last reuses its load, as phone bids do for
+        a too-young /proc/stat sample), memory and battery as a Bid."""
         import psutil
-        window = None
-        if not self._primed:
-            load = psutil.cpu_percent(interval=0.2)
-            self._primed, window = True, 0.2
-        else:
-            load = psutil.cpu_percent(interval=None)
+        with self._bid_lock:
+            since, fresh = time.monotonic() - self._last_bid_t, True
+            if self._last_load is None:
+                load, window = psutil.cpu_percent(interval=0.2), 0.2
+            elif since < 0.15:
+                load, window, fresh = self._last_load, self._last_window, False
+            else:
+                load, window = psutil.cpu_percent(interval=None), since
+            if fresh:
+                self._last_load, self._last_window = load, window
+                self._last_bid_t = time.monotonic()
         vm = psutil.virtual_memory()
         batt = psutil.sensors_battery() if hasattr(psutil, "sensors_battery") else None
         return host_bid(cpu_percent=load, cores=psutil.cpu_count() or 1,
                         mem_available_kb=vm.available // 1024, mem_total_kb=vm.total // 1024,
                         battery_level=int(batt.percent) if batt else None,
                         battery_charging=bool(batt.power_plugged) if batt else None,
-                        load_window_s=window)
+                        load_window_s=round(window, 3))
 
     def offer(self) -> list[tuple[HostTier, Bid]]:
         """This round's extra bidder for Dispatcher.bid: (the host, its bid)."""
@@ -198,20 +207,25 @@ class HostTier:
             raise HostTierError(f"{HOST_SERIAL}: the laptop tier carries no model "
                                 f"{model_name!r}")
         t0, w0 = time.monotonic(), time.time()
-        with self._lock:
-            it = self._interp(spec)
-            inp = it.get_input_details()[0]
-            _, h, w, _c = (int(x) for x in inp["shape"])
-            with Image.open(image) as im:
-                rgb = im.convert("RGB")
-                if rgb.size != (w, h):
-                    rgb = rgb.resize((w, h), Image.Resampling.BILINEAR)
-                arr = np.asarray(rgb, dtype=np.uint8)
-            it.set_tensor(inp["index"], _tensor(arr, inp))
-            t1 = time.monotonic()
-            it.invoke()
-            avg_ms = (time.monotonic() - t1) * 1000.0
-            scores = _scores(it)
+        try:
+            with self._lock:
+                it = self._interp(spec)
+                inp = it.get_input_details()[0]
+                _, h, w, _c = (int(x) for x in inp["shape"])
+                with Image.open(image) as im:
+                    rgb = im.convert("RGB")
+                    if rgb.size != (w, h):
+                        rgb = rgb.resize((w, h), Image.Resampling.BILINEAR)
+                    arr = np.asarray(rgb, dtype=np.uint8)
+                it.set_tensor(inp["index"], _tensor(arr, inp))
+                t1 = time.monotonic()
+                it.invoke()
+                avg_ms = (time.monotonic() - t1) * 1000.0
+                scores = _scores(it)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise HostTierError(f"{HOST_SERIAL}: {model_name} on {image.name}: {exc}",
+                                hint="the picture or the model file is unreadable on the "
+                                     "laptop") from exc
         order = np.argsort(-scores, kind="stable")[:TOP_N]
         labels = [{"score": float(scores[i]), "index": int(i),
                    "name": self.labels[i] if i < len(self.labels) else ""}
