@@ -10,6 +10,7 @@ import pytest
 from fleet_helpers import (
     CHELSEA,
     COFFEE,
+    PICTURES_APP,
     cheap_profiles,
     device,
     healthy,  # noqa: F401 - a fixture, found by name
@@ -43,11 +44,14 @@ def _flow():
 
 
 def _picture(fleet, serial, image, name) -> NewPicture:
-    remote = fleet.snap(serial, image, name=name)
+    # a file dropped in Pictures/ by a gallery-like app (the fleet's camera otherwise writes
+    # to DCIM/Camera through MediaStore since issue 13)
+    remote = fleet.snap(serial, image, name=name, **PICTURES_APP)
     st = device(fleet, serial).stat(remote, timeout=10)
     assert st is not None
-    return NewPicture(serial, PICTURES_DIR, remote.rsplit("/", 1)[-1], int(st.size),
-                      float(st.mtime), "listing")
+    folder, _, base = remote.rpartition("/")
+    assert folder == PICTURES_DIR, remote
+    return NewPicture(serial, folder, base, int(st.size), float(st.mtime), "listing")
 
 
 def _received(fleet, serial) -> bool:
