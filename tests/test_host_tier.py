@@ -232,3 +232,19 @@ def test_host_classify_of_an_unreadable_picture_names_the_laptop(book, tmp_path)
     with pytest.raises(HostTierError, match="carries no model 'lite9'"):
         tier.classify(ASSETS_DIR / "chelsea.png", "lite9")
     assert not (tmp_path / "pwned").exists()
+
+
+def test_host_models_folder_from_the_environment(book, tmp_path, monkeypatch):
+    import shutil
+
+    from adbflow.runtime.host_tier import MODELS_ENV, host_models
+    mine = tmp_path / "models"
+    mine.mkdir()
+    shutil.copy(ASSETS_DIR / "efficientnet_lite0_int8.tflite", mine)
+    monkeypatch.setenv(MODELS_ENV, str(mine))
+    got = host_models(list(book.profiles.values()))
+    assert [(m.name, m.path) for m in got] == [
+        ("lite0-int8", str(mine / "efficientnet_lite0_int8.tflite"))]
+    # edge-cloud asks the laptop for lite2, which this folder lacks: rejected up front
+    with pytest.raises(FlowError, match="laptop tier carries no model"):
+        check_flow(load.load("edge-cloud"), book)

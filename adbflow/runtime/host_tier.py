@@ -1,7 +1,7 @@
 """The laptop as a tier: the orchestrator host bids like a phone and classifies locally.
 
 Why in-process ai-edge-litert and the same .tflite files the virtual fleet carries
-(adbflow/fleet/assets, or a folder given by the caller): a stage the host runs gives the
+(adbflow/fleet/assets, or $ADBFLOW_HOST_MODELS, or a folder given by the caller): a stage the host runs gives the
 labels a phone would give for the same BMP (same models, same input conventions as the
 stand-in label_image: float models take RGB 0-255, quantized ones raw uint8 pixels, output
 dequantized with the tensor's own scale). Its speed is measured once per model (one timed
@@ -15,6 +15,7 @@ missing the tier refuses to start with a HostTierError saying how to install it.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -36,6 +37,8 @@ DEFAULT_FILES = {
     "lite2": "efficientnet_lite2_imagenet.tflite",
 }
 LABELS_FILE = "imagenet_labels_1000.txt"
+#: a folder of the host's own copies of the models (same file names), instead of the fleet's
+MODELS_ENV = "ADBFLOW_HOST_MODELS"
 CACHE_NAME = "host_tier.json"
 TOP_N = 5
 
@@ -56,9 +59,16 @@ def litert_interpreter() -> Any:
     return Interpreter
 
 
-def host_models(profiles: Sequence[DeviceProfile], models_dir: Path = ASSETS_DIR,
+def models_dir_default() -> Path:
+    """$ADBFLOW_HOST_MODELS when set, else the fleet's assets (adbflow/fleet/assets)."""
+    env = os.environ.get(MODELS_ENV)
+    return Path(env).expanduser() if env else ASSETS_DIR
+
+
+def host_models(profiles: Sequence[DeviceProfile], models_dir: Path | None = None,
                 files: Mapping[str, str] = DEFAULT_FILES) -> list[ModelSpec]:
     """The host's catalogue: models whose file exists in `models_dir` (no I/O beyond stat)."""
+    models_dir = models_dir_default() if models_dir is None else models_dir
     present = {name: str(models_dir / f) for name, f in files.items()
                if (models_dir / f).is_file()}
     return catalogue(present, profiles)
@@ -85,11 +95,11 @@ class HostTier:
     """The orchestrator host as a bidder and classifier. Thread-safe: one interpreter per
     model behind a lock (the dispatcher's slot already runs one host classify at a time)."""
 
-    def __init__(self, profiles: Sequence[DeviceProfile], *, models_dir: Path = ASSETS_DIR,
+    def __init__(self, profiles: Sequence[DeviceProfile], *, models_dir: Path | None = None,
                  files: Mapping[str, str] = DEFAULT_FILES, cache_dir: Path | None = None,
                  threads: int = 1) -> None:
         self._Interpreter = litert_interpreter()
-        self.models_dir = Path(models_dir)
+        self.models_dir = models_dir_default() if models_dir is None else Path(models_dir)
         self.specs = host_models(profiles, self.models_dir, files)
         if not self.specs:
             raise HostTierError(f"the laptop tier found no model file in {self.models_dir}",
@@ -111,7 +121,6 @@ class HostTier:
 
     # -------------------------------------------------------------- speed
     def _key(self, spec: ModelSpec) -> str:
-        import os
         st = Path(spec.path).stat()
         return f"{spec.name}|{st.st_size}|{int(st.st_mtime)}|{os.cpu_count()}|{self.threads}"
 
