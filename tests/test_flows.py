@@ -20,6 +20,7 @@ from adbflow.flows.model import (
     Placement,
     Run,
     Stage,
+    Tier,
 )
 from adbflow.runtime.flow_engine import ask_of, check_flow
 from adbflow.scheduling.bids import Bid
@@ -369,5 +370,45 @@ def test_strict_origin_rejects_laptop_pictures_with_the_reason(tmp_path, book) -
     try:
         job = p.run_image(_pictures(tmp_path, 1)[0])
         assert job.state == "failed" and "strict" in (job.error or "")
+    finally:
+        p.close()
+
+
+def test_tier_any_sends_the_big_stage_to_the_idle_laptop_and_not_to_a_loaded_one(
+        tmp_path, book, monkeypatch) -> None:
+    """The laptop bids with the phones through the same cost: idle, its measured Lite2 beats
+    a phone's profiled Lite2 plus the push; at 95 % load (20x) it does not. The host's load
+    is faked at the bid boundary (like FakeBidder's phones); the inference is real."""
+    pytest.importorskip("ai_edge_litert")
+    from adbflow.runtime.host_tier import HostTier
+    from adbflow.scheduling.host_bid import host_bid
+    host_load = {"pct": 0.0}
+    monkeypatch.setattr(HostTier, "bid", lambda self: host_bid(
+        cpu_percent=host_load["pct"], cores=8, mem_available_kb=8 << 20,
+        mem_total_kb=16 << 20))
+    small = Stage("small", Run.CLASSIFY, model=ModelAsk(name="lite0-int8"))
+    big = Stage("big", Run.CLASSIFY, model=ModelAsk(name="lite2"),
+                placement=Placement(tier=Tier.ANY),
+                gate=Gate(GateKind.ESCALATE, on="small", tau=0.9))
+    p, devs, _ = _fake_pipeline(tmp_path, Flow("edgy", (small, big)), book)
+    try:
+        a, b = _pictures(tmp_path, 2)
+        job = p.run_image(a)
+        assert job.state == "done", job.error
+        r = job.result["stages"]["big"]
+        assert r["ran"] and r["serial"] == "laptop" and r["model"] == "lite2"
+        assert job.result["devices"]["big"] == "laptop"
+        assert "cat" in " ".join(lb["name"] for lb in job.result["labels"])   # real Lite2
+        row = next(x for x in p.journal.attempts(job.id) if x.stage == "big")
+        assert row.serial == "laptop" and row.output["pushed_bytes"] == 0
+        pairs = {x["serial"] for x in row.output["selection"]["pairs"]}
+        assert {"laptop", "dev1", "dev2"} <= pairs          # one ranking over all three
+        host_load["pct"] = 95.0
+        job = p.run_image(b)
+        assert job.state == "done", job.error
+        assert job.result["stages"]["big"]["serial"] in {"dev1", "dev2"}
+        runs = [c for d in devs for c in d.calls if c[0].endswith("label_image")]
+        lite2 = [c for c in runs if "/data/local/tmp/efficientnet_lite2.tflite" in c]
+        assert len(lite2) == 1                               # only the second picture's
     finally:
         p.close()

@@ -44,11 +44,14 @@ def _flow():
 
 
 def _picture(fleet, serial, image, name) -> NewPicture:
+    # a file dropped in Pictures/ by a gallery-like app (the fleet's camera otherwise writes
+    # to DCIM/Camera through MediaStore since issue 13)
     remote = fleet.snap(serial, image, name=name, **PICTURES_APP)
     st = device(fleet, serial).stat(remote, timeout=10)
     assert st is not None
-    return NewPicture(serial, PICTURES_DIR, remote.rsplit("/", 1)[-1], int(st.size),
-                      float(st.mtime), "listing")
+    folder, _, base = remote.rpartition("/")
+    assert folder == PICTURES_DIR, remote
+    return NewPicture(serial, folder, base, int(st.size), float(st.mtime), "listing")
 
 
 def _received(fleet, serial) -> bool:
@@ -122,6 +125,46 @@ def test_filter_flow_story_only_for_animals(healthy, tmp_path) -> None:
         assert cat["stages"]["classify"]["model"] == "lite0-int8"
         assert not cup["stages"]["story"]["ran"] and cup["story"] == ""
         assert "not in animals" in cup["stages"]["story"]["gate"]["reason"]
+    finally:
+        p.stop_event.set()
+        p.close()
+
+
+def test_edge_cloud_escalates_to_the_laptop_tier(healthy, tmp_path) -> None:
+    """`edge-cloud`: Lite0 int8 on the origin; the unsure picture goes to Lite2 on the
+    laptop (in-process, no push to any phone); the story runs on a phone."""
+    pytest.importorskip("ai_edge_litert")
+    fleet = healthy
+    origin, other = fleet.serials
+    for s in fleet.serials:
+        device(fleet, s).run(["rm", "-f", REMOTE_IMAGE], timeout=10)
+    base = load.load("edge-cloud")
+    small, big, story = base.stages
+    flow = dataclasses.replace(base, stages=(
+        small, dataclasses.replace(big, gate=dataclasses.replace(big.gate, tau=TAU)),
+        story)).validate()
+    book = ProfileBook.load(cheap_profiles(tmp_path / "profiles"))
+    p = Pipeline(PipelineConfig(data_dir=tmp_path / "data", retry_wait_s=0.2),
+                 inventory(fleet), profiles=book, flow=flow)
+    try:
+        job_id, _ = p.add_device_picture(_picture(fleet, origin, CHELSEA, "chelsea.png"))
+        job = p.process(job_id)
+        assert job.state == "done", job.error
+        r = job.result
+        s, b = r["stages"]["small"], r["stages"]["big"]
+        assert s["serial"] == origin and s["model"] == "lite0-int8" and s["top1"] < TAU
+        assert b["ran"] and b["serial"] == "laptop" and b["model"] == "lite2"
+        assert r["devices"]["big"] == "laptop" and r["classified_by"] == "big"
+        assert any(w in " ".join(lb["name"] for lb in r["labels"]) for w in ("cat", "tabby"))
+        assert r["stages"]["story"]["ran"] and r["stages"]["story"]["serial"] in fleet.serials
+        assert len(r["story"].strip()) > 5
+        rows = {a.stage: a for a in p.journal.attempts(job_id) if a.state == "done"}
+        assert rows["big"].serial == "laptop"
+        assert rows["big"].output["pushed_bytes"] == 0
+        assert rows["big"].output["selection"]["model"] == "lite2"
+        assert rows["big"].output["bid"]["serial"] == "laptop"
+        # the escalation never pushed pixels to the other phone
+        assert _received(fleet, origin) and not _received(fleet, other)
     finally:
         p.stop_event.set()
         p.close()

@@ -61,12 +61,20 @@ def validate_cmd(flows: Annotated[list[str], typer.Argument(help="Names or .toml
     """Check flows (syntax, keys, models and policies against the profiles); exit 2 on the
     first invalid one, naming the line or key."""
     from adbflow.flows import load
-    from adbflow.runtime.flow_engine import check_flow
+    from adbflow.runtime.flow_engine import check_flow, uses_host
+    from adbflow.runtime.host_tier import HostTierError, litert_interpreter
     book = _book(profiles_dir)
     for name in flows:
         f = load.load(name)
         check_flow(f, book)
-        typer.echo(f"{name}: ok ({len(f.stages)} stages)")
+        note = ""
+        if uses_host(f):
+            try:
+                litert_interpreter()
+                note = "; laptop tier ready (ai-edge-litert)"
+            except HostTierError as exc:
+                note = f"; laptop tier unavailable here: {exc} ({exc.hint})"
+        typer.echo(f"{name}: ok ({len(f.stages)} stages{note})")
 
 
 def sweep_cmd(

@@ -28,6 +28,7 @@ from adbflow.flows.model import (
     Placement,
     Run,
     Stage,
+    Tier,
 )
 from adbflow.paths import PROFILES_DIR
 
@@ -189,7 +190,8 @@ def _stage(data: Any, where: str, src: str) -> Stage:
                               on_miss=pt.enum("on_miss", OnMiss, OnMiss.FASTEST),
                               min_cores=pt.get("min_cores", int, 0),
                               min_ram_mb=pt.get("min_ram_mb", int, 0),
-                              abi=pt.get("abi", str))
+                              abi=pt.get("abi", str),
+                              tier=pt.enum("tier", Tier, Tier.DEVICES))
         pt.done()
     gate = None
     gt = t.sub("gate")
@@ -229,6 +231,8 @@ def describe(flow: Flow) -> str:
         p = st.placement
         if p.locality.value != "any":
             bits.append(p.locality.value)
+        if p.tier.value != "devices":
+            bits.append(f"tier {p.tier.value}")
         if p.deadline_s is not None:
             bits.append(f"deadline {p.deadline_s:g}s (miss: {p.on_miss.value})")
         g = st.gate

@@ -38,6 +38,14 @@ class Locality(str, enum.Enum):
     STRICT_ORIGIN = "strict-origin"   # pixels never go to another phone
 
 
+class Tier(str, enum.Enum):
+    """Which machines may run a classify stage (the laptop tier is off by default)."""
+
+    DEVICES = "devices"   # phones only
+    ANY = "any"           # phones and the orchestrator host, ranked by the same ECT cost
+    HOST = "host"         # the orchestrator host only (adbflow.runtime.host_tier)
+
+
 class OnMiss(str, enum.Enum):
     FASTEST = "fastest"   # no (device, model) meets the deadline: run the fastest, journal a miss
     REJECT = "reject"     # fail the stage instead
@@ -63,6 +71,7 @@ class Placement:
     min_cores: int = 0
     min_ram_mb: int = 0
     abi: str | None = None
+    tier: Tier = Tier.DEVICES
 
 
 @dataclass(frozen=True)
@@ -160,6 +169,11 @@ def validate(flow: Flow) -> None:
         if st.run is Run.STORY and st.placement != Placement():
             _fail(flow, f"{where}.placement", "placement rules apply to classify stages only "
                   "(the story runs on the pipeline policy's best bidder)")
+        if st.placement.tier is not Tier.DEVICES and st.placement.locality is \
+                Locality.STRICT_ORIGIN:
+            _fail(flow, f"{where}.placement.tier", f"tier {st.placement.tier.value!r} lets the "
+                  "laptop run the stage, but strict = \"origin\" keeps it on the origin phone",
+                  hint='drop one of the two (tier = "devices" is the default)')
         if not _unit(st.model.min_accuracy):
             _fail(flow, f"{where}.model.min_accuracy", "must be within 0..1")
         p = st.placement

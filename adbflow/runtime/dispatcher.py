@@ -135,17 +135,23 @@ class Dispatcher:
         self._slots_lock = threading.Lock()
 
     def bid(self, task: Task, stage: str, excluded: set[str],
-            claim: Callable[[str, list[str]], None], *, policy: Any = None) -> Won:
+            claim: Callable[[str, list[str]], None], *, policy: Any = None,
+            extra: Callable[[], Sequence[tuple[Any, Bid]]] | None = None) -> Won:
         """Bid rounds until a reachable device wins; `claim(winner, held)` records the
         winner (journal) before the BidRound event goes out. Raises NoDevice after
         `device_wait_s`, Interrupted when stopping. `policy` overrides the pipeline's for
-        this stage (a flow's model selector)."""
+        this stage (a flow's model selector); `extra` adds bidders that are not adb
+        devices each round, as (runner, bid) (the laptop tier, adbflow.runtime.host_tier):
+        they share the in-flight accounting and slots by their bid's serial."""
         deadline = time.monotonic() + self.device_wait_s
         while True:
             t0 = time.monotonic()
             devices = list(self.inventory.devices())
             by_serial = {d.serial: d for d in devices}
-            bids = self.bidder.gather(devices) if devices else []
+            bids = list(self.bidder.gather(devices)) if devices else []
+            for runner, extra_bid in (extra() if extra is not None else ()):
+                bids.append(extra_bid)
+                by_serial[extra_bid.serial] = runner
             award = self.inflight.decide_and_add(
                 task, bids, self.board.table(), time.time(), eligible=set(by_serial),
                 excluded=excluded, policy=policy or self.policy, profiles=self.profiles,

@@ -8,8 +8,13 @@ attempt row per flow stage, named after the stage; a stage a gate skipped is com
 `{"skipped": true, "gate": ...}` with no device, so every gate decision is in the journal and
 a resumed job does not decide again. Old journals stay readable: nothing new in the schema.
 
+The laptop tier: a classify stage with `placement.tier = "any"` or `"host"` adds the
+orchestrator host's bid (adbflow.runtime.host_tier) to its bid rounds; when it wins, the
+stage runs in-process with ai-edge-litert on the BMP the phones would get, and its journal
+row and result name the device "laptop" (HOST_SERIAL) like any phone's serial.
+
 Not done here (yet): learned service times for flow classify stages (the selector uses the
-profiles' per-model priors), story placement rules, host-side stages.
+profiles' per-model priors and the host's measured speeds), story placement rules.
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ from typing import Any
 
 from adbflow.errors import FlowError, JobError
 from adbflow.flows import gates
-from adbflow.flows.model import CLASSIFICATION, Flow, GateKind, OnMiss, Run, Stage
+from adbflow.flows.model import CLASSIFICATION, Flow, GateKind, OnMiss, Run, Stage, Tier
 from adbflow.runtime.attempts import Attempt, StageExhausted
 from adbflow.runtime.dispatcher import Interrupted, bid_summary, decision_summary
 from adbflow.runtime.events import (
@@ -30,9 +35,11 @@ from adbflow.runtime.events import (
     JobSkipped,
     JobStarted,
 )
+from adbflow.runtime.host_tier import HostTier, host_models
 from adbflow.runtime.journal import FINAL_STATES, JobRecord, JobState
 from adbflow.runtime.stages import classify_on, generate_on
 from adbflow.runtime.story import build_prompt
+from adbflow.scheduling.host_bid import HOST_SERIAL
 from adbflow.scheduling.policy import CostModel, Task
 from adbflow.scheduling.selector import Ask, SelectorPolicy, feasible
 
@@ -42,15 +49,21 @@ def ask_of(stage: Stage, origin: str | None) -> Ask:
     return Ask(model_type=m.type, min_accuracy=m.min_accuracy, model_name=m.name,
                locality=p.locality.value, origin=origin, deadline_s=p.deadline_s,
                reject_on_miss=p.on_miss is OnMiss.REJECT, min_cores=p.min_cores,
-               min_ram_mb=p.min_ram_mb, abi=p.abi)
+               min_ram_mb=p.min_ram_mb, abi=p.abi, tier=p.tier.value)
+
+
+def uses_host(flow: Flow) -> bool:
+    """Does any stage let the laptop tier run it?"""
+    return any(st.placement.tier is not Tier.DEVICES for st in flow.stages)
 
 
 def check_flow(flow: Flow, profiles: Any) -> None:
     """Reject, before any picture, a flow whose model ask or policy no profile can meet."""
     flow.validate()
+    on_host = host_models(list(profiles.profiles.values())) if uses_host(flow) else []
     for i, st in enumerate(flow.stages):
         if st.run is Run.CLASSIFY:
-            why = feasible(ask_of(st, None), profiles)
+            why = feasible(ask_of(st, None), profiles, on_host)
             if why:
                 raise FlowError(f"{flow.source or flow.name}: stages[{i}] ({st.name}): {why}",
                                 hint="see `adbflow flows show` and the profiles' [[models]]")
@@ -68,6 +81,13 @@ class FlowRunner:
         self._drift_lock = threading.Lock()
         pol_model = getattr(pipeline.policy, "model", None)
         self.cost_model = pol_model if isinstance(pol_model, CostModel) else CostModel()
+        # the laptop tier starts only for flows that ask for it (HostTierError when
+        # ai-edge-litert is missing: before any picture, naming the extra to install)
+        self.host: HostTier | None = None
+        if uses_host(flow):
+            self.host = getattr(pipeline, "host_tier", None) or HostTier(
+                list(pipeline.profiles.profiles.values()),
+                cache_dir=getattr(pipeline, "data_dir", None))
 
     # -------------------------------------------------------------- one job
     def process(self, job_id: int) -> JobRecord:
@@ -161,9 +181,13 @@ class FlowRunner:
                                "phone; this one came from the laptop")
             bmp, image_info, convert_s = p.stages._bmp(job, 224)
             task = Task("classify", input_bytes=bmp.stat().st_size, output_bytes=1024)
-            policy = SelectorPolicy(ask, self.cost_model)
+            host = self.host if ask.tier != "devices" else None
+            policy = SelectorPolicy(ask, self.cost_model,
+                                    host_profile=host.profile() if host else None)
             won = p.dispatcher.bid(task, st.name, att.excluded, p.stages._claim(att),
-                                   policy=policy)
+                                   policy=policy, extra=host.offer if host else None)
+            if won.serial == HOST_SERIAL and host is not None:
+                return self._on_host(job, att, host, won, bmp, image_info, convert_s, gate_json)
             try:
                 detail = dict(won.decision.detail)
                 profile = p.profiles.for_model(won.bid.model)
@@ -194,6 +218,36 @@ class FlowRunner:
                                 "run_s": out["run_s"]})
             return out
         return body
+
+    def _on_host(self, job: JobRecord, att: Attempt, host: HostTier, won: Any, bmp: Any,
+                 image_info: dict[str, Any], convert_s: float,
+                 gate_json: dict[str, Any] | None) -> dict[str, Any]:
+        """The rest of a classify stage the laptop won: the BMP the phones would get, at
+        the chosen model's size, classified in-process; the output has a phone stage's
+        keys (serial "laptop", no push)."""
+        p = self.p
+        try:
+            detail = dict(won.decision.detail)
+            profile = host.profile()
+            model = profile.model(detail["model"])
+            if model is None:
+                raise JobError(f"{HOST_SERIAL}: the laptop tier lost model {detail['model']!r}")
+            won.award.task = replace(won.award.task, prior_s=model.ms(profile.timing) / 1000.0)
+            if model.input_size != image_info["output_size"]:
+                bmp, image_info, extra = p.stages._bmp(job, model.input_size)
+                convert_s += extra
+            with p.dispatcher.slot(won, "classify") as slot_wait_s:
+                out = host.classify(bmp, model.name)
+        finally:
+            p.dispatcher.release(won)
+        detail["pairs"] = list(detail.get("pairs", []))[:12]
+        out.update(serial=HOST_SERIAL, profile=profile.name, model_name=model.name,
+                   selection=detail, image=image_info, gate=gate_json,
+                   bid=bid_summary(won.bid), decision=decision_summary(won.decision, att.quarantined),
+                   timings={"bid_s": round(won.bid_s, 4), "convert_s": round(convert_s, 4),
+                            "slot_wait_s": round(slot_wait_s, 4), "push_s": 0.0,
+                            "run_s": out["run_s"]})
+        return out
 
     def _story_body(self, st: Stage, outputs: dict[str, dict[str, Any]],
                     gate_json: dict[str, Any] | None) -> Any:

@@ -30,6 +30,7 @@ from typing import Any
 
 from adbflow.errors import JobError
 from adbflow.scheduling.bids import Bid
+from adbflow.scheduling.host_bid import HOST_SERIAL
 from adbflow.scheduling.policy import CostModel, Decision, DeviceCost, Task
 from adbflow.scheduling.profiles import DeviceProfile, ModelSpec, ProfileBook
 from adbflow.scheduling.service_times import ServiceTimes
@@ -49,6 +50,9 @@ class Ask:
     min_cores: int = 0
     min_ram_mb: int = 0
     abi: str | None = None
+    #: "devices" (phones only, the default), "any" (phones and the laptop bid), "host"
+    #: (the laptop only); the host's bid carries serial HOST_SERIAL
+    tier: str = "devices"
 
 
 @dataclass(frozen=True)
@@ -62,10 +66,10 @@ class Pair:
         return self.cost.total_s
 
 
-def models_for(profile: DeviceProfile, ask: Ask) -> list[ModelSpec]:
-    """The profile's models that meet the ask's type, name and accuracy floor."""
+def models_meeting(models: Sequence[ModelSpec], ask: Ask) -> list[ModelSpec]:
+    """The models that meet the ask's type, name and accuracy floor."""
     out = []
-    for m in profile.models:
+    for m in models:
         if ask.model_name is not None:
             if m.name == ask.model_name:
                 out.append(m)
@@ -73,6 +77,11 @@ def models_for(profile: DeviceProfile, ask: Ask) -> list[ModelSpec]:
         if m.type == ask.model_type and m.accuracy >= ask.min_accuracy:
             out.append(m)
     return out
+
+
+def models_for(profile: DeviceProfile, ask: Ask) -> list[ModelSpec]:
+    """The profile's models that meet the ask."""
+    return models_meeting(profile.models, ask)
 
 
 def capability_miss(bid: Bid, ask: Ask) -> str | None:
@@ -86,14 +95,33 @@ def capability_miss(bid: Bid, ask: Ask) -> str | None:
     return None
 
 
+def tier_miss(bid: Bid, ask: Ask) -> str | None:
+    """Why the bid's tier (phone or laptop) is not one the stage allows (None: allowed)."""
+    is_host = bid.serial == HOST_SERIAL
+    if is_host and ask.tier == "devices":
+        return "the laptop tier is not allowed for this stage"
+    if not is_host and ask.tier == "host":
+        return "not the laptop (tier = host)"
+    return None
+
+
 def pairs(task: Task, bids: Sequence[Bid], ask: Ask, *, cost_model: CostModel,
           inflight: Mapping[str, Sequence[Task]], profiles: ProfileBook,
-          service_times: ServiceTimes | None, now: float) -> tuple[list[Pair], list[str]]:
-    """Every eligible (device, model) pair with its ECT, and why the others were dropped."""
+          service_times: ServiceTimes | None, now: float,
+          host_profile: DeviceProfile | None = None) -> tuple[list[Pair], list[str]]:
+    """Every eligible (device, model) pair with its ECT, and why the others were dropped.
+    The laptop's bid (serial HOST_SERIAL) is costed with `host_profile` and holds the
+    pixels already (the flow engine pulled them), so it pays no transfer_in."""
     dropped: list[str] = []
     out: list[Pair] = []
     cost_model.observe(inflight, now, service_times)
     for bid in bids:
+        is_host = bid.serial == HOST_SERIAL
+        why_tier = tier_miss(bid, ask) or (
+            "no host profile (tier not started)" if is_host and host_profile is None else None)
+        if why_tier:
+            dropped.append(f"{bid.serial}: {why_tier}")
+            continue
         if ask.locality == "strict-origin" and bid.serial != ask.origin:
             dropped.append(f"{bid.serial}: not the origin (strict origin)")
             continue
@@ -101,12 +129,13 @@ def pairs(task: Task, bids: Sequence[Bid], ask: Ask, *, cost_model: CostModel,
         if why:
             dropped.append(f"{bid.serial}: {why}")
             continue
-        profile = profiles.for_model(bid.model)
+        profile = host_profile if is_host and host_profile else profiles.for_model(bid.model)
         models = models_for(profile, ask)
         if not models:
             dropped.append(f"{bid.serial}: carries no model meeting the ask")
             continue
-        data_on = ask.origin if ask.locality != "any" else task.data_on
+        data_on = HOST_SERIAL if is_host else (
+            ask.origin if ask.locality != "any" else task.data_on)
         for m in models:
             t = replace(task, prior_s=m.ms(profile.timing) / 1000.0, data_on=data_on)
             c = cost_model.cost(t, bid, profile, inflight=inflight.get(bid.serial, ()),
@@ -145,9 +174,11 @@ class SelectorPolicy:
 
     name = "ect+select"
 
-    def __init__(self, ask: Ask, cost_model: CostModel | None = None) -> None:
+    def __init__(self, ask: Ask, cost_model: CostModel | None = None, *,
+                 host_profile: DeviceProfile | None = None) -> None:
         self.ask = ask
         self.cost_model = cost_model or CostModel()
+        self.host_profile = host_profile
 
     def choose(self, task: Task, bids: Sequence[Bid], *, inflight: Mapping[str, Sequence[Task]],
                profiles: ProfileBook, service_times: ServiceTimes | None = None,
@@ -156,7 +187,8 @@ class SelectorPolicy:
         ok_bids = [b for b in bids if b.ok]
         cands, dropped = pairs(task, ok_bids, self.ask, cost_model=self.cost_model,
                                inflight=inflight, profiles=profiles,
-                               service_times=service_times, now=now)
+                               service_times=service_times, now=now,
+                               host_profile=self.host_profile)
         dropped += [f"{b.serial}: probe failed: {b.error}" for b in bids if not b.ok]
         pair, met, reason = choose_pair(cands, self.ask)
         best: dict[str, DeviceCost] = {}
@@ -185,11 +217,20 @@ class SelectorPolicy:
         return Decision(self.name, pair.serial, costs, reason, detail)
 
 
-def feasible(ask: Ask, profiles: ProfileBook) -> str | None:
-    """Why no device class in `profiles` could ever satisfy the ask (None: some could).
-    Checked before any picture is processed; load-dependent deadlines are not (a loaded
-    fleet may miss them at run time, which is journaled)."""
-    carried = [(p, m) for p in profiles.profiles.values() for m in models_for(p, ask)]
+def feasible(ask: Ask, profiles: ProfileBook,
+             host_models: Sequence[ModelSpec] = ()) -> str | None:
+    """Why no device class in `profiles` (and, when the stage allows it, the laptop with
+    `host_models`) could ever satisfy the ask (None: some could). Checked before any
+    picture is processed; load-dependent deadlines are not (a loaded fleet may miss them
+    at run time, which is journaled), nor the host's speed (measured at first use)."""
+    phones = [] if ask.tier == "host" else list(profiles.profiles.values())
+    carried = [(p, m) for p in phones for m in models_for(p, ask)]
+    if ask.tier != "devices":
+        if models_meeting(host_models, ask):
+            return None     # the host carries it; its speed is known only once measured
+        if ask.tier == "host":
+            return (f"the laptop tier carries no model meeting the ask (it has: "
+                    f"{', '.join(m.name for m in host_models) or 'none'})")
     if not carried:
         if ask.model_name:
             return f"no profile carries a model named {ask.model_name!r}"
