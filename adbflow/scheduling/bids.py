@@ -48,6 +48,8 @@ class Bid:
     error: str | None = None
     server: str | None = None       # adb server HOST:PORT the device was reached through
     load_window_s: float | None = None
+    #: battery power drawn now (W, current x voltage) when measured; energy prior of ECT
+    power_w: float | None = None
 
     @property
     def ok(self) -> bool:
