@@ -193,3 +193,19 @@ def test_stage_bodies_learn_joules_per_unit_from_metered_attempts(tmp_path, book
     d = decide(CLS, [bid("a", FAST), bid("b", FAST)], book, weight=1.0, rates=rates)
     assert d.cost_of("a").factors["joules"] == pytest.approx(2.5)
     assert d.cost_of("b").factors["joules"] == 0.0
+
+
+def test_probe_power_estimate_from_battery_sysfs():
+    from adbflow.parsers.sysfs import parse_power_supply, power_from_sysfs
+    # µA / µV (AOSP), negative while discharging on AOSP's sign convention
+    assert power_from_sysfs("-750000", "3900000") == pytest.approx(0.75 * 3.9)
+    assert power_from_sysfs("750000", "3900000") == pytest.approx(0.75 * 3.9)   # reversed sign
+    assert power_from_sysfs("-750", "3900") == pytest.approx(0.75 * 3.9)         # mA / mV
+    for cur, volt in [("", "3900000"), ("$(reboot)", "3900000"), ("1", "3900000"),
+                      ("-750000", "-1"), ("99999999999", "3900000")]:
+        assert power_from_sysfs(cur, volt) is None
+    text = "capacity=57\nstatus=Discharging\ntemp=315\ncurrent_now=-500000\nvoltage_now=4000000\n"
+    assert parse_power_supply(text).power_w == pytest.approx(2.0)
+    # on USB the charger feeds the load: no estimate
+    assert parse_power_supply(text.replace("Discharging", "Charging")).power_w is None
+    assert parse_power_supply("capacity=57\nstatus=Discharging\n").power_w is None
