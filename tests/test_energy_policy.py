@@ -71,6 +71,7 @@ def test_energy_part_is_its_own_explain_column_only_when_weighted(book):
     on = format_decision(decide(CLS, bids, book, weight=0.5, rates=rates))
     assert "energy_s" in on.splitlines()[1] and "joules" in on.splitlines()[1]
     assert "12.00" in on                              # the hungry phone's joules
+    assert "lowest expected cost" in on and " J)" in on.splitlines()[0]
     off = format_decision(decide(CLS, bids, book, rates=rates))
     assert "energy" not in off and "joules" not in off
 

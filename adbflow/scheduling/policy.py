@@ -478,6 +478,10 @@ class ECTPolicy(_Base):
         win = near[0] if len(near) == 1 else rng.choice(near)
         tie = (f"; random among {len(near)} within {self.tie_tolerance:.0%}{cooler}"
                if len(near) > 1 or cooler else "")
+        if "energy" in win.parts:   # latency plus the priced joules, not a completion time
+            return win.serial, (f"lowest expected cost {win.total_s:.3f} s (energy "
+                                f"{win.parts['energy']:.3f} s for {win.factors['joules']:.1f} J)"
+                                f"{tie}")
         return win.serial, f"earliest expected completion {win.total_s:.3f} s{tie}"
 
 
