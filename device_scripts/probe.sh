@@ -45,7 +45,7 @@ done
 b=/sys/class/power_supply/battery
 if [ -r "$b/capacity" ]; then
   m battery_sysfs
-  for f in capacity status temp; do
+  for f in capacity status temp current_now voltage_now; do
     v=; { read -r v < "$b/$f"; } 2>/dev/null && echo "$f=$v"
   done
 else

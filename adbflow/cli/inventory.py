@@ -15,9 +15,9 @@ from tabulate import tabulate
 
 from adbflow.device import Inventory, resolve_servers
 from adbflow.scheduling.bids import Bid, Bidder, pick_lowest_cpu
-from adbflow.scheduling.policy import (DEFAULT_POLICY, POLICY_NAMES, Task, format_decision,
-                                       get_policy)
-from adbflow.cli.options import AdbServers, JsonOut, Serials, Timeout
+from adbflow.scheduling.policy import (DEFAULT_POLICY, POLICY_NAMES, CostModel, Task,
+                                       format_decision, get_policy)
+from adbflow.cli.options import AdbServers, EnergyWeight, JsonOut, Serials, Timeout
 
 
 def _inventory(adb_server: list[str] | None, serial: list[str] | None) -> Inventory:
@@ -60,10 +60,12 @@ def bid_table(bids: list[Bid], winner: str | None) -> str:
                                    "batt%", "temp C", "freq", "rtt ms", "error"])
 
 
-def _explain(policy_name: str, bids: list[Bid]) -> tuple[str | None, dict | None]:
+def _explain(policy_name: str, bids: list[Bid], energy_weight: float = 0.0,
+             energy_rates=None) -> tuple[str | None, dict | None]:
     """The policy's decision on a classify task, with every device's cost."""
     from adbflow.scheduling.profiles import ProfileBook  # noqa: PLC0415
-    pol = get_policy(policy_name)
+    pol = get_policy(policy_name, energy_weight_s_per_j=energy_weight,
+                     energy_rates=energy_rates)
     decision = pol.choose(Task(stage="classify"), bids, inflight={},
                           profiles=ProfileBook.load())
     costs = [{"serial": c.serial, "eligible": c.eligible, "excluded": c.excluded,
@@ -88,11 +90,13 @@ def bid_cmd(
     adb_server: AdbServers = None, serial: Serials = None, json_out: JsonOut = False,
     timeout: Timeout = 5.0, once: Once = False, interval: Interval = 2.0,
     cpuinfo: CpuInfo = False, policy: BidPolicy = None, explain: Explain = False,
+    energy_weight: EnergyWeight = CostModel().energy_weight_s_per_j,
 ) -> None:
     """Ask every device for a bid (CPU load, memory, battery, temperature) in parallel and
     mark the winner (default: lowest CPU load). Devices that fail are shown with their error."""
     inv = _inventory(adb_server, serial)
     bidder = Bidder(timeout=timeout, with_cpuinfo=cpuinfo)
+    rates = _energy_rates(energy_weight)
     while True:
         refs = inv.refs()
         unreachable = [r for r in refs if r.state == "server-unreachable"]
@@ -107,7 +111,7 @@ def bid_cmd(
         # seed rule, lowest CPU load, which needs no profiles
         policy = policy or (DEFAULT_POLICY if explain else None)
         if policy:
-            winner, explanation = _explain(policy, bids)
+            winner, explanation = _explain(policy, bids, energy_weight, rates)
         else:
             winner = pick_lowest_cpu(bids)
         if json_out:
@@ -127,6 +131,16 @@ def bid_cmd(
         if once:
             raise typer.Exit(0 if winner else 1)
         time.sleep(interval)
+
+
+def _energy_rates(energy_weight: float):
+    """Joules per unit learned by earlier --energy runs in the default data dir, for the
+    explanation; None when energy is not weighed or there is no journal yet."""
+    from adbflow.paths import data_home  # noqa: PLC0415
+    from adbflow.runtime.pipeline import journal_path  # noqa: PLC0415
+    from adbflow.scheduling.energy_rates import EnergyRates  # noqa: PLC0415
+    path = journal_path(data_home())
+    return EnergyRates(path) if energy_weight > 0 and path.exists() else None
 
 
 def _not_ready_bid(ref, *, serial: str | None = None) -> Bid:

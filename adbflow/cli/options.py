@@ -25,3 +25,7 @@ AdbServers = Annotated[
 JsonOut = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 Timeout = Annotated[float, typer.Option("--timeout", min=0.1,
                                         help="Seconds allowed for each adb call.")]
+EnergyWeight = Annotated[float, typer.Option(
+    "--energy-weight", min=0.0, metavar="S_PER_J",
+    help="ect: seconds of latency one expected joule is worth (0 = ignore energy). Joules "
+         "are learned per device from --energy runs, else estimated from the profile.")]

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from adbflow.cli.live import LiveView
-from adbflow.cli.options import AdbServers, JsonOut, Serials
+from adbflow.cli.options import AdbServers, EnergyWeight, JsonOut, Serials
 from adbflow.errors import AdbflowError
 from adbflow.runtime.events import Event, Watching
 from adbflow.runtime.journal import FINAL_STATES, Journal
@@ -132,11 +132,13 @@ def watch_cmd(
     generate_timeout: GenerateTimeout = _TIMEOUTS.generate_s,
     flow: FlowOpt = None,
     energy: Energy = False,
+    energy_weight: EnergyWeight = _DEFAULT.energy_weight_s_per_j,
 ) -> None:
     """Watch every device's Pictures folder; classify each new picture and write a story."""
     cfg = _config(data_dir, policy, attempts, concurrency, max_bytes, classify_timeout,
                   generate_timeout, use_inotify=not no_inotify,
-                  pictures_dir=_check_dir(pictures_dir), energy=energy)
+                  pictures_dir=_check_dir(pictures_dir), energy=energy,
+                  energy_weight_s_per_j=energy_weight)
     chosen = _flow(flow)
     view = LiveView(json_out=json_out, live=not once)
     pipe = Pipeline(cfg, _inventory(adb_server, serial), on_event=view, flow=chosen)
@@ -171,11 +173,12 @@ def run_cmd(
     generate_timeout: GenerateTimeout = _TIMEOUTS.generate_s,
     flow: FlowOpt = None,
     energy: Energy = False,
+    energy_weight: EnergyWeight = _DEFAULT.energy_weight_s_per_j,
 ) -> None:
     """Push one laptop picture through classify + generate (no pull). A picture already
     processed (same path, size, mtime) is not processed again: its result is shown."""
     cfg = _config(data_dir, policy, attempts, 1, max_bytes, classify_timeout, generate_timeout,
-                  energy=energy)
+                  energy=energy, energy_weight_s_per_j=energy_weight)
     chosen = _flow(flow)
     view = LiveView(json_out=json_out, live=False)
     pipe = Pipeline(cfg, _inventory(adb_server, serial), on_event=view, flow=chosen)
@@ -203,10 +206,17 @@ def jobs_cmd(
     limit: Annotated[int, typer.Option("--limit", min=1, help="Newest N jobs.")] = 30,
     state: Annotated[Optional[str], typer.Option("--state", help="Only jobs in this state: "
                      "pending, running, done, failed, skipped.")] = None,
+    plot: Annotated[bool, typer.Option("--plot", help="Terminal chart of the newest jobs' "
+                    "end-to-end latency and time per stage (needs adbflow[term]).")] = False,
 ) -> None:
     """List jobs from the journal (newest first)."""
     path = journal_path(data_dir or data_home())
+    if plot:
+        from adbflow.cli.jobplot import _plotext
+        _plotext()      # a missing extra is named before anything else is read
     if not path.exists():
+        if plot:
+            raise AdbflowError(f"no journal at {path} yet", hint="pass the --data-dir used by watch")
         if json_out:
             typer.echo("[]")
         else:
@@ -214,6 +224,12 @@ def jobs_cmd(
         return
     with Journal(path) as journal:
         jobs = journal.jobs(limit=limit, state=state)
+        if plot:
+            import sys
+
+            from adbflow.cli.jobplot import jobs_chart
+            typer.echo(jobs_chart(jobs, color=sys.stdout.isatty()))
+            return
         if json_out:
             typer.echo(json.dumps([j.to_json() for j in jobs], ensure_ascii=False, indent=2))
             return

@@ -70,6 +70,7 @@ class ProbeReport:
     battery_level: int | None = None
     battery_charging: bool | None = None
     battery_temp_c: float | None = None
+    battery_power_w: float | None = None     # current x voltage while discharging
     props: dict[str, str] = field(default_factory=dict)
     cpuinfo: CpuinfoDump | None = None
     complete: bool = True                    # the end marker arrived
@@ -109,6 +110,7 @@ def parse_probe_output(text: str, nonce: str) -> ProbeReport:
         if "battery_sysfs" in sec:
             ps = parse_power_supply(sec["battery_sysfs"])
             rep.battery_level, rep.battery_charging, rep.battery_temp_c = ps.level, ps.charging, ps.temperature_c
+            rep.battery_power_w = ps.power_w
         elif sec.get("battery", "").strip():
             bi = parse_dumpsys_battery(sec["battery"])
             rep.battery_level, rep.battery_charging, rep.battery_temp_c = bi.level, bi.charging, bi.temperature_c

@@ -68,10 +68,27 @@ class PowerSupply:
     level: int | None
     charging: bool | None
     temperature_c: float | None
+    #: |current_now| x voltage_now in W while discharging (None: unread, charging, absurd)
+    power_w: float | None = None
+
+
+def power_from_sysfs(current: str, voltage: str) -> float | None:
+    """Watts from one current_now / voltage_now reading. The same unit guesses as the
+    energy meter (runtime/energy.py detect_units): current µA unless |value| < 10000 (mA
+    drivers), voltage µV unless 1000-6000 (mV); the sign differs between drivers, so the
+    magnitude is used (the caller only asks while discharging). Outside 0.01-30 W: None."""
+    if not (re.fullmatch(r"-?\d{1,12}", current) and re.fullmatch(r"\d{1,12}", voltage)):
+        return None
+    amps = abs(int(current)) * (1e-6 if abs(int(current)) >= 10_000 else 1e-3)
+    mv = int(voltage)
+    volts = mv * 1e-3 if 1_000 <= mv <= 6_000 else mv * 1e-6
+    watts = amps * volts
+    return round(watts, 4) if 0.01 <= watts <= 30.0 else None
 
 
 def parse_power_supply(text: str) -> PowerSupply:
-    """/sys/class/power_supply/battery capacity/status/temp (temp in tenths of a degree)."""
+    """/sys/class/power_supply/battery capacity/status/temp (temp in tenths of a degree),
+    current_now/voltage_now when present (power estimate for the energy prior)."""
     kv = parse_key_values(text)
     cap = kv.get("capacity", "")
     if not re.fullmatch(r"\d+", cap):
@@ -80,5 +97,9 @@ def parse_power_supply(text: str) -> PowerSupply:
     charging = {"charging": True, "full": True, "discharging": False,
                 "not charging": False}.get(status)
     temp = kv.get("temp", "")
+    # on USB the charger feeds the load: current_now then says nothing about the work
+    power = power_from_sysfs(kv.get("current_now", ""), kv.get("voltage_now", "")) \
+        if charging is False else None
     return PowerSupply(min(100, int(cap)), charging,
-                       int(temp) / 10.0 if re.fullmatch(r"-?\d+", temp) and int(temp) != 0 else None)
+                       int(temp) / 10.0 if re.fullmatch(r"-?\d+", temp) and int(temp) != 0 else None,
+                       power)

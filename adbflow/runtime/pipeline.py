@@ -56,6 +56,7 @@ from adbflow.runtime.watch import DataDirLock, WatchSession, record_picture
 from adbflow.runtime.workers import JobRunner
 from adbflow.scheduling.policy import DEFAULT_POLICY, get_policy
 from adbflow.scheduling.quarantine import QuarantineRules
+from adbflow.scheduling.energy_rates import EnergyRates
 from adbflow.scheduling.service_times import ServiceTimes
 
 __all__ = ["DEFAULT_POLICY", "Interrupted", "NoDevice", "Pipeline", "PipelineConfig",
@@ -98,6 +99,8 @@ class PipelineConfig:
     quarantine: QuarantineRules | None = field(default_factory=QuarantineRules)
     trace: bool = True                # spans of each finished job -> DATA/traces (tracestore.py)
     energy: bool = False              # battery energy per device stage (energymeter.py; +~1 s)
+    # ECT's energy part: seconds of latency one expected joule is worth (0: ignore energy)
+    energy_weight_s_per_j: float = 0.0
 
     @property
     def journal_path(self) -> Path:
@@ -130,12 +133,16 @@ class Pipeline:
             from adbflow.scheduling.profiles import ProfileBook
             profiles = ProfileBook.load(config.profiles_dir)
         self.profiles = profiles
-        if policy is None:
-            policy = get_policy(config.policy)
-        self.policy = policy
         if service_times is None:
             service_times = ServiceTimes(config.journal_path)
         self.service_times = service_times
+        # joules per unit learned from metered attempts (own table in the journal DB)
+        self.energy_rates = EnergyRates(config.journal_path)
+        if policy is None:
+            policy = get_policy(config.policy,
+                                energy_weight_s_per_j=config.energy_weight_s_per_j,
+                                energy_rates=self.energy_rates)
+        self.policy = policy
         if tracer is None and config.trace:
             from adbflow.runtime.tracestore import JobTracer
             tracer = JobTracer(self.data_dir, inventory)
@@ -151,7 +158,8 @@ class Pipeline:
                                        inventory=inventory, dispatcher=self.dispatcher,
                                        profiles=profiles, service_times=service_times,
                                        max_bytes=config.max_bytes, timeouts=config.timeouts,
-                                       energy=config.energy)
+                                       energy=config.energy,
+                                       energy_rates=self.energy_rates)
         self.jobs = JobRunner(self.process, concurrency=config.concurrency,
                               stop=self.stop_event)
         self.lock = DataDirLock(self.data_dir)
@@ -180,6 +188,7 @@ class Pipeline:
         self.stop_event.set()
         if self.service_times is not None and hasattr(self.service_times, "close"):
             self.service_times.close()
+        self.energy_rates.close()
         self.journal.close()
         self.release_lock()
 

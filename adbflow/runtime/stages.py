@@ -43,6 +43,7 @@ from adbflow.runtime.devtime import run_timed
 from adbflow.runtime.dispatcher import Dispatcher, bid_summary, decision_summary
 from adbflow.runtime.imaging import prepare_bmp
 from adbflow.runtime.story import build_prompt, whole_sentences
+from adbflow.scheduling.energy_rates import attempt_joules
 from adbflow.scheduling.policy import Task, background_load, task_units
 
 if TYPE_CHECKING:  # pragma: no cover - types only
@@ -243,9 +244,11 @@ class JobStages:
 
     def __init__(self, *, data_dir: Path, journal: Journal, inventory: Any,
                  dispatcher: Dispatcher, profiles: Any, service_times: Any,
-                 max_bytes: int, timeouts: StageTimeouts, energy: bool = False) -> None:
+                 max_bytes: int, timeouts: StageTimeouts, energy: bool = False,
+                 energy_rates: Any = None) -> None:
         self.data_dir = Path(data_dir)
         self.energy = energy
+        self.energy_rates = energy_rates     # learns joules per unit from metered attempts
         self.journal = journal
         self.inventory = inventory
         self.dispatcher = dispatcher
@@ -363,6 +366,7 @@ class JobStages:
         out["bids"] = list(won.probes)
         if energy:
             out["energy"] = energy
+            self._learn_energy(won.serial, "classify", energy, task, profile)
         return out
 
     # -------------------------------------------------------------- generate
@@ -392,7 +396,21 @@ class JobStages:
         out["bids"] = list(won.probes)
         if energy:
             out["energy"] = energy
+            self._learn_energy(won.serial, "generate", energy, replace(
+                task, n_predict=int(profile.llama.n_predict)), profile)
         return out
+
+    def _learn_energy(self, serial: str, stage: str, energy: dict[str, Any], task: Task,
+                      profile: Any) -> None:
+        """Fold a metered attempt's joules into the per-device energy rate (ECT's energy
+        part); advisory like _learn."""
+        if self.energy_rates is None:
+            return
+        try:
+            self.energy_rates.record(serial, stage, attempt_joules(energy),
+                                     units=task_units(task, profile))
+        except Exception:  # noqa: BLE001 - learning is advisory
+            log.exception("energy rate not recorded")
 
     def _learn(self, serial: str, stage: str, seconds: float, bid: Any, profile: Any,
                task: Task, others: Sequence[Task] = ()) -> None:

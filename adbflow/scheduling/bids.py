@@ -48,6 +48,8 @@ class Bid:
     error: str | None = None
     server: str | None = None       # adb server HOST:PORT the device was reached through
     load_window_s: float | None = None
+    #: battery power drawn now (W, current x voltage) when measured; energy prior of ECT
+    power_w: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -109,6 +111,7 @@ def build_bid(device: DevicePort, rep: ProbeReport, *, load, window_s: float | N
         mem_total_kb=rep.meminfo.total_kb,
         battery_level=rep.battery_level,
         battery_charging=rep.battery_charging,
+        power_w=rep.battery_power_w,
         temperature_c=temp,
         freq_ratio=round(ratio, 3) if ratio is not None else 1.0,
         probe_rtt_s=round(rtt, 4),

@@ -21,6 +21,7 @@ The decision is one pure function (like Dask's `worker_objective`): for each dev
                    + adb latency of the run call
     transfer_out = adb latency + output bytes / bandwidth
     congestion   = service * number of our tasks already queued or running there (same queue)
+    energy       = energy_weight_s_per_j * expected joules of the task there (default 0: off)
 
 The first five parts are this task's expected completion. `congestion` is what the task
 costs the pictures that come after it: a phone with a queue is a phone in demand, and every
@@ -31,6 +32,15 @@ award is service * queue length. Pure earliest-completion ignores it and at high
 work onto the fast phones until their queues are as long as a slow phone's run (simulated
 six-phone fleet at 90 %: mean latency 7 % lower with the term, 4 % lower at 60 %, equal at
 30 %; `CostModel.congestion` = 0 turns it off).
+
+`energy` prices battery: joules per job weighed against latency, in seconds per joule (a
+weight of 0.1 trades one second of latency for 10 J). Expected joules are learned per device
+and stage from metered attempts (scheduling/energy_rates.py, `--energy`), else the bid's
+measured power or the profile's `active_w` times the zero-load run time. With the weight 0
+the part is absent and every decision is today's. Phones on battery are not charged more
+than charging ones: the joules are the same work either way, the battery floor already keeps
+low phones out, and a surcharge would be a number we never measured (energy from the wall
+still costs; battery wear per cycle has no reading over adb to calibrate it against).
 
 after hard filters (probe error, memory for the model, battery floor unless charging,
 critical thermal state). Two corrections use only our own bookkeeping, which is exact and
@@ -59,6 +69,7 @@ from tabulate import tabulate
 
 from adbflow.errors import AdbflowError
 from adbflow.scheduling.bids import Bid, lowest_cpu_key
+from adbflow.scheduling.energy_rates import EnergyRates, expected_joules
 from adbflow.scheduling.profiles import DeviceProfile, ProfileBook
 from adbflow.scheduling.service_times import ServiceTimes, load_factor
 
@@ -258,6 +269,10 @@ class CostModel:
     overrun_cap: float = 2.0
     #: weight of the congestion part (the delay an award adds to later work; 0 = pure ECT)
     congestion: float = 1.0
+    #: seconds of latency one expected joule is worth (0 = energy ignored, the default)
+    energy_weight_s_per_j: float = 0.0
+    #: learned joules per unit (None: only the measured-power / profile prior)
+    energy_rates: EnergyRates | None = None
     #: serial -> [start, end or None while open] spells of our work there (a few recent ones)
     busy_spells: dict[str, list[list[Any]]] = field(default_factory=dict)
 
@@ -367,9 +382,17 @@ class CostModel:
             "transfer_out": _transfer_s(task.output_bytes, profile),
             "congestion": self.congestion * service * len(ahead),
         }
-        return DeviceCost(serial, True, None, sum(parts.values()), parts,
-                          {"load_x": f_load, "thermal_x": f_therm, "freq_x": f_freq,
-                           "overrun_x": f_over})
+        factors = {"load_x": f_load, "thermal_x": f_therm, "freq_x": f_freq,
+                   "overrun_x": f_over}
+        if self.energy_weight_s_per_j > 0:
+            # the work's own energy: zero-load run time, not stretched by others' load
+            joules, _source = expected_joules(
+                serial, task.stage, task_units(task, profile),
+                self.service_s(task, serial, profile, service_times),
+                rates=self.energy_rates, power_w=bid.power_w, active_w=t.active_w)
+            parts["energy"] = self.energy_weight_s_per_j * joules
+            factors["joules"] = joules
+        return DeviceCost(serial, True, None, sum(parts.values()), parts, factors)
 
     def costs(self, task: Task, bids: Sequence[Bid], *, inflight: Mapping[str, Sequence[Task]],
               profiles: ProfileBook, service_times: ServiceTimes | None,
@@ -392,11 +415,17 @@ class _Base:
     name = "base"
 
     def __init__(self, *, battery_floor: int = 15, residency_s: float = 600.0,
-                 queueing: str = "per-stage", congestion: float = 1.0) -> None:
+                 queueing: str = "per-stage", congestion: float = 1.0,
+                 energy_weight_s_per_j: float = 0.0,
+                 energy_rates: EnergyRates | None = None) -> None:
         if queueing not in ("per-stage", "fifo"):
             raise ValueError(f"queueing must be 'per-stage' or 'fifo', not {queueing!r}")
+        if not (math.isfinite(energy_weight_s_per_j) and energy_weight_s_per_j >= 0):
+            raise ValueError(f"energy weight must be >= 0 s/J, not {energy_weight_s_per_j!r}")
         self.model = CostModel(battery_floor=battery_floor, residency_s=residency_s,
-                               queueing=queueing, congestion=congestion)
+                               queueing=queueing, congestion=congestion,
+                               energy_weight_s_per_j=energy_weight_s_per_j,
+                               energy_rates=energy_rates)
 
     def choose(self, task: Task, bids: Sequence[Bid], *, inflight: Mapping[str, Sequence[Task]],
                profiles: ProfileBook, service_times: ServiceTimes | None = None,
@@ -449,6 +478,10 @@ class ECTPolicy(_Base):
         win = near[0] if len(near) == 1 else rng.choice(near)
         tie = (f"; random among {len(near)} within {self.tie_tolerance:.0%}{cooler}"
                if len(near) > 1 or cooler else "")
+        if "energy" in win.parts:   # latency plus the priced joules, not a completion time
+            return win.serial, (f"lowest expected cost {win.total_s:.3f} s (energy "
+                                f"{win.parts['energy']:.3f} s for {win.factors['joules']:.1f} J)"
+                                f"{tie}")
         return win.serial, f"earliest expected completion {win.total_s:.3f} s{tie}"
 
 

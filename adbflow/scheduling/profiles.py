@@ -14,7 +14,7 @@ File layout (all keys but `name` optional; missing ones come from default.toml):
     [llama]        binary, model, threads, n_predict, ctx, extra_args
     [timing]       classify_ms, gen_tok_s, prompt_tok_s, adb_latency_ms, bandwidth_mb_s,
                    classify_mem_mb, generate_mem_mb, load_sensitivity, classify_cold_ms,
-                   generate_cold_ms
+                   generate_cold_ms, active_w (W while a stage runs: energy prior)
     [classes.<class>]   per-class timing overrides, picked when the model string names the
                         class (the virtual fleet reports "adbflow-virtual <class>")
     [[measurements]]    raw benchmark points (stage, load_pct, ms) kept for people to read
@@ -86,6 +86,8 @@ class Timing:
     load_sensitivity: float = 1.0
     classify_cold_ms: float = 0.0
     generate_cold_ms: float = 0.0
+    #: watts the device draws while a stage runs (energy prior; 0 = unknown)
+    active_w: float = 0.0
 
 
 @dataclass
