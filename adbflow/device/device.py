@@ -232,7 +232,8 @@ class Device:
                     name = wire.read_exact(namelen).decode("utf-8", "replace")
                     if name in (".", ".."):
                         continue
-                    entries.append(RemoteEntry(name, size, float(mtime), stat_mod.S_ISREG(mode)))
+                    entries.append(RemoteEntry(name, size, float(mtime), stat_mod.S_ISREG(mode),
+                                               stat_mod.S_ISDIR(mode)))
             finally:
                 sync_quit(wire)
         return entries

@@ -10,12 +10,19 @@ looks. The second look is not the next full listing (that bounded listing-only d
 two poll intervals) but one `stat` of just that file SETTLE_S after the listing first saw it:
 a new picture is reported ~one poll interval + SETTLE_S after it lands, and a file still
 being written (size/mtime moved) is looked at again, a few times, then left to the listings.
-Dotfiles (camera temp files such as `.pending-NAME`) never count.
+Dotfiles (camera temp files such as `.pending-NAME`, `.trashed-NAME`) never count, and only
+images count (by name: jpg/jpeg/png/webp/heic/heif/bmp/gif): videos and other files are
+ignored, not failed jobs.
+
+Several folders are watched (default `DCIM/Camera` and `Pictures` under
+/storage/emulated/0), each with its subfolders (bounded depth and count); a picture's name
+is its path relative to the watched folder (`Screenshots/S_1.png`). On Android 11+ a
+MediaStore query (adbflow.runtime.mediastore) is the reliable path: camera apps publish
+there, and the FUSE view `adb shell` watches gets no inotify event for the rename. Then
+inotify is the fast path where it fires, and the listings, less often, the last resort.
 
 The decisions (`DetectionState`, `parse_inotifyd_line`, `is_candidate_name`) are pure and
-unit-tested; `DeviceWatch` does the device I/O through a `DevicePort`. A listing entry
-is the device layer's `RemoteEntry` (one type for "a file on the phone"; `Entry` is its
-name here).
+unit-tested; `DeviceWatch` does the device I/O through the DevicePort interface.
 """
 from __future__ import annotations
 
@@ -24,13 +31,16 @@ import shlex
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Protocol, Sequence
 
-from adbflow.device import DevicePort
-from adbflow.device import RemoteEntry as Entry
-from adbflow.errors import AdbError, AdbflowError
+from adbflow.errors import AdbError, AdbflowError, AdbTimeoutError, DeviceUnavailableError
+from adbflow.runtime import mediastore
+from adbflow.runtime.mediastore import (DEFAULT_WATCH_DIRS, MAX_DEPTH, MAX_SUBDIRS,
+                                        MEDIASTORE_SDK, STORAGE_ROOT)
 
 PICTURES_DIR = "/storage/emulated/0/Pictures"
+WATCH_DIRS: tuple[str, ...] = tuple(f"{STORAGE_ROOT}/{d}" for d in DEFAULT_WATCH_DIRS)
+LISTING_EVERY_WITH_MEDIASTORE = 5   # with MediaStore, list folders every 5th poll only
 # `w` close_write, `m`/`y` moved from/to. The first letter is doubled for the toybox bug
 # that skipped it; a doubled letter is harmless on fixed builds.
 INOTIFY_MASK = "wwmy"
@@ -47,10 +57,13 @@ class InotifyEvent:
     name: str | None
 
 
-def inotifyd_command(directory: str = PICTURES_DIR, mask: str = INOTIFY_MASK) -> str:
-    """The device command streaming events for `directory`; falls back to `toybox inotifyd`
-    on devices without the applet link."""
-    arg = shlex.quote(f"{directory}:{mask}")
+def inotifyd_command(directory: str | Sequence[str] = PICTURES_DIR,
+                     mask: str = INOTIFY_MASK) -> str:
+    """The device command streaming events for one or more directories (toybox inotifyd
+    takes several PATH:MASK arguments); falls back to `toybox inotifyd` on devices without
+    the applet link."""
+    dirs = [directory] if isinstance(directory, str) else list(directory)
+    arg = " ".join(shlex.quote(f"{d}:{mask}") for d in dirs)
     return f"inotifyd - {arg} 2>/dev/null || exec toybox inotifyd - {arg}"
 
 
@@ -72,18 +85,22 @@ def parse_inotifyd_line(line: str) -> InotifyEvent | None:
 
 
 def is_candidate_name(name: str) -> bool:
-    """Could this directory entry be a picture to process? (Not: dotfiles, camera temp
-    files, names that are not a single path component.) Non-image names still count: they
-    get a clear error record instead of being silently ignored."""
-    if not name or name in (".", "..") or name.startswith("."):
-        return False
-    if "/" in name or "\x00" in name:
-        return False
-    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
-        return False
-    if name.endswith((".tmp", ".part", "~")) or name.startswith("pending-"):
-        return False
-    return True
+    """Could this entry (a path relative to a watched folder: `IMG_1.jpg`,
+    `Screenshots/S.png`) be a picture to process? Not: dotfiles and dot-folders (camera temp
+    files `.pending-*`, `.trashed-*`, `.thumbnails`), partial files, too deep, and anything
+    that is not an image by its name (videos, documents: ignored, not failed jobs). A file
+    named like an image that is not one still counts: it gets a clear error record."""
+    return mediastore.is_picture_path(name)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A listing entry as the detector needs it (adb.RemoteEntry has the same fields)."""
+
+    name: str
+    size: int
+    mtime: float
+    is_file: bool = True
 
 
 @dataclass(frozen=True)
@@ -93,7 +110,7 @@ class NewPicture:
     name: str
     size: int
     mtime: float
-    how: str  # "inotify" | "listing" | "backlog"
+    how: str  # "inotify" | "listing" | "backlog" | "mediastore"
 
     @property
     def path(self) -> str:
@@ -223,66 +240,177 @@ class DetectionState:
         self._pending_events.add(ev.name)
         return ev.name
 
-    def observe_stat(self, name: str, entry: Entry | None) -> NewPicture | None:
-        """The stat that followed a completion event: report now (the writer closed it)."""
+    def observe_stat(self, name: str, entry: Entry | None, *,
+                     how: str = "inotify") -> NewPicture | None:
+        """The stat that followed a completion event (inotify close/move, or a MediaStore
+        row: published means finished): report now."""
         self._pending_events.discard(name)
-        if entry is None or not entry.is_file:
+        if entry is None or not entry.is_file or not is_candidate_name(name):
             self._obs.pop(name, None)
             return None
         o = _Obs(entry.size, entry.mtime, event=True)
         self._obs.pop(name, None)
-        return self._report(name, o, "inotify")
+        return self._report(name, o, how)
 
 
-# (serial, entries at first contact) -> identities to ignore (baseline + already journaled)
-InitialDecision = Callable[[str, Sequence[Entry]], set[tuple[str, int, float]]]
+class DeviceLike(Protocol):
+    serial: str
+
+    def list_dir(self, remote: str, *, timeout: float) -> list: ...
+
+    def stat(self, remote: str, *, timeout: float): ...
+
+    def stream_lines(self, cmd: str, *, timeout: float | None = None): ...
+
+    def run(self, argv: Sequence[str], *, timeout: float, **kw): ...
 
 
-def _entries(raw: Iterable[Entry]) -> list[Entry]:
-    """Listing entries with their numbers normalised (a port may hand back str sizes)."""
-    return [Entry(e.name, int(e.size), float(e.mtime), bool(e.is_file)) for e in raw]
+# (serial, watched folder, entries at first contact) -> identities to ignore (baseline +
+# already journaled). Entry names are paths relative to the watched folder.
+InitialDecision = Callable[[str, str, Sequence[Entry]], set[tuple[str, int, float]]]
+
+
+def _entries(raw: Iterable, prefix: str = "") -> list[Entry]:
+    return [Entry(prefix + e.name, int(e.size), float(e.mtime), bool(e.is_file)) for e in raw]
+
+
+def _device_gone(exc: BaseException) -> bool:
+    return isinstance(exc, (AdbTimeoutError, DeviceUnavailableError))
 
 
 class DeviceWatch:
-    """inotifyd stream (a thread) + listing for one device's pictures directory."""
+    """One device: inotifyd stream (a thread), MediaStore queries (Android 11+) and
+    listings, over every watched folder and its subfolders."""
 
-    def __init__(self, device: DevicePort, *, directory: str = PICTURES_DIR,
+    def __init__(self, device: DeviceLike, *, directory: str | None = None,
+                 directories: Sequence[str] | None = None,
                  timeout: float = 10.0, use_inotify: bool = True,
+                 use_mediastore: bool = True,
                  events: "queue.Queue[tuple[str, InotifyEvent]] | None" = None,
-                 settle_s: float | None = SETTLE_S) -> None:
+                 settle_s: float | None = SETTLE_S,
+                 listing_every: int = LISTING_EVERY_WITH_MEDIASTORE) -> None:
         self.device = device
         self.serial = device.serial
-        self.directory = directory
+        roots = list(directories) if directories else [directory or PICTURES_DIR]
+        self.roots: tuple[str, ...] = tuple(r.rstrip("/") or "/" for r in roots)
+        self.directory = self.roots[0]
         self.timeout = timeout
         self.settle_s = settle_s
         self.use_inotify = use_inotify
+        self.use_mediastore = use_mediastore
+        self.listing_every = max(1, listing_every)
         self.events = events if events is not None else queue.Queue()
-        self.state: DetectionState | None = None
+        self.states: dict[str, DetectionState] = {}
+        self.state: DetectionState | None = None      # the first root's (kept for callers)
+        self.subdirs: dict[str, tuple[str, str]] = {}  # device dir -> (root, relative prefix)
+        self.sdk: int | None = None
+        self.mediastore_after: int | None = None     # high-water _id; None: not in use
+        self.mediastore_rejected = 0
         self.alive = True
         self.error: str | None = None
+        self._polls = 0
         self._stop = threading.Event()
         self._stream = None
+        self._restart = threading.Event()
         self._thread: threading.Thread | None = None
         self.inotify_lines = 0
 
+    # ------------------------------------------------------------------ listing
+    def _walk(self, root: str) -> list[Entry]:
+        """Entries of `root` and its subfolders (names relative to root), bounded: at most
+        MAX_DEPTH levels and MAX_SUBDIRS folders per device; dot-folders and symlinks are
+        not entered. A watched folder that does not exist (no DCIM/Camera yet) is empty."""
+        out: list[Entry] = []
+        todo: list[tuple[str, str, int]] = [(root, "", 0)]
+        while todo:
+            path, prefix, depth = todo.pop(0)
+            try:
+                raw = self.device.list_dir(path, timeout=self.timeout)
+            except AdbError as exc:
+                if _device_gone(exc):
+                    raise
+                continue            # not a directory (any more): nothing to see there
+            if path not in self.subdirs and len(self.subdirs) < MAX_SUBDIRS:
+                self.subdirs[path] = (root, prefix)
+                self._restart.set()     # the inotifyd command must name the new folder
+            for e in raw:
+                if getattr(e, "is_dir", False) and depth < MAX_DEPTH \
+                        and mediastore.is_candidate_component(e.name) \
+                        and (f"{path}/{e.name}" in self.subdirs
+                             or len(self.subdirs) < MAX_SUBDIRS):
+                    todo.append((f"{path}/{e.name}", f"{prefix}{e.name}/", depth + 1))
+            out += _entries(raw, prefix)
+        return out
+
+    def _list_all(self) -> dict[str, list[Entry]]:
+        return {root: self._walk(root) for root in self.roots}
+
+    # ------------------------------------------------------------------ start
     def start(self, decide: InitialDecision) -> list[NewPicture]:
-        """First contact: list, let `decide` pick what to ignore, start the event stream.
-        Returns nothing to process yet (new files need a second look or an event)."""
-        entries = _entries(self.device.list_dir(self.directory, timeout=self.timeout))
-        self.state = DetectionState(self.serial, self.directory, ignore=set(decide(self.serial,
-                                                                                  entries)),
-                                    settle_s=self.settle_s)
-        found = self.state.observe_listing(entries, how="backlog", now=time.monotonic())
+        """First contact: list, let `decide` pick what to ignore, start the event stream,
+        learn the Android version and MediaStore's newest row. Returns pictures to process
+        at once (none, usually: new files need a second look or an event)."""
+        found: list[NewPicture] = []
+        now = time.monotonic()
+        for root, entries in self._list_all().items():
+            st = DetectionState(self.serial, root, ignore=set(decide(self.serial, root, entries)),
+                                settle_s=self.settle_s)
+            self.states[root] = st
+            found += st.observe_listing(entries, how="backlog", now=now)
+        self.state = self.states[self.roots[0]]
+        if self.use_mediastore:
+            self._start_mediastore()
         if self.use_inotify:
             self._thread = threading.Thread(target=self._stream_loop, daemon=True,
                                             name=f"inotifyd-{self.serial}")
             self._thread.start()
         return found
 
+    def _start_mediastore(self) -> None:
+        try:
+            res = self.device.run(["getprop", "ro.build.version.sdk"], timeout=self.timeout,
+                                  check=False, max_output=4096)
+            self.sdk = mediastore.parse_sdk(res.stdout) if res.exit_code == 0 else None
+        except AdbError as exc:
+            if _device_gone(exc):
+                raise
+            self.sdk = None
+        if self.sdk is None or self.sdk < MEDIASTORE_SDK:
+            return
+        if not any(r == STORAGE_ROOT or r.startswith(STORAGE_ROOT + "/") for r in self.roots):
+            return
+        rows = self._query(0)
+        if rows is not None:
+            self.mediastore_after = max((r.id for r in rows), default=0)
+
+    def _query(self, after: int) -> list[mediastore.MediaRow] | None:
+        """One `content query` round trip; None when the device gave no usable answer (then
+        MediaStore is not used on it: listings and inotify remain)."""
+        try:
+            res = self.device.run(mediastore.content_query_argv(after), timeout=self.timeout,
+                                  check=False, max_output=mediastore.MAX_QUERY_OUTPUT)
+        except AdbError as exc:
+            if _device_gone(exc):
+                raise
+            self.error = f"content query: {exc}"
+            return None
+        parsed = mediastore.parse_content_query(res.stdout)
+        self.mediastore_rejected += parsed.rejected
+        if res.exit_code != 0 or not parsed.recognised:
+            self.error = "content query gave no MediaStore answer: " + \
+                (res.stderr or res.stdout).strip()[:200]
+            return None
+        return parsed.rows
+
+    # ------------------------------------------------------------------ inotify
+    def _watched_dirs(self) -> list[str]:
+        return sorted(self.subdirs) or list(self.roots)
+
     def _stream_loop(self) -> None:
         backoff = 0.5
-        cmd = inotifyd_command(self.directory)
         while not self._stop.is_set():
+            self._restart.clear()
+            cmd = inotifyd_command(self._watched_dirs())
             try:
                 with self.device.stream_lines(cmd) as stream:
                     self._stream = stream
@@ -294,44 +422,112 @@ class DeviceWatch:
                             self.inotify_lines += 1
                             self.events.put((self.serial, ev))
                             backoff = 0.5
+                        if self._restart.is_set():
+                            break       # a folder appeared: watch it too
             except AdbflowError as exc:
                 self.error = str(exc)
             except Exception as exc:  # noqa: BLE001 - a watcher thread must never die silently
                 self.error = f"inotifyd stream: {exc!r}"
             finally:
                 self._stream = None
+            if self._restart.is_set() and not self._stop.is_set():
+                continue
             if self._stop.wait(backoff):
                 break
             backoff = min(backoff * 2, 10.0)
 
+    def _route(self, ev: InotifyEvent) -> tuple[DetectionState, InotifyEvent] | None:
+        """An event of a watched device folder -> (state of its root, event named by the
+        path relative to that root)."""
+        where = self.subdirs.get(ev.watched.rstrip("/")) if ev.watched else None
+        if where is None:
+            where = (ev.watched.rstrip("/"), "") if ev.watched.rstrip("/") in self.states \
+                else None
+        if where is None or ev.name is None:
+            return None
+        root, prefix = where
+        st = self.states.get(root)
+        if st is None:
+            return None
+        return st, InotifyEvent(ev.events, root, prefix + ev.name)
+
+    # ------------------------------------------------------------------ polling
     def poll(self) -> list[NewPicture]:
-        """One listing. Raises AdbError subclasses when the device is gone."""
-        assert self.state is not None, "start() first"
-        return self.state.observe_listing(
-            _entries(self.device.list_dir(self.directory, timeout=self.timeout)),
-            now=time.monotonic())
-
-    def _stat(self, name: str) -> Entry | None:
-        raw = self.device.stat(f"{self.directory.rstrip('/')}/{name}", timeout=self.timeout)
-        return None if raw is None else Entry(name, int(raw.size), float(raw.mtime),
-                                              bool(raw.is_file))
-
-    def recheck(self, now: float) -> list[NewPicture]:
-        """The due settle re-checks: one stat per file. Raises AdbError subclasses."""
-        assert self.state is not None, "start() first"
+        """One look: the MediaStore query where it works, and the listings (every poll
+        without MediaStore, every `listing_every` polls with it). Raises AdbError
+        subclasses when the device is gone."""
+        assert self.states, "start() first"
         found: list[NewPicture] = []
-        for name in self.state.due(now):
-            pic = self.state.observe_recheck(name, self._stat(name), now=time.monotonic())
+        self._polls += 1
+        if self.mediastore_after is not None:
+            found += self.poll_mediastore()
+        if self.mediastore_after is None or self._polls % self.listing_every == 0:
+            now = time.monotonic()
+            for root, entries in self._list_all().items():
+                st = self.states.get(root)
+                if st is not None:
+                    found += st.observe_listing(entries, now=now)
+        return found
+
+    def poll_mediastore(self) -> list[NewPicture]:
+        """Rows newer than the last seen id, each confirmed by one sync stat (the row's
+        size/date are device text; the picture's identity is what the file system says)."""
+        if self.mediastore_after is None:
+            return []
+        rows = self._query(self.mediastore_after)
+        if rows is None:
+            self.mediastore_after = None       # fall back to listings + inotify
+            return []
+        picks, self.mediastore_after = mediastore.new_pictures(rows, self.roots,
+                                                               self.mediastore_after)
+        found: list[NewPicture] = []
+        for _id, root, rel in picks:
+            st = self.states.get(root)
+            if st is None:
+                continue
+            pic = st.observe_stat(rel, self._stat(root, rel), how="mediastore")
             if pic is not None:
                 found.append(pic)
         return found
 
+    def _stat(self, root: str, rel: str) -> Entry | None:
+        raw = self.device.stat(f"{root.rstrip('/')}/{rel}", timeout=self.timeout)
+        return None if raw is None else Entry(rel, int(raw.size), float(raw.mtime),
+                                              bool(raw.is_file))
+
+    def recheck(self, now: float) -> list[NewPicture]:
+        """The due settle re-checks: one stat per file. Raises AdbError subclasses."""
+        assert self.states, "start() first"
+        found: list[NewPicture] = []
+        for root, st in self.states.items():
+            for name in st.due(now):
+                pic = st.observe_recheck(name, self._stat(root, name), now=time.monotonic())
+                if pic is not None:
+                    found.append(pic)
+        return found
+
+    def next_due(self) -> float | None:
+        return min((d for st in self.states.values() for d in [st.next_due()] if d is not None),
+                   default=None)
+
+    def unreported(self) -> int:
+        return sum(len(st._obs) + len(st._pending_events) for st in self.states.values())
+
+    def clear_rechecks(self) -> None:
+        for st in self.states.values():
+            for o in st._obs.values():
+                o.recheck_at = None
+
     def on_event(self, ev: InotifyEvent) -> NewPicture | None:
-        assert self.state is not None, "start() first"
-        name = self.state.observe_event(ev)
+        assert self.states, "start() first"
+        routed = self._route(ev)
+        if routed is None:
+            return None
+        st, rev = routed
+        name = st.observe_event(rev)
         if name is None:
             return None
-        return self.state.observe_stat(name, self._stat(name))
+        return st.observe_stat(name, self._stat(st.directory, name))
 
     def stop(self) -> None:
         self._stop.set()
@@ -346,20 +542,24 @@ class DeviceWatch:
 class Watcher:
     """All devices' DeviceWatch objects; the pipeline asks it for new pictures."""
 
-    def __init__(self, decide: InitialDecision, *, directory: str = PICTURES_DIR,
-                 timeout: float = 10.0, use_inotify: bool = True,
+    def __init__(self, decide: InitialDecision, *, directory: str | None = None,
+                 directories: Sequence[str] | None = None,
+                 timeout: float = 10.0, use_inotify: bool = True, use_mediastore: bool = True,
                  on_error: Callable[[str, str], None] | None = None,
                  settle_s: float | None = SETTLE_S) -> None:
         self.decide = decide
-        self.directory = directory
+        self.directories: tuple[str, ...] = tuple(directories) if directories else \
+            ((directory,) if directory else WATCH_DIRS)
+        self.directory = self.directories[0]
         self.timeout = timeout
         self.use_inotify = use_inotify
+        self.use_mediastore = use_mediastore
         self.settle_s = settle_s
         self.on_error = on_error or (lambda serial, msg: None)
         self.events: "queue.Queue[tuple[str, InotifyEvent]]" = queue.Queue()
         self.watches: dict[str, DeviceWatch] = {}
 
-    def sync(self, devices: Sequence[DevicePort]) -> list[NewPicture]:
+    def sync(self, devices: Sequence[DeviceLike]) -> list[NewPicture]:
         """Start watching devices that appeared; forget those that vanished."""
         found: list[NewPicture] = []
         current = {d.serial: d for d in devices}
@@ -369,13 +569,13 @@ class Watcher:
         for serial, dev in current.items():
             if serial in self.watches:
                 continue
-            w = DeviceWatch(dev, directory=self.directory, timeout=self.timeout,
-                            use_inotify=self.use_inotify, events=self.events,
-                            settle_s=self.settle_s)
+            w = DeviceWatch(dev, directories=self.directories, timeout=self.timeout,
+                            use_inotify=self.use_inotify, use_mediastore=self.use_mediastore,
+                            events=self.events, settle_s=self.settle_s)
             try:
                 found += w.start(self.decide)
             except AdbError as exc:
-                self.on_error(serial, f"cannot list {self.directory}: {exc}")
+                self.on_error(serial, f"cannot list {', '.join(self.directories)}: {exc}")
                 w.stop()
                 continue
             self.watches[serial] = w
@@ -393,9 +593,8 @@ class Watcher:
 
     def next_due(self) -> float | None:
         """When the earliest settle re-check on any device falls due, or None."""
-        due = [d for w in self.watches.values() if w.state is not None
-               for d in [w.state.next_due()] if d is not None]
-        return min(due, default=None)
+        return min((d for w in self.watches.values() for d in [w.next_due()] if d is not None),
+                   default=None)
 
     def recheck(self) -> list[NewPicture]:
         """Run every due settle re-check. A failed stat leaves the file to the listings."""
@@ -406,9 +605,7 @@ class Watcher:
                 found += w.recheck(now)
             except AdbError as exc:
                 self.on_error(serial, f"stat for the settle re-check failed: {exc}")
-                if w.state is not None:
-                    for o in w.state._obs.values():
-                        o.recheck_at = None
+                w.clear_rechecks()
         return found
 
     def wait_events(self, timeout: float) -> list[NewPicture]:
@@ -441,11 +638,7 @@ class Watcher:
     def unreported(self) -> int:
         """Candidate files seen but not yet reported (still being written, or waiting for
         their second look): a watch that stops now has not accounted for them."""
-        n = 0
-        for w in self.watches.values():
-            if w.state is not None:
-                n += len(w.state._obs) + len(w.state._pending_events)
-        return n
+        return sum(w.unreported() for w in self.watches.values())
 
     def stop(self) -> None:
         for w in self.watches.values():
