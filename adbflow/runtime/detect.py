@@ -30,6 +30,7 @@ import queue
 import shlex
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Protocol, Sequence
 
@@ -41,6 +42,11 @@ from adbflow.runtime.mediastore import (DEFAULT_WATCH_DIRS, MAX_DEPTH, MAX_SUBDI
 PICTURES_DIR = "/storage/emulated/0/Pictures"
 WATCH_DIRS: tuple[str, ...] = tuple(f"{STORAGE_ROOT}/{d}" for d in DEFAULT_WATCH_DIRS)
 LISTING_EVERY_WITH_MEDIASTORE = 5   # with MediaStore, list folders every 5th poll only
+# A camera on Android 11+ writes `.pending-<ts>-NAME` through the view we watch (inotify
+# sees its close_write), then MediaProvider publishes it by a rename we do not see: the
+# pending write is the hint to ask MediaStore now rather than at the next poll.
+HINT_DELAYS_S = (0.05, 0.25, 0.6, 1.2)
+POLL_WORKERS = 16                   # devices polled in parallel (a `content` call is ~0.3 s)
 # `w` close_write, `m`/`y` moved from/to. The first letter is doubled for the toybox bug
 # that skipped it; a doubled letter is harmless on fixed builds.
 INOTIFY_MASK = "wwmy"
@@ -309,6 +315,8 @@ class DeviceWatch:
         self.alive = True
         self.error: str | None = None
         self._polls = 0
+        self._hints: list[float] = []        # when to query MediaStore after a pending write
+        self._sdk_tries = 0
         self._stop = threading.Event()
         self._stream = None
         self._restart = threading.Event()
@@ -367,14 +375,18 @@ class DeviceWatch:
         return found
 
     def _start_mediastore(self) -> None:
-        try:
-            res = self.device.run(["getprop", "ro.build.version.sdk"], timeout=self.timeout,
-                                  check=False, max_output=4096)
-            self.sdk = mediastore.parse_sdk(res.stdout) if res.exit_code == 0 else None
-        except AdbError as exc:
-            if _device_gone(exc):
-                raise
-            self.sdk = None
+        """Learn the Android version (once; retried on later polls while unknown) and, on
+        11+, MediaStore's newest image id (rows up to it are the baseline's business)."""
+        if self.sdk is None:
+            try:
+                res = self.device.run(["getprop", "ro.build.version.sdk"], timeout=self.timeout,
+                                      check=False, max_output=4096)
+                self.sdk = mediastore.parse_sdk(res.stdout) if res.exit_code == 0 else None
+            except AdbError as exc:
+                if _device_gone(exc):
+                    raise
+                self.sdk = None
+            self._sdk_tries += 1
         if self.sdk is None or self.sdk < MEDIASTORE_SDK:
             return
         if not any(r == STORAGE_ROOT or r.startswith(STORAGE_ROOT + "/") for r in self.roots):
@@ -459,6 +471,9 @@ class DeviceWatch:
         assert self.states, "start() first"
         found: list[NewPicture] = []
         self._polls += 1
+        if self.use_mediastore and self.sdk is None and self._sdk_tries < 5 \
+                and self._polls % 10 == 0:
+            self._start_mediastore()      # getprop did not answer at first contact
         if self.mediastore_after is not None:
             found += self.poll_mediastore()
         if self.mediastore_after is None or self._polls % self.listing_every == 0:
@@ -495,10 +510,22 @@ class DeviceWatch:
         return None if raw is None else Entry(rel, int(raw.size), float(raw.mtime),
                                               bool(raw.is_file))
 
+    def hint(self, now: float) -> None:
+        """A pending file was written: query MediaStore soon, a few times, until it shows."""
+        if self.mediastore_after is not None:
+            self._hints = [now + d for d in HINT_DELAYS_S]
+
     def recheck(self, now: float) -> list[NewPicture]:
-        """The due settle re-checks: one stat per file. Raises AdbError subclasses."""
+        """The due settle re-checks (one stat per file) and MediaStore hint queries.
+        Raises AdbError subclasses."""
         assert self.states, "start() first"
         found: list[NewPicture] = []
+        if self._hints and self._hints[0] <= now:
+            self._hints = [t for t in self._hints if t > now]
+            got = self.poll_mediastore()
+            if got:
+                self._hints = []
+            found += got
         for root, st in self.states.items():
             for name in st.due(now):
                 pic = st.observe_recheck(name, self._stat(root, name), now=time.monotonic())
@@ -507,8 +534,10 @@ class DeviceWatch:
         return found
 
     def next_due(self) -> float | None:
-        return min((d for st in self.states.values() for d in [st.next_due()] if d is not None),
-                   default=None)
+        due = [d for st in self.states.values() for d in [st.next_due()] if d is not None]
+        if self._hints:
+            due.append(self._hints[0])
+        return min(due, default=None)
 
     def unreported(self) -> int:
         return sum(len(st._obs) + len(st._pending_events) for st in self.states.values())
@@ -524,6 +553,9 @@ class DeviceWatch:
         if routed is None:
             return None
         st, rev = routed
+        leaf = rev.name.rsplit("/", 1)[-1] if rev.name else ""
+        if leaf.startswith(".pending-") and set(rev.events) & set("wy"):
+            self.hint(time.monotonic())
         name = st.observe_event(rev)
         if name is None:
             return None
@@ -537,6 +569,13 @@ class DeviceWatch:
                 stream.close()
             except Exception:  # noqa: BLE001
                 pass
+
+
+def _poll_one(w: DeviceWatch) -> tuple[list[NewPicture], AdbError | None]:
+    try:
+        return w.poll(), None
+    except AdbError as exc:
+        return [], exc
 
 
 class Watcher:
@@ -582,13 +621,21 @@ class Watcher:
         return found
 
     def poll(self) -> list[NewPicture]:
+        """One look on every device, in parallel (a MediaStore query is a process start on
+        the phone, ~0.3 s: one after the other they would stretch the poll interval)."""
         found: list[NewPicture] = []
-        for serial, w in list(self.watches.items()):
-            try:
-                found += w.poll()
-            except AdbError as exc:
+        watches = list(self.watches.items())
+        if len(watches) > 1:
+            with ThreadPoolExecutor(max_workers=min(POLL_WORKERS, len(watches)),
+                                    thread_name_prefix="adbflow-poll") as pool:
+                results = list(pool.map(lambda item: _poll_one(item[1]), watches))
+        else:
+            results = [_poll_one(w) for _s, w in watches]
+        for (serial, _w), (pics, exc) in zip(watches, results):
+            if exc is not None:
                 self.on_error(serial, f"listing failed, will retry: {exc}")
                 self.watches.pop(serial).stop()
+            found += pics
         return found
 
     def next_due(self) -> float | None:
@@ -634,6 +681,9 @@ class Watcher:
             if pic is not None:
                 found.append(pic)
                 deadline = time.monotonic()  # hand it over now; drain the rest next round
+            due = w.next_due()               # the event may have asked for a MediaStore query
+            if due is not None:
+                deadline = min(deadline, due)
 
     def unreported(self) -> int:
         """Candidate files seen but not yet reported (still being written, or waiting for
