@@ -79,20 +79,22 @@ class ThermalInfo:
     readings: list[ThermalReading]
 
     def hottest_c(self) -> float | None:
-        temps = [r.temp_c for r in self.readings if _plausible(r.temp_c)]
+        temps = [r.temp_c for r in self.readings if r.temp_c is not None and _plausible(r.temp_c)]
         return max(temps) if temps else None
 
     def cpu_c(self) -> float | None:
         """The CPU/SoC temperature for a bid: thermalservice's CPU entries (TYPE_CPU = 0),
         else zones by type (CPU zones, else SoC zones); never battery/BCL/skin zones.
         None when the device shows none (the caller decides the fallback)."""
-        hal = [r.temp_c for r in self.readings if r.type_code == 0 and _plausible(r.temp_c)]
+        hal = [r.temp_c for r in self.readings
+               if r.type_code == 0 and r.temp_c is not None and _plausible(r.temp_c)]
         if hal:
             return max(hal)
-        kinds = {ZoneKind.CPU: [], ZoneKind.SOC: []}   # type: dict[str, list[float]]
+        kinds: dict[str, list[float]] = {ZoneKind.CPU: [], ZoneKind.SOC: []}
         for r in self.readings:
-            if r.type_code is None and _plausible(r.temp_c) and r.kind in kinds:
-                kinds[r.kind].append(r.temp_c)          # type: ignore[arg-type]
+            if r.type_code is None and r.temp_c is not None and _plausible(r.temp_c) \
+                    and r.kind in kinds:
+                kinds[r.kind].append(r.temp_c)
         for k in (ZoneKind.CPU, ZoneKind.SOC):
             if kinds[k]:
                 return max(kinds[k])

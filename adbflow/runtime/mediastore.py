@@ -24,8 +24,8 @@ from __future__ import annotations
 import posixpath
 import re
 import shlex
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 STORAGE_ROOT = "/storage/emulated/0"
 # Camera apps write to DCIM/Camera (MediaProvider puts a picture in Pictures/ only when the

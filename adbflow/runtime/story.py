@@ -8,7 +8,8 @@ cleaned (no control characters, bounded) before they enter a prompt or a termina
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_PROMPT_LABELS = 3

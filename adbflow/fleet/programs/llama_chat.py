@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         n = [0]
 
-        def on_chunk(chunk: dict) -> None:
+        def on_chunk(chunk: dict, n: list[int] = n, t0: float = t0) -> None:
             text = ((chunk.get("choices") or [{}])[0]).get("text") or ""
             if text:
                 n[0] += 1
