@@ -96,7 +96,7 @@ def one_mode(fleet: Any, mode: str, *, poll_s: float, n: int, rng: random.Random
             _snap(fleet, fleet.serials[i % len(fleet.serials)], junk, name)
             limit = 6 * poll_s + 10
             with cv:
-                if not cv.wait_for(lambda: name in started, timeout=limit):
+                if not cv.wait_for(lambda name=name: name in started, timeout=limit):
                     raise RuntimeError(f"{mode}: {name} was not detected within {limit:g} s")
             lat.append(started[name] - t0)
     finally:

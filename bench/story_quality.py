@@ -27,9 +27,10 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -218,10 +219,12 @@ def main() -> int:
         sampling["n_predict"] = args.n_predict
     model = Model()
     cfgs = configs(args.quick, sampling)
-    summary: list[tuple[str, int, int, float]] = []
+    summary: list[tuple[str, int, int, float, float, int]] = []
     dump: dict[str, Any] = {}
     for cfg in cfgs:
         passed = total = 0
+        n_words: list[int] = []
+        fails = [0, 0, 0]
         t0 = time.monotonic()
         print(f"\n== {cfg.name}: {cfg.sampling}")
         print(f"{'picture':22s} seed sentence names no-repeat  story")
@@ -234,19 +237,24 @@ def main() -> int:
                 checks = (ends_on_sentence(text), names_label(text, lb), no_repeat(text))
                 passed += all(checks)
                 total += 1
+                n_words.append(len(story.words(text)))
+                for i, c in enumerate(checks):
+                    fails[i] += not c
                 dump.setdefault(cfg.name, []).append({"picture": p.name, "seed": seed,
                                                       "label": lb[0]["name"], "story": text,
                                                       "checks": checks})
                 flag = " ".join("yes" if c else "NO " for c in checks)
                 print(f"{p.name:22s} {seed:4d} {flag[:3]:8s} {flag[4:7]:5s} {flag[8:]:9s}  "
                       f"{story.display_text(text, 90)}")
-        summary.append((cfg.name, passed, total, time.monotonic() - t0))
-    print("\nconfiguration        pass rate        (stories passing all three checks)")
+        summary.append((cfg.name, passed, total, time.monotonic() - t0,
+                        sum(n_words) / max(1, len(n_words)), *fails))
+    print("\nconfiguration        pass rate  vs adbflow  words/story  fails: sentence names "
+          "repeat")
     base = summary[0][1] / summary[0][2]
-    for name, passed, total, secs in summary:
+    for name, passed, total, secs, words, f_end, f_name, f_rep in summary:
         rate = passed / total
-        print(f"{name:20s} {passed:3d}/{total:<3d} {rate:6.1%}   x{rate / base if base else 0:.2f} "
-              f"of adbflow   ({secs:.0f} s)")
+        print(f"{name:20s} {passed:3d}/{total:<3d} {rate:6.1%}  x{rate / base if base else 0:.2f}"
+              f"  {words:11.1f}  {f_end:15d} {f_name:5d} {f_rep:6d}   ({secs:.0f} s)")
     if args.json:
         args.json.write_text(json.dumps(dump, indent=1, ensure_ascii=False))
     return 0 if base >= 0.9 else 1
