@@ -36,7 +36,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from adbflow.device.adb import AdbServer, Inventory  # noqa: E402
+from adbflow.device import AdbServer, Inventory  # noqa: E402
 from adbflow.runtime.pipeline import Pipeline, PipelineConfig  # noqa: E402
 
 MODES = {  # name -> (use_inotify, use_mediastore)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from adbflow.device.adb import ShellResult
+from adbflow.device import ShellResult
 from adbflow.errors import AdbError
 from adbflow.runtime import stages
 from adbflow.runtime.llama_mode import LlamaChatOnlyError, LlamaModes, chat_only_evidence

@@ -10,7 +10,7 @@ import shlex
 
 import pytest
 
-from adbflow.device.adb import RemoteEntry, ShellResult
+from adbflow.device import RemoteEntry, ShellResult
 from adbflow.runtime import mediastore as ms
 from adbflow.runtime.detect import WATCH_DIRS, DeviceWatch
 

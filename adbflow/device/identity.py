@@ -10,7 +10,7 @@ fastest link is used: USB over an emulator's console link over TCP/Wi-Fi, a loca
 server over a remote one. A serial that names different phones on different servers gets a
 unique name `SERIAL@HOST:PORT`, so the journal, bids and quarantine never mix them up.
 
-Everything here is pure (tested without adb); adbflow.device.adb.Inventory does the I/O.
+Everything here is pure (tested without adb); adbflow.device.inventory.Inventory does the I/O.
 """
 from __future__ import annotations
 
