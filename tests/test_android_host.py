@@ -11,19 +11,18 @@ those versions do, and what adbflow must make of it.
 """
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
 
 pytest.importorskip("adbflow.fleet.android", reason="needs the fleet's Android-release axis")
 
+from fleet_helpers import CHELSEA, module_fleet  # noqa: E402
+
 from adbflow.device import AdbServer, Device, Inventory  # noqa: E402
 from adbflow.device.probe import run_probe  # noqa: E402
 from adbflow.runtime.detect import WATCH_DIRS, Watcher  # noqa: E402
 from adbflow.scheduling.bids import Bidder  # noqa: E402
-
-from fleet_helpers import CHELSEA, module_fleet  # noqa: E402
 
 pytestmark = pytest.mark.fleet
 
