@@ -171,3 +171,17 @@ def test_old_android_and_missing_content_fall_back_to_listings() -> None:
     b.snap("IMG_4.jpg", b"z" * 9, mtime=5.0, directory=CAM)
     wb.poll()
     assert [p.name for p in wb.poll()] == ["IMG_4.jpg"]
+
+
+def test_cli_watch_dir_options() -> None:
+    from adbflow.cli.pipeline import _watch_dirs
+    from adbflow.errors import AdbflowError
+    assert _watch_dirs(None, None) == (CAM, PIC)
+    assert _watch_dirs(["DCIM/Screenshots", "Pictures"], None) == (
+        "/storage/emulated/0/DCIM/Screenshots", PIC)
+    assert _watch_dirs(None, "/sdcard/Download") == ("/storage/emulated/0/Download",)
+    for bad in (["../x"], ["/"]):
+        with pytest.raises(AdbflowError):
+            _watch_dirs(bad, None)
+    with pytest.raises(AdbflowError, match="absolute"):
+        _watch_dirs(None, "Pictures")
