@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from adbflow.device import AdbServer, Inventory  # noqa: E402
+from adbflow.runtime.events import Event, JobAdded, JobStarted, Watching  # noqa: E402
 from adbflow.runtime.pipeline import Pipeline, PipelineConfig  # noqa: E402
 
 MODES = {  # name -> (use_inotify, use_mediastore)
@@ -64,14 +65,14 @@ def one_mode(fleet: Any, mode: str, *, poll_s: float, n: int, rng: random.Random
     ready = threading.Event()
     cv = threading.Condition()
 
-    def on_event(ev: dict[str, Any]) -> None:
-        if ev["type"] == "watching":
+    def on_event(ev: Event) -> None:
+        if isinstance(ev, Watching):
             ready.set()
-        elif ev["type"] == "job_added":
-            how[ev["name"]] = ev.get("how", "?")
-        elif ev["type"] == "job_started":
+        elif isinstance(ev, JobAdded):
+            how[ev.name] = ev.how
+        elif isinstance(ev, JobStarted):
             with cv:
-                started.setdefault(ev["name"], ev["t"])
+                started.setdefault(ev.name, ev.t)
                 cv.notify_all()
 
     pipe = Pipeline(PipelineConfig(data_dir=tmpd / f"data-{mode}", use_inotify=inotify,
