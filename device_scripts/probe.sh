@@ -5,10 +5,15 @@
 #   $1 NONCE    random token; section markers `=:adbflow:NONCE:NAME` cannot be forged by file contents
 #   $2 FIRST    1 = no previous /proc/stat sample on the laptop: take two, 0.2 s apart (stat_a, stat)
 #   $3 CPUINFO  1 = also `dumpsys cpuinfo` (slow on real phones: ~100 ms)
-#   $4 PROPS    1 = also model/abi (static per boot: the laptop asks once, saving 4 forks per bid)
-# Every section is bounded (line counts, ${v:0:n}, head -c) because device output is untrusted.
+#   $4 PROPS    1 = also model/abi/sdk (static per boot: the laptop asks once, saving forks per bid)
+#   $5 THERMAL  1 = also `dumpsys thermalservice` (Android 10+; the laptop asks every ~30 s, not per bid)
+# Every section is bounded (line counts, ${v:0:n}, lim) because device output is untrusted.
 n=$1
 m() { echo; echo "=:adbflow:$n:$1"; }
+# lim N: at most ~N bytes of stdin. toybox head before 0.7.4 (Android 7.x) has no -c: it fails
+# on the option before reading stdin, and a builtin read loop bounds the text instead.
+lim() { head -c "$1" 2>/dev/null || { c=0; while IFS= read -r l || [ -n "$l" ]; do
+  c=$((c+${#l}+1)); [ $c -gt "$1" ] && break; echo "$l"; done; }; }
 # cpu lines come first in /proc/stat: stop at the first other line (skips the huge intr line)
 st() { i=0; while read -r l && [ $i -lt 1100 ]; do
   case $l in cpu*) echo "$l";; *) break;; esac; i=$((i+1)); done < /proc/stat; }
@@ -35,12 +40,22 @@ for d in /sys/devices/system/cpu/cpu[0-9]*; do
   echo "${d##*/} $c $x"
 done
 m thermal
-i=0
-for z in /sys/class/thermal/thermal_zone[0-9]*; do
-  [ -d "$z" ] || continue
-  i=$((i+1)); [ $i -gt 64 ] && break
-  t=; v=; { read -r t < "$z/type"; } 2>/dev/null; { read -r v < "$z/temp"; } 2>/dev/null
-  echo "${z##*/}	${t:0:64}	${v:0:12}"
+# Zones in numeric order (a glob sorts zone10 before zone2), up to 256; the type of each is
+# read, the temperature only of CPU/SoC-like types (a bid needs no battery, BCL or skin zone,
+# and some sensors are slow to read), at most 64 of those: phones with >64 zones are chosen
+# by type, not cut at an arbitrary zone. adbflow.parsers.thermal classifies the types again.
+z=0; k=0; miss=0
+while [ $z -lt 256 ] && [ $k -lt 64 ]; do
+  d=/sys/class/thermal/thermal_zone$z; z=$((z+1))
+  if [ ! -d $d ]; then miss=$((miss+1)); [ $miss -gt 8 ] && break; continue; fi
+  miss=0; t=; v=; { read -r t < $d/type; } 2>/dev/null
+  case $t in
+    *[Bb][Cc][Ll]*|*lvl*|vbat*|ibat*|*batt*|battery*|bms*|*[Ss]kin*|*xo*therm*|pa*therm*|*usb*) continue;;
+    *[Cc][Pp][Uu]*|*kryo*|apc*|[Bb][Ii][Gg]*|[Mm][Ii][Dd]*|[Ll][Ii][Tt][Tt][Ll][Ee]*|x86_pkg_temp|cluster*|tsens*|soc*|[Aa][Pp]|*-usr|[Gg][Pp][Uu]*|[Gg]3[Dd]*|mtkts*) ;;
+    *) continue;;
+  esac
+  { read -r v < $d/temp; } 2>/dev/null
+  echo "thermal_zone$((z-1))	${t:0:64}	${v:0:12}"; k=$((k+1))
 done
 b=/sys/class/power_supply/battery
 if [ -r "$b/capacity" ]; then
@@ -49,15 +64,18 @@ if [ -r "$b/capacity" ]; then
     v=; { read -r v < "$b/$f"; } 2>/dev/null && echo "$f=$v"
   done
 else
-  m battery; dumpsys battery 2>/dev/null | head -c 16384
+  m battery; dumpsys battery 2>/dev/null | lim 16384
 fi
 if [ "$4" = 1 ]; then
   m props
-  for k in ro.product.model ro.product.cpu.abi; do
+  for k in ro.product.model ro.product.cpu.abi ro.build.version.sdk ro.serialno; do
     v=$(getprop "$k" 2>/dev/null); echo "[$k]: [${v:0:200}]"
   done
 fi
 if [ "$3" = 1 ]; then
-  m cpuinfo; dumpsys cpuinfo 2>/dev/null | head -c 262144
+  m cpuinfo; dumpsys cpuinfo 2>/dev/null | lim 262144
+fi
+if [ "$5" = 1 ]; then
+  m thermalservice; dumpsys thermalservice 2>/dev/null | lim 32768
 fi
 m end

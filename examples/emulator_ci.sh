@@ -4,7 +4,8 @@
 # check adbflow's CI runs against the virtual fleet (examples/ci_pipeline_check.sh).
 #
 # Usage: examples/emulator_ci.sh TOOLS_DIR [SERIAL]
-#   TOOLS_DIR  holds label_image, benchmark_model and llama-cli built for the emulator's ABI
+#   TOOLS_DIR  holds label_image, benchmark_model and llama-completion built for the
+#              emulator's ABI (llama.cpp's one-shot program; llama-cli is a chat since 2025-12)
 #   SERIAL     default: $ANDROID_SERIAL, else the first emulator-* in `adb devices`
 # Environment (set by the workflow; defaults are the workflow's pinned URLs):
 #   INCEPTION_URL, LABELS_URL, GGUF_URL, GGUF_SHA256 (optional), CI_OUT (default ./ci-out),
@@ -47,7 +48,7 @@ if [ -n "${GGUF_SHA256:-}" ]; then GGUF_SRC="$GGUF_URL#sha256=$GGUF_SHA256"; fi
 timeout 1800 "$REPO/examples/provision_device.sh" -s "$SERIAL" --dest "$PROVISION_DEST" \
   "label_image=$TOOLS/label_image" \
   "benchmark_model=$TOOLS/benchmark_model" \
-  "llama-cli=$TOOLS/llama-cli" \
+  "llama-completion=$TOOLS/llama-completion" \
   "inception_v3.tflite=$INCEPTION_URL!inception_v3.tflite" \
   "labels.txt=$LABELS_URL!mobilenet_v1_1.0_224/labels.txt" \
   "model.gguf=$GGUF_SRC"

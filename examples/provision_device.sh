@@ -7,7 +7,7 @@
 #
 # Usage:
 #   examples/provision_device.sh [-s SERIAL] [--adb-server HOST:PORT] [--dest DIR]
-#                                [--cache DIR] NAME=SOURCE ...
+#                                [--cache DIR] [--no-verify] NAME=SOURCE ...
 #
 #   NAME    file name on the device (in DIR, default /data/local/tmp), e.g. label_image
 #   SOURCE  a local file, or an http(s)://, file:// URL (downloaded with curl), optionally
@@ -22,8 +22,11 @@
 #     llama-cli=build-android/bin/llama-cli  model.gguf=~/models/SmolLM2-135M-Instruct-Q4_K_M.gguf
 #
 # ELF files and #! scripts are made executable (0755); everything else is 0644. After each push the
-# device's `sha256sum` must equal the laptop's, else the script fails. Every adb/curl call
-# is bounded by `timeout`. Exit codes: 0 ok, 1 a push/check failed, 2 bad usage.
+# device's `sha256sum` must equal the laptop's, else the script fails. Android 6 has no
+# sha256sum: toybox `md5sum` is compared instead; a device with neither fails unless
+# --no-verify (the check is then skipped, with a warning).
+# Every adb/curl call is bounded by `timeout`. Exit codes: 0 ok, 1 a push/check failed,
+# 2 bad usage.
 set -euo pipefail
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//' >&2; exit 2; }
@@ -37,6 +40,7 @@ PUSH_TIMEOUT="${PROVISION_PUSH_TIMEOUT:-600}"   # a GGUF over USB2 takes a while
 SHELL_TIMEOUT=60
 FETCH_TIMEOUT="${PROVISION_FETCH_TIMEOUT:-1200}"
 ITEMS=()
+VERIFY=1
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -44,6 +48,7 @@ while [ $# -gt 0 ]; do
     --adb-server) ADB_SERVER="${2:?}"; shift 2 ;;
     --dest) DEST="${2:?}"; shift 2 ;;
     --cache) CACHE="${2:?}"; shift 2 ;;
+    --no-verify) VERIFY=0; shift ;;
     -h|--help) usage ;;
     -*) echo "unknown option $1" >&2; usage ;;
     *=*) ITEMS+=("$1"); shift ;;
@@ -73,6 +78,16 @@ if [ -n "$SERIAL" ]; then ADB_ARGS+=(-s "$SERIAL"); fi
 q() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
 
 sha256_local() { sha256sum "$1" | cut -d' ' -f1; }
+md5_local() { md5sum "$1" | cut -d' ' -f1; }
+
+# Which checksum tool the device has: sha256sum (Android 7+ toybox), else md5sum (Android 6
+# toybox/toolbox), else none. Asked once; the answer is one word.
+remote_sum_tool() {
+  timeout "$SHELL_TIMEOUT" "$ADB" "${ADB_ARGS[@]}" shell \
+    'if command -v sha256sum >/dev/null 2>&1; then echo sha256sum;
+     elif command -v md5sum >/dev/null 2>&1; then echo md5sum; else echo none; fi' \
+    | tr -d '\r' | head -n 1
+}
 
 # fetch SOURCE -> prints a local path holding the bytes (downloads/extracts into $CACHE).
 fetch() {
@@ -112,6 +127,13 @@ timeout 30 "$ADB" "${ADB_ARGS[@]}" get-state >/dev/null \
   || die "device ${SERIAL:-(default)} not ready (adb ${ADB_ARGS[*]} get-state); check 'adb devices'"
 timeout "$SHELL_TIMEOUT" "$ADB" "${ADB_ARGS[@]}" shell "mkdir -p $(q "$DEST")" \
   || die "cannot create $DEST on the device"
+SUM_TOOL="$(remote_sum_tool)"
+case "$SUM_TOOL" in
+  sha256sum|md5sum) ;;
+  *) [ "$VERIFY" = 0 ] || die "the device has neither sha256sum nor md5sum to check the pushes; pass --no-verify to skip the check"
+     echo "warning: no checksum tool on the device: pushes are not verified (--no-verify)" >&2
+     SUM_TOOL=none ;;
+esac
 
 for item in "${ITEMS[@]}"; do
   name="${item%%=*}"; source="${item#*=}"
@@ -128,9 +150,11 @@ for item in "${ITEMS[@]}"; do
     || die "adb push to $remote failed"
   timeout "$SHELL_TIMEOUT" "$ADB" "${ADB_ARGS[@]}" shell "chmod $mode $(q "$remote")" \
     || die "chmod $mode $remote failed"
-  remote_sum="$(timeout "$SHELL_TIMEOUT" "$ADB" "${ADB_ARGS[@]}" shell "sha256sum $(q "$remote")" \
+  [ "$SUM_TOOL" = none ] && continue
+  remote_sum="$(timeout "$SHELL_TIMEOUT" "$ADB" "${ADB_ARGS[@]}" shell "$SUM_TOOL $(q "$remote")" \
     | tr -d '\r' | cut -d' ' -f1)"
-  [ "$remote_sum" = "$(sha256_local "$local_path")" ] \
-    || die "$remote on the device has sha256 '$remote_sum', expected $(sha256_local "$local_path")"
+  if [ "$SUM_TOOL" = sha256sum ]; then want="$(sha256_local "$local_path")"; else want="$(md5_local "$local_path")"; fi
+  [ "$remote_sum" = "$want" ] \
+    || die "$remote on the device has ${SUM_TOOL%sum} '$remote_sum', expected $want"
 done
 echo "provisioned ${#ITEMS[@]} file(s) in $DEST on ${SERIAL:-the default device}"

@@ -151,7 +151,7 @@ class FakeDevice(DevicePort):
                                    exit_code=1)
                 out = "\x00\x01garbage%%%\n" if mode == "garbage" else LABEL_OUT
                 return ShellResult(self.serial, cmd, 0, "", out, 0.01)
-            if prog == "llama-cli":
+            if prog in ("llama-completion", "llama-cli"):     # one-shot, like llama-completion
                 prompt = argv[argv.index("-p") + 1]
                 if mode == "garbage":
                     return ShellResult(self.serial, cmd, 0, "zzzz qqqq", "", 0.01)

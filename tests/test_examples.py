@@ -116,6 +116,13 @@ def test_workflow_is_valid_yaml_with_the_expected_jobs() -> None:
               if str(s.get("uses", "")).startswith("reactivecircus/android-emulator-runner@")]
     assert len(runner) == 1 and runner[0]["with"]["arch"] == "x86_64"
     assert {"TF_TAG", "LLAMA_CPP_TAG", "INCEPTION_URL", "LABELS_URL", "GGUF_URL"} <= set(doc["env"])
+    builds = "\n".join(str(s.get("run", "")) for s in jobs["build-tools"]["steps"])
+    # CMake 4 refuses cmake_minimum_required(< 3.5) in TFLite's dependencies (neon2sse)
+    assert builds.count("-DCMAKE_POLICY_VERSION_MINIMUM=3.5") == 2
+    # today's llama.cpp: the one-shot program is llama-completion, pushed under that name
+    assert "--target \"$target\"" in builds and "target=llama-completion" in builds
+    assert "android-tools/llama-completion" in builds
+    assert "llama-completion=$TOOLS/llama-completion" in (EXAMPLES / "emulator_ci.sh").read_text()
 
 
 def test_example_profiles_load_and_match_their_devices(tmp_path: Path) -> None:
@@ -286,7 +293,7 @@ def test_emulator_ci_script_runs_against_the_fleet(fleet, tmp_path: Path) -> Non
     serial = fleet.serials[2]
     tools = tmp_path / "android-tools"
     tools.mkdir()
-    for name in ("label_image", "benchmark_model", "llama-cli"):
+    for name in ("label_image", "benchmark_model", "llama-completion"):
         subprocess.run([_adb(), "-P", str(fleet.adb_port), "-s", serial, "pull",
                         f"/data/local/tmp/{name}", str(tools / name)],
                        check=True, capture_output=True, timeout=30)

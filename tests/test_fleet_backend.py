@@ -31,7 +31,7 @@ from adbflow.fleet.faults import FaultState, ProgramFault
 from adbflow.fleet.namespace import Bind, holder_script
 from adbflow.fleet.profile import (list_virtual_profiles, load_virtual_profile,
                                    parse_virtual_profile)
-from adbflow.fleet.programs import dumpsys, label_image, llama_cli
+from adbflow.fleet.programs import dumpsys, label_image, llama_completion
 from adbflow.paths import ASSETS_DIR, REPO_DIR
 
 FIX = REPO_DIR / "tests" / "fixtures"
@@ -241,8 +241,9 @@ def test_dumpsys_ratio_matches_android_print_ratio() -> None:
 def test_llama_perf_lines_have_the_real_layout() -> None:
     real = (FIX / "llama_cpp/android_snapdragon_htp_llama_perf_completion.txt").read_text()
     real_lines = [ln for ln in real.splitlines() if ln.startswith("llama_perf_")]
-    ours = llama_cli.perf_lines(load_ms=617.94, prompt_ms=80.76, n_prompt=11, eval_ms=9210.59,
-                                n_eval=475, sample_ms=30.08, n_sample=487, total_ms=9454.92)
+    ours = llama_completion.perf_lines(load_ms=617.94, prompt_ms=80.76, n_prompt=11, eval_ms=9210.59,
+                                       n_eval=475, sample_ms=30.08, n_sample=487,
+                                       total_ms=9454.92)
     for mine, theirs in zip(ours, real_lines):
         # identical except the derived numbers that the fixture computed from more digits
         assert re.sub(r"[\d.]+", "N", mine) == re.sub(r"[\d.]+", "N", theirs)
@@ -251,11 +252,11 @@ def test_llama_perf_lines_have_the_real_layout() -> None:
 
 
 def test_llama_arg_parser_like_llama_cpp(capsys: pytest.CaptureFixture[str]) -> None:
-    a = llama_cli.parse_args(["-m", "x.gguf", "-p", "hi", "-n", "8", "-no-cnv", "--temp=0.2"])
+    a = llama_completion.parse_args(["-m", "x.gguf", "-p", "hi", "-n", "8", "-no-cnv", "--temp=0.2"])
     assert a.values == {"model": "x.gguf", "prompt": "hi", "n_predict": "8", "temp": "0.2"}
     assert "no_cnv" in a.switches
     with pytest.raises(SystemExit) as exc:
-        llama_cli.parse_args(["--bogus"])
+        llama_completion.parse_args(["--bogus"])
     assert exc.value.code == 1 and "error: invalid argument: --bogus" in capsys.readouterr().err
 
 
@@ -332,7 +333,7 @@ def test_device_root_layout(device, lt: LoopThread) -> None:
     assert out.splitlines()[0] == "/storage/emulated/0"
     for name in ("Pictures", "DCIM", "Download", "efficientnet_lite0.tflite", "labels.txt",
                  "smollm2-135m-instruct-q4_1.gguf", "label_image", "llama-cli",
-                 "benchmark_model"):
+                 "llama-completion", "benchmark_model"):
         assert re.search(rf"^{re.escape(name)}$", out, re.M), name
     assert "toybox" in out and "/system/bin" in out and "uid=2000(shell) gid=2000(shell)" in out
     rc, out, _ = lt.run(sh(device, "cat /sys/devices/system/cpu/present; "
@@ -452,8 +453,8 @@ def test_label_image_rejects_non_bmp(device, lt: LoopThread) -> None:
 
 
 @needs_ns
-def test_llama_cli_generates_text_with_perf_lines(device, lt: LoopThread) -> None:
-    rc, out, err = lt.run(sh(device, "/data/local/tmp/llama-cli -m "
+def test_llama_completion_generates_text_with_perf_lines(device, lt: LoopThread) -> None:
+    rc, out, err = lt.run(sh(device, "/data/local/tmp/llama-completion -m "
                                      "/data/local/tmp/smollm2-135m-instruct-q4_1.gguf "
                                      "-p 'Once upon a time, a cat' -n 12 -t 4 -no-cnv -s 7"))
     assert rc == 0, err
@@ -465,6 +466,24 @@ def test_llama_cli_generates_text_with_perf_lines(device, lt: LoopThread) -> Non
     assert float(m.group(3)) <= device.profile.llm_tok_s * 1.05  # padded to the profile rate
     assert re.search(r"^llama_perf_sampler_print:    sampling time = ", err, re.M)
     assert "virtual device" in err
+
+
+@needs_ns
+def test_llama_cli_is_chat_only_like_llama_cpp_since_2025_12(device, lt: LoopThread) -> None:
+    """tools/cli: -no-cnv is refused on stderr, -p is the first chat turn, then `> ` waits for
+    input; with stdin at EOF it prints `> ` again and again (never exits by itself)."""
+    rc, out, err = lt.run(sh(device, "timeout 20 /data/local/tmp/llama-cli -m "
+                                     "/data/local/tmp/smollm2-135m-instruct-q4_1.gguf "
+                                     "-p 'Say hi' -n 8 -no-cnv </dev/null | head -c 30000; "
+                                     "echo; echo rc=${PIPESTATUS[0]}"), timeout=60)
+    assert "--no-conversation is not supported by llama-cli" in err
+    assert "please use llama-completion instead" in err
+    assert "available commands:" in out and "\n> Say hi\n" in out
+    assert out.count("\n> ") > 100                   # the EOF loop, cut by head
+    rc, out, err = lt.run(sh(device, "/data/local/tmp/llama-cli -m "
+                                     "/data/local/tmp/smollm2-135m-instruct-q4_1.gguf "
+                                     "-p 'Say hi' -n 8 -st"), timeout=60)
+    assert rc == 0 and out.rstrip().endswith("Exiting...")   # -st: one turn, then exit
 
 
 @needs_ns

@@ -196,11 +196,16 @@ def test_inotifyd_lines() -> None:
 
 
 def test_candidate_names() -> None:
+    """Images by name only (any case), in the folder or a subfolder; hostile names stay
+    candidates (they are only ever used through sync / quoted argv)."""
     for ok in ("IMG_1.jpg", "a b.jpg", "$(touch pwned).jpg", "x;rm -rf.jpg", "caf\u00e9.jpg",
-               "new\nline.jpg", "notes.txt"):
+               "new\nline.jpg", "S.PNG", "x.jpeg", "y.webp", "z.heic", "z.HEIF", "b.bmp",
+               "g.gif", "Screenshots/S_1.png", "a/b.jpg", "2024/05/IMG.jpg"):
         assert is_candidate_name(ok), ok
-    for bad in (".pending-IMG_1.jpg", ".nomedia", "", ".", "..", "a/b.jpg", "x.jpg.part",
-                "y" * 300):
+    for bad in (".pending-IMG_1.jpg", ".pending-1700000000-IMG_1.jpg", ".trashed-1-IMG.jpg",
+                ".nomedia", "", ".", "..", "x.jpg.part", "y" * 300 + ".jpg",
+                "notes.txt", "VID_1.mp4", "clip.MOV", "noext", ".thumbnails/t.jpg",
+                "a/../b.jpg", "a//b.jpg", "/abs.jpg", "a/b/c/d/e/f.jpg"):
         assert not is_candidate_name(bad), bad
 
 
@@ -274,7 +279,7 @@ def test_device_watch_settle_recheck_with_fake_device() -> None:
     dev = FakeDevice("f1")
     w = DeviceWatch(dev, directory="/storage/emulated/0/Pictures", use_inotify=False,
                     settle_s=0.05)
-    assert w.start(lambda serial, entries: set()) == []
+    assert w.start(lambda serial, directory, entries: set()) == []
     dev.snap("new.jpg", b"x" * 50, mtime=1000.0)
     assert w.poll() == []                           # first look
     assert w.recheck(_time.monotonic()) == []       # not due yet

@@ -93,7 +93,7 @@ def test_watch_once_json_end_to_end(healthy, tmp_path) -> None:
 
 
 @pytest.mark.parametrize("stage,program", [("classify", "label_image"),
-                                           ("generate", "llama-cli")])
+                                           ("generate", "llama-completion")])
 def test_kill_9_mid_stage_then_restart_is_exactly_once(healthy, tmp_path, stage,
                                                        program) -> None:
     fleet = healthy
@@ -147,7 +147,7 @@ def test_device_loss_and_garbage_rebid(healthy, tmp_path) -> None:
     for s, pct in ((first, 5), (second, 50), (third, 90)):
         fleet.load(s, pct)
     fleet.fault(first, slow_factor=40.0)                    # label_image runs for seconds ...
-    fleet.fault(second, program="llama-cli", mode="garbage")
+    fleet.fault(second, program="llama-completion", mode="garbage")
     events: list[Event] = []
 
     def on_event(ev: Event) -> None:
@@ -261,8 +261,8 @@ def test_inotify_sees_the_camera_rename(healthy) -> None:
 
     fleet = healthy
     serial = fleet.serials[2]
-    w = DeviceWatch(device(fleet, serial))
-    w.start(lambda s, entries: {(e.name, e.size, e.mtime) for e in entries})
+    w = DeviceWatch(device(fleet, serial), directory="/storage/emulated/0/Pictures")
+    w.start(lambda s, d, entries: {(e.name, e.size, e.mtime) for e in entries})
     lines = []
     try:
         n = 0

@@ -123,7 +123,7 @@ def test_hung_device_is_skipped_by_the_next_jobs_then_comes_back(tmp_path, fleet
 
 def test_only_quarantined_devices_left_are_still_used(tmp_path) -> None:
     dev = FakeDevice("solo")
-    dev.faults["llama-cli"] = "hang"
+    dev.faults["llama-completion"] = "hang"
     p = make(tmp_path, FakeInventory([dev]), FakeBidder({"solo": 5.0}), attempts=2)
     job = p.process(add(p, dev, "a.png", CHELSEA))
     assert job.state == "failed" and "generate failed after 2 attempts" in job.error

@@ -59,7 +59,7 @@ def test_happy_path(tmp_path, fleet) -> None:
     assert set(r["timings"]) >= {"pull_s", "convert_s", "push_s", "classify_s", "generate_s",
                                  "total_s"}
     assert r["attempts"] == {"pull": 1, "classify": 1, "generate": 1}
-    argv = next(c for c in devs[2].calls if c[0].endswith("llama-cli"))
+    argv = [c for c in devs[2].calls if c[0].endswith("llama-completion")][-1]  # after the check run
     assert "tiger cat" in argv[argv.index("-p") + 1]
     local = Path(p.journal.job(jid).local_path)
     assert (tmp_path / "data").resolve() in local.resolve().parents
@@ -84,8 +84,8 @@ def test_classify_failure_rebids_elsewhere(tmp_path, fleet, mode, kind) -> None:
 
 def test_generate_failure_rebids(tmp_path, fleet) -> None:
     devs, inv, bidder = fleet
-    devs[2].faults["llama-cli"] = "garbage"
-    devs[1].faults["llama-cli"] = "fail"
+    devs[2].faults["llama-completion"] = "garbage"
+    devs[1].faults["llama-completion"] = "fail"
     p = make(tmp_path, inv, bidder)
     job = p.process(add(p, devs[1], "a.png", CHELSEA))
     assert job.state == "done" and job.result["devices"]["generate"] == "dev1"
@@ -136,7 +136,7 @@ def test_resume_after_crash_is_exactly_once(tmp_path, fleet, monkeypatch) -> Non
     real_run = devs[2].run
 
     def crash_on_llama(argv, **kw):
-        if argv[0].endswith("llama-cli"):
+        if argv[0].endswith("llama-completion"):
             raise _Crash()
         return real_run(argv, **kw)
     monkeypatch.setattr(devs[2], "run", crash_on_llama)

@@ -55,7 +55,8 @@ def test_probe_script_runs_under_mksh_and_toybox(toybox_path):
     assert rep.meminfo.total_kb > 0 and not rep.meminfo.available_estimated
     assert rep.stat.total.total >= rep.stat_a.total.total
     assert "intr" not in out                           # the huge intr line is not shipped
-    assert rep.props == {"ro.product.model": "", "ro.product.cpu.abi": ""}   # no getprop on host
+    assert rep.props == {"ro.product.model": "", "ro.product.cpu.abi": "",   # no getprop on host
+                         "ro.build.version.sdk": "", "ro.serialno": ""}
 
 
 @needs_shells
@@ -70,7 +71,7 @@ def test_probe_steady_state_is_small_and_has_no_second_sample(toybox_path):
 
 def test_probe_command_is_inline_without_comments():
     cmd = probe_command("ab12", first=True, with_cpuinfo=False, with_props=True)
-    assert cmd.startswith("set -- ab12 1 0 1\n")
+    assert cmd.startswith("set -- ab12 1 0 1 0\n")
     assert "\n#" not in cmd and "adb push" not in cmd
     assert len(probe_script()) < 3000
     with pytest.raises(ValueError):
@@ -130,7 +131,7 @@ class FakeDevice(ShellOnlyPort):
             time.sleep(self.delay)
         if self.fail:
             raise self.fail
-        nonce, first, _cpuinfo, props = cmd.split("\n", 1)[0].split()[2:]
+        nonce, first, _cpuinfo, props, _thermal = cmd.split("\n", 1)[0].split()[2:7]
         first_lines = self._sample() if first == "1" else None
         text = probe_text(nonce, self._sample(), first_lines, props == "1")
         return ShellResult(self.serial, cmd, 0, text, "", 0.21 if first == "1" else 0.01)
@@ -141,13 +142,13 @@ def test_bidder_first_contact_then_no_sleep(monkeypatch):
     dev = FakeDevice("A", 30)
     bidder = Bidder()
     b1 = bidder.bid(dev)
-    assert dev.calls[0].split("\n")[0].endswith(" 1 0 1")          # two samples + props
+    assert dev.calls[0].split("\n")[0].endswith(" 1 0 1 1")   # two samples, props, thermalservice
     assert b1.ok and b1.cpu_load == pytest.approx(30) and b1.model == "Pixel 9"
     assert b1.load_window_s == pytest.approx(0.2) and b1.probe_rtt_s == pytest.approx(0.01)
     assert b1.freq_ratio == pytest.approx(0.75) and b1.battery_level == 50 and b1.temperature_c == 30.0
     dev.load = 70
     b2 = bidder.bid(dev)
-    assert dev.calls[1].split("\n")[0].endswith(" 0 0 0")          # no sleep, no props
+    assert dev.calls[1].split("\n")[0].endswith(" 0 0 0 0")  # no sleep, props, thermalservice
     assert b2.cpu_load == pytest.approx(70) and b2.model == "Pixel 9" and b2.abi == "arm64-v8a"
     assert b2.per_core_load == [pytest.approx(70), pytest.approx(70)]
 

@@ -28,15 +28,31 @@ def devices_cmd(adb_server: AdbServers = None, serial: Serials = None, json_out:
     """List devices of every adb server with their state (device, offline, unauthorized, ...)."""
     inv = _inventory(adb_server, serial)
     refs = [r for r in inv.refs() if not inv.serials or r.serial in inv.serials or r.serial == "-"]
+    # one row per physical phone: its other links (USB + Wi-Fi, a second adb server) are
+    # listed with it, not as devices of their own (they would be booked twice)
+    used = {(str(d.server), d.adb_serial): d.serial for d in inv.devices()}
+    choice = inv.last_choice
+    hidden = choice.hidden if choice else {}
+    also: dict[tuple[str, str], list[str]] = {}
+    for key, line in hidden.items():
+        also.setdefault(line.key, []).append(f"{key[1]} on {key[0]}")
+    rows = [r for r in refs if (str(r.server), r.serial) not in hidden]
+
+    def name(r) -> str:
+        return used.get((str(r.server), r.serial), r.serial)
+
     if json_out:
-        typer.echo(json.dumps([{"serial": r.serial, "state": r.state, "model": r.model,
-                                "server": str(r.server)} for r in refs], indent=2))
+        typer.echo(json.dumps([{"serial": name(r), "adb_serial": r.serial, "state": r.state,
+                                "model": r.model, "server": str(r.server),
+                                "also_via": also.get((str(r.server), r.serial), [])}
+                               for r in rows], indent=2))
         return
-    if not refs:
+    if not rows:
         typer.echo("no devices (" + ", ".join(map(str, inv.servers)) + ")")
         return
-    typer.echo(tabulate([[r.serial, r.state, r.model or "", str(r.server)] for r in refs],
-                        headers=["serial", "state", "model", "adb server"]))
+    typer.echo(tabulate([[name(r), r.state, r.model or "", str(r.server),
+                          ", ".join(also.get((str(r.server), r.serial), []))] for r in rows],
+                        headers=["serial", "state", "model", "adb server", "same phone also via"]))
 
 
 def _fmt(v, spec: str = "", none: str = "-") -> str:

@@ -59,11 +59,21 @@ def _config(data_dir: Path | None, policy: str, attempts: int, concurrency: int,
                                                  generate_s=generate_timeout), **kw)
 
 
-def _check_dir(path: str) -> str:
-    if not path.startswith("/") or "\n" in path or "/../" in f"{path}/":
-        raise AdbflowError(f"--pictures-dir {path!r} must be an absolute device path",
-                           hint="e.g. /storage/emulated/0/DCIM/Camera")
-    return path.rstrip("/") or "/"
+def _watch_dirs(values: list[str] | None, pictures_dir: str | None) -> tuple[str, ...]:
+    """--watch-dir (repeatable; relative = under /storage/emulated/0) and the older
+    --pictures-dir (one absolute folder) -> the watched folders."""
+    from adbflow.runtime.mediastore import WatchDirError, resolve_watch_dirs
+    raw = list(values or [])
+    if pictures_dir:
+        if not pictures_dir.startswith("/"):
+            raise AdbflowError(f"--pictures-dir {pictures_dir!r} must be an absolute device path",
+                               hint="e.g. /storage/emulated/0/DCIM/Camera")
+        raw.append(pictures_dir)
+    try:
+        return resolve_watch_dirs(raw or None)
+    except WatchDirError as exc:
+        raise AdbflowError(str(exc), hint="e.g. --watch-dir DCIM/Camera --watch-dir Pictures"
+                           ) from None
 
 
 def _inventory(adb_server: list[str] | None, serial: list[str] | None):
@@ -123,8 +133,14 @@ def watch_cmd(
                         )] = None,
     no_inotify: Annotated[bool, typer.Option("--no-inotify", help="Only list directories.")
                           ] = False,
-    pictures_dir: Annotated[str, typer.Option("--pictures-dir", help="Device directory to "
-                            "watch (absolute).")] = _DEFAULT.pictures_dir,
+    watch_dir: Annotated[Optional[list[str]], typer.Option("--watch-dir", help="Device folder "
+                         "to watch with its subfolders (repeatable; relative = under "
+                         "/storage/emulated/0). Default: DCIM/Camera and Pictures.")] = None,
+    pictures_dir: Annotated[Optional[str], typer.Option("--pictures-dir", help="One more "
+                            "absolute device folder to watch (older spelling of --watch-dir)."
+                            )] = None,
+    no_mediastore: Annotated[bool, typer.Option("--no-mediastore", help="Do not query "
+                             "MediaStore (Android 11+); inotify and listings only.")] = False,
     attempts: Attempts = _DEFAULT.attempts,
     concurrency: Concurrency = _DEFAULT.concurrency,
     max_bytes: MaxBytes = _DEFAULT.max_bytes,
@@ -134,10 +150,11 @@ def watch_cmd(
     energy: Energy = False,
     energy_weight: EnergyWeight = _DEFAULT.energy_weight_s_per_j,
 ) -> None:
-    """Watch every device's Pictures folder; classify each new picture and write a story."""
+    """Watch every device's camera folders; classify each new picture and write a story."""
     cfg = _config(data_dir, policy, attempts, concurrency, max_bytes, classify_timeout,
                   generate_timeout, use_inotify=not no_inotify,
-                  pictures_dir=_check_dir(pictures_dir), energy=energy,
+                  use_mediastore=not no_mediastore,
+                  watch_dirs=_watch_dirs(watch_dir, pictures_dir), energy=energy,
                   energy_weight_s_per_j=energy_weight)
     chosen = _flow(flow)
     view = LiveView(json_out=json_out, live=not once)

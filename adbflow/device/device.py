@@ -47,8 +47,12 @@ class Device:
     """
 
     def __init__(self, serial: str, server: AdbServer | None = None, *,
-                 model: str | None = None) -> None:
+                 model: str | None = None, adb_serial: str | None = None) -> None:
+        # `serial` names the device in adbflow (bids, journal, errors); `adb_serial` is what
+        # its adb server calls it. They differ only when one serial is two phones on two
+        # servers (then serial = SERIAL@HOST:PORT, see adbflow.device.identity).
         self.serial = serial
+        self.adb_serial = adb_serial or serial
         self.server = server or AdbServer()
         self.model = model
         self._features: frozenset[str] | None = None
@@ -64,7 +68,7 @@ class Device:
         try:
             with adb_failures(self.serial, cmd, timeout_message="timed out opening the device service",
                               lost_message="connection lost: {exc}"):
-                wire.request(f"host:transport:{self.serial}")
+                wire.request(f"host:transport:{self.adb_serial}")
                 wire.request(service)
         except BaseException:
             wire.close()
@@ -85,7 +89,7 @@ class Device:
         try:
             with adb_failures(self.serial, cmd, timeout_message="timed out reading features",
                               lost_message="connection lost: {exc}"):
-                wire.request(f"host-serial:{self.serial}:features")
+                wire.request(f"host-serial:{self.adb_serial}:features")
                 feats = frozenset(wire.read_block().decode("utf-8", "replace").strip().split(","))
         finally:
             wire.close()
@@ -232,7 +236,8 @@ class Device:
                     name = wire.read_exact(namelen).decode("utf-8", "replace")
                     if name in (".", ".."):
                         continue
-                    entries.append(RemoteEntry(name, size, float(mtime), stat_mod.S_ISREG(mode)))
+                    entries.append(RemoteEntry(name, size, float(mtime), stat_mod.S_ISREG(mode),
+                                               stat_mod.S_ISDIR(mode)))
             finally:
                 sync_quit(wire)
         return entries

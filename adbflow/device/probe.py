@@ -20,7 +20,7 @@ from adbflow.parsers.getprop import parse_getprop
 from adbflow.parsers.meminfo import MemInfo, parse_meminfo
 from adbflow.parsers.proc_stat import ProcStat, parse_proc_stat
 from adbflow.parsers.sysfs import CpuFreq, parse_cpu_list, parse_cpufreq, parse_key_values, parse_power_supply
-from adbflow.parsers.thermal import ThermalInfo, parse_thermal_zones
+from adbflow.parsers.thermal import ThermalInfo, parse_thermal_zones, parse_thermalservice
 from adbflow.paths import DEVICE_SCRIPTS_DIR
 
 PROBE_MAX_OUTPUT = 1 << 20          # a healthy probe is 4-30 KB (300 KB with dumpsys cpuinfo)
@@ -34,11 +34,13 @@ def probe_script() -> str:
     return "\n".join(ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")) + "\n"
 
 
-def probe_command(nonce: str, *, first: bool, with_cpuinfo: bool, with_props: bool) -> str:
+def probe_command(nonce: str, *, first: bool, with_cpuinfo: bool, with_props: bool,
+                  with_thermalservice: bool = False) -> str:
     """The shell text sent to the device. The nonce is hex (no quoting needed, but quoted anyway)."""
     if not nonce.isalnum():
         raise ValueError("nonce must be alphanumeric")
-    flags = " ".join("1" if f else "0" for f in (first, with_cpuinfo, with_props))
+    flags = " ".join("1" if f else "0"
+                     for f in (first, with_cpuinfo, with_props, with_thermalservice))
     return f"set -- {nonce} {flags}\n{probe_script()}"
 
 
@@ -73,6 +75,10 @@ class ProbeReport:
     battery_power_w: float | None = None     # current x voltage while discharging
     props: dict[str, str] = field(default_factory=dict)
     cpuinfo: CpuinfoDump | None = None
+    # `dumpsys thermalservice` (asked for every ~30 s): None = not asked; an empty
+    # ThermalInfo-less answer (no service, Android < 10) sets `thermalservice_missing`
+    thermalservice: ThermalInfo | None = None
+    thermalservice_missing: bool = False
     complete: bool = True                    # the end marker arrived
     problems: list[str] = field(default_factory=list)
 
@@ -121,6 +127,13 @@ def parse_probe_output(text: str, nonce: str) -> ProbeReport:
             rep.props = parse_getprop(sec["props"])
         except ParseError as exc:
             problems.append(f"props: {exc.detail}")
+    if "thermalservice" in sec:
+        body = sec["thermalservice"]
+        try:
+            rep.thermalservice = parse_thermalservice(body) if body.strip() else None
+        except ParseError as exc:
+            problems.append(f"thermalservice: {exc.detail}")
+        rep.thermalservice_missing = rep.thermalservice is None
     if sec.get("cpuinfo", "").strip():
         try:
             rep.cpuinfo = parse_dumpsys_cpuinfo(sec["cpuinfo"])
@@ -130,9 +143,11 @@ def parse_probe_output(text: str, nonce: str) -> ProbeReport:
 
 
 def run_probe(device: Device, *, timeout: float, first: bool, with_cpuinfo: bool = False,
-              with_props: bool = True) -> tuple[ProbeReport, ShellResult]:
+              with_props: bool = True, with_thermalservice: bool = False
+              ) -> tuple[ProbeReport, ShellResult]:
     """One round trip. Raises AdbError/AdbTimeoutError/DeviceUnavailableError/ParseError."""
     nonce = secrets.token_hex(8)
-    cmd = probe_command(nonce, first=first, with_cpuinfo=with_cpuinfo, with_props=with_props)
+    cmd = probe_command(nonce, first=first, with_cpuinfo=with_cpuinfo, with_props=with_props,
+                        with_thermalservice=with_thermalservice)
     res = device.shell(cmd, timeout=timeout, check=False, max_output=PROBE_MAX_OUTPUT)
     return parse_probe_output(res.stdout, nonce), res

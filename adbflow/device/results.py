@@ -21,3 +21,4 @@ class RemoteEntry:
     size: int
     mtime: float
     is_file: bool
+    is_dir: bool = False      # a real directory (lstat: a symlink to one is not)

@@ -42,7 +42,9 @@ MODELS_DIR = "/vendor/adbflow/models"   # read-only file binds live here
 PROGRAMS = {  # device path -> python module (stand-in device programs)
     "/data/local/tmp/label_image": "adbflow.fleet.programs.label_image",
     "/data/local/tmp/benchmark_model": "adbflow.fleet.programs.benchmark_model",
-    "/data/local/tmp/llama-cli": "adbflow.fleet.programs.llama_cli",
+    # llama.cpp since 2025-12: llama-completion is the one-shot program, llama-cli a chat
+    "/data/local/tmp/llama-completion": "adbflow.fleet.programs.llama_completion",
+    "/data/local/tmp/llama-cli": "adbflow.fleet.programs.llama_chat",
     "/system/bin/dumpsys": "adbflow.fleet.programs.dumpsys",
     # framework commands (they talk to the device's framework server, framework.py)
     "/system/bin/log": "adbflow.fleet.programs.log",

@@ -38,7 +38,7 @@ from adbflow.runtime.events import (
 from adbflow.runtime.host_tier import HostTier, host_models
 from adbflow.runtime.journal import FINAL_STATES, JobRecord, JobState
 from adbflow.runtime.stages import classify_on, generate_on
-from adbflow.runtime.story import build_prompt
+from adbflow.runtime.story import build_prompt, story_opening
 from adbflow.scheduling.host_bid import HOST_SERIAL
 from adbflow.scheduling.policy import CostModel, Task
 from adbflow.scheduling.selector import Ask, SelectorPolicy, feasible
@@ -266,7 +266,9 @@ class FlowRunner:
                 profile = p.profiles.for_model(won.bid.model)
                 with p.dispatcher.slot(won, "generate") as slot_wait_s:
                     out = generate_on(won.device, profile.llama, prompt,
-                                      timeouts=p.stages.timeouts)
+                                      timeouts=p.stages.timeouts,
+                                      opening=story_opening(labels),
+                                      modes=p.stages.llama_modes)
             finally:
                 p.dispatcher.release(won)
             out.update(serial=won.serial, profile=profile.name, prompt=prompt, gate=gate_json,

@@ -17,7 +17,18 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from adbflow.errors import JobError
 
 DEFAULT_MAX_BYTES = 64 << 20
-MAX_PIXELS = 80_000_000  # ~ a 200 MP sensor downscaled; more is a decompression bomb
+# A 200 MP sensor writes 16320x12240 = 199.8 MP. Baseline JPEGs up to MAX_PIXELS are decoded
+# at 1/8 scale by libjpeg itself (draft: DCT scaling, a ~2040x1530 buffer, ~10 MB), so their
+# memory is bounded whatever their pixel count. Every other picture (PNG, WEBP, GIF, BMP,
+# TIFF, progressive JPEG: libjpeg keeps every coefficient of a progressive file) is decoded
+# at full size, ~3-4 bytes a pixel: those stay capped at MAX_FULL_DECODE_PIXELS.
+MAX_PIXELS = 210_000_000
+MAX_FULL_DECODE_PIXELS = 80_000_000
+# Pillow's own bomb guard (warning above MAX_IMAGE_PIXELS, error above twice that) would refuse
+# a 200 MP photo in Image.open, before we can ask for a draft; our checks below replace it
+# (a warning is still turned into an error by prepare_bmp above this).
+if (Image.MAX_IMAGE_PIXELS or 0) < MAX_PIXELS:
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 # magic prefix -> format name; checked before Pillow so the error says what the file is
 _MAGIC: tuple[tuple[bytes, str], ...] = (
@@ -94,9 +105,15 @@ def prepare_bmp(src: Path, dst: Path, size: int, *,
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(src) as im:
-                if im.width * im.height > MAX_PIXELS:
+                pixels = im.width * im.height
+                scalable = fmt == "JPEG" and not im.info.get("progressive") \
+                    and not im.info.get("progression")
+                limit = MAX_PIXELS if scalable else MAX_FULL_DECODE_PIXELS
+                if pixels > limit:
                     raise JobError(f"{src.name}: {im.width}x{im.height} pixels is too large",
-                                   hint=f"pictures above {MAX_PIXELS} pixels are refused")
+                                   hint=f"{fmt} pictures above {limit} pixels are refused"
+                                        + ("" if scalable else
+                                           f" (baseline JPEG: up to {MAX_PIXELS})"))
                 orientation = im.getexif().get(0x0112)
                 width, height = im.width, im.height   # the source's size, before draft
                 if fmt == "JPEG":

@@ -32,7 +32,7 @@ from adbflow.errors import AdbflowError, JobError
 from adbflow.paths import PROFILES_DIR, data_home
 from adbflow.runtime import stages
 from adbflow.runtime.attempts import StageBody, StageExhausted, error_kind, run_stage
-from adbflow.runtime.detect import PICTURES_DIR, SETTLE_S, NewPicture
+from adbflow.runtime.detect import SETTLE_S, WATCH_DIRS, NewPicture
 from adbflow.runtime.dispatcher import (
     Dispatcher,
     Interrupted,
@@ -92,8 +92,10 @@ class PipelineConfig:
     device_wait_s: float = 30.0       # how long a stage waits for any eligible device
     retry_wait_s: float = 1.0         # pause between attempts (origin pulls back off more)
     profiles_dir: Path = PROFILES_DIR
-    pictures_dir: str = PICTURES_DIR
+    # device folders watched, each with its subfolders (default DCIM/Camera and Pictures)
+    watch_dirs: tuple[str, ...] = WATCH_DIRS
     use_inotify: bool = True
+    use_mediastore: bool = True       # Android 11+: `content query` for published images
     settle_s: float | None = SETTLE_S  # second look at a newly listed picture (None: next listing)
     # devices that time out / disconnect sit out the next jobs' bids (None: never)
     quarantine: QuarantineRules | None = field(default_factory=QuarantineRules)

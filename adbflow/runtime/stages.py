@@ -39,10 +39,11 @@ from adbflow.errors import (
 )
 from adbflow.parsers.label_image import parse_label_image
 from adbflow.parsers.llama import parse_llama
+from adbflow.runtime import llama_mode
 from adbflow.runtime.devtime import run_timed
 from adbflow.runtime.dispatcher import Dispatcher, bid_summary, decision_summary
 from adbflow.runtime.imaging import prepare_bmp
-from adbflow.runtime.story import build_prompt, whole_sentences
+from adbflow.runtime.story import build_prompt, device_prompt, finish_story, story_opening
 from adbflow.scheduling.energy_rates import attempt_joules
 from adbflow.scheduling.policy import Task, background_load, task_units
 
@@ -162,9 +163,13 @@ def label_image_argv(spec: Any, image: str = REMOTE_IMAGE) -> list[str]:
 
 
 def llama_argv(spec: Any, prompt: str) -> list[str]:
-    """llama-cli's argv from a profile's LlamaSpec; the prompt is one quoted argument."""
+    """llama-completion's argv from a profile's LlamaSpec; the prompt is one quoted argument.
+    Sampling flags come from the profile (defaults measured by bench/story_quality.py)."""
     return [spec.binary, "-m", spec.model, "-p", prompt, "-n", str(spec.n_predict),
-            "-t", str(spec.threads), "-c", str(spec.ctx), *spec.extra_args]
+            "-t", str(spec.threads), "-c", str(spec.ctx),
+            "--temp", f"{getattr(spec, 'temp', 0.6):g}", "--top-k", str(getattr(spec, "top_k", 40)),
+            "--top-p", f"{getattr(spec, 'top_p', 0.9):g}",
+            "--repeat-penalty", f"{getattr(spec, 'repeat_penalty', 1.15):g}", *spec.extra_args]
 
 
 def classify_on(device: DevicePort, spec: Any, bmp: Path, *,
@@ -187,20 +192,34 @@ def classify_on(device: DevicePort, spec: Any, bmp: Path, *,
 
 
 def generate_on(device: DevicePort, spec: Any, prompt: str, *,
-                timeouts: StageTimeouts) -> dict[str, Any]:
-    """Run llama-cli with the prompt; ParseError when there is no story or the output is
-    not a finished llama-cli run."""
+                timeouts: StageTimeouts, opening: str = "",
+                modes: llama_mode.LlamaModes | None = None) -> dict[str, Any]:
+    """Run the profile's llama.cpp one-shot program with the story request (in the model's
+    chat template, the answer pre-filled with `opening`); ParseError when there is no story
+    or the output is not a finished run; LlamaChatOnlyError (at once, on first use) when
+    the binary is today's chat-only llama-cli."""
+    modes = modes if modes is not None else llama_mode.DEFAULT_MODES
+    modes.ensure_one_shot(device, spec, timeout=timeouts.generate_s)
+    text = device_prompt(prompt, opening, fmt=getattr(spec, "prompt_format", "chatml"))
+    argv = llama_argv(spec, text)
     t0 = time.monotonic()
-    res, times = run_timed(device, llama_argv(spec, prompt), timeout=timeouts.generate_s,
-                           max_output=MAX_TOOL_OUTPUT)
+    try:
+        res, times = run_timed(device, argv, timeout=timeouts.generate_s,
+                               max_output=MAX_TOOL_OUTPUT)
+    except AdbError as exc:
+        ev = llama_mode.chat_only_evidence(exc.stdout, exc.stderr)
+        if ev is not None:
+            raise llama_mode.chat_only_error(device.serial, argv[0], ev, exc.stdout,
+                                             exc.stderr) from None
+        raise
     run_s = time.monotonic() - t0
-    parsed = parse_llama(res.stdout, res.stderr, prompt=prompt, require_text=True,
+    parsed = parse_llama(res.stdout, res.stderr, prompt=text, require_text=True,
                          require_timings=True)
     if len(parsed.text) < 2:
         raise ParseError("llama", "story too short", parsed.text)
     out = parsed.to_json()
     out["raw_text"] = out.pop("text")
-    out["story"] = whole_sentences(parsed.text)
+    out["story"] = finish_story(opening, parsed.text)
     out["run_s"] = round(run_s, 4)
     out["t"] = {"run": times["host"]}
     if "device" in times:
@@ -257,6 +276,7 @@ class JobStages:
         self.max_bytes = max_bytes
         self.timeouts = timeouts
         self._size_hint: int | None = None   # model input side of the last classify winner
+        self.llama_modes = llama_mode.LlamaModes()   # one-shot vs chat-only, per device+binary
 
     # -------------------------------------------------------------- first stage
     def pull(self, job: JobRecord, att: Attempt) -> dict[str, Any]:
@@ -381,7 +401,9 @@ class JobStages:
             with self.dispatcher.slot(won, "generate") as slot_wait_s:
                 w_slot = time.time()
                 with metered(won.device, self.energy) as energy:
-                    out = generate_on(won.device, profile.llama, prompt, timeouts=self.timeouts)
+                    out = generate_on(won.device, profile.llama, prompt, timeouts=self.timeouts,
+                                      opening=story_opening(classified.get("labels") or []),
+                                      modes=self.llama_modes)
         finally:
             self.dispatcher.release(won)
         self._learn(won.serial, "generate", out["run_s"], won.bid, profile,

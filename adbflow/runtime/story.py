@@ -8,7 +8,8 @@ cleaned (no control characters, bounded) before they enter a prompt or a termina
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_PROMPT_LABELS = 3
@@ -52,17 +53,84 @@ def _article(phrase: str) -> str:
     return "an" if phrase[:1].lower() in "aeiou" else "a"
 
 
+SYSTEM_PROMPT = "You are a children's author. You write short, simple stories."
+PROMPT_FORMATS = ("chatml", "raw")
+
+
+def _subject(labels: Sequence[Mapping[str, Any]]) -> str:
+    phrases = prompt_labels(labels)
+    return f"{_article(phrases[0])} {phrases[0]}" if phrases else "an ordinary photo"
+
+
 def build_prompt(labels: Sequence[Mapping[str, Any]]) -> str:
-    """The llama prompt. Short on purpose: small on-device models follow short prompts best."""
-    phrases = [f"{_article(p)} {p}" for p in prompt_labels(labels)]
-    if not phrases:
-        subject = "an ordinary photo"
-    elif len(phrases) == 1:
-        subject = f"a photo of {phrases[0]}"
-    else:
-        subject = f"a photo of {phrases[0]} (it could also be {' or '.join(phrases[1:])})"
-    return (f"Write a short, cheerful story of three sentences about {subject}. "
-            f"Story:")
+    """The user's request to the model. Short and about the top label only: SmolLM2-135M
+    follows a short request best, and given the runner-up labels too ("it could also be a
+    tiger cat") it wrote about those instead (bench/story_quality.py)."""
+    return f"Write a story of three short sentences about {_subject(labels)}."
+
+
+def story_opening(labels: Sequence[Mapping[str, Any]]) -> str:
+    """The first words of the answer, written by adbflow (an assistant-turn prefill): the
+    story is then sure to name what the picture shows, which the 135M model did on its own
+    in only 13-15 of 22 pictures (bench/story_quality.py)."""
+    return f"Once upon a time, there was {_subject(labels)}"
+
+
+def device_prompt(request: str, opening: str = "", *, fmt: str = "chatml",
+                  system: str = SYSTEM_PROMPT) -> str:
+    """What llama-completion gets with -p: the request in the model's chat template, the
+    assistant turn opened and pre-filled with `opening`. ChatML is SmolLM2-Instruct's own
+    template (its GGUF's tokenizer.chat_template); llama-completion tokenizes the special
+    tokens in -p, so -no-cnv with this text is the chat turn without conversation mode.
+    "raw" (base models): the request and the opening as plain text."""
+    if fmt == "raw":
+        return f"{request}\n\n{opening}" if opening else request
+    if fmt != "chatml":
+        raise ValueError(f"unknown prompt_format {fmt!r} (known: {', '.join(PROMPT_FORMATS)})")
+    return (f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{request}<|im_end|>\n"
+            f"<|im_start|>assistant\n{opening}")
+
+
+_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
+_SENTENCE = re.compile(r".+?(?:[.!?…][\"')\]]*(?=\s|$)|$)", re.S)
+
+
+def words(text: str) -> list[str]:
+    """Lower-case words (letters/digits, inner apostrophes) for the repetition rule."""
+    return [w.lower() for w in _WORD.findall(text)]
+
+
+def first_repeat(text: str, n: int = 4) -> str | None:
+    """The first n-word sequence that occurs twice, or None."""
+    w = words(text)
+    seen: set[tuple[str, ...]] = set()
+    for i in range(len(w) - n + 1):
+        g = tuple(w[i:i + n])
+        if g in seen:
+            return " ".join(g)
+        seen.add(g)
+    return None
+
+
+def finish_story(opening: str, generated: str, *, n: int = 4) -> str:
+    """The story the reader gets: the pre-filled opening + the model's continuation, cut
+    back to whole sentences, and cut before the first sentence that repeats a 4-word
+    sequence of the story so far (small models loop: "the heart of a ... the heart of a").
+    The first sentence is always kept, so the story still names its subject."""
+    gen = generated.strip()
+    joiner = "" if not opening or not gen or gen[0] in ",.;:!?'’)" else " "
+    text = whole_sentences(opening + joiner + gen)
+    sentences = [m.group().strip() for m in _SENTENCE.finditer(text) if m.group().strip()]
+    kept: list[str] = []
+    seen: set[tuple[str, ...]] = set()
+    for sent in sentences:
+        w = words(sent)
+        grams = [tuple(w[i:i + n]) for i in range(len(w) - n + 1)]
+        if kept and (any(g in seen for g in grams) or len(set(grams)) < len(grams)):
+            break
+        seen.update(grams)
+        kept.append(sent)
+    return " ".join(kept) if kept else text
 
 
 _SENTENCE_END = re.compile(r"[.!?…][\"')\]]*(?=\s|$)")

@@ -74,10 +74,11 @@ def record_picture(journal: Journal, pic: NewPicture, emit: Emit) -> tuple[int, 
     return job_id, created
 
 
-def initial_ignore(journal: Journal, pictures_dir: str, serial: str, entries: Sequence[Entry],
+def initial_ignore(journal: Journal, directory: str, serial: str, entries: Sequence[Entry],
                    *, backlog: bool, crashed: bool,
-                   contacted: set[str]) -> set[tuple[str, int, float]]:
-    """What to ignore in a device's first listing of this session.
+                   contacted: set[tuple[str, str]]) -> set[tuple[str, int, float]]:
+    """What to ignore in a device's first listing of one watched folder this session
+    (entry names are paths relative to `directory`).
 
     Ignored: pictures that already have a job, and pictures present before watching
     started (the baseline, remembered in the journal) unless --backlog. Not ignored:
@@ -86,11 +87,11 @@ def initial_ignore(journal: Journal, pictures_dir: str, serial: str, entries: Se
     the pipeline was supposed to be running, so dropping them would lose them."""
     seen = journal.seen(serial)
     known = journal.was_watched(serial)
-    reconnect = serial in contacted
-    contacted.add(serial)
+    reconnect = (serial, directory) in contacted
+    contacted.add((serial, directory))
     ignore: set[tuple[str, int, float]] = set()
     baseline: list[tuple[str, int, float]] = []
-    base = pictures_dir.rstrip("/")
+    base = directory.rstrip("/")
     for e in entries:
         if not e.is_file or not is_candidate_name(e.name):
             continue
@@ -138,12 +139,13 @@ class WatchSession:
         recovered = self.journal.recover()
         if recovered:
             self._emit(Recovered(attempts=recovered))
-        contacted: set[str] = set()
-        watcher = Watcher(lambda serial, entries: initial_ignore(
-            self.journal, cfg.pictures_dir, serial, entries, backlog=backlog,
+        contacted: set[tuple[str, str]] = set()
+        watcher = Watcher(lambda serial, directory, entries: initial_ignore(
+            self.journal, directory, serial, entries, backlog=backlog,
             crashed=session.previous_crashed, contacted=contacted),
-            directory=cfg.pictures_dir, timeout=cfg.timeouts.stat_s,
-            use_inotify=cfg.use_inotify, settle_s=cfg.settle_s,
+            directories=cfg.watch_dirs, timeout=cfg.timeouts.stat_s,
+            use_inotify=cfg.use_inotify, use_mediastore=cfg.use_mediastore,
+            settle_s=cfg.settle_s,
             on_error=lambda serial, msg: self._emit(DeviceError(serial=serial, error=msg)))
         submitted: list[int] = []
         synced = False
@@ -175,7 +177,7 @@ class WatchSession:
                     break
                 if max_wait_s is not None and time.monotonic() - start > max_wait_s:
                     raise AdbflowError(f"no new picture within {max_wait_s:g} s",
-                                       hint=f"take a picture into {cfg.pictures_dir} "
+                                       hint=f"take a picture into {', '.join(cfg.watch_dirs)} "
                                             "on a device, or pass --backlog")
                 # sleep until the next listing, an inotify event or a due settle re-check
                 new = watcher.wait_events(max(0.0, next_poll - time.monotonic()))

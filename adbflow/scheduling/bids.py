@@ -26,6 +26,11 @@ log = logging.getLogger("adbflow.scheduling.bids")
 
 MIN_WINDOW_S = 0.15       # a previous sample younger than this gives a noisy delta: resample
 MAX_SAMPLE_AGE_S = 120.0  # older samples average over too long a past: resample
+# `dumpsys thermalservice` costs a binder call and ~20-100 ms on a phone: asked within a bid
+# every THERMAL_REFRESH_S per device (status changes on a scale of seconds to minutes), and
+# every THERMAL_MISSING_RETRY_S on devices that have no such service (Android < 10).
+THERMAL_REFRESH_S = 30.0
+THERMAL_MISSING_RETRY_S = 600.0
 
 
 @dataclass
@@ -77,6 +82,26 @@ class _Memory:
     sample: ProcStat | None = None
     sample_t: float = 0.0
     props: dict[str, str] = field(default_factory=dict)
+    thermal: object | None = None        # last parsed thermalservice (ThermalInfo)
+    thermal_t: float | None = None       # when it was asked for (monotonic)
+    thermal_missing: bool = False
+
+
+def bid_temperature(rep: ProbeReport, thermalservice=None) -> float | None:
+    """CPU/SoC degrees for the bid: zones chosen by type (never battery/BCL/level zones),
+    else thermalservice's CPU temperatures, else the battery's (the only reading some
+    devices give the shell user: zones unreadable under SELinux, no thermal HAL)."""
+    temp = rep.thermal.cpu_c() if rep.thermal else None
+    if temp is None and thermalservice is not None:
+        temp = thermalservice.cpu_c()
+    return temp if temp is not None else rep.battery_temp_c
+
+
+def thermal_due(mem: _Memory, now: float, refresh_s: float = THERMAL_REFRESH_S) -> bool:
+    """Should this bid also ask for `dumpsys thermalservice`? (pure)"""
+    if mem.thermal_t is None:
+        return True
+    return now - mem.thermal_t >= (THERMAL_MISSING_RETRY_S if mem.thermal_missing else refresh_s)
 
 
 def _model(device: DevicePort) -> str | None:
@@ -93,13 +118,11 @@ def _server(device: DevicePort) -> str:
 
 
 def build_bid(device: DevicePort, rep: ProbeReport, *, load, window_s: float | None,
-              rtt: float, props: dict[str, str]) -> Bid:
+              rtt: float, props: dict[str, str], thermalservice=None) -> Bid:
     """Pure assembly of a Bid from a parsed probe and the computed load."""
     cores = len(rep.present) or len(rep.stat.per_cpu) or 1
     ratio = freq_ratio(rep.freqs, rep.online or None)
-    temp = rep.thermal.hottest_c() if rep.thermal else None
-    if temp is None:
-        temp = rep.battery_temp_c
+    temp = bid_temperature(rep, thermalservice)
     error = None if load is not None else "cpu counters did not advance between samples"
     return Bid(
         serial=device.serial,
@@ -117,6 +140,7 @@ def build_bid(device: DevicePort, rep: ProbeReport, *, load, window_s: float | N
         probe_rtt_s=round(rtt, 4),
         timestamp=time.time(),
         abi=props.get("ro.product.cpu.abi") or None,
+        thermal_status=getattr(thermalservice, "status", None),
         error=error,
         server=_server(device),
         load_window_s=round(window_s, 3) if window_s is not None else None,
@@ -127,8 +151,9 @@ class Bidder:
     """Gathers bids; keeps per-device memory (last /proc/stat sample, static props)."""
 
     def __init__(self, *, timeout: float = 5.0, with_cpuinfo: bool = False,
-                 max_workers: int = 32) -> None:
+                 max_workers: int = 32, thermal_refresh_s: float = THERMAL_REFRESH_S) -> None:
         self.timeout = timeout
+        self.thermal_refresh_s = thermal_refresh_s
         self.with_cpuinfo = with_cpuinfo
         self.max_workers = max_workers
         self._mem: dict[tuple[str, str], _Memory] = {}
@@ -147,10 +172,12 @@ class Bidder:
         age = now - mem.sample_t
         first = mem.sample is None or not (MIN_WINDOW_S <= age <= MAX_SAMPLE_AGE_S)
         t0 = time.monotonic()
+        ask_thermal = thermal_due(mem, now, self.thermal_refresh_s)
         for attempt in (1, 2):
             try:
                 rep, res = run_probe(device, timeout=self.timeout, first=first,
-                                     with_cpuinfo=self.with_cpuinfo, with_props=not mem.props)
+                                     with_cpuinfo=self.with_cpuinfo, with_props=not mem.props,
+                                     with_thermalservice=ask_thermal)
                 break
             except AdbTimeoutError:
                 return Bid.failed(device, f"timeout after {self.timeout:g}s (probe killed)",
@@ -180,9 +207,14 @@ class Bidder:
         else:
             load, window = None, None
         mem.sample, mem.sample_t = rep.stat, t_end
+        if ask_thermal:
+            mem.thermal_t = t_end
+            mem.thermal_missing = rep.thermalservice_missing
+            mem.thermal = rep.thermalservice
         with self._lock:
             self.last_reports[device.serial] = rep
-        return build_bid(device, rep, load=load, window_s=window, rtt=max(0.0, rtt), props=mem.props)
+        return build_bid(device, rep, load=load, window_s=window, rtt=max(0.0, rtt),
+                         props=mem.props, thermalservice=mem.thermal)
 
     def gather(self, devices: Sequence[DevicePort]) -> list[Bid]:
         """All devices in parallel (one thread each, up to max_workers); order preserved."""

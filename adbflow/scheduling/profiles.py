@@ -56,7 +56,12 @@ class LabelImageSpec:
 
 @dataclass
 class LlamaSpec:
-    """How to invoke llama.cpp's llama-cli on the device."""
+    """How to invoke llama.cpp's one-shot program on the device: `llama-completion` (since
+    December 2025 `llama-cli` is a chat only), or a `llama-cli` built before that split.
+
+    `prompt_format`: "chatml" = adbflow wraps the story request in the model's chat
+    template (ChatML: SmolLM2-Instruct, Qwen), "raw" = the request as plain text (base
+    models). Sampling defaults were chosen with bench/story_quality.py."""
 
     binary: str
     model: str
@@ -64,6 +69,11 @@ class LlamaSpec:
     n_predict: int = 64
     ctx: int = 512
     extra_args: list[str] = field(default_factory=list)
+    prompt_format: str = "chatml"
+    temp: float = 0.6
+    top_k: int = 40
+    top_p: float = 0.9
+    repeat_penalty: float = 1.15
 
 
 @dataclass

@@ -1,4 +1,8 @@
-"""Stand-in for llama.cpp's llama-cli on a virtual device: real GGUF, simulated token rate.
+"""Stand-in for llama.cpp's llama-completion (and pre-2025-12 llama-cli) on a virtual device:
+real GGUF, simulated token rate.
+
+Since December 2025 llama.cpp's one-shot program is `llama-completion` (tools/completion, the
+old tools/main); `llama-cli` became a chat (adbflow.fleet.programs.llama_chat).
 
 Why: the story stage needs real text and the scheduler needs the device's speed. This
 runs the real model file given with -m (SmolLM2-135M Q4_1 on virtual devices) through
@@ -8,7 +12,9 @@ threads and slow_factor) and prints llama.cpp's `llama_perf_*` lines on stderr.
 
 Like the real llama-cli in single-turn mode, stdout starts with the prompt (unless
 --no-display-prompt) and ends with ` [end of text]` when the model stopped by itself.
-Deviation (said on stderr): without -n the default is 64 tokens, not unlimited.
+Deviations (said on stderr): without -n the default is 64 tokens, not unlimited; a GGUF with
+a chat template does not switch this stand-in to conversation mode when -no-cnv is missing
+(the real program then waits for input: adbflow's profiles always pass -no-cnv).
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ from dataclasses import dataclass, field
 from adbflow.fleet.programs import common
 
 DEFAULT_N_PREDICT = 64
+PROGRAM = "llama-completion"
 # flag -> (destination, takes a value)
 FLAGS: dict[str, tuple[str, bool]] = {
     "-m": ("model", True), "--model": ("model", True),
@@ -127,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.monotonic()
     args = parse_args(sys.argv[1:] if argv is None else argv)
     state = common.load_state()
-    common.apply_program_fault("llama-cli", state)
+    common.apply_program_fault(PROGRAM, state)
     v, sw = args.values, args.switches
     model = v.get("model", "models/7B/ggml-model-f16.gguf")
     prompt = v.get("prompt", "")
@@ -148,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         temp = float(v.get("temp", 0.8))
         top_k = int(v.get("top_k", 40))
         top_p = float(v.get("top_p", 0.95))
+        min_p = float(v.get("min_p", 0.05))
+        repeat_penalty = float(v.get("repeat_penalty", 1.0))
+        repeat_last_n = int(v.get("repeat_last_n", 64))
     except ValueError as exc:
         err(f"error: invalid parameter for argument: {exc}")
         return 1
@@ -191,9 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     err(f"system_info: n_threads = {threads} (n_threads_batch = {threads}) / {state.ncores} | "
         f"CPU : SSE3 = 1 | AVX = 1 | AVX2 = 1 |")
     err(f"sampler seed: {seed if seed >= 0 else 4294967295}")
-    err(f"sampler params: \n\trepeat_last_n = 64, repeat_penalty = 1.000, frequency_penalty = "
-        f"0.000, presence_penalty = 0.000\n\ttop_k = {top_k}, top_p = {top_p:.3f}, min_p = 0.050, "
-        f"temp = {temp:.3f}")
+    err(f"sampler params: \n\trepeat_last_n = {repeat_last_n}, repeat_penalty = "
+        f"{repeat_penalty:.3f}, frequency_penalty = 0.000, presence_penalty = 0.000\n\t"
+        f"top_k = {top_k}, top_p = {top_p:.3f}, min_p = {min_p:.3f}, temp = {temp:.3f}")
     err(f"generate: n_ctx = {params.n_ctx}, n_batch = 2048, n_predict = {n_predict}, n_keep = 0")
     err(f"adbflow virtual device ({state.profile}): real {os.path.basename(model)} generation on "
         f"the host CPU; token rate simulated = {rate:.2f} tok/s "
@@ -228,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
 
     request = {"prompt": prompt, "n_predict": n_predict, "stream": True, "temperature": temp,
-               "top_k": top_k, "top_p": top_p, "cache_prompt": False,
+               "top_k": top_k, "top_p": top_p, "min_p": min_p, "repeat_penalty": repeat_penalty,
+               "repeat_last_n": repeat_last_n, "cache_prompt": False,
                "ignore_eos": "ignore_eos" in sw}
     if seed >= 0:
         request["seed"] = seed
