@@ -24,6 +24,7 @@ import time
 
 from adbflow.fleet.programs import common
 from adbflow.fleet.programs.llama_completion import FLAGS as COMPLETION_FLAGS
+from adbflow.fleet.programs.llama_completion import parse_args as parse_completion_args
 from adbflow.fleet.programs.llama_completion import token_rate, unescape
 
 PROGRAM = "llama-cli"
@@ -41,29 +42,9 @@ EOF_CHUNK = "\n> " * 512
 
 
 def parse_args(argv: list[str]) -> tuple[dict[str, str], set[str]]:
-    values: dict[str, str] = {}
-    switches: set[str] = set()
-    i = 0
-    while i < len(argv):
-        a = argv[i]
-        key, val = (a.split("=", 1) + [None])[:2] if a.startswith("--") and "=" in a else (a, None)
-        spec = FLAGS.get(key)
-        if spec is None:
-            sys.stderr.write(f"error: invalid argument: {a}\n")
-            sys.exit(1)
-        dest, takes = spec
-        if takes:
-            if val is None:
-                i += 1
-                if i >= len(argv):
-                    sys.stderr.write(f"error: expected value for argument: {key}\n")
-                    sys.exit(1)
-                val = argv[i]
-            values[dest] = val
-        else:
-            switches.add(dest)
-        i += 1
-    return values, switches
+    """llama.cpp's common parser with llama-cli's extra flags."""
+    parsed = parse_completion_args(argv, FLAGS)
+    return parsed.values, parsed.switches
 
 
 def chatml(system: str | None, user: str) -> str:

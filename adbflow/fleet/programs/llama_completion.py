@@ -22,6 +22,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from adbflow.fleet.programs import common
 
@@ -60,14 +61,19 @@ class Args:
     switches: set[str] = field(default_factory=set)
 
 
-def parse_args(argv: list[str]) -> Args:
-    """llama.cpp's common arg parser: `error: invalid argument: X` for unknown flags."""
+def parse_args(argv: list[str], flags: dict[str, tuple[str, bool]] | None = None) -> Args:
+    """llama.cpp's common arg parser: `error: invalid argument: X` for unknown flags.
+    `flags` is the program's table (llama-cli's chat stand-in passes its own)."""
+    table = FLAGS if flags is None else flags
     out = Args()
     i = 0
     while i < len(argv):
         a = argv[i]
-        key, val = (a.split("=", 1) + [None])[:2] if a.startswith("--") and "=" in a else (a, None)
-        spec = FLAGS.get(key)
+        key: str = a
+        val: str | None = None
+        if a.startswith("--") and "=" in a:
+            key, val = a.split("=", 1)
+        spec = table.get(key)
         if spec is None:
             sys.stderr.write(f"error: invalid argument: {a}\n")
             sys.exit(1)
@@ -173,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         err(f"gguf_init_from_file: failed to open GGUF file '{model}'")
         err(f"llama_model_load: error loading model: llama_model_loader: failed to load model "
             f"from {model}")
-        err(f"llama_model_load_from_file_impl: failed to load model")
+        err("llama_model_load_from_file_impl: failed to load model")
         err("common_init_from_params: failed to load model '" + model + "'")
         err("main: error: unable to load model")
         return 1
@@ -214,7 +220,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(prompt)
         sys.stdout.flush()
 
-    times = {"first": 0.0, "n": 0, "final": None}
+    # mutable state shared with the streaming callback
+    first_at = [0.0]
+    count = [0]
+    last_chunk: list[dict[str, Any]] = []
     prompt_rate = rate * 8.0  # prefill is much faster than decode on phone CPUs
     gen_start = time.monotonic()
 
@@ -222,18 +231,18 @@ def main(argv: list[str] | None = None) -> int:
         choice = (chunk.get("choices") or [{}])[0]
         text = choice.get("text") or ""
         if choice.get("finish_reason"):
-            times["final"] = chunk
+            last_chunk[:] = [chunk]
         if not text:
             return
-        if times["n"] == 0:
-            times["first"] = time.monotonic()
-        times["n"] += 1
+        if count[0] == 0:
+            first_at[0] = time.monotonic()
+        count[0] += 1
         # Pace: tokens appear at the simulated rate (prompt eval included up front). Never
         # faster than `rate` after the first token, even when that one came late (a busy
         # host): catching up would report an eval rate above the profile's.
         n_prompt_est = max(1, len(prompt) // 4)
-        common.sleep_until(max(gen_start + n_prompt_est / prompt_rate + times["n"] / rate,
-                               times["first"] + (times["n"] - 1) / rate))
+        common.sleep_until(max(gen_start + n_prompt_est / prompt_rate + count[0] / rate,
+                               first_at[0] + (count[0] - 1) / rate))
         sys.stdout.write(text)
         sys.stdout.flush()
 
@@ -245,17 +254,17 @@ def main(argv: list[str] | None = None) -> int:
         request["seed"] = seed
     server.handle_completions(request, on_chunk)
     end = time.monotonic()
-    final = times["final"] or {}
+    final: dict[str, Any] = last_chunk[0] if last_chunk else {}
     finish = ((final.get("choices") or [{}])[0]).get("finish_reason")
     usage = final.get("usage") or {}
     n_prompt = int(usage.get("prompt_tokens", max(1, len(prompt) // 4)))
-    n_gen = int(usage.get("completion_tokens", times["n"]))
+    n_gen = int(usage.get("completion_tokens", count[0]))
     if finish == "stop":
         sys.stdout.write(" [end of text]\n")
     else:
         sys.stdout.write("\n")
     sys.stdout.flush()
-    first = times["first"] or end
+    first = first_at[0] or end
     prompt_ms = (first - gen_start) * 1000.0
     eval_ms = (end - first) * 1000.0
     n_eval = max(0, n_gen - 1)
