@@ -13,14 +13,10 @@ from typing import Annotated, Any, Optional
 import typer
 from tabulate import tabulate
 
-from adbflow.fleet.faults import FaultState
+from adbflow.cli.options import JsonOut
 from adbflow.fleet.control import FleetClient, default_adb_port, default_state_dir, start_fleet
+from adbflow.fleet.faults import FaultState
 from adbflow.fleet.host import DEFAULT_BASE_PORT, MAX_DEVICES
-
-try:
-    from adbflow.cli.options import JsonOut
-except ImportError:  # pragma: no cover - cli_options is part of the package
-    JsonOut = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]  # type: ignore[misc]
 
 StateDir = Annotated[
     Optional[Path],

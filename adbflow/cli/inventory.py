@@ -8,16 +8,22 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from tabulate import tabulate
 
+from adbflow.cli.options import AdbServers, EnergyWeight, JsonOut, Serials, Timeout
 from adbflow.device import Inventory, resolve_servers
 from adbflow.scheduling.bids import Bid, Bidder, pick_lowest_cpu
-from adbflow.scheduling.policy import (DEFAULT_POLICY, POLICY_NAMES, CostModel, Task,
-                                       format_decision, get_policy)
-from adbflow.cli.options import AdbServers, EnergyWeight, JsonOut, Serials, Timeout
+from adbflow.scheduling.policy import (
+    DEFAULT_POLICY,
+    POLICY_NAMES,
+    CostModel,
+    Task,
+    format_decision,
+    get_policy,
+)
 
 
 def _inventory(adb_server: list[str] | None, serial: list[str] | None) -> Inventory:
@@ -131,7 +137,7 @@ def bid_cmd(
         else:
             winner = pick_lowest_cpu(bids)
         if json_out:
-            doc = {"winner": winner, "policy": policy or "lowest-cpu",
+            doc: dict[str, Any] = {"winner": winner, "policy": policy or "lowest-cpu",
                    "bids": [b.to_json() for b in bids],
                    "unreachable_servers": [str(r.server) for r in unreachable]}
             if explanation is not None:

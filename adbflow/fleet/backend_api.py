@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from adbflow.fleet.faults import FaultState
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from adbflow.fleet.spawn_client import DeviceProcess
 
 
 class DeviceBackend(Protocol):
@@ -27,7 +30,7 @@ class DeviceBackend(Protocol):
         """Kill every device process and the holder; keep the root on disk."""
 
     async def spawn(self, command: str | None, *, pty: bool, env: dict[str, str] | None = None
-                    ) -> tuple[asyncio.subprocess.Process, int | None]:
+                    ) -> tuple[asyncio.subprocess.Process | DeviceProcess, int | None]:
         """Run `command` with the device's /system/bin/sh (-c) inside the device, or an
         interactive shell when None.
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from adbflow.errors import FleetError
-from adbflow.fleet.interpreter import module_argv
 from adbflow.fleet import adb_server
 from adbflow.fleet.host import DEFAULT_BASE_PORT, FLEET_JSON
 from adbflow.fleet.interpreter import module_argv
@@ -71,7 +70,7 @@ class FleetClient:
     def pid(self) -> int:
         return int(self.state()["pid"])
 
-    def adb(self):  # type: ignore[no-untyped-def]
+    def adb(self) -> Any:
         """An adbutils.AdbClient bound to the fleet's adb server."""
         import adbutils
         return adbutils.AdbClient(host="127.0.0.1", port=self.adb_port)

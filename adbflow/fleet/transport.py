@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from typing import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from adbflow.fleet import protocol as P
 from adbflow.fleet.backend_api import DeviceBackend
@@ -36,7 +37,7 @@ _I32 = struct.Struct("<i")
 class Connection:
     """One TCP connection from the adb server (one 'transport' in adb's words)."""
 
-    def __init__(self, device: "DeviceTransport", reader: asyncio.StreamReader,
+    def __init__(self, device: DeviceTransport, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter) -> None:
         self.device = device
         self.reader = reader
@@ -238,7 +239,7 @@ class DeviceTransport:
     flipping `offline` call `apply_offline()`."""
 
     def __init__(self, backend: DeviceBackend, port: int, *, host: str = "127.0.0.1",
-                 router: Callable[[str, "DeviceTransport"], ServiceHandler | None] | None = None
+                 router: Callable[[str, DeviceTransport], ServiceHandler | None] | None = None
                  ) -> None:
         self.backend = backend
         self.port = port
@@ -246,7 +247,7 @@ class DeviceTransport:
         self._router = router
         self._server: asyncio.base_events.Server | None = None
         self.connections: set[Connection] = set()
-        self.on_reboot: Callable[[], Awaitable[None]] | None = None
+        self.on_reboot: Callable[[], Coroutine[Any, Any, None]] | None = None
         self._bg: set[asyncio.Task[None]] = set()
 
     @property
@@ -301,7 +302,7 @@ class DeviceTransport:
                     except ConnectionError:
                         conn.drop()
 
-    def keep(self, task: "asyncio.Task[None]") -> None:
+    def keep(self, task: asyncio.Task[None]) -> None:
         """Hold a reference to a background task until it ends."""
         self._bg.add(task)
         task.add_done_callback(self._bg.discard)
