@@ -210,3 +210,47 @@ class FlowError(AdbflowError):
     """A flow file or flow object is invalid, names an unknown model, or asks for a placement
     no known device can ever satisfy. The message names the file and the key path
     (`stages[1].gate.tau`) or the TOML line."""
+
+
+class SlotBusy(AdbflowError):
+    """Another orchestrator holds the device's slot lease: bid elsewhere (not a failure)."""
+
+    def __init__(self, serial: str, slot: str, owner: str | None, left_s: float) -> None:
+        self.serial = serial
+        self.slot = slot
+        self.owner = owner
+        self.left_s = left_s
+        super().__init__(f"[{serial}] {slot} slot is leased by {owner or '?'} for "
+                         f"{left_s:.1f} s more", hint="another adbflow uses this phone; "
+                         "the stage goes to another device")
+
+
+class LeaseLost(AdbflowError):
+    """Our slot lease expired or was taken over before the stage ended: its output may be
+    another job's and is discarded; the stage is bid again."""
+
+    def __init__(self, serial: str, slot: str, detail: str) -> None:
+        self.serial = serial
+        self.slot = slot
+        super().__init__(f"[{serial}] {slot} slot lease lost: {detail}",
+                         hint="the result was discarded and the stage re-bid")
+
+
+class LaptopFault(AdbflowError):
+    """The laptop's own storage failed (disk full, read-only, no permission) at `path`.
+    Not a phone's fault and not the picture's: no phone is quarantined, no job fails; the
+    jobs wait and resume once the fault is fixed."""
+
+    def __init__(self, path: str, problem: str, *, hint: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"laptop storage problem at {path}: {problem}", hint=hint)
+
+
+class JournalCorrupt(AdbflowError):
+    """The journal database is damaged (SQLite says malformed / not a database)."""
+
+
+class JournalReplaced(AdbflowError):
+    """The journal file was deleted or replaced while adbflow ran: continuing would write to
+    a file nobody reads and later reuse job ids and story names. adbflow stops."""
