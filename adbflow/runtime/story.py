@@ -10,14 +10,14 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping, Sequence
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+from adbflow.parsers.text import CONTROL as _CONTROL, escape_controls
 MAX_PROMPT_LABELS = 3
 MIN_SCORE = 0.05
 
 
 def display_text(text: str, limit: int = 120) -> str:
     """Untrusted text made safe for one terminal line (escape controls, bound length)."""
-    out = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    out = escape_controls(text)
     return out if len(out) <= limit else out[: limit - 1] + "…"
 
 
