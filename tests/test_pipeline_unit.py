@@ -15,7 +15,7 @@ from adbflow.paths import ASSETS_DIR
 from adbflow.runtime.pipeline import Pipeline, PipelineConfig
 from adbflow.runtime.stages import REMOTE_IMAGE
 
-from pipeline_fakes import FakeBidder, FakeDevice, FakeInventory
+from pipeline_fakes import FakeBidder, FakeDevice, FakeInventory, as_gone_process
 
 PICS = "/storage/emulated/0/Pictures"
 CHELSEA = (ASSETS_DIR / "chelsea.png").read_bytes()
@@ -140,7 +140,7 @@ def test_resume_after_crash_is_exactly_once(tmp_path, fleet, monkeypatch) -> Non
             raise _Crash()
         return real_run(argv, **kw)
     monkeypatch.setattr(devs[2], "run", crash_on_llama)
-    with pytest.raises(_Crash):
+    with pytest.raises(_Crash), as_gone_process():
         p.process(jid)
     monkeypatch.setattr(devs[2], "run", real_run)
     p.journal.close()
@@ -295,4 +295,75 @@ def test_picture_converted_once_when_the_fleet_input_size_is_known(tmp_path, fle
     assert sorted(f.name for f in (work / str(second.id)).iterdir()) == [f"input-{used}.bmp"]
     if default != used:
         assert len(list((work / str(first.id)).iterdir())) == 2
+    p.close()
+
+
+def test_pictures_taken_while_cleanly_stopped_are_processed_at_the_next_start(tmp_path,
+                                                                               fleet) -> None:
+    """Before: after Ctrl-C (a clean stop) pictures taken while stopped were skipped unless
+    --backlog (after SIGTERM they were processed). Only pictures present before the first
+    start are backlog."""
+    devs, inv, bidder = fleet
+    devs[0].snap("before-first-start.png", CHELSEA, 100)
+    p = make(tmp_path, inv, bidder)
+    t, box = _watch_in_thread(p, once=True, poll_s=0.05, max_wait_s=20)
+    time.sleep(0.3)
+    devs[0].snap("first.png", CHELSEA[:-1] + b"\1", 200)
+    t.join(30)
+    assert "error" not in box, box
+    devs[0].snap("while-stopped.png", CHELSEA[:-1] + b"\2", 300)
+    t, box = _watch_in_thread(p, once=True, poll_s=0.05, max_wait_s=20)
+    t.join(30)
+    assert "error" not in box, box
+    assert sorted((j.name, j.state) for j in p.journal.jobs()) == [
+        ("first.png", "done"), ("while-stopped.png", "done")]
+
+
+def test_stale_part_files_are_cleaned_at_start(tmp_path, fleet) -> None:
+    import os
+    from adbflow.runtime.laptop import clean_stale_partials
+    data = tmp_path / "data"
+    pics = data / "pictures" / "dev1"
+    pics.mkdir(parents=True)
+    dead = pics / ".1-a-x.png.part-4194999-7"            # a pull of a pid that is gone
+    live = pics / f".2-b-x.png.part-{os.getpid()}-7"     # a pull running now
+    old = pics / "3-c.png.part"
+    fresh = pics / "4-d.png.part"
+    keep = pics / "5-e-x.png"
+    for f in (dead, live, old, fresh, keep):
+        f.write_bytes(b"x")
+    os.utime(old, (1, 1))
+    removed = clean_stale_partials(data)
+    assert sorted(removed) == sorted([dead, old])
+    assert live.exists() and fresh.exists() and keep.exists()
+
+
+def test_a_stage_whose_lease_was_taken_over_discards_its_output_and_runs_again(tmp_path):
+    """Another orchestrator takes the classify slot over while our label_image runs (our
+    lease expired): the output may be its picture's, so it is discarded and the stage is
+    bid again; the lost attempt is not counted against --attempts."""
+    from adbflow.device.lease_rules import FREE, Record
+
+    class Stolen(FakeDevice):
+        stolen = 0
+
+        def run(self, argv, **kw):
+            if argv[0].endswith("label_image") and self.stolen < 2:
+                self.stolen += 1
+                rec = self.leases["classify"]
+                # taken over by another (and already released by it): a newer token
+                self.leases["classify"] = Record(rec.token + 1, FREE, rec.boot,
+                                                 rec.written_ds, 0)
+            return super().run(argv, **kw)
+
+    dev = Stolen("dev1")
+    p = Pipeline(PipelineConfig(data_dir=tmp_path / "d", retry_wait_s=0.01, attempts=1),
+                 FakeInventory([dev]), bidder=FakeBidder({"dev1": 5.0}))
+    job = p.run_image(ASSETS_DIR / "chelsea.png")
+    assert job.state == "done", job.error
+    cls = [a for a in p.journal.attempts(job.id) if a.stage == "classify"]
+    assert [(a.state, a.error_kind) for a in cls] == [("failed", "lease"), ("failed", "lease"),
+                                                      ("done", None)]
+    assert "lease lost: after the run" in cls[0].error
+    assert job.result["labels"] and "cat" in job.result["labels"][0]["name"]
     p.close()

@@ -23,8 +23,9 @@ import secrets
 import shlex
 import socket
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from adbflow.device.lease_rules import FREE, Verdict, valid_owner
 from adbflow.device.port import DevicePort
@@ -236,7 +237,7 @@ class Renewer:
         self._thread = threading.Thread(target=self._loop, daemon=True,
                                         name=f"lease-{lease.serial}-{lease.slot}")
 
-    def __enter__(self) -> "Renewer":
+    def __enter__(self) -> Renewer:
         self._thread.start()
         return self
 

@@ -22,9 +22,10 @@ import re
 import shutil
 import time
 import unicodedata
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from adbflow.device import Device
 from adbflow.device.port import DevicePort
@@ -35,19 +36,22 @@ from adbflow.errors import (
     ParseError,
     PermissionDenied,
     RemoteNotFound,
+    SlotBusy,
     TransferTooLarge,
 )
 from adbflow.parsers.label_image import parse_label_image
 from adbflow.parsers.llama import parse_llama
 from adbflow.runtime.devtime import run_timed
-from adbflow.runtime.dispatcher import Dispatcher, bid_summary, decision_summary
+from adbflow.runtime.dispatcher import Dispatcher, Won, bid_summary, decision_summary
 from adbflow.runtime.imaging import prepare_bmp
+from adbflow.runtime.laptop import LAPTOP_ERRNOS, fault_from_os, laptop_cause, laptop_io
 from adbflow.runtime.story import build_prompt, whole_sentences
 from adbflow.scheduling.policy import Task, background_load, task_units
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     from adbflow.runtime.attempts import Attempt
     from adbflow.runtime.journal import JobRecord, Journal
+    from adbflow.runtime.leasing import StageLeases
 
 log = logging.getLogger("adbflow.runtime.stages")
 
@@ -133,7 +137,8 @@ def pull_picture(device: DevicePort, remote: str, local: Path, *, expected_size:
         raise JobError(f"{remote!r} on {device.serial} changed after detection "
                        f"({expected_size} -> {entry.size} bytes)",
                        hint="its new version is detected as a new picture")
-    local.parent.mkdir(parents=True, exist_ok=True)
+    with laptop_io(local.parent):
+        local.parent.mkdir(parents=True, exist_ok=True)
     t0, w0 = time.monotonic(), time.time()
     try:
         n = device.pull(remote, local, timeout=timeouts.pull_s + expected_size / 5e6,
@@ -143,6 +148,15 @@ def pull_picture(device: DevicePort, remote: str, local: Path, *, expected_size:
     except (RemoteNotFound, PermissionDenied, NotARegularFile) as exc:
         # the file itself is the problem: another device cannot pull it either
         raise JobError(f"cannot pull {remote!r} from {device.serial}: {exc.message}") from exc
+    except OSError as exc:        # the local temp file (permissions): the laptop's fault
+        if exc.errno in LAPTOP_ERRNOS:
+            raise fault_from_os(exc, exc.filename or local.parent) from exc
+        raise
+    except AdbError as exc:
+        cause = laptop_cause(exc)
+        if cause is not None:     # e.g. the pull's temp file hit a full or read-only disk
+            raise fault_from_os(cause, cause.filename or local.parent) from exc
+        raise
     pull_s = time.monotonic() - t0
     if n != expected_size:
         raise AdbError(device.serial, f"pull {remote}", message=f"got {n} of {expected_size} "
@@ -166,16 +180,25 @@ def llama_argv(spec: Any, prompt: str) -> list[str]:
             "-t", str(spec.threads), "-c", str(spec.ctx), *spec.extra_args]
 
 
-def classify_on(device: DevicePort, spec: Any, bmp: Path, *,
-                timeouts: StageTimeouts) -> dict[str, Any]:
-    """Push the BMP to REMOTE_IMAGE and run label_image there. Raises AdbError family on
-    device trouble and ParseError on output that holds no labels (both: try elsewhere)."""
+def classify_on(device: DevicePort, spec: Any, bmp: Path, *, timeouts: StageTimeouts,
+                leases: Any = None, held: Any = None) -> dict[str, Any]:
+    """Push the BMP and run label_image on REMOTE_IMAGE. With a slot lease (`held`, from
+    `leases.hold`), the BMP goes to the lease's own input file and the guarded command moves
+    it to REMOTE_IMAGE only while the lease is current (another orchestrator's push cannot
+    land between ours and label_image). Raises AdbError family on device trouble, ParseError
+    on output that holds no labels (both: try elsewhere), LeaseLost (discard, re-bid)."""
     t0, w0 = time.monotonic(), time.time()
-    pushed = device.push(bmp, REMOTE_IMAGE, timeout=timeouts.push_s)
+    target = held.input_path if held is not None else REMOTE_IMAGE
+    pushed = device.push(bmp, target, timeout=timeouts.push_s)
     push_s, w1 = time.monotonic() - t0, time.time()
     t1 = time.monotonic()
-    res, times = run_timed(device, label_image_argv(spec), timeout=timeouts.classify_s,
-                           max_output=MAX_TOOL_OUTPUT)
+    if held is not None:     # guarded run: host bracket only (no device clock marks)
+        res = leases.run(held, label_image_argv(spec), timeout=timeouts.classify_s,
+                         max_output=MAX_TOOL_OUTPUT, move_input_to=REMOTE_IMAGE)
+        times: dict[str, Any] = {"host": [w1, time.time()]}
+    else:
+        res, times = run_timed(device, label_image_argv(spec), timeout=timeouts.classify_s,
+                               max_output=MAX_TOOL_OUTPUT)
     run_s = time.monotonic() - t1
     parsed = parse_label_image(res.stdout + "\n" + res.stderr)
     return {"labels": [lb.to_json() for lb in parsed.labels], "avg_ms": parsed.avg_ms,
@@ -185,13 +208,19 @@ def classify_on(device: DevicePort, spec: Any, bmp: Path, *,
             **({"device_times": times["device"]} if "device" in times else {})}
 
 
-def generate_on(device: DevicePort, spec: Any, prompt: str, *,
-                timeouts: StageTimeouts) -> dict[str, Any]:
-    """Run llama-cli with the prompt; ParseError when there is no story or the output is
-    not a finished llama-cli run."""
+def generate_on(device: DevicePort, spec: Any, prompt: str, *, timeouts: StageTimeouts,
+                leases: Any = None, held: Any = None) -> dict[str, Any]:
+    """Run llama-cli with the prompt (guarded by the slot lease `held` when given);
+    ParseError when there is no story or the output is not a finished llama-cli run."""
     t0 = time.monotonic()
-    res, times = run_timed(device, llama_argv(spec, prompt), timeout=timeouts.generate_s,
-                           max_output=MAX_TOOL_OUTPUT)
+    if held is not None:     # guarded run: host bracket only (no device clock marks)
+        w0 = time.time()
+        res = leases.run(held, llama_argv(spec, prompt), timeout=timeouts.generate_s,
+                         max_output=MAX_TOOL_OUTPUT)
+        times: dict[str, Any] = {"host": [w0, time.time()]}
+    else:
+        res, times = run_timed(device, llama_argv(spec, prompt), timeout=timeouts.generate_s,
+                               max_output=MAX_TOOL_OUTPUT)
     run_s = time.monotonic() - t0
     parsed = parse_llama(res.stdout, res.stderr, prompt=prompt, require_text=True,
                          require_timings=True)
@@ -243,9 +272,11 @@ class JobStages:
 
     def __init__(self, *, data_dir: Path, journal: Journal, inventory: Any,
                  dispatcher: Dispatcher, profiles: Any, service_times: Any,
-                 max_bytes: int, timeouts: StageTimeouts, energy: bool = False) -> None:
+                 max_bytes: int, timeouts: StageTimeouts, leases: StageLeases,
+                 energy: bool = False) -> None:
         self.data_dir = Path(data_dir)
         self.energy = energy
+        self.leases = leases
         self.journal = journal
         self.inventory = inventory
         self.dispatcher = dispatcher
@@ -280,14 +311,22 @@ class JobStages:
             raise JobError(f"{src.name}: {job.size} bytes exceeds the {self.max_bytes}"
                            "-byte limit", hint="raise --max-bytes to accept it")
         local = local_picture_path(self.data_dir, job.id, "laptop", job.path)
-        local.parent.mkdir(parents=True, exist_ok=True)
+        with laptop_io(local.parent):
+            local.parent.mkdir(parents=True, exist_ok=True)
         tmp = local.with_name(local.name + ".part")
         try:
-            shutil.copyfile(src, tmp)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            fsrc = src.open("rb")
+        except OSError as exc:     # the user's file: bad input, not our disk
             raise JobError(f"cannot read {src}: {exc.strerror}") from None
-        os.replace(tmp, local)
+        try:
+            with fsrc, laptop_io(tmp), tmp.open("wb") as fdst:
+                shutil.copyfileobj(fsrc, fdst, 1 << 20)
+            with laptop_io(local):
+                os.replace(tmp, local)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise
         digest = sha256_file(local)
         self.journal.update_job(job.id, sha256=digest, local_path=str(local))
         return {"bytes": local.stat().st_size, "sha256": digest, "local": str(local),
@@ -302,7 +341,8 @@ class JobStages:
                            hint="it was deleted; re-run the picture with `adbflow run`")
         work = self.data_dir / "work" / str(job.id)
         ensure_inside(self.data_dir, work / "x")
-        work.mkdir(parents=True, exist_ok=True)
+        with laptop_io(work):
+            work.mkdir(parents=True, exist_ok=True)
         dst = work / f"input-{int(size)}.bmp"
         t0 = time.monotonic()
         info = prepare_bmp(src, dst, int(size), max_bytes=self.max_bytes)
@@ -317,6 +357,18 @@ class JobStages:
             return int(self.profiles.for_model(None).label_image.input_size)
         except Exception:  # noqa: BLE001
             return 224
+
+    @contextlib.contextmanager
+    def _leased(self, won: Won, slot: str) -> Iterator[Any]:
+        """The phone's slot lease around the stage (README "Leases"); a busy answer tells
+        the dispatcher to look elsewhere for a moment, and SlotBusy re-bids the stage."""
+        with contextlib.ExitStack() as stack:
+            try:
+                held = stack.enter_context(self.leases.hold(won.device, slot))
+            except SlotBusy as exc:
+                self.dispatcher.mark_busy(exc.serial, exc.slot, exc.left_s)
+                raise
+            yield held
 
     def _claim(self, att: Attempt) -> Any:
         def claim(winner: str, held: list[str]) -> None:
@@ -340,11 +392,12 @@ class JobStages:
             if size != image_info["output_size"]:
                 bmp, image_info, extra = self._bmp(job, size)
                 convert_s += extra
-            with self.dispatcher.slot(won, "classify") as slot_wait_s:
+            with self.dispatcher.slot(won, "classify") as slot_wait_s, \
+                    self._leased(won, "classify") as held:
                 w_slot = time.time()
                 with metered(won.device, self.energy) as energy:
                     out = classify_on(won.device, profile.label_image, bmp,
-                                      timeouts=self.timeouts)
+                                      timeouts=self.timeouts, leases=self.leases, held=held)
         finally:
             self.dispatcher.release(won)
         self._learn(won.serial, "classify", out["run_s"], won.bid, profile, task,
@@ -374,10 +427,12 @@ class JobStages:
         won = self.dispatcher.bid(task, "generate", att.excluded, self._claim(att))
         try:
             profile = self.profiles.for_model(won.bid.model)
-            with self.dispatcher.slot(won, "generate") as slot_wait_s:
+            with self.dispatcher.slot(won, "generate") as slot_wait_s, \
+                    self._leased(won, "generate") as held:
                 w_slot = time.time()
                 with metered(won.device, self.energy) as energy:
-                    out = generate_on(won.device, profile.llama, prompt, timeouts=self.timeouts)
+                    out = generate_on(won.device, profile.llama, prompt, timeouts=self.timeouts,
+                                      leases=self.leases, held=held)
         finally:
             self.dispatcher.release(won)
         self._learn(won.serial, "generate", out["run_s"], won.bid, profile,

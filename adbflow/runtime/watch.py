@@ -17,21 +17,23 @@ import fcntl
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from adbflow.errors import AdbflowError
+from adbflow.errors import AdbflowError, LaptopFault
 from adbflow.runtime.detect import Entry, NewPicture, Watcher, is_candidate_name
 from adbflow.runtime.events import (
     DeviceError,
     Emit,
     JobAdded,
     JobResumed,
+    LaptopFaultSeen,
     Recovered,
     Watching,
 )
 from adbflow.runtime.journal import Journal
+from adbflow.runtime.laptop import writable
 from adbflow.runtime.workers import JobRunner
 
 
@@ -79,14 +81,14 @@ def initial_ignore(journal: Journal, pictures_dir: str, serial: str, entries: Se
                    contacted: set[str]) -> set[tuple[str, int, float]]:
     """What to ignore in a device's first listing of this session.
 
-    Ignored: pictures that already have a job, and pictures present before watching
-    started (the baseline, remembered in the journal) unless --backlog. Not ignored:
+    Ignored: pictures that already have a job, and pictures present before the device's
+    FIRST watch (the baseline, remembered in the journal) unless --backlog. Not ignored:
     pictures that appeared while we were not watching a device we already watched,
-    when the previous watch crashed or the device reconnected: they were taken while
-    the pipeline was supposed to be running, so dropping them would lose them."""
+    whether adbflow was stopped (Ctrl-C, SIGTERM), crashed or the device was away: they
+    were taken after the user started adbflow, so dropping them would lose them.
+    (`crashed` is kept for callers; a clean stop is treated the same.)"""
     seen = journal.seen(serial)
     known = journal.was_watched(serial)
-    reconnect = serial in contacted
     contacted.add(serial)
     ignore: set[tuple[str, int, float]] = set()
     baseline: list[tuple[str, int, float]] = []
@@ -103,7 +105,7 @@ def initial_ignore(journal: Journal, pictures_dir: str, serial: str, entries: Se
         if s is not None and (s[0], s[1]) == (e.size, e.mtime) and not (backlog and s[2]):
             ignore.add(key)
             continue
-        if backlog or (known and (crashed or reconnect)):
+        if backlog or known:
             continue
         ignore.add(key)
         baseline.append((path, e.size, e.mtime))
@@ -118,7 +120,8 @@ class WatchSession:
 
     def __init__(self, *, config: Any, journal: Journal, inventory: Any, bidder: Any,
                  jobs: JobRunner, lock: DataDirLock, emit: Emit,
-                 stop: threading.Event) -> None:
+                 stop: threading.Event,
+                 on_refresh: Callable[[set[str]], list[int]] | None = None) -> None:
         self.config = config
         self.journal = journal
         self.inventory = inventory
@@ -127,6 +130,9 @@ class WatchSession:
         self.lock = lock
         self._emit = emit
         self._stop = stop
+        # called with the listed serials at start and at each refresh; returns the job ids
+        # it queued again (parked jobs whose phone is back, or whose disk is writable)
+        self._on_refresh = on_refresh or (lambda present: [])
 
     def run(self, *, once: bool = False, backlog: bool = False, poll_s: float = 2.0,
             max_wait_s: float | None = None, refresh_s: float = 5.0) -> list[int]:
@@ -147,12 +153,14 @@ class WatchSession:
             on_error=lambda serial, msg: self._emit(DeviceError(serial=serial, error=msg)))
         submitted: list[int] = []
         synced = False
+        deferred: list[NewPicture] = []   # seen while the laptop's disk failed
         try:
             for job in self.journal.incomplete_jobs(source="device"):
                 self._emit(JobResumed(job=job.id, serial=job.serial, name=job.name))
                 submitted.append(job.id)
                 self.jobs.submit(job.id)
             devices = list(self.inventory.devices())
+            submitted += self._on_refresh({d.serial for d in devices})
             new: list[NewPicture] = []
             if not (once and submitted):
                 # prime the bidder: later rounds measure load since this sample, no sleep
@@ -167,7 +175,13 @@ class WatchSession:
             next_poll = start + poll_s
             while not self._stop.is_set() and not (once and submitted):
                 for pic in new:
-                    job_id, created = record_picture(self.journal, pic, self._emit)
+                    try:
+                        job_id, created = record_picture(self.journal, pic, self._emit)
+                    except LaptopFault as exc:    # kept, and journaled once writable
+                        deferred.append(pic)
+                        self._emit(LaptopFaultSeen(job=None, path=exc.path, error=str(exc),
+                                                   first=len(deferred) == 1))
+                        continue
                     if created and not (once and submitted):
                         submitted.append(job_id)
                         self.jobs.submit(job_id)
@@ -181,8 +195,15 @@ class WatchSession:
                 new = watcher.wait_events(max(0.0, next_poll - time.monotonic()))
                 if self._stop.is_set():
                     break
+                if self.jobs.fatal is not None:
+                    raise self.jobs.fatal
                 if time.monotonic() - last_refresh > refresh_s:
-                    new += watcher.sync(list(self.inventory.devices()))
+                    self.journal.check_identity()     # deleted / replaced: stop
+                    listed = list(self.inventory.devices())
+                    new += watcher.sync(listed)
+                    self._on_refresh({d.serial for d in listed})
+                    if deferred and writable(self.journal.path.parent) is None:
+                        new, deferred = new + deferred, []
                     last_refresh = time.monotonic()
                 new += watcher.recheck()
                 if time.monotonic() >= next_poll:
@@ -196,7 +217,8 @@ class WatchSession:
         finally:
             unaccounted = watcher.unreported()
             watcher.stop()
-            if unaccounted == 0 and (synced or not session.previous_crashed):
-                self.journal.end_session(session.id)
+            if unaccounted == 0 and not deferred and (synced or not session.previous_crashed):
+                with contextlib.suppress(LaptopFault):
+                    self.journal.end_session(session.id)
             self.lock.release()
         return submitted
