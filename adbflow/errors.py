@@ -215,11 +215,13 @@ class FlowError(AdbflowError):
 class SlotBusy(AdbflowError):
     """Another orchestrator holds the device's slot lease: bid elsewhere (not a failure)."""
 
-    def __init__(self, serial: str, slot: str, owner: str | None, left_s: float) -> None:
+    def __init__(self, serial: str, slot: str, owner: str | None, left_s: float,
+                 token: int = 0) -> None:
         self.serial = serial
         self.slot = slot
         self.owner = owner
         self.left_s = left_s
+        self.token = token
         super().__init__(f"[{serial}] {slot} slot is leased by {owner or '?'} for "
                          f"{left_s:.1f} s more", hint="another adbflow uses this phone; "
                          "the stage goes to another device")

@@ -217,3 +217,34 @@ def test_two_processes_racing_for_one_slot_never_both_hold_it(fleet):
         tokens.append(int(start[1]))
     assert tokens == sorted(set(tokens)), tokens          # strictly increasing
     assert busy > 0, "the two racers never contended: the test proved nothing"
+
+
+def test_only_provably_dead_local_owners_are_stale():
+    """A killed adbflow of this laptop (same boot and pid namespace, pid gone) leaves a
+    stale lease that the next orchestrator releases at once; everything else waits for
+    expiry: another laptop (even one named like us), a live pid, an unknown format."""
+    import os
+    me = lease.owner_id()
+    host, ns, pid, rnd = me.split(":")
+    assert not lease.dead_local_owner(me)                                  # ourselves
+    assert lease.dead_local_owner(f"{host}:{ns}:{2 ** 22 + 7}:ab")         # gone
+    assert not lease.dead_local_owner(f"{host}:{ns}:1:ab")                 # pid 1 lives
+    assert not lease.dead_local_owner(f"{host}:ffffffff:{2 ** 22 + 7}:ab")  # other laptop
+    assert not lease.dead_local_owner(f"{host}:{2 ** 22 + 7}:ab")          # old format
+    assert not lease.dead_local_owner(None) and os.getpid() == int(pid)
+
+
+@pytest.mark.fleet
+def test_a_killed_local_orchestrators_lease_is_released_at_once(fleet):
+    """kill -9 of an adbflow leaves its lease live for up to TTL; the next orchestrator
+    of the same laptop sees the owner's pid is gone and releases it instead of waiting."""
+    from adbflow.errors import SlotBusy
+    from adbflow.runtime.leasing import StageLeases
+    dev = device(fleet, fleet.serials[0])
+    host, ns, _pid, _r = lease.owner_id().split(":")
+    dead = f"{host}:{ns}:{2 ** 22 + 99}:dead00"
+    stale = lease.acquire(dev, "stale", dead, ttl_s=60)
+    with pytest.raises(SlotBusy):                       # a live foreign owner: busy
+        lease.acquire(dev, "stale", "other:1:1:x", ttl_s=60)
+    with StageLeases(ttl_s=5).hold(dev, "stale") as held:
+        assert held.token == stale.token + 1

@@ -16,6 +16,7 @@ same shell command checks and releases). Rules: `lease_rules`; format: README "L
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import re
@@ -25,7 +26,10 @@ import socket
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import psutil
 
 from adbflow.device.lease_rules import FREE, Verdict, valid_owner
 from adbflow.device.port import DevicePort
@@ -46,13 +50,41 @@ def lease_script() -> str:
     return "\n".join(ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")) + "\n"
 
 
+@functools.lru_cache(maxsize=1)
+def pid_namespace() -> str:
+    """8 hex digits naming this laptop's boot and pid namespace: two owners with the same
+    value can check each other's pid (same kernel boot, same pid numbering), whatever the
+    host names say (two laptops may both be called `localhost`)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        ns = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return "00000000"            # unknown: never matches a real one (see dead_local_owner)
+    return hashlib.sha256(f"{boot}:{ns}".encode()).hexdigest()[:8]
+
+
 def owner_id(tag: str = "") -> str:
-    """`host:pid:random` (plus a tag): unique per orchestrator process, readable in `busy`
-    answers, and free of spaces (the record is space-separated)."""
+    """`host:pidns:pid:random` (plus a tag): unique per orchestrator process, readable in
+    `busy` answers, free of spaces (the record is space-separated)."""
     host = re.sub(r"[^A-Za-z0-9.-]+", "-", socket.gethostname())[:32] or "host"
-    out = f"{host}:{os.getpid()}:{secrets.token_hex(3)}{tag}"
+    out = f"{host}:{pid_namespace()}:{os.getpid()}:{secrets.token_hex(3)}{tag}"
     assert valid_owner(out), out
     return out
+
+
+def dead_local_owner(owner: str | None) -> bool:
+    """True when `owner` is an adbflow process of this laptop's pid namespace that no longer
+    runs (a kill -9'd `run` or `watch`): its lease is stale and may be released at once
+    instead of blocking the phone for the rest of its TTL. Anything not provably dead
+    (other laptops, other namespaces, unknown formats, a live pid) is False."""
+    if not owner:
+        return False
+    parts = owner.split(":")
+    if len(parts) < 4 or parts[1] != pid_namespace() or parts[1] == "00000000":
+        return False
+    if not parts[2].isdigit() or int(parts[2]) == os.getpid():
+        return False
+    return not psutil.pid_exists(int(parts[2]))
 
 
 def input_path(slot: str, token: int) -> str:
@@ -214,7 +246,7 @@ def acquire(device: DevicePort, slot: str, owner: str, *, ttl_s: float = DEFAULT
     if r.verdict is Verdict.GRANTED:
         return DeviceLease(device, slot, owner, r.token, ttl_s, timeout=timeout)
     if r.verdict is Verdict.BUSY:
-        raise SlotBusy(device.serial, slot, r.owner, r.left_s)
+        raise SlotBusy(device.serial, slot, r.owner, r.left_s, r.token)
     raise AdbError(device.serial, f"lease acquire {slot}", message=f"lease answered "
                    f"{r.verdict.value}", hint="check that /data/local/tmp is writable")
 

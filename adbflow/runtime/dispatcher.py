@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from adbflow.device.lease import dead_local_owner
 from adbflow.device.port import DevicePort
 from adbflow.errors import AdbflowError
 from adbflow.runtime.events import BidRound, DeviceQuarantined, DeviceReleased, Emit
@@ -153,8 +154,9 @@ class Dispatcher:
         with self._busy_lock:
             marked = {s for (s, sl), until in self._busy_until.items()
                       if sl == slot and until > now}
-        return marked | {b.serial for b in bids
-                         if b.slot_busy(slot, self.lease_owner) is not None}
+        held = {b.serial: b.slot_busy(slot, self.lease_owner) for b in bids}
+        return marked | {s for s, st in held.items()
+                         if st is not None and not dead_local_owner(st.owner)}
 
     def bid(self, task: Task, stage: str, excluded: set[str],
             claim: Callable[[str, list[str]], None], *, policy: Any = None) -> Won:

@@ -19,6 +19,7 @@ from adbflow.device.adb import ShellResult
 from adbflow.device.lease_rules import SlotState
 from adbflow.device.port import DevicePort
 from adbflow.device.failures import exit_error
+from adbflow.errors import SlotBusy
 
 
 class StageLeases:
@@ -32,9 +33,19 @@ class StageLeases:
 
     @contextlib.contextmanager
     def hold(self, device: DevicePort, slot: str) -> Iterator[lease.DeviceLease]:
-        """Acquire (SlotBusy if taken), renew while inside, release on the way out."""
-        held = lease.acquire(device, slot, self.owner, ttl_s=self.ttl_s,
-                             timeout=self.timeout_s)
+        """Acquire (SlotBusy if taken), renew while inside, release on the way out. A lease
+        left by a dead adbflow process of this laptop is released first (a killed run
+        must not block its phone for the rest of the TTL)."""
+        try:
+            held = lease.acquire(device, slot, self.owner, ttl_s=self.ttl_s,
+                                 timeout=self.timeout_s)
+        except SlotBusy as busy:
+            if not lease.dead_local_owner(busy.owner):
+                raise
+            lease.call(device, "release", slot, busy.owner or "", busy.token, 0,
+                       timeout=self.timeout_s)
+            held = lease.acquire(device, slot, self.owner, ttl_s=self.ttl_s,
+                                 timeout=self.timeout_s)
         try:
             with lease.Renewer(held):
                 yield held
