@@ -256,3 +256,27 @@ class JournalCorrupt(AdbflowError):
 class JournalReplaced(AdbflowError):
     """The journal file was deleted or replaced while adbflow ran: continuing would write to
     a file nobody reads and later reuse job ids and story names. adbflow stops."""
+
+
+class PictureChanging(AdbflowError):
+    """The device file is not the detected version any more (still being written, or
+    replaced): the pull waits until it is stable instead of failing the job."""
+
+    def __init__(self, serial: str, path: str, size: int, mtime: float) -> None:
+        self.serial = serial
+        self.path = path
+        self.size = size
+        self.mtime = mtime
+        super().__init__(f"{path!r} on {serial} changed since it was detected (now {size} "
+                         "bytes)", hint="waiting until it is completely written")
+
+
+class PictureSuperseded(AdbflowError):
+    """A later detection of the same, now complete, file is its own job (`other`): this job
+    is skipped, not failed (it saw the file while it was still being written)."""
+
+    def __init__(self, job_id: int, other: int) -> None:
+        self.job_id = job_id
+        self.other = other
+        super().__init__(f"superseded by job {other}: the file was still being written "
+                         "when this job saw it")

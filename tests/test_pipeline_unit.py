@@ -367,3 +367,45 @@ def test_a_stage_whose_lease_was_taken_over_discards_its_output_and_runs_again(t
     assert "lease lost: after the run" in cls[0].error
     assert job.result["labels"] and "cat" in job.result["labels"][0]["name"]
     p.close()
+
+
+class _SlowWriter(FakeDevice):
+    """A picture written in 4 steps 0.6 s apart (a slow writer, a copy in progress)."""
+
+    def start_writing(self, name: str, data: bytes) -> str:
+        path = f"{PICS}/{name}"
+        steps = [data[: len(data) * k // 4] for k in (1, 2, 3, 4)]
+
+        def write():
+            for i, part in enumerate(steps):
+                self.files[path] = (part, float(5000 + i))
+                time.sleep(0.6)
+        threading.Thread(target=write, daemon=True).start()
+        time.sleep(0.05)
+        return path
+
+
+def test_a_slow_writer_yields_one_done_job_and_no_failed_ones(tmp_path) -> None:
+    """Before: a picture written over several seconds produced 3-7 extra failed jobs
+    (changed after detection / truncated). Now the pull waits until the file is stable and
+    the job follows it; jobs created for its earlier sizes are skipped, never failed."""
+    devs = [_SlowWriter("dev1"), FakeDevice("dev2")]
+    p = make(tmp_path, FakeInventory(devs), FakeBidder({"dev1": 50.0, "dev2": 5.0}))
+    t, box = _watch_in_thread(p, poll_s=0.1)
+    time.sleep(0.5)
+    devs[0].start_writing("slow.png", CHELSEA)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        jobs = p.journal.jobs(limit=None)
+        if jobs and any(j.state == "done" for j in jobs) and all(
+                j.state in ("done", "skipped", "failed") for j in jobs):
+            break
+        time.sleep(0.2)
+    p.stop_event.set()
+    t.join(10)
+    jobs = p.journal.jobs(limit=None)
+    states = sorted(j.state for j in jobs)
+    assert states.count("done") == 1 and "failed" not in states, \
+        [(j.id, j.size, j.state, j.error) for j in jobs]
+    done = next(j for j in jobs if j.state == "done")
+    assert done.size == len(CHELSEA) and "cat" in done.result["labels"][0]["name"]

@@ -25,6 +25,8 @@ from adbflow.errors import (
     LaptopFault,
     LeaseLost,
     ParseError,
+    PictureChanging,
+    PictureSuperseded,
     SlotBusy,
 )
 from adbflow.runtime.dispatcher import (
@@ -142,6 +144,9 @@ def run_stage(job: JobRecord, stage: str, body: StageBody, *, journal: Journal,
             raise
         except LaptopFault as exc:
             _laptop_failed(journal, att.id, exc)
+            raise
+        except (PictureSuperseded, PictureChanging) as exc:   # the pipeline re-pulls / skips
+            journal.fail_attempt(att.id, str(exc), kind="superseded")
             raise
         except (SlotBusy, LeaseLost) as exc:
             # Another orchestrator uses that phone (busy), or took the slot over while we

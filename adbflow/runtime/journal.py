@@ -447,6 +447,30 @@ class Journal:
                        "WHERE id=?", (state, error, None if result is None else
                                       json.dumps(result), now, now, int(job_id)))
 
+    def invalidate_stage(self, job_id: int, stage: str, reason: str) -> None:
+        """A committed stage result turned out stale (a picture pulled mid-write): it no
+        longer counts, so the stage runs again (kept in the journal as failed)."""
+        with self._tx() as db:
+            db.execute("UPDATE attempts SET state='failed', error=?, error_kind='superseded' "
+                       "WHERE job_id=? AND stage=? AND state='done'",
+                       (reason, int(job_id), stage))
+
+    def retarget_job(self, job_id: int, size: int, mtime: float) -> int | None:
+        """The job's file settled at another (size, mtime): the job follows it. Returns the
+        id of another job that already has that identity (then nothing changes here)."""
+        with self._tx() as db:
+            row = db.execute("SELECT serial, path FROM jobs WHERE id=?", (int(job_id),)).fetchone()
+            other = db.execute("SELECT id FROM jobs WHERE serial=? AND path=? AND size=? AND "
+                               "mtime=? AND id<>?", (row["serial"], row["path"], int(size),
+                                                     float(mtime), int(job_id))).fetchone()
+            if other is not None:
+                return int(other["id"])
+            db.execute("UPDATE jobs SET size=?, mtime=?, updated=? WHERE id=?",
+                       (int(size), float(mtime), self._clock(), int(job_id)))
+            db.execute("UPDATE seen SET size=?, mtime=? WHERE serial=? AND path=?",
+                       (int(size), float(mtime), row["serial"], row["path"]))
+            return None
+
     def unreachable_failed_jobs(self, serial: str) -> list[JobRecord]:
         """Failed device jobs whose last attempt failed because `serial` was unreachable:
         the picture is still on the phone, so they are retried when it is back."""
@@ -612,11 +636,13 @@ class Journal:
     def failed_attempts(self, job_id: int, stage: str) -> list[AttemptRecord]:
         """Attempts that failed (not abandoned by a crash): they count against the budget.
         Not counted: a phone leased by another orchestrator (`busy`), a lease lost while
-        running (`lease`), the origin phone gone (`unreachable`): none says anything about
-        the phone's health or the picture."""
+        running (`lease`), the origin phone gone (`unreachable`), a copy taken while the
+        file was still being written (`superseded`): none says anything about the phone's
+        health or the picture."""
         return [self._attempt(r) for r in self._query(
             "SELECT * FROM attempts WHERE job_id=? AND stage=? AND state='failed' AND "
-            "coalesce(error_kind, '') NOT IN ('busy', 'lease', 'unreachable') ORDER BY id",
+            "coalesce(error_kind, '') NOT IN ('busy', 'lease', 'unreachable', 'superseded') "
+            "ORDER BY id",
             (int(job_id), stage))]
 
     def mark_seen(self, serial: str, entries: Iterable[tuple[str, int, float]], *,

@@ -30,7 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adbflow.errors import AdbflowError, JobError, JournalReplaced, LaptopFault
+from adbflow.errors import (
+    AdbflowError,
+    JobError,
+    JournalReplaced,
+    LaptopFault,
+    PictureChanging,
+    PictureSuperseded,
+)
 from adbflow.paths import PROFILES_DIR, data_home
 from adbflow.runtime import stages
 from adbflow.runtime.attempts import (
@@ -82,6 +89,7 @@ log = logging.getLogger("adbflow.runtime.pipeline")
 STAGE_ORDER_DEVICE = ("pull", "classify", "generate")
 STAGE_ORDER_LAPTOP = ("ingest", "classify", "generate")
 JOURNAL_NAME = "journal.sqlite"
+MAX_REPULLS = 3     # a picture pulled mid-write is pulled again (after it settles) this often
 
 
 def journal_path(data_dir: Path) -> Path:
@@ -304,15 +312,25 @@ class Pipeline:
         job_id = job.id
         self.emit(JobStarted(job=job_id, serial=job.serial, name=job.name))
         try:
-            if job.source == "device":
-                self._stage(job, "pull", self.stages.pull, origin_only=True)
-            else:
-                self._stage(job, "ingest", self.stages.ingest, origin_only=True)
-            job = self.journal.job(job_id)
-            if job.source == "device" and job.sha256:
-                dup = self.journal.duplicate_of(job.id, job.serial, job.path, job.sha256)
-                if dup is not None:
-                    raise _Duplicate(dup)
+            for pulls_left in range(MAX_REPULLS, -1, -1):
+                if job.source == "device":
+                    self._stage(job, "pull", self.stages.pull, origin_only=True)
+                else:
+                    self._stage(job, "ingest", self.stages.ingest, origin_only=True)
+                job = self.journal.job(job_id)
+                if job.source == "device" and job.sha256:
+                    dup = self.journal.duplicate_of(job.id, job.serial, job.path, job.sha256)
+                    if dup is not None:
+                        raise _Duplicate(dup)
+                try:
+                    self._stage(job, "classify", self.stages.classify)
+                    break
+                except PictureChanging as changing:
+                    # the pulled copy was taken while the file was still being written
+                    if not pulls_left:
+                        raise JobError(str(changing)) from changing
+                    self.journal.invalidate_stage(job_id, "pull", str(changing))
+                    job = self.journal.job(job_id)
             first = "pull" if job.source == "device" else "ingest"
             for again in (False, True):
                 self._stage(job, "classify", self.stages.classify)
@@ -343,6 +361,9 @@ class Pipeline:
             self.waiting.park_origin(job_id, exc.serial)
             self.journal.update_job(job_id, state=JobState.PENDING, error=str(exc))
             self.emit(JobWaiting(job=job_id, serial=exc.serial, error=str(exc)))
+        except PictureSuperseded as sup:    # saw a file mid-write: not a failed job
+            self.journal.finish_job(job_id, JobState.SKIPPED, error=str(sup))
+            self.emit(JobSkipped(job=job_id, error=str(sup)))
         except _Duplicate as dup:
             msg = f"same content as job {dup.other} (only the timestamp changed)"
             self.journal.finish_job(job_id, JobState.SKIPPED, error=msg)

@@ -35,6 +35,8 @@ from adbflow.errors import (
     NotARegularFile,
     ParseError,
     PermissionDenied,
+    PictureChanging,
+    PictureSuperseded,
     RemoteNotFound,
     SlotBusy,
     TransferTooLarge,
@@ -122,8 +124,9 @@ def sha256_file(path: Path) -> str:
 
 def pull_picture(device: DevicePort, remote: str, local: Path, *, expected_size: int,
                  expected_mtime: float, max_bytes: int, timeouts: StageTimeouts) -> dict[str, Any]:
-    """Copy the detected picture to the laptop. JobError when the file is empty, too big,
-    vanished or changed since detection (its new version is a new picture)."""
+    """Copy the detected picture to the laptop. JobError when the file is empty, too big or
+    vanished; PictureChanging when it is not the detected version (before or after the
+    copy: a slow writer was still at it), so the caller waits for it to settle."""
     if expected_size == 0:
         raise JobError(f"{remote!r} on {device.serial} is empty (0 bytes)",
                        hint="the camera app may have failed to write it")
@@ -134,9 +137,7 @@ def pull_picture(device: DevicePort, remote: str, local: Path, *, expected_size:
     if entry is None:
         raise JobError(f"{remote!r} vanished from {device.serial} before it was pulled")
     if int(entry.size) != expected_size or float(entry.mtime) != expected_mtime:
-        raise JobError(f"{remote!r} on {device.serial} changed after detection "
-                       f"({expected_size} -> {entry.size} bytes)",
-                       hint="its new version is detected as a new picture")
+        raise PictureChanging(device.serial, remote, int(entry.size), float(entry.mtime))
     with laptop_io(local.parent):
         local.parent.mkdir(parents=True, exist_ok=True)
     t0, w0 = time.monotonic(), time.time()
@@ -158,6 +159,10 @@ def pull_picture(device: DevicePort, remote: str, local: Path, *, expected_size:
             raise fault_from_os(cause, cause.filename or local.parent) from exc
         raise
     pull_s = time.monotonic() - t0
+    after = device.stat(remote, timeout=timeouts.stat_s)
+    if after is not None and (int(after.size) != expected_size
+                              or float(after.mtime) != expected_mtime):
+        raise PictureChanging(device.serial, remote, int(after.size), float(after.mtime))
     if n != expected_size:
         raise AdbError(device.serial, f"pull {remote}", message=f"got {n} of {expected_size} "
                        "bytes", hint="the transfer was cut; retrying")
@@ -261,6 +266,26 @@ def metered(device: Any, enabled: bool) -> Iterator[dict[str, Any]]:
                 out["error"] = f"energy meter failed: {exc}"
 
 
+STABLE_WAIT_S = 60.0        # a file still being written is waited for this long
+STABLE_LOOK_S = 1.0         # ... looked at this often; stable = same size+mtime twice
+
+
+def wait_stable(device: DevicePort, remote: str, size: int, mtime: float, *,
+                timeouts: StageTimeouts, until: float) -> tuple[int, float]:
+    """(size, mtime) once two looks STABLE_LOOK_S apart agree (or at `until`). JobError
+    when the file vanished meanwhile."""
+    while time.monotonic() < until:
+        time.sleep(STABLE_LOOK_S)
+        entry = device.stat(remote, timeout=timeouts.stat_s)
+        if entry is None:
+            raise JobError(f"{remote!r} vanished from {device.serial} while being written")
+        now = (int(entry.size), float(entry.mtime))
+        if now == (size, mtime):
+            return now
+        size, mtime = now
+    return size, mtime
+
+
 # ------------------------------------------------------------------ job-level bodies
 
 class JobStages:
@@ -288,13 +313,32 @@ class JobStages:
 
     # -------------------------------------------------------------- first stage
     def pull(self, job: JobRecord, att: Attempt) -> dict[str, Any]:
+        """Pull the detected version. A file still being written (a slow writer, a copy in
+        progress) is waited for until stable, and the job follows it to its final size and
+        mtime; when a later detection already made that version a job, this one is
+        superseded (skipped, not failed)."""
         att.serial = job.serial
         self.journal.set_attempt_serial(att.id, job.serial)
         device = self.inventory.device(job.serial)
         local = local_picture_path(self.data_dir, job.id, job.serial, job.path)
-        out = pull_picture(device, job.path, local, expected_size=job.size,
-                           expected_mtime=job.mtime, max_bytes=self.max_bytes,
-                           timeouts=self.timeouts)
+        deadline = time.monotonic() + STABLE_WAIT_S
+        while True:
+            try:
+                out = pull_picture(device, job.path, local, expected_size=job.size,
+                                   expected_mtime=job.mtime, max_bytes=self.max_bytes,
+                                   timeouts=self.timeouts)
+                break
+            except PictureChanging as changing:
+                if time.monotonic() > deadline:
+                    raise JobError(f"{job.path!r} on {job.serial} kept changing for "
+                                   f"{STABLE_WAIT_S:.0f} s", hint="it is detected again "
+                                   "once its writer is done") from changing
+                size, mtime = wait_stable(device, job.path, changing.size, changing.mtime,
+                                          timeouts=self.timeouts, until=deadline)
+                other = self.journal.retarget_job(job.id, size, mtime)
+                if other is not None:
+                    raise PictureSuperseded(job.id, other) from changing
+                job = self.journal.job(job.id)
         self.journal.update_job(job.id, sha256=out["sha256"], local_path=out["local"])
         out["serial"] = job.serial
         return out
@@ -370,6 +414,26 @@ class JobStages:
                 raise
             yield held
 
+    def _changed_since_pull(self, job: JobRecord) -> None:
+        """PictureChanging when the origin file is not the pulled version any more: the
+        copy that failed to decode was taken mid-write (the pipeline pulls it again). A
+        writer may pause between chunks, so the file is looked at twice, STABLE_LOOK_S
+        apart (this costs time only when a picture does not decode)."""
+        if job.source != "device":
+            return
+        for look in range(2):
+            try:
+                entry = self.inventory.device(job.serial).stat(job.path,
+                                                               timeout=self.timeouts.stat_s)
+            except AdbError:
+                return                     # cannot tell: the decode error stands
+            if entry is not None and (int(entry.size), float(entry.mtime)) != (job.size,
+                                                                              job.mtime):
+                raise PictureChanging(job.serial, job.path, int(entry.size),
+                                      float(entry.mtime))
+            if look == 0:
+                time.sleep(STABLE_LOOK_S)
+
     def _claim(self, att: Attempt) -> Any:
         def claim(winner: str, held: list[str]) -> None:
             att.serial = winner
@@ -381,7 +445,11 @@ class JobStages:
         job = self.journal.job(job.id)
         # Bad input is found before any device time is spent on it.
         w_convert = time.time()
-        bmp, image_info, convert_s = self._bmp(job, self._default_input_size())
+        try:
+            bmp, image_info, convert_s = self._bmp(job, self._default_input_size())
+        except JobError:
+            self._changed_since_pull(job)    # a copy of a file still being written?
+            raise
         task = Task("classify", input_bytes=bmp.stat().st_size, output_bytes=1024)
         won = self.dispatcher.bid(task, "classify", att.excluded, self._claim(att))
         first_convert_s, w_reconvert, extra = convert_s, time.time(), 0.0
