@@ -18,13 +18,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from adbflow.device import lease as lease_protocol
 from adbflow.device import RemoteEntry, ShellResult
-from adbflow.device.port import DevicePort
+from adbflow.device import lease as lease_protocol
 from adbflow.device.lease_rules import Op, Record, Verdict, apply
+from adbflow.device.port import DevicePort
+from adbflow.errors import (
+    AdbTimeoutError,
+    CommandFailed,
+    DeviceUnavailableError,
+    RemoteNotFound,
+    TransferTooLarge,
+)
 from adbflow.scheduling.bids import Bid
-from adbflow.errors import (AdbTimeoutError, CommandFailed, DeviceUnavailableError,
-                            RemoteNotFound, TransferTooLarge)
 
 MODEL = "adbflow-virtual midrange_2023"
 LABEL_OUT = ("INFO: Loaded model /data/local/tmp/efficientnet_lite0.tflite\nINFO: invoked\n"

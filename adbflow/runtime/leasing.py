@@ -15,10 +15,10 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from adbflow.device import lease
-from adbflow.device.adb import ShellResult
+from adbflow.device.failures import exit_error
 from adbflow.device.lease_rules import SlotState
 from adbflow.device.port import DevicePort
-from adbflow.device.failures import exit_error
+from adbflow.device.results import ShellResult
 from adbflow.errors import SlotBusy
 
 

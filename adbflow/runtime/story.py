@@ -10,7 +10,9 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping, Sequence
 
-from adbflow.parsers.text import CONTROL as _CONTROL, escape_controls
+from adbflow.parsers.text import CONTROL as _CONTROL
+from adbflow.parsers.text import escape_controls
+
 MAX_PROMPT_LABELS = 3
 MIN_SCORE = 0.05
 
