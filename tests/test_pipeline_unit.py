@@ -409,3 +409,19 @@ def test_a_slow_writer_yields_one_done_job_and_no_failed_ones(tmp_path) -> None:
         [(j.id, j.size, j.state, j.error) for j in jobs]
     done = next(j for j in jobs if j.state == "done")
     assert done.size == len(CHELSEA) and "cat" in done.result["labels"][0]["name"]
+
+
+def test_a_lease_left_by_an_earlier_attempt_of_this_process_does_not_block(tmp_path) -> None:
+    """The release of a failed attempt did not get through (the phone dropped off): the
+    next attempt of the same process takes the slot over instead of waiting out the TTL."""
+    from adbflow.device.lease_rules import Record
+    dev = FakeDevice("dev1")
+    p = make(tmp_path, FakeInventory([dev]), FakeBidder({"dev1": 5.0}))
+    now = int(time.monotonic() * 10)
+    dev.leases["classify"] = Record(5, p.leases.owner, "fake", now, now + 3000)
+    t0 = time.monotonic()
+    job = p.run_image(ASSETS_DIR / "chelsea.png")
+    assert job.state == "done" and time.monotonic() - t0 < 30
+    assert dev.leases["classify"].token == 6
+    assert not [a for a in p.journal.attempts(job.id) if a.error_kind == "busy"]
+    p.close()

@@ -34,13 +34,17 @@ class StageLeases:
     @contextlib.contextmanager
     def hold(self, device: DevicePort, slot: str) -> Iterator[lease.DeviceLease]:
         """Acquire (SlotBusy if taken), renew while inside, release on the way out. A lease
-        left by a dead adbflow process of this laptop is released first (a killed run
-        must not block its phone for the rest of the TTL)."""
+        left by a dead adbflow process of this laptop, or by an earlier attempt of this one,
+        is released first (it must not block the phone for the rest of its TTL). Call it
+        holding the dispatcher's slot for (device, slot)."""
         try:
             held = lease.acquire(device, slot, self.owner, ttl_s=self.ttl_s,
                                  timeout=self.timeout_s)
         except SlotBusy as busy:
-            if not lease.dead_local_owner(busy.owner):
+            # Ours: an earlier attempt of this process whose release did not get through
+            # (the phone dropped off); the caller holds our in-process slot for this
+            # device and stage, so nothing of ours uses it any more.
+            if busy.owner != self.owner and not lease.dead_local_owner(busy.owner):
                 raise
             lease.call(device, "release", slot, busy.owner or "", busy.token, 0,
                        timeout=self.timeout_s)
