@@ -425,3 +425,33 @@ def test_a_lease_left_by_an_earlier_attempt_of_this_process_does_not_block(tmp_p
     assert dev.leases["classify"].token == 6
     assert not [a for a in p.journal.attempts(job.id) if a.error_kind == "busy"]
     p.close()
+
+
+def test_after_a_lost_journal_new_pictures_are_processed_and_old_ones_not_again(
+        tmp_path, fleet) -> None:
+    """Before: with journal.sqlite deleted, the restart took every picture on the phones as
+    'present before the first start' (a picture taken meanwhile was never processed) and
+    job 1 overwrote stories/1.txt. Now ids continue above the data dir's files, pictures
+    with a pulled copy count as done, and the rest is processed."""
+    devs, inv, bidder = fleet
+    p = make(tmp_path, inv, bidder)
+    t, box = _watch_in_thread(p, once=True, poll_s=0.05, max_wait_s=20)
+    time.sleep(0.3)
+    devs[0].snap("first.png", CHELSEA, 100)
+    t.join(30)
+    first = p.journal.jobs()[0]
+    assert first.state == "done"
+    story = (tmp_path / "data" / "stories" / f"{first.id}.txt").read_text()
+    p.close()
+    for f in (tmp_path / "data").glob("journal.sqlite*"):
+        f.unlink()                                        # the journal is lost
+    devs[0].snap("while-lost.png", CHELSEA[:-1] + b"\3", 200)
+    p2 = make(tmp_path, inv, bidder)
+    t, box = _watch_in_thread(p2, once=True, poll_s=0.05, max_wait_s=20)
+    t.join(30)
+    assert "error" not in box, box
+    jobs = p2.journal.jobs(limit=None)
+    assert [(j.name, j.state) for j in jobs] == [("while-lost.png", "done")]
+    assert jobs[0].id > first.id
+    assert (tmp_path / "data" / "stories" / f"{first.id}.txt").read_text() == story
+    p2.close()

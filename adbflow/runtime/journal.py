@@ -353,6 +353,15 @@ class Journal:
                            (max(int(above), int(top)),))
             elif int(row["seq"]) < int(above):
                 db.execute("UPDATE sqlite_sequence SET seq=? WHERE name='jobs'", (int(above),))
+            if int(above) > 0 and int(top) == 0 and row is None:
+                # a fresh journal next to outputs of an earlier one: the old was lost
+                db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('recreated', ?)",
+                           (str(int(above)),))
+
+    def recreated(self) -> bool:
+        """This journal replaced a lost one (outputs of earlier jobs were in the data dir):
+        what it does not know about a device is not "before the first watch"."""
+        return bool(self._query("SELECT 1 FROM meta WHERE key='recreated'"))
 
     def close(self) -> None:
         with self._lock:

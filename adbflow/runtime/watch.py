@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import threading
 import time
@@ -34,6 +35,7 @@ from adbflow.runtime.events import (
 )
 from adbflow.runtime.journal import Journal
 from adbflow.runtime.laptop import writable
+from adbflow.runtime.stages import safe_component
 from adbflow.runtime.workers import JobRunner
 
 
@@ -76,6 +78,22 @@ def record_picture(journal: Journal, pic: NewPicture, emit: Emit) -> tuple[int, 
     return job_id, created
 
 
+def picture_digest(serial: str, device_path: str) -> str:
+    """The hash part of a pulled copy's name (stages.local_picture_path)."""
+    return hashlib.sha256(f"{serial}\0{device_path}".encode("utf-8", "surrogateescape")
+                          ).hexdigest()[:10]
+
+
+def pulled_before(data_dir: Path, serial: str) -> set[str]:
+    """Digests of the device pictures that have a pulled copy in the data dir (names
+    `<job>-<name>-<digest>.<ext>`)."""
+    out: set[str] = set()
+    with contextlib.suppress(OSError):
+        for p in (Path(data_dir) / "pictures" / safe_component(serial, 40)).iterdir():
+            out.add(p.name.rsplit(".", 1)[0].rsplit("-", 1)[-1])
+    return out
+
+
 def initial_ignore(journal: Journal, pictures_dir: str, serial: str, entries: Sequence[Entry],
                    *, backlog: bool, crashed: bool,
                    contacted: set[str]) -> set[tuple[str, int, float]]:
@@ -88,7 +106,11 @@ def initial_ignore(journal: Journal, pictures_dir: str, serial: str, entries: Se
     were taken after the user started adbflow, so dropping them would lose them.
     (`crashed` is kept for callers; a clean stop is treated the same.)"""
     seen = journal.seen(serial)
-    known = journal.was_watched(serial)
+    recreated = journal.recreated()
+    # after a lost journal every device counts as watched before; what its lost journal
+    # had processed is recognised by the pulled copies still in the data dir
+    known = journal.was_watched(serial) or recreated
+    pulled = pulled_before(journal.path.parent, serial) if recreated else set()
     contacted.add(serial)
     ignore: set[tuple[str, int, float]] = set()
     baseline: list[tuple[str, int, float]] = []
@@ -98,7 +120,8 @@ def initial_ignore(journal: Journal, pictures_dir: str, serial: str, entries: Se
             continue
         path = f"{base}/{e.name}"
         key = (e.name, e.size, e.mtime)
-        if journal.find_job(serial, path, e.size, e.mtime) is not None:
+        if journal.find_job(serial, path, e.size, e.mtime) is not None or (
+                pulled and picture_digest(serial, path) in pulled):
             ignore.add(key)
             continue
         s = seen.get(path)
