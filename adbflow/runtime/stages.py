@@ -403,7 +403,7 @@ class JobStages:
             return 224
 
     @contextlib.contextmanager
-    def _leased(self, won: Won, slot: str) -> Iterator[Any]:
+    def leased(self, won: Won, slot: str) -> Iterator[Any]:
         """The phone's slot lease around the stage (README "Leases"); a busy answer tells
         the dispatcher to look elsewhere for a moment, and SlotBusy re-bids the stage."""
         with contextlib.ExitStack() as stack:
@@ -461,7 +461,7 @@ class JobStages:
                 bmp, image_info, extra = self._bmp(job, size)
                 convert_s += extra
             with self.dispatcher.slot(won, "classify") as slot_wait_s, \
-                    self._leased(won, "classify") as held:
+                    self.leased(won, "classify") as held:
                 w_slot = time.time()
                 with metered(won.device, self.energy) as energy:
                     out = classify_on(won.device, profile.label_image, bmp,
@@ -496,7 +496,7 @@ class JobStages:
         try:
             profile = self.profiles.for_model(won.bid.model)
             with self.dispatcher.slot(won, "generate") as slot_wait_s, \
-                    self._leased(won, "generate") as held:
+                    self.leased(won, "generate") as held:
                 w_slot = time.time()
                 with metered(won.device, self.energy) as energy:
                     out = generate_on(won.device, profile.llama, prompt, timeouts=self.timeouts,
