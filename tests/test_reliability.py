@@ -21,6 +21,7 @@ from fleet_helpers import (
     CHELSEA,
     COFFEE,
     COFFEE_WORDS,
+    PICTURES_APP,
     cheap_profiles,
     healthy,  # noqa: F401 - a fixture, found by name
     module_fleet,
@@ -168,7 +169,7 @@ def test_origin_phone_gone_20s_during_the_pull_is_waited_for(healthy, tmp_path, 
     try:
         assert _wait_event(events, lambda e: e["type"] == "watching", 60)
         healthy.fault(origin, transport_delay_s=0.4)       # a slow link: the pull takes a while
-        healthy.snap(origin, CHELSEA, "gone.png")
+        healthy.snap(origin, CHELSEA, "gone.png", **PICTURES_APP)
         assert _wait_event(events, lambda e: e["type"] == "stage_started"
                            and e["stage"] == "pull", 60)
         time.sleep(0.3)
@@ -181,6 +182,7 @@ def test_origin_phone_gone_20s_during_the_pull_is_waited_for(healthy, tmp_path, 
     finally:
         p.stop_event.set()
         t.join(timeout=30)
+        p.close()                        # the journal on the small disk: closed
     assert not errors, errors
     j = Journal(tmp_path / "d" / "journal.sqlite")
     jobs = j.jobs(limit=None)
@@ -209,7 +211,8 @@ def small_disk(tmp_path):
         for _ in range(2):            # a read-only bind left by a failed test, then the disk
             if subprocess.run(["mountpoint", "-q", str(mnt)]).returncode != 0:
                 break
-            subprocess.run(["umount", str(mnt)], capture_output=True)
+            if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
+                subprocess.run(["umount", "-l", str(mnt)], capture_output=True)   # busy
 
 
 def _fill(path: Path) -> Path:
@@ -251,7 +254,7 @@ def test_laptop_disk_fault_is_named_jobs_wait_and_resume(healthy, small_disk, pr
             # kernel refuses to remount the disk itself ro while the journal is open)
             subprocess.run(["mount", "--bind", str(small_disk), str(small_disk)], check=True)
             subprocess.run(["mount", "-o", "remount,ro,bind", str(small_disk)], check=True)
-        healthy.snap(origin, CHELSEA, "laptopfault.png")
+        healthy.snap(origin, CHELSEA, "laptopfault.png", **PICTURES_APP)
         assert _wait_event(events, lambda e: e["type"] == "laptop_fault", 60), \
             [(e["type"], e.get("error")) for e in events]
         time.sleep(3)                                   # it keeps waiting, failing nothing
@@ -269,6 +272,7 @@ def test_laptop_disk_fault_is_named_jobs_wait_and_resume(healthy, small_disk, pr
     finally:
         p.stop_event.set()
         t.join(timeout=30)
+        p.close()                        # the journal on the small disk: closed
     assert not errors, errors
     j = Journal(data / "journal.sqlite")
     jobs = j.jobs(limit=None)
