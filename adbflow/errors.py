@@ -210,3 +210,73 @@ class FlowError(AdbflowError):
     """A flow file or flow object is invalid, names an unknown model, or asks for a placement
     no known device can ever satisfy. The message names the file and the key path
     (`stages[1].gate.tau`) or the TOML line."""
+
+
+class SlotBusy(AdbflowError):
+    """Another orchestrator holds the device's slot lease: bid elsewhere (not a failure)."""
+
+    def __init__(self, serial: str, slot: str, owner: str | None, left_s: float,
+                 token: int = 0) -> None:
+        self.serial = serial
+        self.slot = slot
+        self.owner = owner
+        self.left_s = left_s
+        self.token = token
+        super().__init__(f"[{serial}] {slot} slot is leased by {owner or '?'} for "
+                         f"{left_s:.1f} s more", hint="another adbflow uses this phone; "
+                         "the stage goes to another device")
+
+
+class LeaseLost(AdbflowError):
+    """Our slot lease expired or was taken over before the stage ended: its output may be
+    another job's and is discarded; the stage is bid again."""
+
+    def __init__(self, serial: str, slot: str, detail: str) -> None:
+        self.serial = serial
+        self.slot = slot
+        super().__init__(f"[{serial}] {slot} slot lease lost: {detail}",
+                         hint="the result was discarded and the stage re-bid")
+
+
+class LaptopFault(AdbflowError):
+    """The laptop's own storage failed (disk full, read-only, no permission) at `path`.
+    Not a phone's fault and not the picture's: no phone is quarantined, no job fails; the
+    jobs wait and resume once the fault is fixed."""
+
+    def __init__(self, path: str, problem: str, *, hint: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"laptop storage problem at {path}: {problem}", hint=hint)
+
+
+class JournalCorrupt(AdbflowError):
+    """The journal database is damaged (SQLite says malformed / not a database)."""
+
+
+class JournalReplaced(AdbflowError):
+    """The journal file was deleted or replaced while adbflow ran: continuing would write to
+    a file nobody reads and later reuse job ids and story names. adbflow stops."""
+
+
+class PictureChanging(AdbflowError):
+    """The device file is not the detected version any more (still being written, or
+    replaced): the pull waits until it is stable instead of failing the job."""
+
+    def __init__(self, serial: str, path: str, size: int, mtime: float) -> None:
+        self.serial = serial
+        self.path = path
+        self.size = size
+        self.mtime = mtime
+        super().__init__(f"{path!r} on {serial} changed since it was detected (now {size} "
+                         "bytes)", hint="waiting until it is completely written")
+
+
+class PictureSuperseded(AdbflowError):
+    """A later detection of the same, now complete, file is its own job (`other`): this job
+    is skipped, not failed (it saw the file while it was still being written)."""
+
+    def __init__(self, job_id: int, other: int) -> None:
+        self.job_id = job_id
+        self.other = other
+        super().__init__(f"superseded by job {other}: the file was still being written "
+                         "when this job saw it")

@@ -78,4 +78,15 @@ fi
 if [ "$5" = 1 ]; then
   m thermalservice; dumpsys thermalservice 2>/dev/null | lim 32768
 fi
+# slot leases (device_scripts/lease.sh): read without the lock (records are replaced by
+# rename, so each read is whole); the laptop applies the rules to show a slot busy
+m leases
+u=; { read -r u x < /proc/uptime; } 2>/dev/null; b=; { read -r b < /proc/sys/kernel/random/boot_id; } 2>/dev/null
+echo "now ${u:0:20} ${b:-"-"}"
+i=0
+for f in /data/local/tmp/adbflow/slot-*.lease; do
+  [ -f "$f" ] || continue
+  i=$((i+1)); [ $i -gt 16 ] && break
+  l=; { read -r l < "$f"; } 2>/dev/null; echo "${f##*/} ${l:0:200}"
+done
 m end

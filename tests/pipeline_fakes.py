@@ -5,9 +5,12 @@ imitating label_image (reads BMP only, prints the real `INFO: score: index label
 and llama-cli (echoes the prompt, prints llama_perf lines on stderr). Faults per program:
 fail (exit 1), hang (timeout), garbage (unparsable output), gone (device disconnects).
 It does not classify: labels are canned; the fleet tests run the real models.
+`shell(cmd)` understands only device_scripts/lease.sh commands (the slot leases), answering
+them with the pure lease model (adbflow.device.lease_rules) on a monotonic clock.
 """
 from __future__ import annotations
 
+import contextlib
 import queue
 import shlex
 import threading
@@ -16,10 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adbflow.device import RemoteEntry, ShellResult
+from adbflow.device import lease as lease_protocol
+from adbflow.device.lease_rules import Op, Record, Verdict, apply
 from adbflow.device.port import DevicePort
+from adbflow.errors import (
+    AdbTimeoutError,
+    CommandFailed,
+    DeviceUnavailableError,
+    RemoteNotFound,
+    TransferTooLarge,
+)
 from adbflow.scheduling.bids import Bid
-from adbflow.errors import (AdbTimeoutError, CommandFailed, DeviceUnavailableError,
-                            RemoteNotFound, TransferTooLarge)
 
 MODEL = "adbflow-virtual midrange_2023"
 LABEL_OUT = ("INFO: Loaded model /data/local/tmp/efficientnet_lite0.tflite\nINFO: invoked\n"
@@ -67,6 +77,7 @@ class FakeDevice(DevicePort):
         self._lock = threading.Lock()
         self.running: dict[str, int] = {}
         self.max_running: dict[str, int] = {}
+        self.leases: dict[str, Record] = {}
 
     # -- helpers for tests
     def snap(self, name: str, data: bytes, mtime: float | None = None,
@@ -118,9 +129,56 @@ class FakeDevice(DevicePort):
 
     def shell(self, cmd: str, *, timeout: float, stdin: bytes | None = None,
               check: bool = True, max_output: int = 1 << 24) -> ShellResult:
-        """Shell syntax is only split into argv here (the fakes run no real shell)."""
-        return self.run(shlex.split(cmd), timeout=timeout, max_output=max_output, check=check,
-                        stdin=stdin)
+        """lease.sh commands (one `adbflow_lease` call, or the guarded program run) are
+        answered with the lease model; other shell text is only split into argv."""
+        self._check("shell")
+        script = lease_protocol.lease_script()
+        if not cmd.startswith(script):   # shell syntax only split into argv (no real shell)
+            return self.run(shlex.split(cmd), timeout=timeout, max_output=max_output,
+                            check=check, stdin=stdin)
+        tail = cmd[len(script):].splitlines()
+        if tail[0].startswith("adbflow_lease "):
+            line, _ok = self._lease(shlex.split(tail[0])[1:], None)
+            return ShellResult(self.serial, cmd, 0, line, "", 0.0)
+        # guarded: DST=..., if adbflow_lease guard ...; then, PROG, _rc=$?, finish, ...
+        dst = shlex.split(tail[0][len("DST="):])[0] if tail[0] != "DST=" else None
+        guard = shlex.split(tail[1][len("if "):-len("; then")])[1:]
+        line, ok = self._lease(guard, dst)
+        if not ok:
+            return ShellResult(self.serial, cmd, 75, line, "", 0.0)
+        try:
+            res = self.run(shlex.split(tail[2]), timeout=timeout, check=False)
+        except CommandFailed as exc:     # the program's non-zero exit, as a shell sees it
+            res = ShellResult(self.serial, exc.cmd, exc.exit_code or 1, exc.stdout, exc.stderr,
+                              0.0)
+        end, _ok = self._lease(shlex.split(tail[4])[1:], None)
+        return ShellResult(self.serial, cmd, res.exit_code, line + res.stdout + end,
+                           res.stderr, res.elapsed_s)
+
+    def _lease(self, args: list[str], dst: str | None) -> tuple[str, bool]:
+        nonce, op, slot, owner, token, ttl = args[:6]
+        now, boot = (int(args[6]), args[7]) if len(args) > 7 else (int(time.monotonic() * 10),
+                                                                     "fake")
+        with self._lock:
+            rec = self.leases.get(slot, Record())
+            out = apply(rec, Op(op), owner=owner, token=int(token), ttl_ds=int(ttl),
+                        now_ds=now, boot=boot)
+            verdict = out.verdict
+            if verdict is Verdict.GRANTED:
+                for path in [p for p in self.files if p.startswith(
+                        f"{lease_protocol.LEASE_DIR}/in-{slot}-")]:
+                    del self.files[path]
+            if verdict is Verdict.HELD and dst:
+                src = lease_protocol.input_path(slot, int(token))
+                if src not in self.files:
+                    verdict = Verdict.ERROR
+                else:
+                    self.files[dst] = self.files.pop(src)
+            self.leases[slot] = out.record
+        shown = out.record.owner if out.record.owner != "-" else "-"
+        line = f"\n=:adbflow:{nonce}:lease {verdict.value} {out.record.token} {shown} " \
+               f"{out.left_ds} {now}\n"
+        return line, verdict.ok and verdict is not Verdict.STATE
 
     def run(self, argv, *, timeout: float, max_output: int = 1 << 24, check: bool = True,
             stdin: bytes | None = None) -> ShellResult:
@@ -222,3 +280,18 @@ class ShellOnlyPort(DevicePort):
 
     def stream_lines(self, cmd: str, *, timeout: float | None = None):
         self._unused("stream_lines")
+
+
+@contextlib.contextmanager
+def as_gone_process():
+    """Inside: journal rows are owned by a process that does not exist any more (what a
+    kill -9'd orchestrator leaves behind), so the in-process "crash" of a test looks like
+    a real one to recovery, which abandons only the attempts of gone processes."""
+    from adbflow.runtime import owner
+    real = owner.current
+    gone = owner.ProcessId(real().host, 2 ** 22 + 12345, 1.0)   # above pid_max: never alive
+    owner.current = lambda: gone
+    try:
+        yield gone
+    finally:
+        owner.current = real

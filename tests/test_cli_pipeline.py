@@ -58,3 +58,41 @@ def test_watch_once_json(tmp_path, fake_fleet) -> None:
     doc = json.loads(res.stdout.strip().splitlines()[-1])
     assert doc["name"] == "before.png" and doc["detected_by"] == "backlog"
     assert doc["story"] and doc["timings"]["total_s"] > 0
+
+
+def test_sigterm_stops_run_like_ctrl_c_with_exit_143(tmp_path) -> None:
+    """SIGTERM is handled like SIGINT: a clean stop, documented exit code (143; 130 for
+    Ctrl-C), no traceback, the journal closed (the job resumes later)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+    child = textwrap.dedent("""
+        import sys, time
+        sys.path.insert(0, sys.argv[1])
+        from adbflow.cli import pipeline as cli_pipeline
+        from adbflow.cli import app
+        import adbflow.scheduling.bids
+        from pipeline_fakes import FakeBidder, FakeDevice, FakeInventory
+        dev = FakeDevice("dev1", delay=30.0)         # label_image "runs" for 30 s
+        cli_pipeline._inventory = lambda servers, serials: FakeInventory([dev])
+        adbflow.scheduling.bids.Bidder = lambda **kw: FakeBidder({"dev1": 5.0})
+        print("ready", flush=True)
+        app(["run", sys.argv[2], "--data-dir", sys.argv[3]])
+    """)
+    tests_dir = os.path.dirname(__file__)
+    proc = subprocess.Popen([sys.executable, "-c", child, tests_dir,
+                             str(ASSETS_DIR / "chelsea.png"), str(tmp_path / "d")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and "stopped" in err, err
+    from adbflow.runtime.journal import Journal
+    j = Journal(tmp_path / "d" / "journal.sqlite")
+    assert [job.state for job in j.jobs()] == ["running"]     # resumes at the next run
+    j.close()

@@ -58,6 +58,17 @@ CASES = [
      old("gate", job=1, stage="big", run=True, reason="top-1 0.4 < tau 0.5")),
     (ev.DriftChanged(stage="small", state="raised", mean=0.4, level=0.45, t=T),
      old("drift", stage="small", state="raised", mean=0.4, level=0.45)),
+    # added with issue 14 (no older dict form: the shape they were introduced with)
+    (ev.JobWaiting(job=4, serial="o", error="origin phone o unreachable", t=T),
+     old("job_waiting", job=4, serial="o", error="origin phone o unreachable")),
+    (ev.JobOwnedElsewhere(job=4, owner="pid 7 on h", t=T),
+     old("job_owned_elsewhere", job=4, owner="pid 7 on h")),
+    (ev.JobRequeued(job=4, reason="origin phone o is back", t=T),
+     old("job_requeued", job=4, reason="origin phone o is back")),
+    (ev.LaptopFaultSeen(job=None, path="/d", error="no space", first=True, t=T),
+     old("laptop_fault", job=None, path="/d", error="no space", first=True)),
+    (ev.PartialsCleaned(files=["/d/x.part"], count=1, t=T),
+     old("cleaned", files=["/d/x.part"], count=1)),
 ]
 
 
@@ -70,7 +81,7 @@ def test_every_event_serialises_to_the_old_dict(event, expected) -> None:
 def test_every_event_type_is_covered_and_kinds_are_unique() -> None:
     assert {type(e) for e, _ in CASES} == set(ev.EVENT_TYPES)
     kinds = [cls.type for cls in ev.EVENT_TYPES]
-    assert len(kinds) == len(set(kinds)) == 17   # 15 of the old dicts + 2 flow kinds
+    assert len(kinds) == len(set(kinds)) == 22   # 15 old + 2 flow kinds + 5 of issue 14
 
 
 def test_events_are_frozen_and_stamped_when_made() -> None:

@@ -2,6 +2,9 @@
 (exactly-once rules, crash recovery) and detection decisions (inotifyd lines, stability)."""
 from __future__ import annotations
 
+import json
+import os
+import random
 import sqlite3
 import zlib
 import struct
@@ -153,7 +156,9 @@ def test_journal_recover_and_sessions(tmp_path: Path) -> None:
     s1 = j.begin_session()
     assert not s1.previous_crashed
     jid, _ = j.add_job(source="device", serial="s", path="/p/x.jpg", size=1, mtime=1.0)
-    att = j.begin_attempt(jid, "pull", "s")
+    from pipeline_fakes import as_gone_process
+    with as_gone_process():
+        att = j.begin_attempt(jid, "pull", "s")
     j.close()                                   # "crash": session never ended
     j = Journal(path)
     s2 = j.begin_session()
@@ -317,3 +322,141 @@ def test_argv_from_profiles() -> None:
     assert largv[largv.index("-p") + 1] == prompt and "-no-cnv" in largv
     import shlex
     assert shlex.split(shlex.join(largv)) == largv     # what Device.run sends is one argument
+
+
+def test_recovery_abandons_only_attempts_of_processes_that_are_gone(tmp_path: Path) -> None:
+    """A `watch` starting next to a live `adbflow run` must not abandon run's attempt (its
+    result would be dropped); a dead process's attempt is abandoned."""
+    from pipeline_fakes import as_gone_process
+    j = Journal(tmp_path / "j.sqlite")
+    jid, _ = j.add_job(source="laptop", serial="laptop", path="/x.png", size=1, mtime=1.0)
+    live = j.begin_attempt(jid, "ingest", None)         # this (live) process
+    with as_gone_process():
+        dead = j.begin_attempt(jid, "classify", None)
+    assert j.recover() == 1
+    states = {a.id: a.state for a in j.attempts(jid)}
+    assert states == {live: "running", dead: "abandoned"}
+    j.commit_attempt(live, {"ok": 1})
+    from adbflow.runtime.journal import AttemptAbandoned, IncompleteResult
+    with pytest.raises(AttemptAbandoned):                 # never a silent no-op commit
+        j.commit_attempt(dead, {"labels": []})
+    with pytest.raises(IncompleteResult):                 # no `done` without the outputs
+        j.finish_job(jid, "done", result={}, require=("ingest", "classify"))
+    assert j.job(jid).state == "running"
+
+
+def test_job_claims_keep_one_process_per_job(tmp_path: Path) -> None:
+    from pipeline_fakes import as_gone_process
+    from adbflow.runtime import owner
+    j = Journal(tmp_path / "j.sqlite")
+    jid, _ = j.add_job(source="laptop", serial="laptop", path="/x.png", size=1, mtime=1.0)
+    assert j.claim_job(jid) is None                        # ours
+    assert j.claim_job(jid) is None                        # still ours (re-entrant)
+    other = owner.ProcessId(owner.current().host, 1, 0.0)  # pid 1 lives, but started at 0.0
+    assert not owner.alive(other)                          # (pid reused: not the same process)
+    with as_gone_process():
+        assert j.claim_job(jid) is not None                # we (live) hold it
+    j.release_job(jid)
+    with as_gone_process():
+        assert j.claim_job(jid) is None                    # free: the "gone" one claims it
+    assert j.claim_job(jid) is None                        # its owner is gone: taken over
+
+
+def _damage(path: Path, jobs: int = 300) -> None:
+    """A journal with `jobs` jobs whose middle pages are overwritten with garbage."""
+    j = Journal(path)
+    for i in range(jobs):
+        jid, _ = j.add_job(source="device", serial="s", path=f"/p/{i:04d}-{'x' * 200}.jpg",
+                           size=i + 1, mtime=1.0)
+        j.finish_job(jid, "done", result={"labels": [{"name": "cat"}], "story": "s" * 300})
+    j._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    j.close()
+    db = sqlite3.connect(path)                 # two leaf pages of the jobs table: garbage
+    leaves = [r[0] for r in db.execute("SELECT pageno FROM dbstat WHERE name='jobs' AND "
+                                        "pagetype='leaf' ORDER BY pageno")]
+    size = db.execute("PRAGMA page_size").fetchone()[0]
+    db.close()
+    rnd = random.Random(5)
+    with path.open("r+b") as fh:
+        for page in leaves[len(leaves) // 2:len(leaves) // 2 + 2]:
+            fh.seek((page - 1) * size)
+            fh.write(bytes(rnd.getrandbits(8) for _ in range(size)))
+
+
+def test_a_damaged_journal_gives_a_clear_error_and_recover_keeps_what_can_be_read(
+        tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+    from adbflow.cli import app
+    from adbflow.errors import JournalCorrupt
+    data = tmp_path / "data"
+    data.mkdir()
+    path = data / "journal.sqlite"
+    _damage(path)
+    runner = CliRunner()
+    res = runner.invoke(app, ["jobs", "--limit", "1000", "--data-dir", str(data)])
+    assert isinstance(res.exception, JournalCorrupt), res.output   # cli.main: message, exit 2
+    assert "adbflow journal check" in str(res.exception)
+    res = runner.invoke(app, ["journal", "check", "--data-dir", str(data)])
+    assert res.exit_code == 1 and "DAMAGED" in res.output, res.output
+    res = runner.invoke(app, ["journal", "recover", "--data-dir", str(data), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    assert Path(doc["damaged_copy"]).exists()
+    assert 100 < doc["rows"]["jobs"] < 300, doc      # most rows kept, the damaged page lost
+    res = runner.invoke(app, ["journal", "check", "--data-dir", str(data)])
+    assert res.exit_code == 0, res.output
+    j = Journal(path)
+    before = max(x.id for x in j.jobs(limit=None))
+    new, _ = j.add_job(source="laptop", serial="laptop", path="/new.png", size=1, mtime=2.0)
+    assert new > before
+    j.close()
+
+
+def test_python_salvage_without_the_sqlite3_program(tmp_path: Path) -> None:
+    from adbflow.runtime.journal_repair import check, recover
+    path = tmp_path / "journal.sqlite"
+    _damage(path)
+    rep = recover(path, use_cli=False, reserve_above=500)
+    assert rep.method == "python" and 100 < rep.rows["jobs"] < 300, rep
+    assert check(path).ok
+    j = Journal(path)
+    assert j.add_job(source="laptop", serial="laptop", path="/n.png", size=1, mtime=2.0)[0] == 501
+    j.close()
+
+
+def test_journal_deleted_while_running_is_detected_and_ids_are_never_reused(
+        tmp_path: Path) -> None:
+    from adbflow.errors import JournalReplaced
+    from adbflow.runtime.pipeline import highest_output_id
+    data = tmp_path / "data"
+    (data / "stories").mkdir(parents=True)
+    j = Journal(data / "journal.sqlite")
+    j.check_identity()
+    (data / "stories" / "7.txt").write_text("an old story")
+    (data / "journal.sqlite").unlink()
+    with pytest.raises(JournalReplaced, match="deleted"):
+        j.check_identity()
+    j.close()
+    j2 = Journal(data / "journal.sqlite")            # a fresh journal next to old outputs
+    j2.reserve_ids(highest_output_id(data))
+    jid, _ = j2.add_job(source="laptop", serial="laptop", path="/a.png", size=1, mtime=1.0)
+    assert jid == 8                                   # stories/7.txt is never overwritten
+    other = tmp_path / "other.sqlite"
+    Journal(other).close()
+    os.replace(other, data / "journal.sqlite")
+    with pytest.raises(JournalReplaced, match="replaced"):
+        j2.check_identity()
+    j2.close()
+
+
+def test_detection_memory_is_bounded_by_the_directory_not_by_history() -> None:
+    """5000 pictures taken and then deleted one after another: what detection remembers
+    stays the size of the directory (before: every picture ever seen, ~2.7 KB RSS each)."""
+    st = DetectionState("s", stable_looks=1)
+    listing: list[Entry] = []
+    reported = 0
+    for i in range(5000):
+        listing = listing[-20:] + [Entry(f"IMG_{i:05d}.jpg", 1000 + i, float(i), True)]
+        reported += len(st.observe_listing(listing))
+    assert reported == 5000
+    assert len(st.ignore) <= 21 and len(st._obs) <= 21

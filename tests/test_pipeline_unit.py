@@ -15,7 +15,7 @@ from adbflow.paths import ASSETS_DIR
 from adbflow.runtime.pipeline import Pipeline, PipelineConfig
 from adbflow.runtime.stages import REMOTE_IMAGE
 
-from pipeline_fakes import FakeBidder, FakeDevice, FakeInventory
+from pipeline_fakes import FakeBidder, FakeDevice, FakeInventory, as_gone_process
 
 PICS = "/storage/emulated/0/Pictures"
 CHELSEA = (ASSETS_DIR / "chelsea.png").read_bytes()
@@ -140,7 +140,7 @@ def test_resume_after_crash_is_exactly_once(tmp_path, fleet, monkeypatch) -> Non
             raise _Crash()
         return real_run(argv, **kw)
     monkeypatch.setattr(devs[2], "run", crash_on_llama)
-    with pytest.raises(_Crash):
+    with pytest.raises(_Crash), as_gone_process():
         p.process(jid)
     monkeypatch.setattr(devs[2], "run", real_run)
     p.journal.close()
@@ -296,3 +296,162 @@ def test_picture_converted_once_when_the_fleet_input_size_is_known(tmp_path, fle
     if default != used:
         assert len(list((work / str(first.id)).iterdir())) == 2
     p.close()
+
+
+def test_pictures_taken_while_cleanly_stopped_are_processed_at_the_next_start(tmp_path,
+                                                                               fleet) -> None:
+    """Before: after Ctrl-C (a clean stop) pictures taken while stopped were skipped unless
+    --backlog (after SIGTERM they were processed). Only pictures present before the first
+    start are backlog."""
+    devs, inv, bidder = fleet
+    devs[0].snap("before-first-start.png", CHELSEA, 100)
+    p = make(tmp_path, inv, bidder)
+    t, box = _watch_in_thread(p, once=True, poll_s=0.05, max_wait_s=20)
+    time.sleep(0.3)
+    devs[0].snap("first.png", CHELSEA[:-1] + b"\1", 200)
+    t.join(30)
+    assert "error" not in box, box
+    devs[0].snap("while-stopped.png", CHELSEA[:-1] + b"\2", 300)
+    t, box = _watch_in_thread(p, once=True, poll_s=0.05, max_wait_s=20)
+    t.join(30)
+    assert "error" not in box, box
+    assert sorted((j.name, j.state) for j in p.journal.jobs()) == [
+        ("first.png", "done"), ("while-stopped.png", "done")]
+
+
+def test_stale_part_files_are_cleaned_at_start(tmp_path, fleet) -> None:
+    import os
+    from adbflow.runtime.laptop import clean_stale_partials
+    data = tmp_path / "data"
+    pics = data / "pictures" / "dev1"
+    pics.mkdir(parents=True)
+    dead = pics / ".1-a-x.png.part-4194999-7"            # a pull of a pid that is gone
+    live = pics / f".2-b-x.png.part-{os.getpid()}-7"     # a pull running now
+    old = pics / "3-c.png.part"
+    fresh = pics / "4-d.png.part"
+    keep = pics / "5-e-x.png"
+    for f in (dead, live, old, fresh, keep):
+        f.write_bytes(b"x")
+    os.utime(old, (1, 1))
+    removed = clean_stale_partials(data)
+    assert sorted(removed) == sorted([dead, old])
+    assert live.exists() and fresh.exists() and keep.exists()
+
+
+def test_a_stage_whose_lease_was_taken_over_discards_its_output_and_runs_again(tmp_path):
+    """Another orchestrator takes the classify slot over while our label_image runs (our
+    lease expired): the output may be its picture's, so it is discarded and the stage is
+    bid again; the lost attempt is not counted against --attempts."""
+    from adbflow.device.lease_rules import FREE, Record
+
+    class Stolen(FakeDevice):
+        stolen = 0
+
+        def run(self, argv, **kw):
+            if argv[0].endswith("label_image") and self.stolen < 2:
+                self.stolen += 1
+                rec = self.leases["classify"]
+                # taken over by another (and already released by it): a newer token
+                self.leases["classify"] = Record(rec.token + 1, FREE, rec.boot,
+                                                 rec.written_ds, 0)
+            return super().run(argv, **kw)
+
+    dev = Stolen("dev1")
+    p = Pipeline(PipelineConfig(data_dir=tmp_path / "d", retry_wait_s=0.01, attempts=1),
+                 FakeInventory([dev]), bidder=FakeBidder({"dev1": 5.0}))
+    job = p.run_image(ASSETS_DIR / "chelsea.png")
+    assert job.state == "done", job.error
+    cls = [a for a in p.journal.attempts(job.id) if a.stage == "classify"]
+    assert [(a.state, a.error_kind) for a in cls] == [("failed", "lease"), ("failed", "lease"),
+                                                      ("done", None)]
+    assert "lease lost: after the run" in cls[0].error
+    assert job.result["labels"] and "cat" in job.result["labels"][0]["name"]
+    p.close()
+
+
+class _SlowWriter(FakeDevice):
+    """A picture written in 4 steps 0.6 s apart (a slow writer, a copy in progress)."""
+
+    def start_writing(self, name: str, data: bytes) -> str:
+        path = f"{PICS}/{name}"
+        steps = [data[: len(data) * k // 4] for k in (1, 2, 3, 4)]
+
+        def write():
+            for i, part in enumerate(steps):
+                self.files[path] = (part, float(5000 + i))
+                time.sleep(0.6)
+        threading.Thread(target=write, daemon=True).start()
+        time.sleep(0.05)
+        return path
+
+
+def test_a_slow_writer_yields_one_done_job_and_no_failed_ones(tmp_path) -> None:
+    """Before: a picture written over several seconds produced 3-7 extra failed jobs
+    (changed after detection / truncated). Now the pull waits until the file is stable and
+    the job follows it; jobs created for its earlier sizes are skipped, never failed."""
+    devs = [_SlowWriter("dev1"), FakeDevice("dev2")]
+    p = make(tmp_path, FakeInventory(devs), FakeBidder({"dev1": 50.0, "dev2": 5.0}))
+    t, box = _watch_in_thread(p, poll_s=0.1)
+    time.sleep(0.5)
+    devs[0].start_writing("slow.png", CHELSEA)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        jobs = p.journal.jobs(limit=None)
+        if jobs and any(j.state == "done" for j in jobs) and all(
+                j.state in ("done", "skipped", "failed") for j in jobs):
+            break
+        time.sleep(0.2)
+    p.stop_event.set()
+    t.join(10)
+    jobs = p.journal.jobs(limit=None)
+    states = sorted(j.state for j in jobs)
+    assert states.count("done") == 1 and "failed" not in states, \
+        [(j.id, j.size, j.state, j.error) for j in jobs]
+    done = next(j for j in jobs if j.state == "done")
+    assert done.size == len(CHELSEA) and "cat" in done.result["labels"][0]["name"]
+
+
+def test_a_lease_left_by_an_earlier_attempt_of_this_process_does_not_block(tmp_path) -> None:
+    """The release of a failed attempt did not get through (the phone dropped off): the
+    next attempt of the same process takes the slot over instead of waiting out the TTL."""
+    from adbflow.device.lease_rules import Record
+    dev = FakeDevice("dev1")
+    p = make(tmp_path, FakeInventory([dev]), FakeBidder({"dev1": 5.0}))
+    now = int(time.monotonic() * 10)
+    dev.leases["classify"] = Record(5, p.leases.owner, "fake", now, now + 3000)
+    t0 = time.monotonic()
+    job = p.run_image(ASSETS_DIR / "chelsea.png")
+    assert job.state == "done" and time.monotonic() - t0 < 30
+    assert dev.leases["classify"].token == 6
+    assert not [a for a in p.journal.attempts(job.id) if a.error_kind == "busy"]
+    p.close()
+
+
+def test_after_a_lost_journal_new_pictures_are_processed_and_old_ones_not_again(
+        tmp_path, fleet) -> None:
+    """Before: with journal.sqlite deleted, the restart took every picture on the phones as
+    'present before the first start' (a picture taken meanwhile was never processed) and
+    job 1 overwrote stories/1.txt. Now ids continue above the data dir's files, pictures
+    with a pulled copy count as done, and the rest is processed."""
+    devs, inv, bidder = fleet
+    p = make(tmp_path, inv, bidder)
+    t, box = _watch_in_thread(p, once=True, poll_s=0.05, max_wait_s=20)
+    time.sleep(0.3)
+    devs[0].snap("first.png", CHELSEA, 100)
+    t.join(30)
+    first = p.journal.jobs()[0]
+    assert first.state == "done"
+    story = (tmp_path / "data" / "stories" / f"{first.id}.txt").read_text()
+    p.close()
+    for f in (tmp_path / "data").glob("journal.sqlite*"):
+        f.unlink()                                        # the journal is lost
+    devs[0].snap("while-lost.png", CHELSEA[:-1] + b"\3", 200)
+    p2 = make(tmp_path, inv, bidder)
+    t, box = _watch_in_thread(p2, once=True, poll_s=0.05, max_wait_s=20)
+    t.join(30)
+    assert "error" not in box, box
+    jobs = p2.journal.jobs(limit=None)
+    assert [(j.name, j.state) for j in jobs] == [("while-lost.png", "done")]
+    assert jobs[0].id > first.id
+    assert (tmp_path / "data" / "stories" / f"{first.id}.txt").read_text() == story
+    p2.close()

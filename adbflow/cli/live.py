@@ -21,9 +21,14 @@ from adbflow.runtime.events import (
     JobAdded,
     JobDone,
     JobFailed,
+    JobOwnedElsewhere,
+    JobRequeued,
     JobResumed,
     JobSkipped,
     JobStarted,
+    JobWaiting,
+    LaptopFaultSeen,
+    PartialsCleaned,
     Recovered,
     StageFailed,
     StageFinished,
@@ -89,9 +94,14 @@ class LiveView:
         else:
             self.console.print(text, markup=False, highlight=False)
 
+    MAX_JOBS = 200     # the table shows 15; older jobs are in `adbflow jobs`
+
     def __call__(self, ev: Event) -> None:
         with self.lock:
             self._handle(ev)
+            if len(self.jobs) > self.MAX_JOBS:      # bounded over thousands of pictures
+                for jid in sorted(self.jobs)[:len(self.jobs) - self.MAX_JOBS]:
+                    del self.jobs[jid]
             if self.live is not None:
                 self.live.update(self._table())
 
@@ -143,6 +153,20 @@ class LiveView:
                 self._say(f"device {ev.serial} back in the bids ({ev.reason})")
             case DeviceError():
                 self._say(f"device {ev.serial}: {display_text(str(ev.error), 300)}")
+            case LaptopFaultSeen():
+                if ev.first:
+                    self._say(f"{display_text(ev.error, 400)}; jobs wait (pending) and resume "
+                              "by themselves")
+            case JobWaiting():
+                self.jobs.setdefault(ev.job, {"t0": ev.t}).update(state="waiting")
+                self._say(f"job {ev.job} waits: {display_text(ev.error, 300)}")
+            case JobRequeued():
+                self.jobs.setdefault(ev.job, {"t0": ev.t}).update(state="pending")
+                self._say(f"job {ev.job} goes on: {display_text(ev.reason, 200)}")
+            case JobOwnedElsewhere():
+                self._say(f"job {ev.job} is being processed by {ev.owner}; waiting for it")
+            case PartialsCleaned():
+                self._say(f"removed {ev.count} temp file(s) a stopped run left behind")
             case Recovered():
                 self._say(f"recovered {ev.attempts} attempt(s) left running by a stopped run")
             case Watching():

@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "adbflow.cli.trace",       # trace (Chrome/Perfetto, jsonl, csv)
     "adbflow.cli.report",      # report (one HTML page)
     "adbflow.cli.split",       # split cuts/profile/plan/run
+    "adbflow.cli.journal",     # journal check/recover
 )
 
 

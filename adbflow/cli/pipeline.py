@@ -7,7 +7,9 @@ reason is in the output and the journal), 2 usage or adbflow error (cli.main), 1
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import tempfile
 import threading
 from pathlib import Path
@@ -18,14 +20,44 @@ import typer
 from adbflow.cli.live import LiveView
 from adbflow.cli.options import AdbServers, EnergyWeight, JsonOut, Serials
 from adbflow.errors import AdbflowError
+from adbflow.paths import ASSETS_DIR, data_home
 from adbflow.runtime.events import Event, Watching
 from adbflow.runtime.journal import FINAL_STATES, Journal
-from adbflow.paths import ASSETS_DIR, data_home
 from adbflow.runtime.pipeline import Pipeline, PipelineConfig, journal_path
 from adbflow.runtime.stages import StageTimeouts
 from adbflow.runtime.story import display_text, render_result
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_TERMINATED = 143      # SIGTERM: 128 + 15, the same clean stop as Ctrl-C (130)
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt, so both stops
+    take the same path: workers stopped, journal closed, unfinished jobs resume next start."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_signals():
+    """SIGTERM handled like SIGINT while a command runs (the previous handler restored)."""
+    def on_term(signum, _frame):
+        raise Stopped(signum)
+    try:
+        previous = signal.signal(signal.SIGTERM, on_term)
+    except ValueError:          # not the main thread (tests): nothing to install
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_code(exc: KeyboardInterrupt) -> int:
+    return EXIT_TERMINATED if isinstance(exc, Stopped) else EXIT_INTERRUPTED
 
 # Option defaults come from the config dataclasses (one place for each default).
 _DEFAULT = PipelineConfig(data_dir=Path("."))
@@ -160,12 +192,17 @@ def watch_cmd(
     view = LiveView(json_out=json_out, live=not once)
     pipe = Pipeline(cfg, _inventory(adb_server, serial), on_event=view, flow=chosen)
     try:
-        with view:
+        with _stop_signals(), view:
             ids = pipe.watch(once=once, backlog=backlog, poll_s=poll, max_wait_s=max_wait)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         pipe.stop_event.set()
-        view.console.print("interrupted: unfinished jobs resume on the next `adbflow watch`")
-        raise typer.Exit(EXIT_INTERRUPTED)
+        view.console.print("stopped: unfinished jobs and pictures taken meanwhile are "
+                           "processed by the next `adbflow watch`")
+        pipe.close()
+        raise typer.Exit(_stop_code(exc))
+    except BaseException:
+        pipe.close()
+        raise
     finally:
         pipe.stop_event.set()
     try:
@@ -200,18 +237,20 @@ def run_cmd(
     view = LiveView(json_out=json_out, live=False)
     pipe = Pipeline(cfg, _inventory(adb_server, serial), on_event=view, flow=chosen)
     try:
-        job_id, created = pipe.add_laptop_image(image)
-        if not created:
-            view.console.print(f"{image} is job {job_id} (already known); not run again")
-        job = pipe.process(job_id)
-        if not created and job.state == "done" and not json_out:
-            view.out.print(render_result(job.result or {}), markup=False, highlight=False)
-        if json_out:
-            _print_json(pipe.journal, [job_id])
-        code = _exit_code(pipe.journal, [job_id])
-    except KeyboardInterrupt:
+        with _stop_signals():
+            job_id, created = pipe.add_laptop_image(image)
+            if not created:
+                view.console.print(f"{image} is job {job_id} (already known); not run again")
+            job = pipe.run_job(job_id)
+            if not created and job.state == "done" and not json_out:
+                view.out.print(render_result(job.result or {}), markup=False, highlight=False)
+            if json_out:
+                _print_json(pipe.journal, [job_id])
+            code = _exit_code(pipe.journal, [job_id])
+    except KeyboardInterrupt as exc:
         pipe.stop_event.set()
-        raise typer.Exit(EXIT_INTERRUPTED)
+        view.console.print("stopped: the job resumes when this picture is run again")
+        raise typer.Exit(_stop_code(exc))
     finally:
         pipe.close()
     raise typer.Exit(code)

@@ -20,6 +20,7 @@ from adbflow.parsers.getprop import parse_getprop
 from adbflow.parsers.meminfo import MemInfo, parse_meminfo
 from adbflow.parsers.proc_stat import ProcStat, parse_proc_stat
 from adbflow.parsers.sysfs import CpuFreq, parse_cpu_list, parse_cpufreq, parse_key_values, parse_power_supply
+from adbflow.device.lease_rules import SlotState, parse_record, slot_state
 from adbflow.parsers.thermal import ThermalInfo, parse_thermal_zones, parse_thermalservice
 from adbflow.paths import DEVICE_SCRIPTS_DIR
 
@@ -79,6 +80,7 @@ class ProbeReport:
     # ThermalInfo-less answer (no service, Android < 10) sets `thermalservice_missing`
     thermalservice: ThermalInfo | None = None
     thermalservice_missing: bool = False
+    slots: dict[str, SlotState] = field(default_factory=dict)   # slot leases, by slot
     complete: bool = True                    # the end marker arrived
     problems: list[str] = field(default_factory=list)
 
@@ -139,7 +141,38 @@ def parse_probe_output(text: str, nonce: str) -> ProbeReport:
             rep.cpuinfo = parse_dumpsys_cpuinfo(sec["cpuinfo"])
         except ParseError as exc:
             problems.append(f"cpuinfo: {exc.detail}")
+    if sec.get("leases", "").strip():
+        try:
+            rep.slots = parse_leases(sec["leases"])
+        except ParseError as exc:
+            problems.append(f"leases: {exc.detail}")
     return rep
+
+
+def uptime_ds(text: str) -> int:
+    """/proc/uptime's first field in deciseconds, as lease.sh computes it."""
+    whole, _, frac = text.partition(".")
+    if not whole.isdigit() or not (frac[:1].isdigit() or frac == ""):
+        raise ParseError("leases", f"bad uptime {text[:30]!r}", text)
+    return int(whole) * 10 + (int(frac[0]) if frac else 0)
+
+
+def parse_leases(body: str) -> dict[str, SlotState]:
+    """The probe's `leases` section -> slot name -> state (lease_rules decides busy)."""
+    lines = body.splitlines()
+    head = lines[0].split() if lines else []
+    if len(head) < 2 or head[0] != "now":
+        raise ParseError("leases", "no clock line", body)
+    now, boot = uptime_ds(head[1]), (head[2] if len(head) > 2 else "-")
+    out: dict[str, SlotState] = {}
+    for line in lines[1:]:
+        name, _, record = line.partition(" ")
+        if not (name.startswith("slot-") and name.endswith(".lease")):
+            continue
+        slot = name[len("slot-"):-len(".lease")]
+        if slot.isascii() and slot.replace("-", "").replace("_", "").isalnum():
+            out[slot] = slot_state(slot, parse_record(record), now, boot)
+    return out
 
 
 def run_probe(device: Device, *, timeout: float, first: bool, with_cpuinfo: bool = False,

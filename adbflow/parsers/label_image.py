@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from adbflow.errors import ParseError
 from adbflow.parsers.numbers import finite_float
+from adbflow.parsers.text import CONTROL as _CONTROL
 
 KIND = "label_image"
 MAX_LABEL_CHARS = 200
@@ -23,7 +24,6 @@ _RESULT = re.compile(r"^([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?):\s+(\d{1,6})\s+(\S
 _AVG = re.compile(r"^average time:\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*ms\b")
 _LOADED = re.compile(r"^Loaded model\s+(\S.*?)\s*$")
 _DELEGATE = re.compile(r"^Applied (.+?) delegate\.")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)

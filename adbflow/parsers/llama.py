@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from adbflow.errors import ParseError
+from adbflow.parsers.text import CONTROL_KEEP_NEWLINES as _CONTROL
 
 KIND = "llama"
 MAX_TEXT_CHARS = 8000
@@ -37,7 +38,6 @@ _LOG_LINE = re.compile(
     r"|sampler seed|sampler params|sampler chain|generate|build|print_info|common_init\w*"
     r"|gguf_\w+|clip_\w+|srv\s+\w+|log_\w+|\w+_print)\s*:")
 _END_MARKERS = ("[end of text]", "> EOF by user", "Interrupted by user")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 @dataclass

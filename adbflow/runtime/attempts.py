@@ -10,10 +10,11 @@ the journal says which stages have a committed result; the others are simply run
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from adbflow.errors import (
     AdbError,
@@ -21,7 +22,12 @@ from adbflow.errors import (
     AdbTimeoutError,
     DeviceUnavailableError,
     JobError,
+    LaptopFault,
+    LeaseLost,
     ParseError,
+    PictureChanging,
+    PictureSuperseded,
+    SlotBusy,
 )
 from adbflow.runtime.dispatcher import (
     Interrupted,
@@ -30,18 +36,44 @@ from adbflow.runtime.dispatcher import (
     sleep_or_stop,
 )
 from adbflow.runtime.events import Emit, StageFailed, StageFinished, StageStarted
-from adbflow.runtime.journal import JobRecord, Journal, StageAlreadyDone
+from adbflow.runtime.journal import AttemptAbandoned, JobRecord, Journal, StageAlreadyDone
+from adbflow.runtime.laptop import fault_from_os, laptop_cause
 from adbflow.runtime.retry import RetryPolicy
+
+MAX_FREE_RETRIES = 100   # busy / lost leases, abandoned commits, origin blips per stage run
 
 
 class StageExhausted(AdbflowError):
     """A stage ran out of attempts; the message lists every attempt's reason."""
 
 
+class OriginUnreachable(AdbflowError):
+    """The phone that holds the picture is gone (unplugged, rebooting, Wi-Fi adb dropped).
+    Only it can serve the pull, so the job waits for it (parked, retried when it returns)
+    instead of failing."""
+
+    def __init__(self, serial: str, detail: str) -> None:
+        self.serial = serial
+        super().__init__(f"origin phone {serial} unreachable: {detail}",
+                         hint="the job resumes when the phone is back (reconnect it)")
+
+
+class OriginWatch(Protocol):
+    """Whether the origin phone is listed (the pipeline's inventory), and a bounded wait."""
+
+    def present(self, serial: str) -> bool: ...
+
+    def wait_present(self, serial: str, seconds: float) -> bool: ...
+
+
 def error_kind(exc: BaseException) -> str:
     """Short machine-readable reason of a failed attempt (journal column error_kind)."""
     if isinstance(exc, JobError):
         return "input"
+    if isinstance(exc, SlotBusy):
+        return "busy"
+    if isinstance(exc, LeaseLost):
+        return "lease"
     if isinstance(exc, AdbTimeoutError):
         return "timeout"
     if isinstance(exc, DeviceUnavailableError):
@@ -68,10 +100,24 @@ class Attempt:
 StageBody = Callable[[JobRecord, Attempt], dict[str, Any]]
 
 
+def _laptop_failed(journal: Journal, attempt_id: int, fault: LaptopFault) -> None:
+    """Best effort: the journal may be on the very disk that failed."""
+    with contextlib.suppress(AdbflowError):
+        journal.fail_attempt(attempt_id, str(fault), kind="laptop")
+
+
 def run_stage(job: JobRecord, stage: str, body: StageBody, *, journal: Journal,
               retry: RetryPolicy, board: QuarantineBoard, emit: Emit,
-              stop: threading.Event) -> dict[str, Any]:
-    """Bounded attempts of one stage. Committed output -> returned without running."""
+              stop: threading.Event, origin: OriginWatch | None = None,
+              origin_retry_s: float = 10.0) -> dict[str, Any]:
+    """Bounded attempts of one stage. Committed output -> returned without running.
+
+    Not counted against the budget, no quarantine strike (none is the phone's fault):
+    a slot leased by another orchestrator (`busy`), a lease lost while running (`lease`:
+    the output is discarded), a commit refused because another process ended the attempt,
+    and, for stages bound to the origin phone (`origin` given), that phone being gone
+    (`unreachable`: waited for `origin_retry_s`, then OriginUnreachable parks the job).
+    A laptop storage fault raises LaptopFault (the job waits, nothing failed)."""
     done = journal.stage_output(job.id, stage)
     if done is not None:
         return done
@@ -79,11 +125,12 @@ def run_stage(job: JobRecord, stage: str, body: StageBody, *, journal: Journal,
     excluded = {a.serial for a in previous if a.serial}
     reasons = [f"{a.serial or '-'}: {a.error}" for a in previous]
     budget = retry.budget(len(previous))
-    for n in range(budget):
+    n = free = 0
+    while n < budget:
         if stop.is_set():
             raise Interrupted("stopping")
         att = Attempt(journal.begin_attempt(job.id, stage, None), excluded)
-        emit(StageStarted(job=job.id, stage=stage, attempt=len(previous) + n + 1))
+        emit(StageStarted(job=job.id, stage=stage, attempt=len(previous) + n + free + 1))
         try:
             out = body(job, att)
         except Interrupted:
@@ -95,7 +142,44 @@ def run_stage(job: JobRecord, stage: str, body: StageBody, *, journal: Journal,
             emit(StageFailed(job=job.id, stage=stage, serial=att.serial, error=str(exc),
                              final=True))
             raise
+        except LaptopFault as exc:
+            _laptop_failed(journal, att.id, exc)
+            raise
+        except (PictureSuperseded, PictureChanging) as exc:   # the pipeline re-pulls / skips
+            journal.fail_attempt(att.id, str(exc), kind="superseded")
+            raise
+        except (SlotBusy, LeaseLost) as exc:
+            # Another orchestrator uses that phone (busy), or took the slot over while we
+            # ran (lost: our output may be its picture's, discarded): bid again.
+            kind = error_kind(exc)
+            journal.fail_attempt(att.id, str(exc), kind=kind)
+            emit(StageFailed(job=job.id, stage=stage, serial=att.serial, error=str(exc),
+                             kind=kind, final=False))
+            free += 1
+            if free > MAX_FREE_RETRIES:
+                raise StageExhausted(f"{stage}: the slot leases kept failing: {exc}",
+                                     hint="another orchestrator holds the phones; retry "
+                                          "later") from exc
+            sleep_or_stop(stop, 0.1)
+            continue
         except (AdbError, ParseError, NoDevice) as exc:
+            cause = laptop_cause(exc)
+            if cause is not None:     # our disk behind an adb error: not the phone's
+                fault = fault_from_os(cause, cause.filename)
+                _laptop_failed(journal, att.id, fault)
+                raise fault from exc
+            if (origin is not None and job.source == "device"
+                    and isinstance(exc, (DeviceUnavailableError, AdbTimeoutError))
+                    and not origin.present(job.serial)):
+                # The only phone that has the picture is gone: wait a little, else park.
+                journal.fail_attempt(att.id, str(exc), kind="unreachable")
+                emit(StageFailed(job=job.id, stage=stage, serial=job.serial, error=str(exc),
+                                 kind="unreachable", final=False))
+                free += 1
+                if free <= MAX_FREE_RETRIES and origin.wait_present(job.serial,
+                                                                    origin_retry_s):
+                    continue
+                raise OriginUnreachable(job.serial, str(exc)) from exc
             kind = error_kind(exc)
             journal.fail_attempt(att.id, str(exc), kind=kind)
             reasons.append(f"{att.serial or '-'}: {kind}: {exc}")
@@ -104,13 +188,21 @@ def run_stage(job: JobRecord, stage: str, body: StageBody, *, journal: Journal,
                 board.strike(att.serial, kind, stage, job.id, str(exc))
             emit(StageFailed(job=job.id, stage=stage, serial=att.serial, error=str(exc),
                              kind=kind, final=False))
-            if n + 1 < budget:
-                sleep_or_stop(stop, retry.pause_after(n))
+            n += 1
+            if n < budget:
+                sleep_or_stop(stop, retry.pause_after(n - 1))
             continue
         try:
             journal.commit_attempt(att.id, out)
         except StageAlreadyDone:      # another run committed it first: keep that result
             out = journal.stage_output(job.id, stage) or out
+        except AttemptAbandoned as exc:   # ended by another process: run it again
+            emit(StageFailed(job=job.id, stage=stage, serial=att.serial, error=str(exc),
+                             kind="abandoned", final=False))
+            free += 1
+            if free > MAX_FREE_RETRIES:
+                raise StageExhausted(f"{stage}: {exc}") from exc
+            continue
         if att.serial is not None and att.serial in board:
             board.release([att.serial], f"{stage} succeeded")
         emit(StageFinished(job=job.id, stage=stage, serial=att.serial, output=out))

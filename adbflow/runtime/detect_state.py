@@ -173,6 +173,10 @@ class DetectionState:
                     found.append(pic)
         for gone in set(self._obs) - present:
             del self._obs[gone]
+        # a complete listing: identities of files no longer there can go (bounded memory
+        # over thousands of pictures; a file coming back maps to its existing job anyway)
+        if len(self.ignore) > len(present):
+            self.ignore = {k for k in self.ignore if k[0] in present}
         return found
 
     def due(self, now: float) -> list[str]:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from adbflow.device.lease import dead_local_owner
 from adbflow.device.port import DevicePort
 from adbflow.errors import AdbflowError
 from adbflow.runtime.events import BidRound, DeviceQuarantined, DeviceReleased, Emit
@@ -24,6 +25,7 @@ from adbflow.scheduling.policy import Decision, Task
 from adbflow.scheduling.quarantine import Quarantined, QuarantineRules
 
 NO_DEVICE_RETRY_S = 2.0   # pause between bid rounds while no device is eligible
+LEASED_RETRY_S = 0.3      # ... while eligible phones are leased by another orchestrator
 
 
 class Interrupted(AdbflowError):
@@ -120,7 +122,8 @@ class Dispatcher:
 
     def __init__(self, *, inventory: Any, bidder: Any, policy: Any, profiles: Any,
                  service_times: Any, board: QuarantineBoard, emit: Emit,
-                 stop: threading.Event, device_wait_s: float) -> None:
+                 stop: threading.Event, device_wait_s: float,
+                 lease_owner: str | None = None) -> None:
         self.inventory = inventory
         self.bidder = bidder
         self.policy = policy
@@ -133,6 +136,27 @@ class Dispatcher:
         self.device_wait_s = device_wait_s
         self._slots: dict[tuple[str, str], threading.Lock] = {}
         self._slots_lock = threading.Lock()
+        # slot leases on the phones: ours (this owner id) are in `inflight` already; a
+        # slot another orchestrator holds (the bid shows it, or acquire answered busy)
+        # sends the stage elsewhere
+        self.lease_owner = lease_owner
+        self._busy_until: dict[tuple[str, str], float] = {}
+        self._busy_lock = threading.Lock()
+
+    def mark_busy(self, serial: str, slot: str, seconds: float) -> None:
+        """acquire answered busy: leave that phone's slot alone for a moment."""
+        with self._busy_lock:
+            self._busy_until[(serial, slot)] = time.monotonic() + min(max(seconds, 0.5), 10.0)
+
+    def leased_elsewhere(self, bids: Sequence[Bid], slot: str) -> set[str]:
+        """Serials whose `slot` another orchestrator holds (bid records or a busy answer)."""
+        now = time.monotonic()
+        with self._busy_lock:
+            marked = {s for (s, sl), until in self._busy_until.items()
+                      if sl == slot and until > now}
+        held = {b.serial: b.slot_busy(slot, self.lease_owner) for b in bids}
+        return marked | {s for s, st in held.items()
+                         if st is not None and not dead_local_owner(st.owner)}
 
     def bid(self, task: Task, stage: str, excluded: set[str],
             claim: Callable[[str, list[str]], None], *, policy: Any = None,
@@ -152,8 +176,10 @@ class Dispatcher:
             for runner, extra_bid in (extra() if extra is not None else ()):
                 bids.append(extra_bid)
                 by_serial[extra_bid.serial] = runner
+            leased = self.leased_elsewhere(bids, stage)
             award = self.inflight.decide_and_add(
-                task, bids, self.board.table(), time.time(), eligible=set(by_serial),
+                task, [b for b in bids if b.serial not in leased], self.board.table(),
+                time.time(), eligible=set(by_serial) - leased,
                 excluded=excluded, policy=policy or self.policy, profiles=self.profiles,
                 service_times=self.service_times)
             self.board.release(award.released, "healthy bid")
@@ -168,11 +194,16 @@ class Dispatcher:
                 return Won(award, by_serial[winner], bid, award.decision, bid_s,
                            tuple(probe_summary(b) for b in bids), time.time() - (
                                time.monotonic() - t0 - bid_s))
-            if time.monotonic() + NO_DEVICE_RETRY_S > deadline:
-                raise NoDevice(f"no eligible device for {stage}: {award.decision.reason}",
+            # phones leased by another orchestrator free up within seconds: look again soon
+            pause = LEASED_RETRY_S if leased else NO_DEVICE_RETRY_S
+            if time.monotonic() + pause > deadline:
+                why = award.decision.reason + (
+                    f"; slot leased by another orchestrator on {', '.join(sorted(leased))}"
+                    if leased else "")
+                raise NoDevice(f"no eligible device for {stage}: {why}",
                                hint="check `adbflow devices`; all devices may be busy, "
                                     "offline or excluded after failures")
-            sleep_or_stop(self._stop, NO_DEVICE_RETRY_S)
+            sleep_or_stop(self._stop, pause)
 
     def release(self, won: Won) -> None:
         self.inflight.remove(won.award)

@@ -227,10 +227,70 @@ class DriftChanged(Event):
     t: float = field(default_factory=_now, kw_only=True)
 
 
+# ------------------------------------------------------------------ reliability (issue 14)
+
+@dataclass(frozen=True)
+class JobWaiting(Event):
+    """The job's origin phone is unreachable: the job is parked (pending) and resubmitted
+    when the phone is listed again."""
+
+    type: ClassVar[str] = "job_waiting"
+    job: int
+    serial: str
+    error: str
+    t: float = field(default_factory=_now, kw_only=True)
+
+
+@dataclass(frozen=True)
+class JobOwnedElsewhere(Event):
+    """Another live process (an `adbflow run` of the same picture) works on the job: this
+    one waits for its outcome instead of running the stages twice."""
+
+    type: ClassVar[str] = "job_owned_elsewhere"
+    job: int
+    owner: str
+    t: float = field(default_factory=_now, kw_only=True)
+
+
+@dataclass(frozen=True)
+class JobRequeued(Event):
+    """A parked job is queued again: its origin phone is back, or the laptop's disk takes
+    writes again."""
+
+    type: ClassVar[str] = "job_requeued"
+    job: int
+    reason: str
+    t: float = field(default_factory=_now, kw_only=True)
+
+
+@dataclass(frozen=True)
+class LaptopFaultSeen(Event):
+    """The laptop's storage failed (disk full, read-only, permissions) at `path`; the job
+    (None: a picture not yet journaled) waits. `first`: the first job waiting on it."""
+
+    type: ClassVar[str] = "laptop_fault"
+    job: int | None
+    path: str
+    error: str
+    first: bool
+    t: float = field(default_factory=_now, kw_only=True)
+
+
+@dataclass(frozen=True)
+class PartialsCleaned(Event):
+    """Temp files a killed run left behind were removed at start."""
+
+    type: ClassVar[str] = "cleaned"
+    files: list[str]
+    count: int
+    t: float = field(default_factory=_now, kw_only=True)
+
+
 EVENT_TYPES: tuple[type[Event], ...] = (
     JobAdded, JobResumed, JobStarted, JobDone, JobSkipped, JobFailed, StageStarted,
     StageFinished, StageFailed, BidRound, DeviceQuarantined, DeviceReleased, DeviceError,
-    Recovered, Watching, GateDecided, DriftChanged)
+    Recovered, Watching, GateDecided, DriftChanged, JobWaiting, JobOwnedElsewhere,
+    JobRequeued, LaptopFaultSeen, PartialsCleaned)
 
 Emit = Callable[[Event], None]
 

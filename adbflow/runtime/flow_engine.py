@@ -204,8 +204,10 @@ class FlowRunner:
                     bmp, image_info, extra = p.stages._bmp(job, model.input_size)
                     convert_s += extra
                 spec = replace(profile.label_image, model=model.path)
-                with p.dispatcher.slot(won, "classify") as slot_wait_s:
-                    out = classify_on(won.device, spec, bmp, timeouts=p.stages.timeouts)
+                with p.dispatcher.slot(won, "classify") as slot_wait_s, \
+                        p.stages.leased(won, "classify") as held:   # README "Leases"
+                    out = classify_on(won.device, spec, bmp, timeouts=p.stages.timeouts,
+                                      leases=p.stages.leases, held=held)
             finally:
                 p.dispatcher.release(won)
             detail["pairs"] = list(detail.get("pairs", []))[:12]   # bounded journal row
@@ -264,11 +266,13 @@ class FlowRunner:
             won = p.dispatcher.bid(task, st.name, att.excluded, p.stages._claim(att))
             try:
                 profile = p.profiles.for_model(won.bid.model)
-                with p.dispatcher.slot(won, "generate") as slot_wait_s:
+                with p.dispatcher.slot(won, "generate") as slot_wait_s, \
+                        p.stages.leased(won, "generate") as held:
                     out = generate_on(won.device, profile.llama, prompt,
                                       timeouts=p.stages.timeouts,
                                       opening=story_opening(labels),
-                                      modes=p.stages.llama_modes)
+                                      modes=p.stages.llama_modes, leases=p.stages.leases,
+                                      held=held)
             finally:
                 p.dispatcher.release(won)
             out.update(serial=won.serial, profile=profile.name, prompt=prompt, gate=gate_json,

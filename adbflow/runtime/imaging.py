@@ -15,6 +15,7 @@ from pathlib import Path
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from adbflow.errors import JobError
+from adbflow.runtime.laptop import LAPTOP_ERRNOS, fault_from_os
 
 DEFAULT_MAX_BYTES = 64 << 20
 # A 200 MP sensor writes 16320x12240 = 199.8 MP. Baseline JPEGs up to MAX_PIXELS are decoded
@@ -139,6 +140,8 @@ def prepare_bmp(src: Path, dst: Path, size: int, *,
                        hint="the file is not a valid image") from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in LAPTOP_ERRNOS:
+            raise fault_from_os(exc, exc.filename or dst.parent) from exc   # our disk, not it
         raise JobError(f"{src.name}: damaged or truncated {fmt} picture: {exc}",
                        hint="the file may still be being written or is corrupt") from exc
     return ImageInfo(format=fmt, width=width, height=height,

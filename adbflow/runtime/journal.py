@@ -10,19 +10,29 @@ for the same picture impossible: each picture is processed exactly once.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
-from adbflow.errors import AdbflowError
+from adbflow.errors import AdbflowError, JournalCorrupt, JournalReplaced
+from adbflow.runtime import owner as owners
+from adbflow.runtime.laptop import fault_from_os, fault_from_sqlite
+from adbflow.runtime.owner import ProcessId
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# columns added after version 1 (ALTER TABLE on open): who owns a job / a running attempt
+_ADDED_COLUMNS = {
+    "jobs": ("claim_host TEXT", "claim_pid INTEGER", "claim_start REAL"),
+    "attempts": ("owner_host TEXT", "owner_pid INTEGER", "owner_start REAL"),
+}
 
 
 class JobState(str, Enum):
@@ -176,6 +186,22 @@ class StageAlreadyDone(AdbflowError):
     """A stage result was committed twice; the second commit is refused (exactly-once)."""
 
 
+class AttemptAbandoned(AdbflowError):
+    """The attempt is no longer 'running' (recovery abandoned it): its result was not
+    committed; the stage must run again rather than silently lose the result."""
+
+
+class IncompleteResult(AdbflowError):
+    """A job was about to be marked done without every stage's committed output."""
+
+
+def _owner(row: sqlite3.Row, prefix: str) -> ProcessId | None:
+    if row[f"{prefix}_pid"] is None:
+        return None
+    return ProcessId(row[f"{prefix}_host"] or "", int(row[f"{prefix}_pid"]),
+                     float(row[f"{prefix}_start"] or 0.0))
+
+
 def _loads(text: str | None) -> dict[str, Any] | None:
     return None if text is None else json.loads(text)
 
@@ -190,11 +216,18 @@ class Journal:
     def __init__(self, path: Path | str, *, clock=time.time) -> None:
         self.path = Path(path)
         if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise fault_from_os(exc, self.path.parent) from exc
         self._clock = clock
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(path), timeout=30.0, isolation_level=None,
-                                   check_same_thread=False)
+        try:
+            self._db = sqlite3.connect(str(path), timeout=30.0, isolation_level=None,
+                                       check_same_thread=False)
+        except sqlite3.OperationalError as exc:
+            self._raise_laptop(exc)
+            raise
         self._db.row_factory = sqlite3.Row
         try:
             self._db.execute("PRAGMA busy_timeout=30000")
@@ -203,41 +236,138 @@ class Journal:
             self._db.execute("PRAGMA synchronous=FULL")
             with self._lock:
                 self._db.executescript(_SCHEMA)
+                self._migrate()
                 self._db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)",
                                  (str(SCHEMA_VERSION),))
+            self._identity = self._stat_identity()
         except sqlite3.DatabaseError as exc:
+            self._raise_laptop(exc)
             raise AdbflowError(f"journal {self.path} is not usable: {exc}",
                                hint="move the file away (it is a SQLite database) or pass "
                                     "another --data-dir") from exc
 
     # -- plumbing ---------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        """Add the columns of newer versions, in one write transaction (two processes may
+        open an old journal at the same moment: `run` next to `watch`)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for table, cols in _ADDED_COLUMNS.items():
+                have = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
+                for col in cols:
+                    if col.split()[0] not in have:
+                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {col}")
+            self._db.execute("UPDATE meta SET value=? WHERE key='schema' AND value<?",
+                             (str(SCHEMA_VERSION), str(SCHEMA_VERSION)))
+            self._db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise
+
     class _Tx:
-        def __init__(self, journal: "Journal") -> None:
+        def __init__(self, journal: Journal) -> None:
             self.j = journal
 
         def __enter__(self) -> sqlite3.Connection:
             self.j._lock.acquire()
-            self.j._db.execute("BEGIN IMMEDIATE")
+            try:
+                self.j._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.DatabaseError as exc:
+                self.j._lock.release()
+                self.j._raise_laptop(exc)
+                raise
             return self.j._db
 
         def __exit__(self, et, ev, tb) -> None:
             try:
-                self.j._db.execute("COMMIT" if et is None else "ROLLBACK")
+                try:
+                    self.j._db.execute("COMMIT" if et is None else "ROLLBACK")
+                except sqlite3.DatabaseError as exc:
+                    with contextlib.suppress(sqlite3.Error):
+                        self.j._db.execute("ROLLBACK")
+                    self.j._raise_laptop(exc)
+                    raise
+                if isinstance(ev, sqlite3.DatabaseError):
+                    self.j._raise_laptop(ev)
             finally:
                 self.j._lock.release()
 
-    def _tx(self) -> "Journal._Tx":
+    def _raise_laptop(self, exc: sqlite3.Error) -> None:
+        """A disk-full / read-only / unopenable journal is the laptop's fault: say so; a
+        damaged one is JournalCorrupt with what to do. Anything else: the caller re-raises."""
+        fault = fault_from_sqlite(exc, self.path)
+        if fault is not None:
+            raise fault from exc
+        text = str(exc).lower()
+        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.IntegrityError) \
+                and any(w in text for w in ("malformed", "not a database", "corrupt")):
+            raise JournalCorrupt(f"journal {self.path} is damaged: {exc}",
+                                 hint=f"run `adbflow journal check --data-dir "
+                                      f"{self.path.parent}`; `adbflow journal recover` keeps "
+                                      "what can be read") from exc
+
+    def _tx(self) -> Journal._Tx:
         return Journal._Tx(self)
 
     def _query(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
-            return self._db.execute(sql, tuple(args)).fetchall()
+            try:
+                return self._db.execute(sql, tuple(args)).fetchall()
+            except sqlite3.DatabaseError as exc:
+                self._raise_laptop(exc)
+                raise
+
+    def _stat_identity(self) -> tuple[int, int] | None:
+        if str(self.path) == ":memory:":
+            return None
+        st = os.stat(self.path)
+        return st.st_dev, st.st_ino
+
+    def check_identity(self) -> None:
+        """JournalReplaced when the file we write is no longer the one at `path` (deleted,
+        or another file moved there): everything written from now on would be lost, and a
+        new journal would hand out job ids (and story names) again."""
+        if self._identity is None:
+            return
+        try:
+            now = self._stat_identity()
+        except FileNotFoundError:
+            now = None
+        if now != self._identity:
+            what = "deleted" if now is None else "replaced by another file"
+            raise JournalReplaced(
+                f"the journal {self.path} was {what} while adbflow was running",
+                hint="adbflow stopped so that nothing is written where nobody reads it; "
+                     "restore the file, or start again: a new journal continues after the "
+                     "job ids already used in the data directory")
+
+    def reserve_ids(self, above: int) -> None:
+        """Job ids start above `above` (the highest id already used by files in the data
+        directory): a journal recreated next to old stories never reuses their names."""
+        with self._tx() as db:
+            row = db.execute("SELECT seq FROM sqlite_sequence WHERE name='jobs'").fetchone()
+            top = db.execute("SELECT coalesce(max(id), 0) FROM jobs").fetchone()[0]
+            if row is None:
+                db.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('jobs', ?)",
+                           (max(int(above), int(top)),))
+            elif int(row["seq"]) < int(above):
+                db.execute("UPDATE sqlite_sequence SET seq=? WHERE name='jobs'", (int(above),))
+            if int(above) > 0 and int(top) == 0 and row is None:
+                # a fresh journal next to outputs of an earlier one: the old was lost
+                db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('recreated', ?)",
+                           (str(int(above)),))
+
+    def recreated(self) -> bool:
+        """This journal replaced a lost one (outputs of earlier jobs were in the data dir):
+        what it does not know about a device is not "before the first watch"."""
+        return bool(self._query("SELECT 1 FROM meta WHERE key='recreated'"))
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    def __enter__(self) -> "Journal":
+    def __enter__(self) -> Journal:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -306,15 +436,63 @@ class Journal:
                        (*fields.values(), self._clock(), int(job_id)))
 
     def finish_job(self, job_id: int, state: str, *, error: str | None = None,
-                   result: dict[str, Any] | None = None) -> None:
+                   result: dict[str, Any] | None = None,
+                   require: tuple[str, ...] = ()) -> None:
+        """Final state, with the result. `require`: stages that must have a committed
+        output for the state to be written (IncompleteResult otherwise, nothing written):
+        a job is never `done` without its results."""
         if state not in FINAL_STATES:
             raise ValueError(f"not a final state: {state}")
         state = JobState(state).value
         now = self._clock()
         with self._tx() as db:
+            for stage in require:
+                row = db.execute("SELECT output FROM attempts WHERE job_id=? AND stage=? AND "
+                                 "state='done'", (int(job_id), stage)).fetchone()
+                if row is None or not row["output"]:
+                    raise IncompleteResult(f"job {job_id}: no committed {stage} result",
+                                           hint="the stage runs again")
             db.execute("UPDATE jobs SET state=?, error=?, result=?, updated=?, finished=? "
                        "WHERE id=?", (state, error, None if result is None else
                                       json.dumps(result), now, now, int(job_id)))
+
+    def invalidate_stage(self, job_id: int, stage: str, reason: str) -> None:
+        """A committed stage result turned out stale (a picture pulled mid-write): it no
+        longer counts, so the stage runs again (kept in the journal as failed)."""
+        with self._tx() as db:
+            db.execute("UPDATE attempts SET state='failed', error=?, error_kind='superseded' "
+                       "WHERE job_id=? AND stage=? AND state='done'",
+                       (reason, int(job_id), stage))
+
+    def retarget_job(self, job_id: int, size: int, mtime: float) -> int | None:
+        """The job's file settled at another (size, mtime): the job follows it. Returns the
+        id of another job that already has that identity (then nothing changes here)."""
+        with self._tx() as db:
+            row = db.execute("SELECT serial, path FROM jobs WHERE id=?", (int(job_id),)).fetchone()
+            other = db.execute("SELECT id FROM jobs WHERE serial=? AND path=? AND size=? AND "
+                               "mtime=? AND id<>?", (row["serial"], row["path"], int(size),
+                                                     float(mtime), int(job_id))).fetchone()
+            if other is not None:
+                return int(other["id"])
+            db.execute("UPDATE jobs SET size=?, mtime=?, updated=? WHERE id=?",
+                       (int(size), float(mtime), self._clock(), int(job_id)))
+            db.execute("UPDATE seen SET size=?, mtime=? WHERE serial=? AND path=?",
+                       (int(size), float(mtime), row["serial"], row["path"]))
+            return None
+
+    def unreachable_failed_jobs(self, serial: str) -> list[JobRecord]:
+        """Failed device jobs whose last attempt failed because `serial` was unreachable:
+        the picture is still on the phone, so they are retried when it is back."""
+        return [self._job(r) for r in self._query(
+            "SELECT * FROM jobs j WHERE j.state='failed' AND j.source='device' AND j.serial=? "
+            "AND (SELECT error_kind FROM attempts a WHERE a.job_id=j.id ORDER BY a.id DESC "
+            "LIMIT 1)='unreachable' ORDER BY j.id", (serial,))]
+
+    def reopen_job(self, job_id: int) -> None:
+        """A failed job back to pending (its picture can be processed after all)."""
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET state='pending', finished=NULL, updated=? WHERE id=? "
+                       "AND state='failed'", (self._clock(), int(job_id)))
 
     def duplicate_of(self, job_id: int, serial: str, path: str, sha256: str) -> int | None:
         """An earlier job for the same device file with the same content (e.g. only the
@@ -335,13 +513,17 @@ class Journal:
 
     # -- attempts ---------------------------------------------------------------------------
     def begin_attempt(self, job_id: int, stage: str, serial: str | None) -> int:
+        """A running attempt owned by this process (recovery leaves it alone while we live)."""
         now = self._clock()
+        me = owners.current()
         with self._tx() as db:
             n = db.execute("SELECT COUNT(*) FROM attempts WHERE job_id=? AND stage=?",
                            (int(job_id), stage)).fetchone()[0]
-            cur = db.execute("INSERT INTO attempts(job_id, stage, attempt, serial, state, started)"
-                             " VALUES (?,?,?,?, 'running', ?)",
-                             (int(job_id), stage, n + 1, serial, now))
+            cur = db.execute("INSERT INTO attempts(job_id, stage, attempt, serial, state, started,"
+                             " owner_host, owner_pid, owner_start)"
+                             " VALUES (?,?,?,?, 'running', ?, ?, ?, ?)",
+                             (int(job_id), stage, n + 1, serial, now, me.host, me.pid,
+                              me.start))
             db.execute("UPDATE jobs SET state='running', updated=? WHERE id=? AND state IN "
                        "('pending', 'running')", (now, int(job_id)))
             return int(cur.lastrowid)
@@ -355,10 +537,15 @@ class Journal:
         of this job already has a committed result."""
         try:
             with self._tx() as db:
-                db.execute("UPDATE attempts SET state='done', ended=?, output=? WHERE id=? AND "
-                           "state='running'", (self._clock(), json.dumps(output), int(attempt_id)))
+                cur = db.execute("UPDATE attempts SET state='done', ended=?, output=? WHERE id=? "
+                                 "AND state='running'",
+                                 (self._clock(), json.dumps(output), int(attempt_id)))
+                changed = cur.rowcount
         except sqlite3.IntegrityError as exc:
             raise StageAlreadyDone(f"attempt {attempt_id}: stage already committed") from exc
+        if changed != 1:
+            raise AttemptAbandoned(f"attempt {attempt_id} was ended by another process before "
+                                   "its result was committed", hint="the stage runs again")
 
     def fail_attempt(self, attempt_id: int, error: str, *, kind: str = "error",
                      output: dict[str, Any] | None = None) -> None:
@@ -391,13 +578,44 @@ class Journal:
                              error=r["error"], error_kind=r["error_kind"])
 
     def recover(self) -> int:
-        """After a crash: attempts left 'running' by a dead orchestrator are 'abandoned'
-        (their uncommitted work is redone). Returns how many. Call under the watch lock."""
+        """After a crash: attempts left 'running' by an orchestrator that is gone are
+        'abandoned' (their uncommitted work is redone); attempts of live processes (an
+        `adbflow run` next to this `watch`) are left alone. Returns how many."""
         with self._tx() as db:
-            cur = db.execute("UPDATE attempts SET state='abandoned', ended=?, error=? WHERE "
-                             "state='running'", (self._clock(),
-                                                 "orchestrator stopped before this attempt ended"))
-            return cur.rowcount
+            rows = db.execute("SELECT id, owner_host, owner_pid, owner_start FROM attempts "
+                              "WHERE state='running'").fetchall()
+            dead = [r["id"] for r in rows if not owners.alive(_owner(r, "owner"))]
+            db.executemany("UPDATE attempts SET state='abandoned', ended=?, error=? WHERE id=? "
+                           "AND state='running'",
+                           [(self._clock(), "orchestrator stopped before this attempt ended",
+                             i) for i in dead])
+            db.execute("UPDATE jobs SET claim_host=NULL, claim_pid=NULL, claim_start=NULL "
+                       "WHERE claim_pid IS NOT NULL AND state IN ('done', 'failed', 'skipped')")
+            return len(dead)
+
+    # -- job claims: one process works on a job at a time ----------------------------------
+    def claim_job(self, job_id: int) -> ProcessId | None:
+        """Claim the job for this process. None: ours now. Else the live process that owns
+        it (e.g. an `adbflow run` of the same picture next to us)."""
+        me = owners.current()
+        with self._tx() as db:
+            row = db.execute("SELECT claim_host, claim_pid, claim_start FROM jobs WHERE id=?",
+                             (int(job_id),)).fetchone()
+            if row is None:
+                return None
+            other = _owner(row, "claim")
+            if other is not None and other != me and owners.alive(other):
+                return other
+            db.execute("UPDATE jobs SET claim_host=?, claim_pid=?, claim_start=? WHERE id=?",
+                       (me.host, me.pid, me.start, int(job_id)))
+            return None
+
+    def release_job(self, job_id: int) -> None:
+        me = owners.current()
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET claim_host=NULL, claim_pid=NULL, claim_start=NULL "
+                       "WHERE id=? AND claim_pid=? AND claim_host=?",
+                       (int(job_id), me.pid, me.host))
 
     # -- watch sessions and the seen-files table ----------------------------------------------
     def begin_session(self) -> Session:
@@ -425,9 +643,15 @@ class Journal:
                        (serial, self._clock()))
 
     def failed_attempts(self, job_id: int, stage: str) -> list[AttemptRecord]:
-        """Attempts that failed (not abandoned by a crash): they count against the budget."""
+        """Attempts that failed (not abandoned by a crash): they count against the budget.
+        Not counted: a phone leased by another orchestrator (`busy`), a lease lost while
+        running (`lease`), the origin phone gone (`unreachable`), a copy taken while the
+        file was still being written (`superseded`): none says anything about the phone's
+        health or the picture."""
         return [self._attempt(r) for r in self._query(
-            "SELECT * FROM attempts WHERE job_id=? AND stage=? AND state='failed' ORDER BY id",
+            "SELECT * FROM attempts WHERE job_id=? AND stage=? AND state='failed' AND "
+            "coalesce(error_kind, '') NOT IN ('busy', 'lease', 'unreachable', 'superseded') "
+            "ORDER BY id",
             (int(job_id), stage))]
 
     def mark_seen(self, serial: str, entries: Iterable[tuple[str, int, float]], *,

@@ -19,19 +19,34 @@ over the fleet.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
+import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adbflow.errors import AdbflowError, JobError
+from adbflow.errors import (
+    AdbflowError,
+    JobError,
+    JournalReplaced,
+    LaptopFault,
+    PictureChanging,
+    PictureSuperseded,
+)
 from adbflow.paths import PROFILES_DIR, data_home
 from adbflow.runtime import stages
-from adbflow.runtime.attempts import StageBody, StageExhausted, error_kind, run_stage
+from adbflow.runtime.attempts import (
+    OriginUnreachable,
+    StageBody,
+    StageExhausted,
+    error_kind,
+    run_stage,
+)
 from adbflow.runtime.detect import SETTLE_S, WATCH_DIRS, NewPicture
 from adbflow.runtime.dispatcher import (
     Dispatcher,
@@ -46,12 +61,20 @@ from adbflow.runtime.events import (
     JobAdded,
     JobDone,
     JobFailed,
+    JobOwnedElsewhere,
     JobSkipped,
     JobStarted,
+    JobWaiting,
+    LaptopFaultSeen,
+    PartialsCleaned,
+    Recovered,
 )
 from adbflow.runtime.imaging import DEFAULT_MAX_BYTES
-from adbflow.runtime.journal import FINAL_STATES, JobRecord, JobState, Journal
+from adbflow.runtime.journal import FINAL_STATES, IncompleteResult, JobRecord, JobState, Journal
+from adbflow.runtime.laptop import clean_stale_partials, laptop_io
+from adbflow.runtime.leasing import StageLeases
 from adbflow.runtime.retry import RetryPolicy
+from adbflow.runtime.waiting import WaitingJobs
 from adbflow.runtime.watch import DataDirLock, WatchSession, record_picture
 from adbflow.runtime.workers import JobRunner
 from adbflow.scheduling.policy import DEFAULT_POLICY, get_policy
@@ -67,6 +90,7 @@ log = logging.getLogger("adbflow.runtime.pipeline")
 STAGE_ORDER_DEVICE = ("pull", "classify", "generate")
 STAGE_ORDER_LAPTOP = ("ingest", "classify", "generate")
 JOURNAL_NAME = "journal.sqlite"
+MAX_REPULLS = 3     # a picture pulled mid-write is pulled again (after it settles) this often
 
 
 def journal_path(data_dir: Path) -> Path:
@@ -103,6 +127,12 @@ class PipelineConfig:
     energy: bool = False              # battery energy per device stage (energymeter.py; +~1 s)
     # ECT's energy part: seconds of latency one expected joule is worth (0: ignore energy)
     energy_weight_s_per_j: float = 0.0
+    lease_ttl_s: float = 20.0         # slot leases on the phones (renewed every ttl/3)
+    # origin phone gone during its pull: wait this long in the worker (a cable wiggle), then
+    # park the job until the phone is back; after origin_wait_s parked it fails, and is
+    # still retried if the phone comes back later (the picture is never given up)
+    origin_retry_s: float = 10.0
+    origin_wait_s: float = 300.0
 
     @property
     def journal_path(self) -> Path:
@@ -119,14 +149,18 @@ class Pipeline:
 
     def __init__(self, config: PipelineConfig, inventory: Any, *, bidder: Any = None,
                  profiles: Any = None, policy: Any = None, journal: Journal | None = None,
-                 service_times: Any = None,
+                 service_times: Any = None, leases: StageLeases | None = None,
                  on_event: Callable[[Event], None] | None = None, flow: Any = None,
                  tracer: Any = None) -> None:
         self.config = config
         self.data_dir = Path(config.data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with laptop_io(self.data_dir):
+            self.data_dir.mkdir(parents=True, exist_ok=True)
         self.inventory = inventory
         self.journal = journal or Journal(config.journal_path)
+        # ids (and so story / picture file names) continue after any already used here
+        self.journal.reserve_ids(highest_output_id(self.data_dir))
+        self.leases = leases or StageLeases(ttl_s=config.lease_ttl_s)
         if bidder is None:
             from adbflow.scheduling.bids import Bidder
             bidder = Bidder(timeout=config.bid_timeout_s)
@@ -155,13 +189,14 @@ class Pipeline:
         self.dispatcher = Dispatcher(inventory=inventory, bidder=bidder, policy=policy,
                                      profiles=profiles, service_times=service_times,
                                      board=self.board, emit=self.emit, stop=self.stop_event,
-                                     device_wait_s=config.device_wait_s)
+                                     device_wait_s=config.device_wait_s,
+                                     lease_owner=self.leases.owner)
         self.stages = stages.JobStages(data_dir=self.data_dir, journal=self.journal,
                                        inventory=inventory, dispatcher=self.dispatcher,
                                        profiles=profiles, service_times=service_times,
                                        max_bytes=config.max_bytes, timeouts=config.timeouts,
                                        energy=config.energy,
-                                       energy_rates=self.energy_rates)
+                                       energy_rates=self.energy_rates, leases=self.leases)
         self.jobs = JobRunner(self.process, concurrency=config.concurrency,
                               stop=self.stop_event)
         self.lock = DataDirLock(self.data_dir)
@@ -172,6 +207,9 @@ class Pipeline:
         if flow is not None and not flow.is_default:
             from adbflow.runtime.flow_engine import FlowRunner
             self.flow_runner = FlowRunner(self, flow)
+        self.waiting = WaitingJobs(journal=self.journal, data_dir=self.data_dir,
+                                   emit=self.emit, submit=self.submit,
+                                   origin_wait_s=config.origin_wait_s)
 
     # ------------------------------------------------------------------ plumbing
     @property
@@ -187,7 +225,10 @@ class Pipeline:
         sleep_or_stop(self.stop_event, seconds)
 
     def close(self) -> None:
+        """Stop the workers (each ends at its next step; a device call in flight gets a
+        second) and close the journal cleanly."""
         self.stop_event.set()
+        self.jobs.join(timeout=1.0)
         if self.service_times is not None and hasattr(self.service_times, "close"):
             self.service_times.close()
         self.energy_rates.close()
@@ -240,34 +281,100 @@ class Pipeline:
                origin_only: bool = False) -> dict[str, Any]:
         return run_stage(job, stage, body, journal=self.journal,
                          retry=self.config.retry(origin_only=origin_only), board=self.board,
-                         emit=self.emit, stop=self.stop_event)
+                         emit=self.emit, stop=self.stop_event,
+                         origin=self if origin_only else None,
+                         origin_retry_s=self.config.origin_retry_s)
 
     def process(self, job_id: int) -> JobRecord:
-        """Run every stage of the job that has no committed result; record the outcome."""
+        """Run every stage of the job that has no committed result; record the outcome.
+        One process works on a job at a time (the journal's claim); another live owner's
+        job is waited for, not run twice."""
+        self.journal.check_identity()
         if self.flow_runner is not None:
             return self.flow_runner.process(job_id)
         job = self.journal.job(job_id)
         if job.state in FINAL_STATES:
             return job
+        other = self.journal.claim_job(job_id)
+        if other is not None:
+            return self._wait_for_owner(job_id, other)
+        try:
+            return self._process_claimed(job)
+        finally:
+            with contextlib.suppress(AdbflowError):
+                self.journal.release_job(job_id)
+
+    def _wait_for_owner(self, job_id: int, other: Any) -> JobRecord:
+        """Another live process (an `adbflow run` of the same picture, or `watch`) works on
+        this job: wait for its outcome; take the job over if that process ends first."""
+        self.emit(JobOwnedElsewhere(job=job_id, owner=other.describe()))
+        while True:
+            self._sleep(0.5)
+            job = self.journal.job(job_id)
+            if job.state in FINAL_STATES:
+                return job
+            if self.journal.claim_job(job_id) is None:
+                try:
+                    return self._process_claimed(job)
+                finally:
+                    self.journal.release_job(job_id)
+
+    def _process_claimed(self, job: JobRecord) -> JobRecord:
+        job_id = job.id
         self.emit(JobStarted(job=job_id, serial=job.serial, name=job.name))
         try:
-            if job.source == "device":
-                self._stage(job, "pull", self.stages.pull, origin_only=True)
-            else:
-                self._stage(job, "ingest", self.stages.ingest, origin_only=True)
-            job = self.journal.job(job_id)
-            if job.source == "device" and job.sha256:
-                dup = self.journal.duplicate_of(job.id, job.serial, job.path, job.sha256)
-                if dup is not None:
-                    raise _Duplicate(dup)
-            self._stage(job, "classify", self.stages.classify)
-            self._stage(job, "generate", self.stages.generate)
-            result = compose_result(self.journal, self.journal.job(job_id), self.policy.name)
+            for pulls_left in range(MAX_REPULLS, -1, -1):
+                if job.source == "device":
+                    self._stage(job, "pull", self.stages.pull, origin_only=True)
+                else:
+                    self._stage(job, "ingest", self.stages.ingest, origin_only=True)
+                job = self.journal.job(job_id)
+                if job.source == "device" and job.sha256:
+                    dup = self.journal.duplicate_of(job.id, job.serial, job.path, job.sha256)
+                    if dup is not None:
+                        raise _Duplicate(dup)
+                try:
+                    self._stage(job, "classify", self.stages.classify)
+                    break
+                except PictureChanging as changing:
+                    # the pulled copy was taken while the file was still being written
+                    if not pulls_left:
+                        raise JobError(str(changing)) from changing
+                    self.journal.invalidate_stage(job_id, "pull", str(changing))
+                    job = self.journal.job(job_id)
+            first = "pull" if job.source == "device" else "ingest"
+            for again in (False, True):
+                self._stage(job, "classify", self.stages.classify)
+                self._stage(job, "generate", self.stages.generate)
+                result = compose_result(self.journal, self.journal.job(job_id),
+                                        self.policy.name)
+                try:
+                    # `done` only with every stage's committed output (never an empty result)
+                    self.journal.finish_job(job_id, JobState.DONE, result=result,
+                                            require=(first, "classify", "generate"))
+                    break
+                except IncompleteResult:
+                    if again:
+                        raise
             self._write_story(job_id, result)
-            self.journal.finish_job(job_id, JobState.DONE, result=result)
             self.emit(JobDone(job=job_id, result=result))
-        except Interrupted:
+        except (Interrupted, JournalReplaced):
             raise
+        except LaptopFault as exc:
+            # The laptop's disk, not the phone or the picture: the job waits (pending) and
+            # resumes once the data dir is writable again; nothing failed or quarantined.
+            first_fault = self.waiting.park_laptop(job_id, exc)
+            with contextlib.suppress(AdbflowError):
+                self.journal.update_job(job_id, state=JobState.PENDING, error=str(exc))
+            self.emit(LaptopFaultSeen(job=job_id, path=exc.path, error=str(exc),
+                                      first=first_fault))
+        except OriginUnreachable as exc:
+            self.waiting.park_origin(job_id, exc.serial)
+            self.journal.update_job(job_id, state=JobState.PENDING, error=str(exc))
+            self.emit(JobWaiting(job=job_id, serial=exc.serial, error=str(exc)))
+        except PictureSuperseded as sup:    # saw a file mid-write: not a failed job
+            self.journal.finish_job(job_id, JobState.SKIPPED, error=str(sup))
+            self.emit(JobSkipped(job=job_id, error=str(sup)))
         except _Duplicate as dup:
             msg = f"same content as job {dup.other} (only the timestamp changed)"
             self.journal.finish_job(job_id, JobState.SKIPPED, error=msg)
@@ -288,28 +395,88 @@ class Pipeline:
         """Stories are also plain files (data_dir/stories/JOB.txt) for people and scripts."""
         from adbflow.runtime.story import render_result
         d = self.data_dir / "stories"
-        d.mkdir(parents=True, exist_ok=True)
         path = d / f"{int(job_id)}.txt"
         stages.ensure_inside(self.data_dir, path)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(render_result(result) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        with laptop_io(d):
+            d.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(render_result(result) + "\n", encoding="utf-8")
+            os.replace(tmp, path)
+
+    # ------------------------------------------------------------------ waiting jobs
+    def present(self, serial: str) -> bool:
+        """OriginWatch: the phone is listed by its adb server as a usable device."""
+        try:
+            return any(d.serial == serial for d in self.inventory.devices())
+        except AdbflowError:
+            return False
+
+    def wait_present(self, serial: str, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self._sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+            if self.present(serial):
+                return True
+        return False
+
+    def _clean_partials(self) -> None:
+        removed = clean_stale_partials(self.data_dir)
+        if removed:
+            self.emit(PartialsCleaned(files=[str(p) for p in removed][:20], count=len(removed)))
 
     # ------------------------------------------------------------------ entry points
     def run_image(self, image: Path) -> JobRecord:
         """`adbflow run IMAGE`: one laptop picture through classify + generate."""
         job_id, _created = self.add_laptop_image(image)
-        return self.process(job_id)
+        return self.run_job(job_id)
+
+    def run_job(self, job_id: int) -> JobRecord:
+        """One job now (`adbflow run`). Raises LaptopFault when our disk stopped it (it stays
+        pending: running the picture again resumes it)."""
+        recovered = self.journal.recover()    # only attempts of processes that are gone
+        if recovered:
+            self.emit(Recovered(attempts=recovered))
+        self._clean_partials()
+        job = self.process(job_id)
+        fault = self.waiting.take_laptop_fault(job_id)
+        if fault is not None:
+            raise fault
+        return job
 
     def watch(self, *, once: bool = False, backlog: bool = False, poll_s: float = 2.0,
               max_wait_s: float | None = None, refresh_s: float = 5.0) -> list[int]:
         """Watch every device until stop_event (Ctrl-C) — or, with once, until the next
         picture (or the jobs a crashed run left unfinished) is processed. Returns job ids."""
+        self._clean_partials()
         session = WatchSession(config=self.config, journal=self.journal,
                                inventory=self.inventory, bidder=self.bidder, jobs=self.jobs,
-                               lock=self.lock, emit=self.emit, stop=self.stop_event)
+                               lock=self.lock, emit=self.emit, stop=self.stop_event,
+                               on_refresh=self.waiting.requeue)
         return session.run(once=once, backlog=backlog, poll_s=poll_s, max_wait_s=max_wait_s,
                            refresh_s=refresh_s)
+
+
+def highest_output_id(data_dir: Path) -> int:
+    """The largest job id that names a file in the data dir (stories/ID.txt, work/ID,
+    pictures/SERIAL/ID-...): a new journal must start above it."""
+    top = 0
+    d = Path(data_dir)
+    with contextlib.suppress(OSError):
+        for p in (d / "stories").iterdir():
+            if p.stem.isdigit():
+                top = max(top, int(p.stem))
+    with contextlib.suppress(OSError):
+        for p in (d / "work").iterdir():
+            if p.name.isdigit():
+                top = max(top, int(p.name))
+    with contextlib.suppress(OSError):
+        for sub in (d / "pictures").iterdir():
+            with contextlib.suppress(OSError):
+                for p in sub.iterdir():
+                    head = p.name.split("-", 1)[0]
+                    if head.isdigit():
+                        top = max(top, int(head))
+    return top
 
 
 def compose_result(journal: Journal, job: JobRecord, policy: str | None = None) -> dict[str, Any]:

@@ -22,9 +22,10 @@ import re
 import shutil
 import time
 import unicodedata
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from adbflow.device import Device
 from adbflow.device.port import DevicePort
@@ -34,15 +35,19 @@ from adbflow.errors import (
     NotARegularFile,
     ParseError,
     PermissionDenied,
+    PictureChanging,
+    PictureSuperseded,
     RemoteNotFound,
+    SlotBusy,
     TransferTooLarge,
 )
 from adbflow.parsers.label_image import parse_label_image
 from adbflow.parsers.llama import parse_llama
 from adbflow.runtime import llama_mode
 from adbflow.runtime.devtime import run_timed
-from adbflow.runtime.dispatcher import Dispatcher, bid_summary, decision_summary
+from adbflow.runtime.dispatcher import Dispatcher, Won, bid_summary, decision_summary
 from adbflow.runtime.imaging import prepare_bmp
+from adbflow.runtime.laptop import LAPTOP_ERRNOS, fault_from_os, laptop_cause, laptop_io
 from adbflow.runtime.story import build_prompt, device_prompt, finish_story, story_opening
 from adbflow.scheduling.energy_rates import attempt_joules
 from adbflow.scheduling.policy import Task, background_load, task_units
@@ -50,6 +55,7 @@ from adbflow.scheduling.policy import Task, background_load, task_units
 if TYPE_CHECKING:  # pragma: no cover - types only
     from adbflow.runtime.attempts import Attempt
     from adbflow.runtime.journal import JobRecord, Journal
+    from adbflow.runtime.leasing import StageLeases
 
 log = logging.getLogger("adbflow.runtime.stages")
 
@@ -120,8 +126,9 @@ def sha256_file(path: Path) -> str:
 
 def pull_picture(device: DevicePort, remote: str, local: Path, *, expected_size: int,
                  expected_mtime: float, max_bytes: int, timeouts: StageTimeouts) -> dict[str, Any]:
-    """Copy the detected picture to the laptop. JobError when the file is empty, too big,
-    vanished or changed since detection (its new version is a new picture)."""
+    """Copy the detected picture to the laptop. JobError when the file is empty, too big or
+    vanished; PictureChanging when it is not the detected version (before or after the
+    copy: a slow writer was still at it), so the caller waits for it to settle."""
     if expected_size == 0:
         raise JobError(f"{remote!r} on {device.serial} is empty (0 bytes)",
                        hint="the camera app may have failed to write it")
@@ -132,10 +139,9 @@ def pull_picture(device: DevicePort, remote: str, local: Path, *, expected_size:
     if entry is None:
         raise JobError(f"{remote!r} vanished from {device.serial} before it was pulled")
     if int(entry.size) != expected_size or float(entry.mtime) != expected_mtime:
-        raise JobError(f"{remote!r} on {device.serial} changed after detection "
-                       f"({expected_size} -> {entry.size} bytes)",
-                       hint="its new version is detected as a new picture")
-    local.parent.mkdir(parents=True, exist_ok=True)
+        raise PictureChanging(device.serial, remote, int(entry.size), float(entry.mtime))
+    with laptop_io(local.parent):
+        local.parent.mkdir(parents=True, exist_ok=True)
     t0, w0 = time.monotonic(), time.time()
     try:
         n = device.pull(remote, local, timeout=timeouts.pull_s + expected_size / 5e6,
@@ -145,7 +151,20 @@ def pull_picture(device: DevicePort, remote: str, local: Path, *, expected_size:
     except (RemoteNotFound, PermissionDenied, NotARegularFile) as exc:
         # the file itself is the problem: another device cannot pull it either
         raise JobError(f"cannot pull {remote!r} from {device.serial}: {exc.message}") from exc
+    except OSError as exc:        # the local temp file (permissions): the laptop's fault
+        if exc.errno in LAPTOP_ERRNOS:
+            raise fault_from_os(exc, exc.filename or local.parent) from exc
+        raise
+    except AdbError as exc:
+        cause = laptop_cause(exc)
+        if cause is not None:     # e.g. the pull's temp file hit a full or read-only disk
+            raise fault_from_os(cause, cause.filename or local.parent) from exc
+        raise
     pull_s = time.monotonic() - t0
+    after = device.stat(remote, timeout=timeouts.stat_s)
+    if after is not None and (int(after.size) != expected_size
+                              or float(after.mtime) != expected_mtime):
+        raise PictureChanging(device.serial, remote, int(after.size), float(after.mtime))
     if n != expected_size:
         raise AdbError(device.serial, f"pull {remote}", message=f"got {n} of {expected_size} "
                        "bytes", hint="the transfer was cut; retrying")
@@ -172,16 +191,25 @@ def llama_argv(spec: Any, prompt: str) -> list[str]:
             "--repeat-penalty", f"{getattr(spec, 'repeat_penalty', 1.15):g}", *spec.extra_args]
 
 
-def classify_on(device: DevicePort, spec: Any, bmp: Path, *,
-                timeouts: StageTimeouts) -> dict[str, Any]:
-    """Push the BMP to REMOTE_IMAGE and run label_image there. Raises AdbError family on
-    device trouble and ParseError on output that holds no labels (both: try elsewhere)."""
+def classify_on(device: DevicePort, spec: Any, bmp: Path, *, timeouts: StageTimeouts,
+                leases: Any = None, held: Any = None) -> dict[str, Any]:
+    """Push the BMP and run label_image on REMOTE_IMAGE. With a slot lease (`held`, from
+    `leases.hold`), the BMP goes to the lease's own input file and the guarded command moves
+    it to REMOTE_IMAGE only while the lease is current (another orchestrator's push cannot
+    land between ours and label_image). Raises AdbError family on device trouble, ParseError
+    on output that holds no labels (both: try elsewhere), LeaseLost (discard, re-bid)."""
     t0, w0 = time.monotonic(), time.time()
-    pushed = device.push(bmp, REMOTE_IMAGE, timeout=timeouts.push_s)
+    target = held.input_path if held is not None else REMOTE_IMAGE
+    pushed = device.push(bmp, target, timeout=timeouts.push_s)
     push_s, w1 = time.monotonic() - t0, time.time()
     t1 = time.monotonic()
-    res, times = run_timed(device, label_image_argv(spec), timeout=timeouts.classify_s,
-                           max_output=MAX_TOOL_OUTPUT)
+    if held is not None:     # guarded run: host bracket only (no device clock marks)
+        res = leases.run(held, label_image_argv(spec), timeout=timeouts.classify_s,
+                         max_output=MAX_TOOL_OUTPUT, move_input_to=REMOTE_IMAGE)
+        times: dict[str, Any] = {"host": [w1, time.time()]}
+    else:
+        res, times = run_timed(device, label_image_argv(spec), timeout=timeouts.classify_s,
+                               max_output=MAX_TOOL_OUTPUT)
     run_s = time.monotonic() - t1
     parsed = parse_label_image(res.stdout + "\n" + res.stderr)
     return {"labels": [lb.to_json() for lb in parsed.labels], "avg_ms": parsed.avg_ms,
@@ -193,19 +221,27 @@ def classify_on(device: DevicePort, spec: Any, bmp: Path, *,
 
 def generate_on(device: DevicePort, spec: Any, prompt: str, *,
                 timeouts: StageTimeouts, opening: str = "",
-                modes: llama_mode.LlamaModes | None = None) -> dict[str, Any]:
+                modes: llama_mode.LlamaModes | None = None,
+                leases: Any = None, held: Any = None) -> dict[str, Any]:
     """Run the profile's llama.cpp one-shot program with the story request (in the model's
-    chat template, the answer pre-filled with `opening`); ParseError when there is no story
-    or the output is not a finished run; LlamaChatOnlyError (at once, on first use) when
-    the binary is today's chat-only llama-cli."""
+    chat template, the answer pre-filled with `opening`), guarded by the slot lease `held`
+    when given; ParseError when there is no story or the output is not a finished run;
+    LlamaChatOnlyError (at once, on first use) when the binary is today's chat-only
+    llama-cli."""
     modes = modes if modes is not None else llama_mode.DEFAULT_MODES
     modes.ensure_one_shot(device, spec, timeout=timeouts.generate_s)
     text = device_prompt(prompt, opening, fmt=getattr(spec, "prompt_format", "chatml"))
     argv = llama_argv(spec, text)
     t0 = time.monotonic()
     try:
-        res, times = run_timed(device, argv, timeout=timeouts.generate_s,
-                               max_output=MAX_TOOL_OUTPUT)
+        if held is not None:     # guarded run: host bracket only (no device clock marks)
+            w0 = time.time()
+            res = leases.run(held, argv, timeout=timeouts.generate_s,
+                             max_output=MAX_TOOL_OUTPUT)
+            times: dict[str, Any] = {"host": [w0, time.time()]}
+        else:
+            res, times = run_timed(device, argv, timeout=timeouts.generate_s,
+                                   max_output=MAX_TOOL_OUTPUT)
     except AdbError as exc:
         ev = llama_mode.chat_only_evidence(exc.stdout, exc.stderr)
         if ev is not None:
@@ -252,6 +288,26 @@ def metered(device: Any, enabled: bool) -> Iterator[dict[str, Any]]:
                 out["error"] = f"energy meter failed: {exc}"
 
 
+STABLE_WAIT_S = 60.0        # a file still being written is waited for this long
+STABLE_LOOK_S = 1.0         # ... looked at this often; stable = same size+mtime twice
+
+
+def wait_stable(device: DevicePort, remote: str, size: int, mtime: float, *,
+                timeouts: StageTimeouts, until: float) -> tuple[int, float]:
+    """(size, mtime) once two looks STABLE_LOOK_S apart agree (or at `until`). JobError
+    when the file vanished meanwhile."""
+    while time.monotonic() < until:
+        time.sleep(STABLE_LOOK_S)
+        entry = device.stat(remote, timeout=timeouts.stat_s)
+        if entry is None:
+            raise JobError(f"{remote!r} vanished from {device.serial} while being written")
+        now = (int(entry.size), float(entry.mtime))
+        if now == (size, mtime):
+            return now
+        size, mtime = now
+    return size, mtime
+
+
 # ------------------------------------------------------------------ job-level bodies
 
 class JobStages:
@@ -263,11 +319,12 @@ class JobStages:
 
     def __init__(self, *, data_dir: Path, journal: Journal, inventory: Any,
                  dispatcher: Dispatcher, profiles: Any, service_times: Any,
-                 max_bytes: int, timeouts: StageTimeouts, energy: bool = False,
-                 energy_rates: Any = None) -> None:
+                 max_bytes: int, timeouts: StageTimeouts, leases: StageLeases,
+                 energy: bool = False, energy_rates: Any = None) -> None:
         self.data_dir = Path(data_dir)
         self.energy = energy
         self.energy_rates = energy_rates     # learns joules per unit from metered attempts
+        self.leases = leases
         self.journal = journal
         self.inventory = inventory
         self.dispatcher = dispatcher
@@ -280,13 +337,32 @@ class JobStages:
 
     # -------------------------------------------------------------- first stage
     def pull(self, job: JobRecord, att: Attempt) -> dict[str, Any]:
+        """Pull the detected version. A file still being written (a slow writer, a copy in
+        progress) is waited for until stable, and the job follows it to its final size and
+        mtime; when a later detection already made that version a job, this one is
+        superseded (skipped, not failed)."""
         att.serial = job.serial
         self.journal.set_attempt_serial(att.id, job.serial)
         device = self.inventory.device(job.serial)
         local = local_picture_path(self.data_dir, job.id, job.serial, job.path)
-        out = pull_picture(device, job.path, local, expected_size=job.size,
-                           expected_mtime=job.mtime, max_bytes=self.max_bytes,
-                           timeouts=self.timeouts)
+        deadline = time.monotonic() + STABLE_WAIT_S
+        while True:
+            try:
+                out = pull_picture(device, job.path, local, expected_size=job.size,
+                                   expected_mtime=job.mtime, max_bytes=self.max_bytes,
+                                   timeouts=self.timeouts)
+                break
+            except PictureChanging as changing:
+                if time.monotonic() > deadline:
+                    raise JobError(f"{job.path!r} on {job.serial} kept changing for "
+                                   f"{STABLE_WAIT_S:.0f} s", hint="it is detected again "
+                                   "once its writer is done") from changing
+                size, mtime = wait_stable(device, job.path, changing.size, changing.mtime,
+                                          timeouts=self.timeouts, until=deadline)
+                other = self.journal.retarget_job(job.id, size, mtime)
+                if other is not None:
+                    raise PictureSuperseded(job.id, other) from changing
+                job = self.journal.job(job.id)
         self.journal.update_job(job.id, sha256=out["sha256"], local_path=out["local"])
         out["serial"] = job.serial
         return out
@@ -303,14 +379,22 @@ class JobStages:
             raise JobError(f"{src.name}: {job.size} bytes exceeds the {self.max_bytes}"
                            "-byte limit", hint="raise --max-bytes to accept it")
         local = local_picture_path(self.data_dir, job.id, "laptop", job.path)
-        local.parent.mkdir(parents=True, exist_ok=True)
+        with laptop_io(local.parent):
+            local.parent.mkdir(parents=True, exist_ok=True)
         tmp = local.with_name(local.name + ".part")
         try:
-            shutil.copyfile(src, tmp)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            fsrc = src.open("rb")
+        except OSError as exc:     # the user's file: bad input, not our disk
             raise JobError(f"cannot read {src}: {exc.strerror}") from None
-        os.replace(tmp, local)
+        try:
+            with fsrc, laptop_io(tmp), tmp.open("wb") as fdst:
+                shutil.copyfileobj(fsrc, fdst, 1 << 20)
+            with laptop_io(local):
+                os.replace(tmp, local)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise
         digest = sha256_file(local)
         self.journal.update_job(job.id, sha256=digest, local_path=str(local))
         return {"bytes": local.stat().st_size, "sha256": digest, "local": str(local),
@@ -325,7 +409,8 @@ class JobStages:
                            hint="it was deleted; re-run the picture with `adbflow run`")
         work = self.data_dir / "work" / str(job.id)
         ensure_inside(self.data_dir, work / "x")
-        work.mkdir(parents=True, exist_ok=True)
+        with laptop_io(work):
+            work.mkdir(parents=True, exist_ok=True)
         dst = work / f"input-{int(size)}.bmp"
         t0 = time.monotonic()
         info = prepare_bmp(src, dst, int(size), max_bytes=self.max_bytes)
@@ -341,6 +426,38 @@ class JobStages:
         except Exception:  # noqa: BLE001
             return 224
 
+    @contextlib.contextmanager
+    def leased(self, won: Won, slot: str) -> Iterator[Any]:
+        """The phone's slot lease around the stage (README "Leases"); a busy answer tells
+        the dispatcher to look elsewhere for a moment, and SlotBusy re-bids the stage."""
+        with contextlib.ExitStack() as stack:
+            try:
+                held = stack.enter_context(self.leases.hold(won.device, slot))
+            except SlotBusy as exc:
+                self.dispatcher.mark_busy(exc.serial, exc.slot, exc.left_s)
+                raise
+            yield held
+
+    def _changed_since_pull(self, job: JobRecord) -> None:
+        """PictureChanging when the origin file is not the pulled version any more: the
+        copy that failed to decode was taken mid-write (the pipeline pulls it again). A
+        writer may pause between chunks, so the file is looked at twice, STABLE_LOOK_S
+        apart (this costs time only when a picture does not decode)."""
+        if job.source != "device":
+            return
+        for look in range(2):
+            try:
+                entry = self.inventory.device(job.serial).stat(job.path,
+                                                               timeout=self.timeouts.stat_s)
+            except AdbError:
+                return                     # cannot tell: the decode error stands
+            if entry is not None and (int(entry.size), float(entry.mtime)) != (job.size,
+                                                                              job.mtime):
+                raise PictureChanging(job.serial, job.path, int(entry.size),
+                                      float(entry.mtime))
+            if look == 0:
+                time.sleep(STABLE_LOOK_S)
+
     def _claim(self, att: Attempt) -> Any:
         def claim(winner: str, held: list[str]) -> None:
             att.serial = winner
@@ -352,7 +469,11 @@ class JobStages:
         job = self.journal.job(job.id)
         # Bad input is found before any device time is spent on it.
         w_convert = time.time()
-        bmp, image_info, convert_s = self._bmp(job, self._default_input_size())
+        try:
+            bmp, image_info, convert_s = self._bmp(job, self._default_input_size())
+        except JobError:
+            self._changed_since_pull(job)    # a copy of a file still being written?
+            raise
         task = Task("classify", input_bytes=bmp.stat().st_size, output_bytes=1024)
         won = self.dispatcher.bid(task, "classify", att.excluded, self._claim(att))
         first_convert_s, w_reconvert, extra = convert_s, time.time(), 0.0
@@ -363,11 +484,12 @@ class JobStages:
             if size != image_info["output_size"]:
                 bmp, image_info, extra = self._bmp(job, size)
                 convert_s += extra
-            with self.dispatcher.slot(won, "classify") as slot_wait_s:
+            with self.dispatcher.slot(won, "classify") as slot_wait_s, \
+                    self.leased(won, "classify") as held:
                 w_slot = time.time()
                 with metered(won.device, self.energy) as energy:
                     out = classify_on(won.device, profile.label_image, bmp,
-                                      timeouts=self.timeouts)
+                                      timeouts=self.timeouts, leases=self.leases, held=held)
         finally:
             self.dispatcher.release(won)
         self._learn(won.serial, "classify", out["run_s"], won.bid, profile, task,
@@ -398,12 +520,13 @@ class JobStages:
         won = self.dispatcher.bid(task, "generate", att.excluded, self._claim(att))
         try:
             profile = self.profiles.for_model(won.bid.model)
-            with self.dispatcher.slot(won, "generate") as slot_wait_s:
+            with self.dispatcher.slot(won, "generate") as slot_wait_s, \
+                    self.leased(won, "generate") as held:
                 w_slot = time.time()
                 with metered(won.device, self.energy) as energy:
                     out = generate_on(won.device, profile.llama, prompt, timeouts=self.timeouts,
                                       opening=story_opening(classified.get("labels") or []),
-                                      modes=self.llama_modes)
+                                      modes=self.llama_modes, leases=self.leases, held=held)
         finally:
             self.dispatcher.release(won)
         self._learn(won.serial, "generate", out["run_s"], won.bid, profile,

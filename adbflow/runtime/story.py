@@ -11,14 +11,16 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+from adbflow.parsers.text import CONTROL as _CONTROL
+from adbflow.parsers.text import escape_controls
+
 MAX_PROMPT_LABELS = 3
 MIN_SCORE = 0.05
 
 
 def display_text(text: str, limit: int = 120) -> str:
     """Untrusted text made safe for one terminal line (escape controls, bound length)."""
-    out = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    out = escape_controls(text)
     return out if len(out) <= limit else out[: limit - 1] + "…"
 
 

@@ -14,24 +14,28 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from adbflow.errors import AdbflowError
+from adbflow.errors import AdbflowError, LaptopFault
 from adbflow.runtime.detect import Entry, NewPicture, Watcher, is_candidate_name
 from adbflow.runtime.events import (
     DeviceError,
     Emit,
     JobAdded,
     JobResumed,
+    LaptopFaultSeen,
     Recovered,
     Watching,
 )
 from adbflow.runtime.journal import Journal
+from adbflow.runtime.laptop import writable
+from adbflow.runtime.stages import safe_component
 from adbflow.runtime.workers import JobRunner
 
 
@@ -74,20 +78,40 @@ def record_picture(journal: Journal, pic: NewPicture, emit: Emit) -> tuple[int, 
     return job_id, created
 
 
+def picture_digest(serial: str, device_path: str) -> str:
+    """The hash part of a pulled copy's name (stages.local_picture_path)."""
+    return hashlib.sha256(f"{serial}\0{device_path}".encode("utf-8", "surrogateescape")
+                          ).hexdigest()[:10]
+
+
+def pulled_before(data_dir: Path, serial: str) -> set[str]:
+    """Digests of the device pictures that have a pulled copy in the data dir (names
+    `<job>-<name>-<digest>.<ext>`)."""
+    out: set[str] = set()
+    with contextlib.suppress(OSError):
+        for p in (Path(data_dir) / "pictures" / safe_component(serial, 40)).iterdir():
+            out.add(p.name.rsplit(".", 1)[0].rsplit("-", 1)[-1])
+    return out
+
+
 def initial_ignore(journal: Journal, directory: str, serial: str, entries: Sequence[Entry],
                    *, backlog: bool, crashed: bool,
                    contacted: set[tuple[str, str]]) -> set[tuple[str, int, float]]:
     """What to ignore in a device's first listing of one watched folder this session
     (entry names are paths relative to `directory`).
 
-    Ignored: pictures that already have a job, and pictures present before watching
-    started (the baseline, remembered in the journal) unless --backlog. Not ignored:
+    Ignored: pictures that already have a job, and pictures present before the device's
+    FIRST watch (the baseline, remembered in the journal) unless --backlog. Not ignored:
     pictures that appeared while we were not watching a device we already watched,
-    when the previous watch crashed or the device reconnected: they were taken while
-    the pipeline was supposed to be running, so dropping them would lose them."""
+    whether adbflow was stopped (Ctrl-C, SIGTERM), crashed or the device was away: they
+    were taken after the user started adbflow, so dropping them would lose them.
+    (`crashed` is kept for callers; a clean stop is treated the same.)"""
     seen = journal.seen(serial)
-    known = journal.was_watched(serial)
-    reconnect = (serial, directory) in contacted
+    recreated = journal.recreated()
+    # after a lost journal every device counts as watched before; what its lost journal
+    # had processed is recognised by the pulled copies still in the data dir
+    known = journal.was_watched(serial) or recreated
+    pulled = pulled_before(journal.path.parent, serial) if recreated else set()
     contacted.add((serial, directory))
     ignore: set[tuple[str, int, float]] = set()
     baseline: list[tuple[str, int, float]] = []
@@ -97,14 +121,15 @@ def initial_ignore(journal: Journal, directory: str, serial: str, entries: Seque
             continue
         path = f"{base}/{e.name}"
         key = (e.name, e.size, e.mtime)
-        if journal.find_job(serial, path, e.size, e.mtime) is not None:
+        if journal.find_job(serial, path, e.size, e.mtime) is not None or (
+                pulled and picture_digest(serial, path) in pulled):
             ignore.add(key)
             continue
         s = seen.get(path)
         if s is not None and (s[0], s[1]) == (e.size, e.mtime) and not (backlog and s[2]):
             ignore.add(key)
             continue
-        if backlog or (known and (crashed or reconnect)):
+        if backlog or known:
             continue
         ignore.add(key)
         baseline.append((path, e.size, e.mtime))
@@ -119,7 +144,8 @@ class WatchSession:
 
     def __init__(self, *, config: Any, journal: Journal, inventory: Any, bidder: Any,
                  jobs: JobRunner, lock: DataDirLock, emit: Emit,
-                 stop: threading.Event) -> None:
+                 stop: threading.Event,
+                 on_refresh: Callable[[set[str]], list[int]] | None = None) -> None:
         self.config = config
         self.journal = journal
         self.inventory = inventory
@@ -128,6 +154,9 @@ class WatchSession:
         self.lock = lock
         self._emit = emit
         self._stop = stop
+        # called with the listed serials at start and at each refresh; returns the job ids
+        # it queued again (parked jobs whose phone is back, or whose disk is writable)
+        self._on_refresh = on_refresh or (lambda present: [])
 
     def run(self, *, once: bool = False, backlog: bool = False, poll_s: float = 2.0,
             max_wait_s: float | None = None, refresh_s: float = 5.0) -> list[int]:
@@ -149,12 +178,14 @@ class WatchSession:
             on_error=lambda serial, msg: self._emit(DeviceError(serial=serial, error=msg)))
         submitted: list[int] = []
         synced = False
+        deferred: list[NewPicture] = []   # seen while the laptop's disk failed
         try:
             for job in self.journal.incomplete_jobs(source="device"):
                 self._emit(JobResumed(job=job.id, serial=job.serial, name=job.name))
                 submitted.append(job.id)
                 self.jobs.submit(job.id)
             devices = list(self.inventory.devices())
+            submitted += self._on_refresh({d.serial for d in devices})
             new: list[NewPicture] = []
             if not (once and submitted):
                 # prime the bidder: later rounds measure load since this sample, no sleep
@@ -169,7 +200,13 @@ class WatchSession:
             next_poll = start + poll_s
             while not self._stop.is_set() and not (once and submitted):
                 for pic in new:
-                    job_id, created = record_picture(self.journal, pic, self._emit)
+                    try:
+                        job_id, created = record_picture(self.journal, pic, self._emit)
+                    except LaptopFault as exc:    # kept, and journaled once writable
+                        deferred.append(pic)
+                        self._emit(LaptopFaultSeen(job=None, path=exc.path, error=str(exc),
+                                                   first=len(deferred) == 1))
+                        continue
                     if created and not (once and submitted):
                         submitted.append(job_id)
                         self.jobs.submit(job_id)
@@ -183,8 +220,15 @@ class WatchSession:
                 new = watcher.wait_events(max(0.0, next_poll - time.monotonic()))
                 if self._stop.is_set():
                     break
+                if self.jobs.fatal is not None:
+                    raise self.jobs.fatal
                 if time.monotonic() - last_refresh > refresh_s:
-                    new += watcher.sync(list(self.inventory.devices()))
+                    self.journal.check_identity()     # deleted / replaced: stop
+                    listed = list(self.inventory.devices())
+                    new += watcher.sync(listed)
+                    self._on_refresh({d.serial for d in listed})
+                    if deferred and writable(self.journal.path.parent) is None:
+                        new, deferred = new + deferred, []
                     last_refresh = time.monotonic()
                 new += watcher.recheck()
                 if time.monotonic() >= next_poll:
@@ -198,7 +242,8 @@ class WatchSession:
         finally:
             unaccounted = watcher.unreported()
             watcher.stop()
-            if unaccounted == 0 and (synced or not session.previous_crashed):
-                self.journal.end_session(session.id)
+            if unaccounted == 0 and not deferred and (synced or not session.previous_crashed):
+                with contextlib.suppress(LaptopFault):
+                    self.journal.end_session(session.id)
             self.lock.release()
         return submitted

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from adbflow.errors import AdbflowError, JournalReplaced
 from adbflow.runtime.dispatcher import Interrupted
 
 log = logging.getLogger("adbflow.runtime.workers")
@@ -30,6 +31,7 @@ class JobRunner:
         self._workers: list[threading.Thread] = []
         self._pending: set[int] = set()
         self._pending_cv = threading.Condition()
+        self.fatal: AdbflowError | None = None    # stops everything (journal replaced)
 
     def start(self) -> None:
         while len(self._workers) < max(1, self.concurrency):
@@ -48,6 +50,9 @@ class JobRunner:
                 self._process(job_id)
             except Interrupted:
                 pass
+            except JournalReplaced as exc:   # nothing may be written any more: stop all
+                self.fatal = exc
+                self._stop.set()
             except Exception:  # noqa: BLE001 - process() records failures itself
                 log.exception("job %s crashed its worker", job_id)
             finally:
@@ -62,6 +67,12 @@ class JobRunner:
             self._pending.add(job_id)
         self.start()
         self._queue.put(job_id)
+
+    def join(self, timeout: float = 1.0) -> None:
+        """After stop: give the workers `timeout` seconds in all to finish their step."""
+        deadline = time.monotonic() + timeout
+        for t in self._workers:
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout

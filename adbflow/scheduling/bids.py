@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from adbflow.device import DevicePort
+from adbflow.device.lease_rules import SlotState
 from adbflow.errors import (AdbError, AdbflowError, AdbTimeoutError, DeviceUnavailableError,
                             ParseError)
 from adbflow.parsers.proc_stat import ProcStat, cpu_load
@@ -55,6 +56,18 @@ class Bid:
     load_window_s: float | None = None
     #: battery power drawn now (W, current x voltage) when measured; energy prior of ECT
     power_w: float | None = None
+    # slot leases on the phone (device_scripts/lease.sh): a slot another orchestrator holds
+    # is busy; the pipeline bids such a stage elsewhere
+    slots: dict[str, SlotState] = field(default_factory=dict)
+
+    def slot_busy(self, slot: str, ours: str | None = None) -> SlotState | None:
+        """The slot's state when someone else than `ours` (an owner-id prefix) holds it."""
+        st = self.slots.get(slot)
+        if st is None or not st.busy:
+            return None
+        if ours and st.owner and st.owner.startswith(ours):
+            return None
+        return st
 
     @property
     def ok(self) -> bool:
@@ -144,6 +157,7 @@ def build_bid(device: DevicePort, rep: ProbeReport, *, load, window_s: float | N
         error=error,
         server=_server(device),
         load_window_s=round(window_s, 3) if window_s is not None else None,
+        slots=dict(rep.slots),
     )
 
 
