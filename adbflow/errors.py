@@ -34,7 +34,17 @@ Callers branch on these classes (or on `AdbError.kind`), never on message text.
     ├── ParseError                  device output in a format we do not understand
     ├── ProfileError                a profile TOML is missing or malformed
     ├── FleetError                  the virtual fleet could not start / a control call failed
-    └── JobError                    a stage failed for a reason re-bidding cannot fix
+    ├── JobError                    a stage failed for a reason re-bidding cannot fix
+    ├── SplitError                  split inference cannot run as planned (falls back whole)
+    │   └── CutError                the model cannot be cut as asked
+    ├── FlowError                   a flow is invalid (names the key path or TOML line)
+    ├── SlotBusy                    another orchestrator holds the phone's slot lease
+    ├── LeaseLost                   our slot lease expired or was taken over: output discarded
+    ├── LaptopFault                 the laptop's own storage failed (path and fix named)
+    ├── JournalCorrupt              the journal database is damaged (`adbflow journal check`)
+    ├── JournalReplaced             the journal was deleted or replaced while running
+    ├── PictureChanging             the device file is still being written or was replaced
+    └── PictureSuperseded           a later, complete detection of the file is its own job
 
 `kind` is the rule name from `adbflow.parsers.adb_messages` where adb's text was
 recognised, else the class's default kind (e.g. "timeout", "exit", "too-large").

@@ -146,12 +146,17 @@ class FakeDevice(DevicePort):
         line, ok = self._lease(guard, dst)
         if not ok:
             return ShellResult(self.serial, cmd, 75, line, "", 0.0)
+        # the program may span lines (a quoted prompt with newlines): it is everything
+        # between the guard's `; then` line and `_rc=$?`
+        body = cmd[len(script):]
+        prog = body.split("; then\n", 1)[1].rsplit("\n_rc=$?\n", 1)[0]
+        finish = body.rsplit("\n_rc=$?\n", 1)[1].splitlines()[0]
         try:
-            res = self.run(shlex.split(tail[2]), timeout=timeout, check=False)
+            res = self.run(shlex.split(prog), timeout=timeout, check=False)
         except CommandFailed as exc:     # the program's non-zero exit, as a shell sees it
             res = ShellResult(self.serial, exc.cmd, exc.exit_code or 1, exc.stdout, exc.stderr,
                               0.0)
-        end, _ok = self._lease(shlex.split(tail[4])[1:], None)
+        end, _ok = self._lease(shlex.split(finish)[1:], None)
         return ShellResult(self.serial, cmd, res.exit_code, line + res.stdout + end,
                            res.stderr, res.elapsed_s)
 

@@ -182,7 +182,8 @@ def test_stage_bodies_learn_joules_per_unit_from_metered_attempts(tmp_path, book
     rates = EnergyRates(None)
     stages = JobStages(data_dir=tmp_path, journal=None, inventory=None, dispatcher=None,
                        profiles=book, service_times=None, max_bytes=1,
-                       timeouts=StageTimeouts(), energy=True, energy_rates=rates)
+                       timeouts=StageTimeouts(), leases=None, energy=True,
+                       energy_rates=rates)
     prof = book.for_model(FAST)
     task = replace(GEN, n_predict=int(prof.llama.n_predict))
     stages._learn_energy("a", "generate", {"gross_j": 30.0, "net_j": 20.0}, task, prof)

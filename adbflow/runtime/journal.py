@@ -634,13 +634,25 @@ class Journal:
         return {r["path"]: (r["size"], r["mtime"], bool(r["baseline"])) for r in
                 self._query("SELECT * FROM seen WHERE serial=?", (serial,))}
 
-    def was_watched(self, serial: str) -> bool:
-        return bool(self._query("SELECT 1 FROM watched WHERE serial=?", (serial,)))
+    # A device folder counts as watched once its first listing set the baseline. Rows are
+    # keyed "serial<US>folder"; journals written before several folders were watched hold
+    # one row per serial, which stands for the folder watched then (LEGACY_WATCHED_DIR).
+    LEGACY_WATCHED_DIR = "/storage/emulated/0/Pictures"
 
-    def mark_watched(self, serial: str) -> None:
+    @staticmethod
+    def _watched_key(serial: str, directory: str | None) -> str:
+        return serial if directory is None else f"{serial}\x1f{directory.rstrip('/')}"
+
+    def was_watched(self, serial: str, directory: str | None = None) -> bool:
+        keys = [self._watched_key(serial, directory)]
+        if directory is not None and directory.rstrip("/") == self.LEGACY_WATCHED_DIR:
+            keys.append(serial)
+        return any(self._query("SELECT 1 FROM watched WHERE serial=?", (k,)) for k in keys)
+
+    def mark_watched(self, serial: str, directory: str | None = None) -> None:
         with self._tx() as db:
             db.execute("INSERT OR IGNORE INTO watched(serial, first_watched) VALUES (?, ?)",
-                       (serial, self._clock()))
+                       (self._watched_key(serial, directory), self._clock()))
 
     def failed_attempts(self, job_id: int, stage: str) -> list[AttemptRecord]:
         """Attempts that failed (not abandoned by a crash): they count against the budget.

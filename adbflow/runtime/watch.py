@@ -110,7 +110,7 @@ def initial_ignore(journal: Journal, directory: str, serial: str, entries: Seque
     recreated = journal.recreated()
     # after a lost journal every device counts as watched before; what its lost journal
     # had processed is recognised by the pulled copies still in the data dir
-    known = journal.was_watched(serial) or recreated
+    known = journal.was_watched(serial, directory) or recreated
     pulled = pulled_before(journal.path.parent, serial) if recreated else set()
     contacted.add((serial, directory))
     ignore: set[tuple[str, int, float]] = set()
@@ -135,7 +135,7 @@ def initial_ignore(journal: Journal, directory: str, serial: str, entries: Seque
         baseline.append((path, e.size, e.mtime))
     if baseline:
         journal.mark_seen(serial, baseline, baseline=True)
-    journal.mark_watched(serial)
+    journal.mark_watched(serial, directory)
     return ignore
 
 
