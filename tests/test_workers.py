@@ -8,13 +8,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from pipeline_fakes import FakeBidder, FakeDevice, FakeInventory
+
 from adbflow.paths import ASSETS_DIR, PROFILES_DIR
 from adbflow.runtime.detect import NewPicture
 from adbflow.runtime.pipeline import Pipeline, PipelineConfig
 from adbflow.runtime.workers import JobRunner
 from adbflow.scheduling.profiles import ProfileBook, Slots, dump_profile
-
-from pipeline_fakes import FakeBidder, FakeDevice, FakeInventory
 
 PICS = "/storage/emulated/0/Pictures"
 CHELSEA = (ASSETS_DIR / "chelsea.png").read_bytes()

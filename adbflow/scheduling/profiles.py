@@ -348,7 +348,7 @@ def _table(title: str, obj: Any) -> list[str]:
 
 def dump_profile(profile: DeviceProfile) -> str:
     """TOML text for a profile (what the benchmark writes); loads back to an equal profile."""
-    lines = [f"# Written by benchmark_label_image; edit freely, keep the keys.",
+    lines = ["# Written by benchmark_label_image; edit freely, keep the keys.",
              f"name = {_toml_value(profile.name)}"]
     if profile.description:
         lines.append(f"description = {_toml_value(profile.description)}")
