@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "adbflow.cli.pipeline",    # watch, run, jobs, show, demo
     "adbflow.cli.simulate",    # simulate
     "adbflow.cli.fleet",       # fleet up/status/load/snap/fault/down
+    "adbflow.cli.provision",   # provision FILE=REMOTE ...
 )
 
 
