@@ -94,6 +94,11 @@ class PipelineConfig:
     max_bytes: int = DEFAULT_MAX_BYTES
     timeouts: stages.StageTimeouts = field(default_factory=stages.StageTimeouts)
     bid_timeout_s: float = 5.0
+    # bids from live telemetry streams (one long-lived shell per device; one-shot probes
+    # where a stream is down); seconds between samples; older samples are re-requested
+    telemetry: bool = True
+    telemetry_interval_s: float = 1.0
+    telemetry_max_age_s: float = 1.0
     device_wait_s: float = 30.0       # how long a stage waits for any eligible device
     retry_wait_s: float = 1.0         # pause between attempts (origin pulls back off more)
     profiles_dir: Path = PROFILES_DIR
@@ -125,9 +130,13 @@ class Pipeline:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.inventory = inventory
         self.journal = journal or Journal(config.journal_path)
+        self._own_bidder = bidder is None
         if bidder is None:
             from adbflow.scheduling.bids import Bidder
-            bidder = Bidder(timeout=config.bid_timeout_s)
+            from adbflow.scheduling.telemetry import Telemetry
+            bidder = Bidder(timeout=config.bid_timeout_s, telemetry=Telemetry(
+                interval_s=config.telemetry_interval_s,
+                max_age_s=config.telemetry_max_age_s) if config.telemetry else None)
         self.bidder = bidder
         if profiles is None:
             from adbflow.scheduling.profiles import ProfileBook
@@ -173,6 +182,8 @@ class Pipeline:
 
     def close(self) -> None:
         self.stop_event.set()
+        if self._own_bidder and hasattr(self.bidder, "close"):
+            self.bidder.close()         # ends the telemetry loops on the phones
         if self.service_times is not None and hasattr(self.service_times, "close"):
             self.service_times.close()
         self.journal.close()
