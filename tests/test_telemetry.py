@@ -10,12 +10,11 @@ import threading
 import time
 
 import pytest
+from pipeline_fakes import ShellOnlyPort
 
 from adbflow.scheduling import telemetry as tel
 from adbflow.scheduling.bids import Bidder
 from adbflow.scheduling.telemetry import DeviceStream, Telemetry, stream_command
-
-from pipeline_fakes import ShellOnlyPort
 
 
 def sample_text(nonce: str, busy: int, *, forged: bool = False) -> bytes:
@@ -80,7 +79,7 @@ def healthy_loop(phone: ScriptedPhone, end: socket.socket, nonce: str, _n: int,
                 kind, n = struct.unpack("<BI", head)
                 end.recv(n)
                 phone.requests += 1
-            except socket.timeout:
+            except TimeoutError:
                 pass
     except OSError:
         return

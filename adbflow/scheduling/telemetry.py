@@ -227,7 +227,7 @@ class DeviceStream:
         while not self._stop.is_set():
             try:
                 kind, payload = chan.read_packet(stall_s)
-            except socket.timeout:
+            except TimeoutError:
                 raise AdbflowError(f"{self.device.serial}: telemetry stalled "
                                    f"(no sample in {stall_s:g} s)") from None
             if kind == 3:
