@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from adbflow.device import AdbServer, Inventory
-from adbflow.device.adb import adb_binary
+from adbflow.device.server import adb_binary
 from adbflow.fleet import adb_server
 from adbflow.fleet.control import start_fleet
 from adbflow.runtime import provision as prov

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pipeline_fakes import FakeDevice
 
-from adbflow.device.adb import ShellResult
+from adbflow.device import ShellResult
 from adbflow.errors import AdbError, AdbflowError
 from adbflow.runtime import provision as prov
 

@@ -64,7 +64,7 @@ def provision_cmd(items: Items, adb_server: AdbServers = None, serial: Serials =
                   json_out: JsonOut = False, no_progress: NoProgress = False) -> None:
     """Copy files to every phone in parallel: skipped where the phone's sha256 already
     matches, else pushed to a temporary name, verified on the phone, then renamed."""
-    from adbflow.device.adb import Inventory, resolve_servers  # noqa: PLC0415
+    from adbflow.device import Inventory, resolve_servers  # noqa: PLC0415
     parsed = [prov.parse_item(x) for x in items]
     files = prov.prepare(parsed, data_home() / "cache" / "downloads")
     devices = Inventory(resolve_servers(adb_server), serial).devices()
