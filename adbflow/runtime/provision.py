@@ -10,7 +10,9 @@ Why this shape:
   directory, so the final `mv` is a rename on one file system), is hashed there by the
   phone, and only then renamed over the target. An interrupted run leaves at most that
   temporary file, which the next run overwrites (its name is fixed per target).
-- URLs (http/https) are downloaded once to a local cache and hashed while downloading.
+- URLs (http/https) are downloaded once to a local cache.
+- Bytes are hashed again as they are sent (`Device.push_file`'s streaming hook), so a local
+  file that changes under us fails the push instead of being "verified" against itself.
 
 Device text is untrusted: only the first 64 hex digits of a `sha256sum` line are read, and
 every shell argument goes through `DevicePort.run` (quoted).
@@ -246,6 +248,38 @@ def _progress_poller(device: DevicePort, path: str, total: int, stop: threading.
             report(min(total, int(entry.size)))
 
 
+def _push(device: DevicePort, lf: LocalFile, tmp: str, report: Callable[[int], None]) -> int:
+    """Push to the temporary name. With `Device.push_file` the bytes are hashed as they
+    are sent (a local file that changed since it was hashed fails here, not on the
+    phone) and progress comes from the sent bytes; other ports: stat-polled progress."""
+    timeout = 30.0 + lf.size / MIN_RATE_B_S
+    push_file = getattr(device, "push_file", None)
+    if push_file is not None:
+        sent = hashlib.sha256()
+        state = {"n": 0, "reported": 0}
+
+        def on_data(chunk: memoryview) -> None:
+            sent.update(chunk)
+            state["n"] += len(chunk)
+            if state["n"] - state["reported"] >= 4 << 20:
+                state["reported"] = state["n"]
+                report(state["n"])
+        n = int(push_file(lf.path, tmp, timeout=timeout, mode=lf.mode, on_data=on_data))
+        if sent.hexdigest() != lf.sha256:
+            raise AdbflowError(f"{lf.path} changed while it was being sent",
+                               hint="run provision again once the file is complete")
+        return n
+    stop = threading.Event()
+    poller = threading.Thread(target=_progress_poller, daemon=True,
+                              args=(device, tmp, lf.size, stop, report))
+    poller.start()
+    try:
+        return device.push(lf.path, tmp, timeout=timeout, mode=lf.mode)
+    finally:
+        stop.set()
+        poller.join(timeout=2.0)
+
+
 def provision_file(device: DevicePort, digest: PhoneDigest, lf: LocalFile,
                    progress: Progress) -> FileOutcome:
     """One file on one phone: skip if equal, else push to temp, verify there, rename."""
@@ -259,17 +293,7 @@ def provision_file(device: DevicePort, digest: PhoneDigest, lf: LocalFile,
             out.state, out.method = State.SKIPPED, digest.method
             progress(serial, remote, lf.size, lf.size, "skip")
             return out
-        stop = threading.Event()
-        poller = threading.Thread(target=_progress_poller, daemon=True,
-                                  args=(device, tmp, lf.size, stop,
-                                        lambda n: progress(serial, remote, n, lf.size, "push")))
-        poller.start()
-        try:
-            out.bytes = device.push(lf.path, tmp, timeout=30.0 + lf.size / MIN_RATE_B_S,
-                                    mode=lf.mode)
-        finally:
-            stop.set()
-            poller.join(timeout=2.0)
+        out.bytes = _push(device, lf, tmp, lambda n: progress(serial, remote, n, lf.size, "push"))
         progress(serial, remote, lf.size, lf.size, "verify")
         if not digest.matches(tmp, lf):
             raise AdbError(serial, f"verify {tmp}", message="the phone's copy differs from "
