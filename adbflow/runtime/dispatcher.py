@@ -202,7 +202,8 @@ def bid_summary(bid: Bid) -> dict[str, Any]:
     load = bid.cpu_load
     return {"serial": bid.serial, "model": bid.model,
             "cpu_load": None if isinstance(load, float) and load != load else load,
-            "mem_available_kb": bid.mem_available_kb, "error": bid.error}
+            "mem_available_kb": bid.mem_available_kb, "error": bid.error,
+            "source": getattr(bid, "source", "probe"), "age_s": getattr(bid, "age_s", None)}
 
 
 def decision_summary(decision: Decision, quarantined: Sequence[str] = ()) -> dict[str, Any]:
