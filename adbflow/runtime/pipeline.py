@@ -98,7 +98,7 @@ class PipelineConfig:
     # where a stream is down); seconds between samples; older samples are re-requested
     telemetry: bool = True
     telemetry_interval_s: float = 1.0
-    telemetry_max_age_s: float = 1.0
+    telemetry_max_age_s: float = 1.5   # > interval: most bids are served from the cache
     device_wait_s: float = 30.0       # how long a stage waits for any eligible device
     retry_wait_s: float = 1.0         # pause between attempts (origin pulls back off more)
     profiles_dir: Path = PROFILES_DIR

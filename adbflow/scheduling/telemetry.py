@@ -39,7 +39,7 @@ from adbflow.parsers.proc_stat import CpuLoad, ProcStat, cpu_load
 log = logging.getLogger("adbflow.scheduling.telemetry")
 
 DEFAULT_INTERVAL_S = 1.0
-DEFAULT_MAX_AGE_S = 1.0        # older cached samples trigger a request on the stream
+DEFAULT_MAX_AGE_S = 1.5        # older cached samples trigger a request on the stream
 REQUEST_TIMEOUT_S = 1.0        # a requested sample later than this: fall back to one-shot
 STALL_INTERVALS = 3.0          # no sample for this many intervals (+ slack): stalled
 FLOOD_FACTOR = 4.0             # more than this many x the expected samples: flooding
