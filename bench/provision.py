@@ -5,13 +5,13 @@ pushes to every phone at once and also verifies each copy with the phone's own s
 (which the plain loop does not), and skips phones that already have the file.
 
 Caveat printed with the result: on loopback every virtual phone shares this machine's cores
-and ONE fleet process, and there is no per-phone link limit, so parallel pushes compete for
-the same CPU that a sequential loop has to itself. Real phones each sit behind their own USB
-link (~36 MB/s on USB 2, profiles). `--transport-delay S` (a fleet fault switch: S seconds
-of simulated link latency per reply packet) gives each phone a link of its own to show
-that case; both are printed when `--transport-delay` is given.
+and ONE fleet process, and there is no per-phone link limit, so parallel pushes (and every
+phone's sha256sum of what it received) compete for the same CPU that a sequential loop has
+to itself. Real phones each sit behind their own USB link (~36 MB/s on USB 2, profiles) and
+hash on their own CPU. `--link-mb-s R` (a fleet fault switch: each phone's data moves at
+R MB/s, simulated) shows that case; both settings are printed.
 
-    python bench/provision.py [--devices 8] [--mb 32] [--transport-delay 0.002]
+    python bench/provision.py [--devices 8] [--mb 32] [--link-mb-s 36]
 """
 from __future__ import annotations
 
@@ -55,9 +55,9 @@ def cleanup(devices, *paths: str) -> None:
         d.run(["rm", "-f", *paths], timeout=30, check=False)
 
 
-def one_setting(fleet, devices, port: int, local: Path, tmp: Path, delay: float) -> None:
+def one_setting(fleet, devices, port: int, local: Path, tmp: Path, link: float) -> None:
     for d in devices:
-        fleet.fault(d.serial, transport_delay_s=delay)
+        fleet.fault(d.serial, link_mb_s=link)
     serials = [d.serial for d in devices]
     seq_remote, par_remote = "/data/local/tmp/bench-seq.bin", "/data/local/tmp/bench-prov.bin"
     try:
@@ -68,7 +68,7 @@ def one_setting(fleet, devices, port: int, local: Path, tmp: Path, delay: float)
     finally:
         cleanup(devices, seq_remote, par_remote)
     mb = local.stat().st_size / 1e6
-    label = f"transport delay {delay * 1000:g} ms/packet" if delay else "loopback, no link limit"
+    label = f"simulated link {link:g} MB/s per phone" if link else "loopback, no link limit"
     print(f"[{label}] {len(devices)} phones x {mb:.0f} MB")
     print(f"  sequential `adb push` loop:          {seq:7.2f} s ({len(devices) * mb / seq:6.0f} MB/s)")
     print(f"  adbflow provision (push+verify+mv):  {wall:7.2f} s (local hash "
@@ -80,8 +80,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--devices", type=int, default=8)
     ap.add_argument("--mb", type=int, default=32, help="file size in MB (random bytes)")
-    ap.add_argument("--transport-delay", type=float, default=0.0,
-                    help="also run with this simulated link latency per reply packet (s)")
+    ap.add_argument("--link-mb-s", type=float, default=36.0,
+                    help="also run with each phone's link simulated at this rate (0: skip)")
     args = ap.parse_args()
     port = adb_server.free_port(15037, 16999)
     base = adb_server.free_port(20000, 29000)
@@ -97,8 +97,8 @@ def main() -> None:
             devices = Inventory([AdbServer(port=port)]).devices()
             assert len(devices) == args.devices, devices
             one_setting(fleet, devices, port, local, tmp, 0.0)
-            if args.transport_delay:
-                one_setting(fleet, devices, port, local, tmp, args.transport_delay)
+            if args.link_mb_s:
+                one_setting(fleet, devices, port, local, tmp, args.link_mb_s)
         finally:
             fleet.down()
             adb_server.kill_server(port)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import time
 from typing import Awaitable, Callable
 
 from adbflow.fleet import protocol as P
@@ -55,11 +56,23 @@ class Connection:
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._flush_scheduled = False
+        self._link_free_at = 0.0          # simulated link busy until (monotonic)
+
+    async def _link(self, nbytes: int) -> None:
+        """The simulated link (FaultState.link_mb_s): data waits its turn on the wire."""
+        rate = self.device.backend.faults.link_mb_s
+        if rate <= 0 or nbytes <= 0:
+            return
+        now = time.monotonic()
+        self._link_free_at = max(now, self._link_free_at) + nbytes / (rate * 1e6)
+        if self._link_free_at > now:
+            await asyncio.sleep(self._link_free_at - now)
 
     async def send(self, command: int, arg0: int, arg1: int, data: bytes = b"") -> None:
         delay = self.device.backend.faults.transport_delay_s
         if delay > 0:
             await asyncio.sleep(delay)
+        await self._link(len(data))
         if self._dropped or self.writer.is_closing():
             raise ConnectionResetError("transport dropped")
         self._pending.append(P.header(command, arg0, arg1, len(data)))
@@ -89,6 +102,7 @@ class Connection:
                 raw = await self.reader.readexactly(P.HEADER.size)
                 hdr = P.unpack_header(raw)
                 data = await self.reader.readexactly(hdr.length) if hdr.length else b""
+                await self._link(len(data))
                 await self._dispatch(hdr, data)
         except (asyncio.IncompleteReadError, ConnectionError, P.ProtocolError) as exc:
             log.debug("%s: connection ended: %s", self.device.serial, exc)

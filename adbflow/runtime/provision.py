@@ -208,8 +208,13 @@ class PhoneDigest:
         return res.exit_code, res.stdout, res.stderr
 
     def matches(self, remote: str, want: LocalFile) -> bool:
-        """Does the phone's `remote` hold exactly `want`? False when missing."""
+        """Does the phone's `remote` hold exactly `want`? False when missing. A sync stat
+        comes first: a missing file or another size differs without hashing anything
+        (hashing a model on the phone takes seconds)."""
         timeout = 30.0 + want.size / HASH_RATE_B_S
+        entry = self.device.stat(remote, timeout=30.0)
+        if entry is None or int(entry.size) != want.size:
+            return False
         if self.method in (None, Method.SHA256):
             code, out, err = self._run(["sha256sum", remote], timeout)
             m = _HEX64.match(out.strip())
@@ -220,9 +225,6 @@ class PhoneDigest:
                 self.method = Method.SHA256
                 return False       # no such file (or unreadable): send it
             self.method = Method.SIZE_MD5
-        entry = self.device.stat(remote, timeout=30.0)
-        if entry is None or int(entry.size) != want.size:
-            return False
         code, out, err = self._run(["md5sum", remote], timeout)
         m = _HEX32.match(out.strip())
         return m is not None and m.group(1).lower() == want.md5
