@@ -161,3 +161,16 @@ def test_slots_survive_a_profile_round_trip(tmp_path) -> None:
     (tmp_path / "x.toml").write_text(dump_profile(replace(two, name="x")))
     again = ProfileBook.load(tmp_path).get("x")
     assert again.slots == Slots(classify=3, generate=2) and again.slots.total == 5
+
+
+def test_wait_idle_returns_when_stopping_with_work_left() -> None:
+    stop = threading.Event()
+    gate = threading.Event()
+    runner = JobRunner(lambda j: gate.wait(5), concurrency=1, stop=stop)
+    for i in (1, 2, 3):
+        runner.submit(i)
+    stop.set()
+    gate.set()
+    t0 = time.monotonic()
+    assert runner.wait_idle() is False            # no timeout given, still returns
+    assert time.monotonic() - t0 < 5

@@ -173,6 +173,8 @@ class JobRunner:
             with self._cv:
                 if not (self._queue or self._running or self._overflow):
                     return True
+                if self._stop.is_set() and not self._running:
+                    return False            # stopping: what is queued resumes next start
                 orphaned = self._threads == 0      # e.g. only the backlog is left to drain
                 if not orphaned:
                     left = None if deadline is None else deadline - time.monotonic()
