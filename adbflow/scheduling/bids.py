@@ -17,8 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 from adbflow.device import DevicePort
 from adbflow.device.probe import FIRST_SAMPLE_WINDOW_S, ProbeReport, run_probe
-from adbflow.errors import (AdbError, AdbflowError, AdbTimeoutError, DeviceUnavailableError,
-                            ParseError)
+from adbflow.errors import AdbError, AdbflowError, AdbTimeoutError, DeviceUnavailableError, ParseError
 from adbflow.parsers.proc_stat import ProcStat, cpu_load
 from adbflow.parsers.sysfs import freq_ratio
 from adbflow.scheduling.telemetry import Telemetry
