@@ -29,12 +29,18 @@ from adbflow.fleet.control import start_fleet
 from adbflow.runtime import provision as prov
 
 
-def sequential_adb_push(port: int, serials: list[str], local: Path, remote: str) -> float:
+def sequential_adb_push(port: int, serials: list[str], local: Path, remote: str, *,
+                        verify: bool = False) -> float:
+    """The shell loop a user would write; with verify, a careful one that also checks each
+    copy with the phone's sha256sum (what provision does)."""
     adb = adb_binary()
     t0 = time.monotonic()
     for s in serials:
         subprocess.run([adb, "-P", str(port), "-s", s, "push", str(local), remote],
                        check=True, capture_output=True, timeout=600)
+        if verify:
+            subprocess.run([adb, "-P", str(port), "-s", s, "shell", "sha256sum", remote],
+                           check=True, capture_output=True, timeout=600)
     return time.monotonic() - t0
 
 
@@ -62,6 +68,7 @@ def one_setting(fleet, devices, port: int, local: Path, tmp: Path, link: float) 
     seq_remote, par_remote = "/data/local/tmp/bench-seq.bin", "/data/local/tmp/bench-prov.bin"
     try:
         seq = sequential_adb_push(port, serials, local, seq_remote)
+        seq_v = sequential_adb_push(port, serials, local, seq_remote, verify=True)
         wall, phones, _ = timed_provision(devices, local, par_remote, tmp / "cache")
         again, _, outs = timed_provision(devices, local, par_remote, tmp / "cache")
         assert all(f.state is prov.State.SKIPPED for o in outs for f in o.files)
@@ -71,8 +78,10 @@ def one_setting(fleet, devices, port: int, local: Path, tmp: Path, link: float) 
     label = f"simulated link {link:g} MB/s per phone" if link else "loopback, no link limit"
     print(f"[{label}] {len(devices)} phones x {mb:.0f} MB")
     print(f"  sequential `adb push` loop:          {seq:7.2f} s ({len(devices) * mb / seq:6.0f} MB/s)")
+    print(f"  ... with `adb shell sha256sum` after each push: {seq_v:7.2f} s")
     print(f"  adbflow provision (push+verify+mv):  {wall:7.2f} s (local hash "
-          f"{wall - phones:.2f} s) -> {seq / wall:.2f}x the loop")
+          f"{wall - phones:.2f} s) -> {seq / wall:.2f}x the loop, {seq_v / wall:.2f}x the "
+          "verifying loop")
     print(f"  adbflow provision again (all skip):  {again:7.2f} s -> {seq / again:.2f}x the loop")
 
 
