@@ -71,10 +71,36 @@ def ideal_per_min(book: ProfileBook, bids: list[Bid], work: list[tuple[int, int]
     return total
 
 
+def busy_fraction(journal, ids: list[int], serials: list[str], t0: float, t1: float) -> float:
+    """Mean over phones of the share of the burst's wall time in which the phone ran at
+    least one of our stages (label_image or llama-cli: the union of their run intervals,
+    from the journal). Apart from the ideal, it says whether the scheduler kept every
+    phone busy, whatever the simulated physics (heat, load) did to each run."""
+    spans: dict[str, list[tuple[float, float]]] = {s: [] for s in serials}
+    for j in ids:
+        for a in journal.attempts(j):
+            if a.stage not in ("classify", "generate") or a.ended is None or not a.output:
+                continue
+            t = a.output.get("timings") or {}
+            run = float(t.get("run_s") or 0.0) + float(t.get("push_s") or 0.0)
+            if a.serial in spans:
+                spans[a.serial].append((a.ended - run, a.ended))
+    total = 0.0
+    for sp in spans.values():
+        busy, end = 0.0, t0
+        for a, b in sorted(sp):
+            a, b = max(a, end), min(b, t1)
+            if b > a:
+                busy += b - a
+                end = b
+        total += busy / (t1 - t0)
+    return total / max(1, len(spans))
+
+
 def run_burst(devices, files: dict[str, list[str]], data: Path, concurrency: int | None,
-              timeout: float) -> tuple[float, int, int, list[tuple[int, int]]]:
-    """(pictures/min, jobs done, peak jobs running, [(prompt, generated tokens)]) for one
-    burst."""
+              timeout: float) -> tuple[float, int, int, list[tuple[int, int]], float]:
+    """(pictures/min, jobs done, peak jobs running, [(prompt, generated tokens)], phone
+    busy fraction) for one burst."""
     pipe = Pipeline(PipelineConfig(data_dir=data, concurrency=concurrency,
                                    profiles_dir=PROFILES_DIR, device_wait_s=timeout),
                     Inventory([devices[0].server]))
@@ -89,18 +115,19 @@ def run_burst(devices, files: dict[str, list[str]], data: Path, concurrency: int
                                                             int(st.size), float(st.mtime),
                                                             "backlog"))
                 ids.append(jid)
-        t0 = time.monotonic()
+        t0, w0 = time.monotonic(), time.time()
         for jid in ids:
             pipe.submit(jid)
         if not pipe.wait_idle(timeout=timeout):
             raise SystemExit(f"burst did not finish within {timeout:g} s")
         wall = time.monotonic() - t0
+        busy = busy_fraction(pipe.journal, ids, [d.serial for d in devices], w0, w0 + wall)
         done = sum(1 for j in ids if pipe.journal.job(j).state == "done")
         work = []
         for j in ids:
             gen = pipe.journal.stage_output(j, "generate") or {}
             work.append((int(gen.get("prompt_tokens") or 0), int(gen.get("eval_tokens") or 0)))
-        return len(ids) / wall * 60.0, done, pipe.jobs.peak_running, work
+        return len(ids) / wall * 60.0, done, pipe.jobs.peak_running, work, busy
     finally:
         pipe.close()
 
@@ -121,8 +148,9 @@ def main() -> None:
           f"pictures per phone, host cores {os.cpu_count()} (shared by every virtual phone)")
     print("ideal: per-run token counts at profile rates (the pool4 run's ideal differs only "
           "by its stories' lengths)")
-    print(f"{'N':>3} {'ideal/min':>10} {'fleet/min':>10} {'x ideal':>8} {'peak':>5} "
-          f"{'pool4/min':>10} {'x ideal':>8} {'peak':>5} {'fleet/pool4':>11}")
+    print("peak = most jobs in flight; busy = mean share of the burst each phone ran our work")
+    print(f"{'N':>3} {'ideal/min':>10} {'fleet/min':>10} {'x ideal':>8} {'peak':>5} {'busy':>5} "
+          f"{'pool4/min':>10} {'x ideal':>8} {'peak':>5} {'busy':>5} {'fleet/pool4':>11}")
     for n in sizes:
         port = adb_server.free_port(15037, 16999)
         base = adb_server.free_port(20000, 29000)
@@ -151,14 +179,14 @@ def main() -> None:
                             files.setdefault(d.serial, []).append(name)
                     results[mode] = run_burst(devices, files, Path(tmp) / f"data-{mode}",
                                               conc, args.timeout)
-                (f_rate, f_done, f_peak, f_work), (p_rate, p_done, p_peak, p_work) = \
-                    results["fleet"], results["pool4"]
+                (f_rate, f_done, f_peak, f_work, f_busy), \
+                    (p_rate, p_done, p_peak, p_work, p_busy) = results["fleet"], results["pool4"]
                 assert f_done == p_done == n * args.per_device, (f_done, p_done)
                 f_ideal = ideal_per_min(book, idle_bids, f_work, args.slow)
                 p_ideal = ideal_per_min(book, idle_bids, p_work, args.slow)
                 print(f"{n:>3} {f_ideal:>10.1f} {f_rate:>10.1f} {f_rate / f_ideal:>8.2f} "
-                      f"{f_peak:>5} {p_rate:>10.1f} {p_rate / p_ideal:>8.2f} {p_peak:>5} "
-                      f"{f_rate / p_rate:>11.2f}", flush=True)
+                      f"{f_peak:>5} {f_busy:>5.2f} {p_rate:>10.1f} {p_rate / p_ideal:>8.2f} "
+                      f"{p_peak:>5} {p_busy:>5.2f} {f_rate / p_rate:>11.2f}", flush=True)
             finally:
                 fleet.down()
                 adb_server.kill_server(port)
