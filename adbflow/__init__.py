@@ -49,8 +49,15 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from adbflow.runtime.journal import Journal
     from adbflow.runtime.pipeline import Pipeline, PipelineConfig
     from adbflow.scheduling.bids import Bid, Bidder
-    from adbflow.scheduling.policy import (Decision, DeviceCost, Policy, Task, exclusion,
-                                           get_policy, prior_service_s)
+    from adbflow.scheduling.policy import (
+        Decision,
+        DeviceCost,
+        Policy,
+        Task,
+        exclusion,
+        get_policy,
+        prior_service_s,
+    )
     from adbflow.scheduling.profiles import ProfileBook
 
 

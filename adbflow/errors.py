@@ -185,6 +185,28 @@ class JobError(AdbflowError):
     """A pipeline stage failed for a reason that re-bidding cannot fix (bad input)."""
 
 
+class SplitError(AdbflowError):
+    """Split inference cannot run as planned (no valid cut, a part failed or its output was
+    the wrong size); the job falls back to running the model whole."""
+
+    def __init__(self, message: str, *, hint: str | None = None, serial: str | None = None,
+                 step: str | None = None) -> None:
+        self.serial = serial
+        self.step = step
+        where = " ".join(x for x in (f"[{serial}]" if serial else "", step or "") if x)
+        super().__init__(f"{where}: {message}" if where else message, hint=hint)
+
+
+class CutError(SplitError):
+    """A model cannot be cut as asked (no valid cut point, unsupported model, bad index)."""
+
+
 def _short(cmd: str, limit: int = 160) -> str:
     cmd = cmd.replace("\n", "\\n")
     return cmd if len(cmd) <= limit else cmd[:limit] + "..."
+
+
+class FlowError(AdbflowError):
+    """A flow file or flow object is invalid, names an unknown model, or asks for a placement
+    no known device can ever satisfy. The message names the file and the key path
+    (`stages[1].gate.tau`) or the TOML line."""

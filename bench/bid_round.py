@@ -21,9 +21,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from adbflow.device import AdbServer, Inventory
-from adbflow.scheduling.bids import Bidder
 from adbflow.fleet import adb_server
 from adbflow.fleet.control import start_fleet
+from adbflow.scheduling.bids import Bidder
 
 
 def main() -> None:

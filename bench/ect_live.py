@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    print(f"live virtual fleet: {', '.join(f'{c} ({l:g}% load)' for c, l in zip(CLASSES, LOADS))}; "
+    print(f"live virtual fleet: {', '.join(f'{c} ({load:g}% load)' for c, load in zip(CLASSES, LOADS))}; "
           f"{args.pictures} pictures submitted at once")
     for r in results:
         print(f"  {r['policy']:<11} makespan {r['makespan_s']} s  mean {r['mean_latency_s']} s  "

@@ -28,8 +28,7 @@ import numpy as np
 from tabulate import tabulate
 
 from adbflow.scheduling.profiles import ProfileBook
-from adbflow.sim import (SIX_CLASSES, SimConfig, fleet_profiles, local_search, make_instance,
-                         simulate)
+from adbflow.sim import SIX_CLASSES, SimConfig, fleet_profiles, local_search, make_instance, simulate
 
 
 def main(argv: list[str] | None = None) -> int:

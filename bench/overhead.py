@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from adbflow.device import AdbServer, Inventory
-from adbflow.runtime.detect import PICTURES_DIR, NewPicture
 from adbflow.fleet import adb_server
+from adbflow.runtime.detect import PICTURES_DIR, NewPicture
 from adbflow.runtime.pipeline import Pipeline, PipelineConfig
-from adbflow.scheduling.profiles import ProfileBook
 from adbflow.runtime.stages import REMOTE_IMAGE, label_image_argv, llama_argv
+from adbflow.scheduling.profiles import ProfileBook
 
 SCRIPT = r"""#!/bin/bash
 # What a user would write without adbflow: every step with the adb CLI, one after another.

@@ -25,8 +25,9 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 
@@ -34,9 +35,9 @@ BENCH_DIR = Path(__file__).resolve().parent
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
+from common import adb_cli, devices_of, fleet_up, median, p90, print_table, run_one, table_rows, timed  # noqa: E402,F401
+
 from adbflow.fleet.control import FleetClient  # noqa: E402
-from common import (adb_cli, devices_of, fleet_up, median, p90,  # noqa: E402,F401
-                    print_table, run_one, table_rows, timed)
 
 RESULTS = BENCH_DIR / "results" / "latest.json"
 

@@ -46,8 +46,9 @@ def _sha(path: Path) -> str:
 
 def measure(fleet: Any, *, quick: bool = False) -> dict[str, Any]:
     from common import adb_cli, devices_of, median, timed
-    from adbflow.runtime.imaging import prepare_bmp
+
     from adbflow.parsers.adb_messages import parse_transfer_summaries
+    from adbflow.runtime.imaging import prepare_bmp
     reps = 5 if quick else 15
     dev = devices_of(fleet)[0]
     rows = []

@@ -7,9 +7,13 @@ with `adbflow fleet load` on a virtual device, and fits t(L) = t0 / (1 - s*L) (t
 model of adbflow.scheduling.policy). It also measures the adb round trip and push bandwidth. The result
 is written as profiles/<model>.toml: same binaries/models as the matched profile, measured
 [timing], raw [[measurements]]. Exact model names beat class globs, so it takes over.
+With --op-profile it also records the classifier's per-op times (benchmark_model
+--enable_op_profiling, idle) and the launch cost of one benchmark_model call as a
+`stage = "op_profile"` measurement: the split planner's input (adbflow.split.profiling).
 
     python -m benchmark_label_image [--serial S ...] [--adb-server H:P] [--loads 0 30 60]
                                     [--tool benchmark_model|label_image] [--out profiles/]
+                                    [--op-profile [--op-model MODEL.tflite]]
                                     [--fleet-state-dir DIR] [--dry-run] [--json]
 """
 from __future__ import annotations
@@ -59,6 +63,7 @@ class DeviceReport:
     load_sensitivity: float | None = None
     written: str | None = None
     error: str | None = None
+    op_profile: dict | None = None
 
 
 # ------------------------------------------------------------------------- pure functions
@@ -102,7 +107,8 @@ def measured_profile(base: DeviceProfile, model: str, report: DeviceReport) -> D
         classes={}, device_class=None, source=None,
         measurements=[{"stage": "classify", "tool": report.tool, "load_pct": p.load_pct, "ms": round(p.ms, 3),
                        **({"measured_load_pct": round(p.measured_load_pct, 1)}
-                          if p.measured_load_pct is not None else {})} for p in report.points])
+                          if p.measured_load_pct is not None else {})} for p in report.points]
+        + ([report.op_profile] if report.op_profile else []))
 
 
 # ------------------------------------------------------------------------------ device I/O
@@ -198,9 +204,35 @@ def prepare_image(device, profile: DeviceProfile) -> None:
         device.push(bmp, BENCH_IMAGE, timeout=60.0)
 
 
+def measure_op_profile(device, profile: DeviceProfile, model_bytes: bytes, runs: int) -> dict:
+    """Per-op times of the profile's classifier on the phone (idle), and the launch cost
+    fitted from it and a small head part of it (pushed, then removed)."""
+    from adbflow.parsers.tflite_model import op_infos
+    from adbflow.split.profiling import measure_op_times, op_profile_measurement
+    from adbflow.split.tflite_cut import cut_points, split_model
+    ops = op_infos(model_bytes)
+    small = None
+    remote = f"{REMOTE_DIR}/adbflow-bench-head.tflite"
+    pts = cut_points(model_bytes)
+    if pts:
+        head = split_model(model_bytes, pts[0].op_index).head
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "head.tflite").write_bytes(head)
+            device.push(Path(tmp) / "head.tflite", remote, timeout=60.0)
+        small = (remote, len(head) / 1e6)
+    try:
+        times = measure_op_times(device, profile, profile.label_image.model, ops,
+                                 graph_mb=len(model_bytes) / 1e6, small=small, runs=runs)
+    finally:
+        if small:
+            device.shell(f"rm -f {shlex.quote(remote)}", timeout=10.0, check=False)
+    return op_profile_measurement(profile.label_image.model, times)
+
+
 def measure_device(device, book: ProfileBook, *, loads: Sequence[float], tool: str, runs: int,
                    make_load: Callable[[object, str | None], object],
-                   measure_load: Callable[[object], float | None] | None = None) -> DeviceReport:
+                   measure_load: Callable[[object], float | None] | None = None,
+                   op_model: bytes | None = None) -> DeviceReport:
     model = device.getprop("ro.product.model", timeout=10.0) or None
     profile = book.for_model(model)
     rep = DeviceReport(device.serial, model, profile.name + (f"/{profile.device_class}"
@@ -215,6 +247,9 @@ def measure_device(device, book: ProfileBook, *, loads: Sequence[float], tool: s
             load.set(pct)                                   # type: ignore[attr-defined]
             ms = classify_ms_once(device, profile, tool, runs)
             rep.points.append(Point(float(pct), ms, measure_load(device) if measure_load else None))
+        if op_model is not None:
+            load.set(0.0)                                   # type: ignore[attr-defined]
+            rep.op_profile = measure_op_profile(device, profile, op_model, runs)
     except (AdbflowError, OSError) as exc:
         rep.error = str(exc)
     finally:
@@ -252,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profiles-dir", type=Path, default=PROFILES_DIR)
     ap.add_argument("--fleet-state-dir", type=Path, default=None,
                     help="virtual fleet state dir (default: the user's `adbflow fleet up` one)")
+    ap.add_argument("--op-profile", action="store_true",
+                    help="also record per-op times of the classifier (for split planning)")
+    ap.add_argument("--op-model", type=Path, default=ASSETS_DIR / "efficientnet_lite0_imagenet.tflite",
+                    help="laptop copy of the profile's classifier (to name and cut its ops)")
     ap.add_argument("--dry-run", action="store_true", help="measure and print, write nothing")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
@@ -286,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     reports = []
     for dev in devices:
         rep = measure_device(dev, book, loads=args.loads, tool=args.tool, runs=args.runs,
-                             make_load=make_load, measure_load=measure_load)
+                             make_load=make_load, measure_load=measure_load,
+                             op_model=args.op_model.read_bytes() if args.op_profile else None)
         if rep.points and not args.dry_run and rep.model:
             prof = measured_profile(book.for_model(rep.model), rep.model, rep)
             args.out.mkdir(parents=True, exist_ok=True)
@@ -307,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
                      if r.classify_ms else "")
                   + (f"; adb {r.adb_latency_ms:.1f} ms, push {r.bandwidth_mb_s:.1f} MB/s"
                      if r.adb_latency_ms else "")
+                  + (f"; op profile {len(r.op_profile['op_ms'])} ops, "
+                     f"{sum(r.op_profile['op_ms']):.1f} ms, launch {r.op_profile['launch_ms']:.0f} ms"
+                     if r.op_profile else "")
                   + (f" -> {r.written}" if r.written else "") + (f"  ERROR: {r.error}" if r.error else ""))
     return 0 if all(r.error is None for r in reports) else 1
 

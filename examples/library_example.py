@@ -25,12 +25,28 @@ import json
 import random
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from adbflow import (ASSETS_DIR, PROFILES_DIR, AdbflowError, Bid, Bidder, Decision, DeviceCost,
-                     Inventory, Journal, Pipeline, PipelineConfig, ProfileBook, Task, exclusion,
-                     prior_service_s, resolve_servers)
+from adbflow import (
+    ASSETS_DIR,
+    PROFILES_DIR,
+    AdbflowError,
+    Bid,
+    Bidder,
+    Decision,
+    DeviceCost,
+    Inventory,
+    Journal,
+    Pipeline,
+    PipelineConfig,
+    ProfileBook,
+    Task,
+    exclusion,
+    prior_service_s,
+    resolve_servers,
+)
 
 
 class MostFreeMemory:

@@ -21,6 +21,11 @@ from adbflow.paths import ASSETS_DIR, PROFILES_DIR
 
 CHELSEA = ASSETS_DIR / "chelsea.png"
 COFFEE = ASSETS_DIR / "coffee.png"
+#: fleet.snap(..., **PICTURES_APP): an app writing Pictures/ through the File API (it
+#: renames its own .pending- file, so inotify sees the final name). The pipeline watches
+#: only Pictures today; camera-style snaps (DCIM/Camera, MediaStore publish) need the
+#: detection of issue 13 (phones-host), then these tests can use the default camera.
+PICTURES_APP = {"directory": "Pictures", "publish": "file"}
 CAT_WORDS = ("cat", "lynx", "tabby")
 COFFEE_WORDS = ("cup", "espresso", "coffee", "mug")
 

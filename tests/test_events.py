@@ -53,6 +53,11 @@ CASES = [
      old("device_error", serial="s", error="listing failed")),
     (ev.Recovered(attempts=2, t=T), old("recovered", attempts=2)),
     (ev.Watching(devices=["a", "b"], t=T), old("watching", devices=["a", "b"])),
+    # flows (new kinds; no old dict to match: the JSON form is their fields)
+    (ev.GateDecided(job=1, stage="big", run=True, reason="top-1 0.4 < tau 0.5", t=T),
+     old("gate", job=1, stage="big", run=True, reason="top-1 0.4 < tau 0.5")),
+    (ev.DriftChanged(stage="small", state="raised", mean=0.4, level=0.45, t=T),
+     old("drift", stage="small", state="raised", mean=0.4, level=0.45)),
 ]
 
 
@@ -65,7 +70,7 @@ def test_every_event_serialises_to_the_old_dict(event, expected) -> None:
 def test_every_event_type_is_covered_and_kinds_are_unique() -> None:
     assert {type(e) for e, _ in CASES} == set(ev.EVENT_TYPES)
     kinds = [cls.type for cls in ev.EVENT_TYPES]
-    assert len(kinds) == len(set(kinds)) == 15
+    assert len(kinds) == len(set(kinds)) == 17   # 15 of the old dicts + 2 flow kinds
 
 
 def test_events_are_frozen_and_stamped_when_made() -> None:

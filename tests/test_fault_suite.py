@@ -36,7 +36,7 @@ from adbflow.runtime.journal import Journal
 from adbflow.runtime.pipeline import Pipeline, PipelineConfig
 from adbflow.runtime.stages import StageTimeouts
 
-from fleet_helpers import (CAT_WORDS, CHELSEA, COFFEE, COFFEE_WORDS, cheap_profiles,
+from fleet_helpers import (PICTURES_APP, CAT_WORDS, CHELSEA, COFFEE, COFFEE_WORDS, cheap_profiles,
                            inventory, labels_of, module_fleet, wait_final)
 from fleet_helpers import healthy  # noqa: F401 - a fixture, found by name
 
@@ -100,14 +100,15 @@ def _snap_bursts(fleet, n: int, rng: random.Random) -> dict[tuple[str, str], Pat
     plan.append([item(rng.choice(serials)) for _ in range(n - len(first) - len(rapid))])
     snapped: dict[tuple[str, str], Path] = {}
     with ThreadPoolExecutor(max_workers=8) as pool:
-        for path, (s, _, img) in zip(pool.map(lambda x: fleet.snap(x[0], x[2], name=x[1]),
+        for path, (s, _, img) in zip(pool.map(lambda x: fleet.snap(x[0], x[2], name=x[1],
+                                                                   **PICTURES_APP),
                                               first), first):
             snapped[(s, path)] = img
     for s, name, img in rapid:
-        snapped[(s, fleet.snap(s, img, name=name))] = img
+        snapped[(s, fleet.snap(s, img, name=name, **PICTURES_APP))] = img
     for s, name, img in plan[2]:
         time.sleep(rng.uniform(0.0, 0.4))
-        snapped[(s, fleet.snap(s, img, name=name))] = img
+        snapped[(s, fleet.snap(s, img, name=name, **PICTURES_APP))] = img
     return snapped
 
 
@@ -222,7 +223,8 @@ def _run_kills(fleet, tmp_path: Path, profiles: Path, n_pictures: int, kills: in
             k += 1
             img = CHELSEA if k % 3 else COFFEE
             s = rng.choice(serials)
-            snapped[(s, fleet.snap(s, img, name=f"crash-{k:03d}{img.suffix}"))] = img
+            snapped[(s, fleet.snap(s, img, name=f"crash-{k:03d}{img.suffix}",
+                                   **PICTURES_APP))] = img
 
     per_round = max(1, n_pictures // (kills + 1))
     points = [KILL_POINTS[i % len(KILL_POINTS)] for i in range(kills)]
@@ -311,7 +313,8 @@ def test_devices_killed_hung_slow_offline_and_adb_restart(healthy, tmp_path, pro
         snapped = {}
         for i, origin in enumerate(origins):
             img = CHELSEA if i % 2 else COFFEE
-            snapped[(origin, fleet.snap(origin, img, name=f"fault-{i:02d}{img.suffix}"))] = img
+            snapped[(origin, fleet.snap(origin, img, name=f"fault-{i:02d}{img.suffix}",
+                                        **PICTURES_APP))] = img
         # mid-run: wait until stages are running, then break things
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not any(

@@ -24,6 +24,7 @@ from hypothesis import given, settings, strategies as st
 from PIL import Image
 
 from adbflow.errors import ProfileError
+from adbflow.fleet import battery
 from adbflow.fleet import loadmodel as lm
 from adbflow.fleet import namespace, rootfs
 from adbflow.fleet.faults import FaultState, ProgramFault
@@ -36,6 +37,8 @@ from adbflow.paths import ASSETS_DIR, REPO_DIR
 FIX = REPO_DIR / "tests" / "fixtures"
 SIX = ["flagship_2019", "flagship_2023", "flagship_2025", "lowend_2020", "midrange_2023",
        "old_2017"]
+#: The Android-version axis (issue 13): 6.0, 7.1, 9 and a 15 with >64 thermal zones.
+OLDER_AND_EXTRA = ["ancient_2015", "budget_2018", "flagship_2024", "legacy_2016"]
 LABEL_CMD = ("/data/local/tmp/label_image -m /data/local/tmp/efficientnet_lite0.tflite "
              "-l /data/local/tmp/labels.txt -i /data/local/tmp/{img} -t 4 -c {c}")
 CAT_WORDS = ("tabby", "tiger cat", "Egyptian cat")
@@ -43,9 +46,9 @@ CAT_WORDS = ("tabby", "tiger cat", "Egyptian cat")
 
 # ------------------------------------------------------------------ profiles
 
-def test_six_profiles_load_with_honest_props() -> None:
-    assert list_virtual_profiles() == SIX
-    for name in SIX:
+def test_profiles_load_with_honest_props() -> None:
+    assert list_virtual_profiles() == sorted(SIX + OLDER_AND_EXTRA)
+    for name in SIX + OLDER_AND_EXTRA:
         p = load_virtual_profile(name)
         props = p.device_props("127.0.0.1:20001")
         assert props["ro.product.model"] == f"adbflow-virtual {name}"
@@ -53,7 +56,8 @@ def test_six_profiles_load_with_honest_props() -> None:
         assert props["ro.serialno"] == "127.0.0.1:20001"
         assert props["ro.product.cpu.abi"] in ("x86_64", "arm64-v8a")
         assert "ro.kernel.qemu" not in props
-        assert int(props["ro.build.version.sdk"]) >= 30
+        assert int(props["ro.build.version.sdk"]) >= (30 if name in SIX else 23)
+        assert props["ro.build.type"] == "user" and props["ro.debuggable"] == "0"
         assert p.ncores == len(p.core_max_khz()) and all(f > 0 for f in p.core_max_khz())
         assert set(p.banner_props()) == {"ro.product.name", "ro.product.model",
                                          "ro.product.device"}
@@ -71,9 +75,14 @@ def test_profile_errors_name_the_problem(tmp_path: Path) -> None:
         load_virtual_profile("bad", tmp_path)
     good = {"ram_gb": 4, "background_load": 5, "classify_ms": 100, "llm_tok_s": 9,
             "cores": {"big": 2, "little": 2, "big_max_khz": 2000000, "little_max_khz": 1000000},
-            "props": {k: "x" for k in ("ro.product.name", "ro.product.device",
-                                       "ro.build.version.release", "ro.build.version.sdk")}}
+            "props": {**{k: "x" for k in ("ro.product.name", "ro.product.device",
+                                          "ro.build.version.release")},
+                      "ro.build.version.sdk": "30"}}
     assert parse_virtual_profile(good, default_name="g").ncores == 4
+    with pytest.raises(ProfileError, match="API level"):
+        parse_virtual_profile({**good, "props": {**good["props"], "ro.build.version.sdk": "x"}})
+    with pytest.raises(ProfileError, match="'thermal'"):
+        parse_virtual_profile({**good, "thermal": "lava"})
     with pytest.raises(ProfileError, match="mid_max_khz"):
         parse_virtual_profile({**good, "cores": {**good["cores"], "mid": 1}})
     with pytest.raises(ProfileError, match="classify_ms"):
@@ -170,10 +179,14 @@ def test_ticks_write_little_for_100_devices(tmp_path: Path, monkeypatch: pytest.
         for m in models:
             m.tick(now + 0.4 * k)
     per_device_per_s = len(writes) / 100 / (0.4 * 29)
-    assert per_device_per_s < 2.5 + 3 + (prof.ncores + 8) / lm.SYS_TICK_S, per_device_per_s
+    # + the battery fuel gauge (fleet/battery.py): current_now, voltage_now, charge_counter
+    # once per gauge update, on the slow tick
+    gauge = len(("current_now", "voltage_now", "charge_counter")) / battery.GAUGE_PERIOD_S
+    assert per_device_per_s < 2.5 + 3 + gauge + (prof.ncores + 8) / lm.SYS_TICK_S, \
+        per_device_per_s
     if lm._KEEP_FDS:
         assert opens == []
-        assert sum(len(m._sys_fds) for m in models) == 100 * (prof.ncores + 8)
+        assert sum(len(m._sys_fds) for m in models) == 100 * (prof.ncores + 8 + 2)
     for m in models:
         m.close()
     assert lm.tick_interval(100) == pytest.approx(0.4) and lm.tick_interval(3) == 0.1
@@ -321,7 +334,7 @@ def test_device_root_layout(device, lt: LoopThread) -> None:
                  "smollm2-135m-instruct-q4_1.gguf", "label_image", "llama-cli",
                  "benchmark_model"):
         assert re.search(rf"^{re.escape(name)}$", out, re.M), name
-    assert "toybox" in out and "/system/bin" in out and "uid=0(root)" in out
+    assert "toybox" in out and "/system/bin" in out and "uid=2000(shell) gid=2000(shell)" in out
     rc, out, _ = lt.run(sh(device, "cat /sys/devices/system/cpu/present; "
                                    "cat /sys/devices/system/cpu/cpu7/cpufreq/cpuinfo_max_freq; "
                                    "cat /sys/class/power_supply/battery/capacity; "

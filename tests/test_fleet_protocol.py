@@ -165,8 +165,11 @@ def adb(fleet, serial: str, *args: str, input: bytes | None = None,  # type: ign
 
 
 def host_path(fleet, serial: str, device_path: str) -> Path:  # type: ignore[no-untyped-def]
-    root = next(d["root"] for d in fleet.state()["devices"] if d["serial"] == serial)
-    return Path(root) / device_path.lstrip("/")
+    """The host path of a device path, through the device's own mounts when it has them
+    (its storage is a separate view of /data/media/0, like on a phone)."""
+    dev = next(d for d in fleet.state()["devices"] if d["serial"] == serial)
+    root = Path(f"/proc/{dev['holder_pid']}/root") if dev.get("holder_pid") else Path(dev["root"])
+    return root / device_path.lstrip("/")
 
 
 def sha(path: Path) -> str:
@@ -269,16 +272,50 @@ def test_concurrent_shells_on_all_devices(fleet) -> None:  # type: ignore[no-unt
     assert results == {(s, i): f"{i}-{i * 3}" for s in fleet.serials for i in range(6)}
 
 
-def test_host_close_kills_process_group_adbutils(fleet) -> None:  # type: ignore[no-untyped-def]
+def test_v1_raw_close_delivers_eof_and_does_not_kill(fleet) -> None:  # type: ignore[no-untyped-def]
+    """adbd's `shell:CMD` (v1, no pty) hooks the command's socketpair into the stream: the
+    host's close delivers what was sent, then EOF; the command is not killed (it finishes).
+    A command that keeps writing dies of SIGPIPE, because nobody reads its output."""
     s = fleet.serials[1]
-    conn = fleet.adb().device(s).shell("echo $$; sleep 313 & echo $!; wait", stream=True)
+    out = f"{TMP}/v1eof.txt"
+    conn = fleet.adb().device(s).shell(
+        f"echo $$; cat > {out[1:]}; sleep 0.3; echo status-$? > {out[1:]}.done", stream=True)
     reader = conn.conn.makefile("rb")
-    pids = [reader.readline().strip().decode(), reader.readline().strip().decode()]
-    assert all(p.isdigit() for p in pids)
-    assert pids_alive(fleet, s, pids) == pids
+    pid = reader.readline().strip().decode()
+    assert pid.isdigit()
+    payload = os.urandom(200_000)
+    conn.conn.sendall(payload)
     reader.close()
     conn.close()
-    wait_until(lambda: pids_alive(fleet, s, pids) == [], 5, f"{pids} to die")
+    done = host_path(fleet, s, out + ".done")
+    wait_until(done.exists, 10, "the command to finish after EOF")
+    assert host_path(fleet, s, out).read_bytes() == payload
+    wait_until(lambda: b"status-0" in done.read_bytes(), 5, "its status line")
+    conn = fleet.adb().device(s).shell("echo $$; while :; do echo tick; sleep 0.1; done",
+                                       stream=True)
+    reader = conn.conn.makefile("rb")
+    pid = reader.readline().strip().decode()
+    assert pids_alive(fleet, s, [pid]) == [pid]
+    reader.close()
+    conn.close()
+    wait_until(lambda: pids_alive(fleet, s, [pid]) == [], 5, f"{pid} to die of SIGPIPE")
+
+
+def test_exec_in_20mb_is_byte_exact(fleet, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`adb exec-in 'cat > f'`: the host closes right after the last byte; every queued byte
+    still reaches the command (the close is EOF, not a kill)."""
+    s = fleet.serials[2]
+    src = tmp_path / "in20.bin"
+    src.write_bytes(os.urandom(20 * 1024 * 1024 + 3))
+    with open(src, "rb") as fh:
+        r = subprocess.run([ADB, "-P", str(fleet.adb_port), "-s", s, "exec-in",
+                            f"cat > {TMP[1:]}/in20.bin"], stdin=fh, capture_output=True,
+                           timeout=120)
+    assert r.returncode == 0, r.stderr
+    dst = host_path(fleet, s, f"{TMP}/in20.bin")
+    wait_until(lambda: dst.exists() and dst.stat().st_size == src.stat().st_size, 10,
+               "cat to write the whole file")
+    assert sha(dst) == sha(src)
 
 
 def test_host_close_kills_process_group_adb_cli(fleet) -> None:  # type: ignore[no-untyped-def]
@@ -502,24 +539,31 @@ def test_cli_status_fault_snap(fleet) -> None:  # type: ignore[no-untyped-def]
     assert r.exit_code == 0
     assert {d["serial"]: d for d in fleet.status()["devices"]}[s]["faults"]["programs"] == {}
     r = runner.invoke(app, ["fleet", "snap", s, str(ASSETS_DIR / "coffee.png"), "--name",
-                            "cli.png", *sd])
+                            "cli.png", "--dir", "Pictures", *sd])
     assert r.exit_code == 0 and r.output.strip() == "/storage/emulated/0/Pictures/cli.png"
+    r = runner.invoke(app, ["fleet", "snap", s, str(ASSETS_DIR / "coffee.png"), "--name",
+                            "IMG_1.png", "--with-video", *sd])
+    assert r.exit_code == 0 and r.output.split() == ["/storage/emulated/0/DCIM/Camera/IMG_1.png",
+                                                     "/storage/emulated/0/DCIM/Camera/VID_1.mp4"]
 
 
 def test_snap_writes_picture_like_a_camera(fleet) -> None:  # type: ignore[no-untyped-def]
     s = fleet.serials[2]
     src = ASSETS_DIR / "chelsea.png"
-    path = fleet.snap(s, src)
-    assert path.startswith("/storage/emulated/0/Pictures/IMG_") and path.endswith(".png")
-    pictures = host_path(fleet, s, "/storage/emulated/0/Pictures")
-    assert (pictures / Path(path).name).read_bytes() == src.read_bytes()
-    assert not [p for p in pictures.iterdir() if p.name.startswith(".pending-")]
+    path = fleet.snap(s, src)  # a camera app: DCIM/Camera
+    assert path.startswith("/storage/emulated/0/DCIM/Camera/IMG_") and path.endswith(".png")
+    camera = host_path(fleet, s, "/storage/emulated/0/DCIM/Camera")
+    assert (camera / Path(path).name).read_bytes() == src.read_bytes()
+    assert not [p for p in camera.iterdir() if p.name.startswith(".pending-")]
     hostile = "$(touch pwned).jpg"
-    path2 = fleet.snap(s, src, name=hostile)
+    path2 = fleet.snap(s, src, name=hostile, directory="Pictures")
     assert path2 == f"/storage/emulated/0/Pictures/{hostile}"
+    pictures = host_path(fleet, s, "/storage/emulated/0/Pictures")
     d = fleet.adb().device(s)
     assert d.sync.read_bytes(path2) == src.read_bytes()
-    listing = adb(fleet, s, "shell", "ls storage/emulated/0/Pictures").stdout.decode()
+    listing = adb(fleet, s, "shell", "ls storage/emulated/0/Pictures "
+                  "storage/emulated/0/DCIM/Camera"
+                  ).stdout.decode()
     assert hostile in listing and Path(path).name in listing
     assert not (pictures / "pwned").exists()
     with pytest.raises(FleetError):

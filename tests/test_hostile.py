@@ -32,7 +32,7 @@ from adbflow.runtime.events import Event, Watching
 from adbflow.runtime.pipeline import Pipeline, PipelineConfig
 from adbflow.runtime.stages import StageTimeouts
 
-from fleet_helpers import (CHELSEA, cheap_profiles, device, inventory, module_fleet,
+from fleet_helpers import (PICTURES_APP, CHELSEA, cheap_profiles, device, inventory, module_fleet,
                            wait_final)
 from fleet_helpers import healthy  # noqa: F401 - a fixture, found by name
 from pipeline_fakes import ShellOnlyPort
@@ -153,7 +153,7 @@ def test_hostile_names_and_contents(healthy, tmp_path, profiles_dir, monkeypatch
 
     def _snap_all() -> None:
         for f, name in files:
-            fleet.snap(origin, f, name=name)
+            fleet.snap(origin, f, name=name, **PICTURES_APP)
         # entries a pull would never finish on: /dev/zero behind a symlink, a FIFO, a dir
         dev.run(["ln", "-s", "/dev/zero", f"{PICTURES_DIR}/zero-link.jpg"], timeout=10)
         dev.run(["mkfifo", f"{PICTURES_DIR}/fifo.jpg"], timeout=10)
@@ -224,7 +224,7 @@ def test_label_image_garbage_or_flood_on_every_device(healthy, tmp_path, profile
         fleet.fault(s, program="label_image", mode=mode)
     data = tmp_path / "data"
     p = _watch(fleet, data, profiles_dir,
-               lambda: fleet.snap(fleet.serials[0], CHELSEA, name=f"{mode}.png"),
+               lambda: fleet.snap(fleet.serials[0], CHELSEA, name=f"{mode}.png", **PICTURES_APP),
                attempts=3, timeouts=StageTimeouts(classify_s=20))
     t = threading.Thread(target=p.watch, kwargs={"once": True, "poll_s": 0.5,
                                                  "max_wait_s": 60}, daemon=True)

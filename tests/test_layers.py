@@ -11,7 +11,9 @@ The rule, lowest first (a module may import its own layer and any layer below):
     0  adbflow.errors, adbflow.paths, adbflow.parsers   pure data and text rules
     1  adbflow.device       the adb boundary (server, wire, failures, Device, inventory, probe)
     2  adbflow.scheduling   bids, policies, profiles, service times, quarantine
+       adbflow.flows        flow declarations (stages, gates, placement) and their TOML loader
     3  adbflow.runtime      pipeline, detection, journal, stages, imaging, story
+       adbflow.split        split inference: cutting, the split cost model, its runner
     4  adbflow.sim          the simulator (reuses scheduling's cost model)
        adbflow (__init__)   the public API: may import layers 0-4, never cli or fleet
     5  adbflow.cli          commands; the only layer that may import adbflow.fleet and the
@@ -30,8 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 LAYERS = {"adbflow.errors": 0, "adbflow.paths": 0, "adbflow.parsers": 0,
-          "adbflow.device": 1, "adbflow.scheduling": 2, "adbflow.runtime": 3,
-          "adbflow.sim": 4, "adbflow.cli": 5}
+          "adbflow.device": 1, "adbflow.scheduling": 2, "adbflow.flows": 2, "adbflow.runtime": 3,
+          "adbflow.split": 3, "adbflow.sim": 4, "adbflow.cli": 5}
 FLEET = "adbflow.fleet"
 FLEET_MAY_IMPORT = ("adbflow.errors", "adbflow.paths", "adbflow.parsers", FLEET)
 

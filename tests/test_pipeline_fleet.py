@@ -21,7 +21,7 @@ from adbflow.runtime.journal import Journal
 from adbflow.runtime.pipeline import Pipeline, PipelineConfig
 from adbflow.runtime.stages import REMOTE_IMAGE
 
-from fleet_helpers import CHELSEA, device, inventory, module_fleet, wait_final
+from fleet_helpers import PICTURES_APP, CHELSEA, device, inventory, module_fleet, wait_final
 from fleet_helpers import healthy  # noqa: F401 - a fixture, found by name
 
 pytestmark = pytest.mark.fleet
@@ -63,7 +63,7 @@ def test_watch_once_json_end_to_end(healthy, tmp_path) -> None:
                  "--data-dir", str(data), "--max-wait", "90"])
     try:
         _wait_stderr(proc, "watching")
-        remote = fleet.snap(snapper, CHELSEA)
+        remote = fleet.snap(snapper, CHELSEA, **PICTURES_APP)
         out, _ = proc.communicate(timeout=300)
     finally:
         proc.kill()
@@ -106,7 +106,7 @@ def test_kill_9_mid_stage_then_restart_is_exactly_once(healthy, tmp_path, stage,
     first = _cli(args)
     try:
         _wait_stderr(first, "watching")
-        fleet.snap(fleet.serials[1], CHELSEA, name="crash test.png")
+        fleet.snap(fleet.serials[1], CHELSEA, name="crash test.png", **PICTURES_APP)
         journal = Journal(data / "journal.sqlite")
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
@@ -153,7 +153,7 @@ def test_device_loss_and_garbage_rebid(healthy, tmp_path) -> None:
     def on_event(ev: Event) -> None:
         events.append(ev)
         if isinstance(ev, Watching):
-            fleet.snap(third, CHELSEA, name="loss.png")
+            fleet.snap(third, CHELSEA, name="loss.png", **PICTURES_APP)
         if isinstance(ev, BidRound) and ev.stage == "classify" and ev.winner == first:
             threading.Timer(1.5, fleet.kill, args=(first,)).start()   # ... and dies mid-run
 
@@ -209,7 +209,7 @@ def test_hostile_names_and_bad_input(healthy, tmp_path, monkeypatch) -> None:
     def on_event(ev: Event) -> None:
         if isinstance(ev, Watching):          # snapped after watching starts: not backlog
             for f, name in files:
-                fleet.snap(target, f, name=name)
+                fleet.snap(target, f, name=name, **PICTURES_APP)
 
     expected = sum(1 for _, outcome in HOSTILE.values() if outcome)
     data = tmp_path / "data"
@@ -268,13 +268,13 @@ def test_inotify_sees_the_camera_rename(healthy) -> None:
         n = 0
         deadline = time.monotonic() + 20
         while w.inotify_lines == 0 and time.monotonic() < deadline:   # wait for inotifyd
-            fleet.snap(serial, CHELSEA, name=f".probe-{n}")             # dotfiles: not pictures
+            fleet.snap(serial, CHELSEA, name=f".probe-{n}", **PICTURES_APP)  # dotfiles: no
             n += 1
             time.sleep(0.3)
         assert w.inotify_lines > 0, w.error
         while not w.events.empty():
             w.events.get_nowait()
-        fleet.snap(serial, CHELSEA, name="inotify me.png")
+        fleet.snap(serial, CHELSEA, name="inotify me.png", **PICTURES_APP)
         found = []
         deadline = time.monotonic() + 10
         while not found and time.monotonic() < deadline:

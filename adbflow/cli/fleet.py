@@ -113,10 +113,23 @@ def snap_cmd(serial: Serial,
                                                    help="Picture on this computer.")],
              name: Annotated[Optional[str], typer.Option(
                  "--name", help="File name on the device (default IMG_<time>.<ext>).")] = None,
+             directory: Annotated[str, typer.Option(
+                 "--dir", help="Folder under /storage/emulated/0 (e.g. Pictures, "
+                               "Pictures/Screenshots).")] = "DCIM/Camera",
+             publish: Annotated[Optional[str], typer.Option(
+                 "--publish", help="mediastore (a camera app; default) or file (an app "
+                                   "renaming the file itself: inotify sees the name).")] = None,
+             with_video: Annotated[bool, typer.Option(
+                 "--with-video", help="Also record a short VID_*.mp4 beside it.")] = False,
              state_dir: StateDir = None) -> None:
-    """'Take a picture' on a device: it appears in /storage/emulated/0/Pictures like a
-    camera app writes it (temporary .pending- file, then rename)."""
-    typer.echo(_client(state_dir).snap(serial, image, name=name))
+    """'Take a picture' on a device like its camera app: into DCIM/Camera, on Android 11+
+    as `.pending-<ts>-NAME` that MediaProvider then renames (no inotify event for NAME;
+    `content query` lists it), on 6-10 through the app's own storage view."""
+    shot = _client(state_dir).snap_info(serial, image, name=name, directory=directory,
+                                        publish=publish, with_video=with_video)
+    typer.echo(shot["path"])
+    if shot.get("video"):
+        typer.echo(shot["video"])
 
 
 @fleet_app.command("fault")
@@ -138,6 +151,17 @@ def fault_cmd(
                                                      help="Exit code for --mode fail.")] = None,
     message: Annotated[Optional[str], typer.Option("--message",
                                                    help="stderr text for --mode fail.")] = None,
+    clock_offset: Annotated[Optional[float], typer.Option(
+        "--clock-offset", help="Device wall clock ahead of the host by this many seconds "
+                               "(negative: behind; needs libfaketime).")] = None,
+    clock_drift: Annotated[Optional[float], typer.Option(
+        "--clock-drift", help="Device clock gains this many ppm (negative: loses).")] = None,
+    usb_power: Annotated[Optional[bool], typer.Option(
+        "--usb-power/--on-battery", help="USB charger plugged in (default) or unplugged.")
+                         ] = None,
+    battery_quirks: Annotated[Optional[str], typer.Option(
+        "--battery-quirks", help="Battery driver quirks: ma, reversed, frozen, mv "
+                                 "(comma-separated; empty: none).")] = None,
     clear: Annotated[bool, typer.Option("--clear", help="Reset every fault first.")] = False,
     kill: Annotated[bool, typer.Option("--kill", help="Kill the device (transport down).")] = False,
     restart: Annotated[bool, typer.Option("--restart",
@@ -157,6 +181,14 @@ def fault_cmd(
         fields["storage_full"] = storage_full
     if slow is not None:
         fields["slow_factor"] = slow
+    if clock_offset is not None:
+        fields["clock_offset_s"] = clock_offset
+    if clock_drift is not None:
+        fields["clock_drift_ppm"] = clock_drift
+    if usb_power is not None:
+        fields["battery_usb"] = usb_power
+    if battery_quirks is not None:
+        fields["battery_quirks"] = battery_quirks
     if program:
         fields["program"] = program
         fields["mode"] = mode or "fail"

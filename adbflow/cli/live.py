@@ -15,7 +15,9 @@ from adbflow.runtime.events import (
     DeviceError,
     DeviceQuarantined,
     DeviceReleased,
+    DriftChanged,
     Event,
+    GateDecided,
     JobAdded,
     JobDone,
     JobFailed,
@@ -146,5 +148,11 @@ class LiveView:
             case Watching():
                 self._say("watching " + (", ".join(ev.devices) or "no devices yet")
                           + " (Ctrl-C to stop)")
+            case GateDecided():
+                self._say(f"job {ev.job}: {ev.stage} {'runs' if ev.run else 'skipped'} "
+                          f"({display_text(ev.reason, 200)})")
+            case DriftChanged():
+                self._say(f"drift {ev.state} on {ev.stage}: mean top-1 {ev.mean:.3f} "
+                          f"vs level {ev.level:g}")
             case _:
                 pass   # BidRound: in the job's result, not worth a line

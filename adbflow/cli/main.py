@@ -29,6 +29,10 @@ COMMAND_MODULES = (
     "adbflow.cli.pipeline",    # watch, run, jobs, show, demo
     "adbflow.cli.simulate",    # simulate
     "adbflow.cli.fleet",       # fleet up/status/load/snap/fault/down
+    "adbflow.cli.flows",       # flows list/show/validate, sweep
+    "adbflow.cli.trace",       # trace (Chrome/Perfetto, jsonl, csv)
+    "adbflow.cli.report",      # report (one HTML page)
+    "adbflow.cli.split",       # split cuts/profile/plan/run
     "adbflow.cli.provision",   # provision FILE=REMOTE ...
 )
 

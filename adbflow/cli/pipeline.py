@@ -49,6 +49,8 @@ ClassifyTimeout = Annotated[float, typer.Option("--classify-timeout", min=1.0,
                                                 help="Seconds allowed for label_image.")]
 GenerateTimeout = Annotated[float, typer.Option("--generate-timeout", min=1.0,
                                                 help="Seconds allowed for llama-cli.")]
+Energy = Annotated[bool, typer.Option("--energy", help="Meter battery energy of each device "
+                                      "stage (idle baseline first: about 1 s more per stage).")]
 
 
 def _config(data_dir: Path | None, policy: str, attempts: int, concurrency: int | None,
@@ -92,6 +94,19 @@ def _print_json(journal: Journal, job_ids: list[int]) -> None:
             typer.echo(json.dumps(job_document(journal, jid), ensure_ascii=False))
 
 
+FlowOpt = Annotated[Optional[str], typer.Option(
+    "--flow", metavar="NAME|PATH", help="Run a flow (see `adbflow flows list`): a shipped "
+    "name or a .toml path. Default: classify-story (today's pipeline).")]
+
+
+def _flow(name: str | None):
+    """The flow to run (None: the pipeline's own default path)."""
+    if name is None:
+        return None
+    from adbflow.flows import load
+    return load.load(name)
+
+
 # ------------------------------------------------------------------ commands
 
 def watch_cmd(
@@ -118,13 +133,16 @@ def watch_cmd(
     max_bytes: MaxBytes = _DEFAULT.max_bytes,
     classify_timeout: ClassifyTimeout = _TIMEOUTS.classify_s,
     generate_timeout: GenerateTimeout = _TIMEOUTS.generate_s,
+    flow: FlowOpt = None,
+    energy: Energy = False,
 ) -> None:
     """Watch every device's Pictures folder; classify each new picture and write a story."""
     cfg = _config(data_dir, policy, attempts, concurrency, max_bytes, classify_timeout,
                   generate_timeout, use_inotify=not no_inotify,
-                  pictures_dir=_check_dir(pictures_dir))
+                  pictures_dir=_check_dir(pictures_dir), energy=energy)
+    chosen = _flow(flow)
     view = LiveView(json_out=json_out, live=not once)
-    pipe = Pipeline(cfg, _inventory(adb_server, serial), on_event=view)
+    pipe = Pipeline(cfg, _inventory(adb_server, serial), on_event=view, flow=chosen)
     try:
         with view:
             ids = pipe.watch(once=once, backlog=backlog, poll_s=poll, max_wait_s=max_wait)
@@ -154,12 +172,16 @@ def run_cmd(
     max_bytes: MaxBytes = _DEFAULT.max_bytes,
     classify_timeout: ClassifyTimeout = _TIMEOUTS.classify_s,
     generate_timeout: GenerateTimeout = _TIMEOUTS.generate_s,
+    flow: FlowOpt = None,
+    energy: Energy = False,
 ) -> None:
     """Push one laptop picture through classify + generate (no pull). A picture already
     processed (same path, size, mtime) is not processed again: its result is shown."""
-    cfg = _config(data_dir, policy, attempts, 1, max_bytes, classify_timeout, generate_timeout)
+    cfg = _config(data_dir, policy, attempts, 1, max_bytes, classify_timeout, generate_timeout,
+                  energy=energy)
+    chosen = _flow(flow)
     view = LiveView(json_out=json_out, live=False)
-    pipe = Pipeline(cfg, _inventory(adb_server, serial), on_event=view)
+    pipe = Pipeline(cfg, _inventory(adb_server, serial), on_event=view, flow=chosen)
     try:
         job_id, created = pipe.add_laptop_image(image)
         if not created:
@@ -236,11 +258,17 @@ def show_cmd(
         if rec.error:
             typer.echo(f"error: {display_text(rec.error, 1000)}")
         from tabulate import tabulate
+
+        from adbflow.runtime.energy import format_energy
         rows = [[a.stage, a.attempt, a.serial or "", a.state,
-                 "" if a.seconds is None else f"{a.seconds:.2f}", a.error_kind or "",
+                 "" if a.seconds is None else f"{a.seconds:.2f}",
+                 format_energy((a.output or {}).get("energy")), a.error_kind or "",
                  display_text(a.error or "", 80)] for a in attempts]
-        typer.echo(tabulate(rows, headers=["stage", "try", "device", "state", "secs", "kind",
-                                           "error"], disable_numparse=True))
+        typer.echo(tabulate(rows, headers=["stage", "try", "device", "state", "secs", "energy",
+                                           "kind", "error"], disable_numparse=True))
+        for a in attempts:     # quirks found in the battery counters: never silently used
+            for flag in ((a.output or {}).get("energy") or {}).get("flags") or []:
+                typer.echo(f"energy {a.stage}#{a.attempt}: {display_text(str(flag), 200)}")
         if rec.result:
             typer.echo(render_result(rec.result))
 
@@ -291,7 +319,9 @@ def demo_cmd(
                 view(ev)
                 if isinstance(ev, Watching):
                     say(f"snapping {image.name} on {target}")
-                    client.snap(target, image)
+                    # Pictures/ through the File API: what `watch` detects today (issue 13
+                    # moves detection to DCIM/Camera + MediaStore, then: the camera default)
+                    client.snap(target, image, directory="Pictures", publish="file")
 
             pipe = Pipeline(cfg, Inventory([AdbServer(port=port)]), on_event=on_event)
             timer = threading.Timer(timeout, pipe.stop_event.set)

@@ -20,7 +20,6 @@ from adbflow.paths import PROFILES_DIR
 from adbflow.scheduling.policy import POLICY_NAMES
 from adbflow.scheduling.profiles import ProfileBook
 
-
 #: --quick: small enough for a few seconds per utilisation on 2 cores
 QUICK_JOBS = 300
 QUICK_BOUND_ITERS = 40

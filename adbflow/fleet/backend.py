@@ -20,9 +20,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from adbflow.errors import FleetError
-from adbflow.fleet import rootfs
+from adbflow.fleet import android, clock, rootfs
+from adbflow.fleet.access import ShellAccess
 from adbflow.fleet.faults import FaultState
+from adbflow.fleet.framework import FrameworkServer
 from adbflow.fleet.loadmodel import DeviceLoad, LoadTicker, contention_factor
+from adbflow.fleet.mediastore import MediaStore
 from adbflow.fleet.namespace import NamespaceHolder, die_with_parent
 from adbflow.fleet.profile import VirtualProfile
 from adbflow.fleet.spawn_client import DeviceProcess, SpawnerClient
@@ -30,7 +33,7 @@ from adbflow.fleet.spawn_client import DeviceProcess, SpawnerClient
 log = logging.getLogger("adbflow.fleet.backend")
 
 DEVICE_STATE_PATH = "/vendor/etc/adbflow-virtual.json"
-WRITABLE_PREFIXES = ("/data", "/storage", "/mnt", "/cache")
+SETPRIV = "/usr/bin/setpriv"  # util-linux, reachable through the device's /usr bind
 _MAX_SYMLINKS = 40
 
 
@@ -55,6 +58,9 @@ class NamespaceBackend:
         self._ticker: LoadTicker | None = None
         self._written_state: dict[str, Any] | None = None
         self._spawner: SpawnerClient | None = None
+        self._framework: FrameworkServer | None = None
+        self.access = ShellAccess(self, *rootfs.shell_creds(profile))
+        self.mediastore = MediaStore(rootfs.sim_dir(self.root_dir))
 
     # ------------------------------------------------------------ identity
     def banner_props(self) -> dict[str, str]:
@@ -64,6 +70,29 @@ class NamespaceBackend:
     def device_props(self) -> dict[str, str]:
         """Everything `getprop` shows on this device."""
         return self.profile.device_props(self.serial)
+
+    @property
+    def sdk(self) -> int:
+        """API level: decides banner features, toybox, dumpsys, storage (android.py)."""
+        return self.profile.sdk
+
+    def adbd_features(self) -> tuple[str, ...]:
+        """The `features=` of this device's CNXN banner (what its adbd version offers)."""
+        return android.adbd_features(self.sdk)
+
+    @property
+    def runs_as_shell(self) -> bool:
+        """Device commands run as uid 2000. Not in the unprivileged fallback: a user
+        namespace that maps only root has no uid 2000 (commands then run as its root)."""
+        return not self._holder.userns
+
+    @property
+    def storage_kind(self) -> str:
+        """"overlay" when /storage/emulated/0 is a separate view of /data/media/0 (a
+        rename on the lower directory raises no inotify event in the view), "bind" when
+        overlayfs was unavailable (every change raises events)."""
+        kind = self._holder.mount_type(rootfs.STORAGE)
+        return "overlay" if kind == "overlay" else "bind"
 
     @property
     def holder_pid(self) -> int | None:
@@ -85,23 +114,42 @@ class NamespaceBackend:
         if self.running:
             return
         binds = await asyncio.to_thread(self._build_root)
-        self._holder = NamespaceHolder(self.root_dir, binds, label=self.serial)
+        self._holder = NamespaceHolder(self.root_dir, binds, label=self.serial,
+                                       overlays=(rootfs.storage_overlay(self.root_dir),),
+                                       rw_dirs=rootfs.RW_TOP_DIRS)
         if self._model is not None:
             self._model.close()
         self._model = DeviceLoad(self.profile, rootfs.sim_dir(self.root_dir),
                                  self.root_dir / "sys", self._device_proc_dir)
         self._model.set_load_pct = self._load_pct
         self._model.on_slow = self._check_state
+        self._apply_battery()
         self._model.tick()
         self.write_state()
         await self._holder.start()
+        await self._start_framework()
         await self._start_spawner()
         self._ticker = LoadTicker.for_running_loop()
         self._ticker.add(self._model)
 
     def _build_root(self) -> list:
-        rootfs.build_root(self.root_dir, self.profile, self.serial)
+        rootfs.build_root(self.root_dir, self.profile, self.serial, owners=self.runs_as_shell)
         return rootfs.device_binds(self.root_dir)
+
+    async def _start_framework(self) -> None:
+        """The device's system services (log ring, settings, activity state): framework.py.
+        A fresh one per boot (the log is lost, settings persist next to the root)."""
+        if self._framework is not None:
+            await self._framework.stop()
+        self._framework = FrameworkServer(
+            self.serial, self.profile.banner_props()["ro.product.model"],
+            self.root_dir.parent / "framework.json",
+            battery_file=self.root_dir / "sys/class/power_supply/battery/capacity")
+        try:
+            await self._framework.start()
+        except OSError as exc:  # another fleet owns the name: framework commands fail
+            log.warning("[%s] framework services unavailable: %s", self.serial, exc)
+            self._framework = None
 
     async def _start_spawner(self) -> None:
         """The device's resident command spawner (spawner.py); nsenter per command when it
@@ -110,8 +158,13 @@ class NamespaceBackend:
         if os.environ.get("ADBFLOW_FLEET_SPAWNER", "1") == "0":
             return
         try:
+            creds = ""
+            if self.runs_as_shell:
+                from adbflow.fleet.spawner import encode_creds
+                creds = encode_creds(*rootfs.shell_creds(self.profile))
             self._spawner = await SpawnerClient.start(self._holder.enter_argv([], fork=False),
-                                                      self.serial, preexec_fn=die_with_parent)
+                                                      self.serial, preexec_fn=die_with_parent,
+                                                      creds=creds)
         except (FleetError, OSError) as exc:
             log.warning("%s; falling back to nsenter per command", exc)
 
@@ -123,6 +176,9 @@ class NamespaceBackend:
         spawner, self._spawner = self._spawner, None
         if spawner is not None:
             await spawner.close()
+        framework, self._framework = self._framework, None
+        if framework is not None:
+            await framework.stop()
         await self._holder.stop()
         if self._model is not None:
             self._model.close()
@@ -137,6 +193,7 @@ class NamespaceBackend:
         """The environment adbd gives a shell, plus what the caller asks for (e.g. TERM)."""
         out = dict(rootfs.DEVICE_ENV)
         out["ANDROID_SERIAL"] = self.serial
+        out.update(clock.clock_env(clock.skew_from_faults(self.faults)))  # injected RTC error
         if env:
             out.update({str(k): str(v) for k, v in env.items()})
         return out
@@ -158,6 +215,10 @@ class NamespaceBackend:
             full_env.setdefault("ENV", "/system/etc/mkshrc")
         if self._spawner is not None and self._spawner.alive:
             return self._spawn_resident(argv, full_env, pty)
+        if self.runs_as_shell:  # nsenter keeps root: drop to the shell user like adbd does
+            uid, gid, groups = rootfs.shell_creds(self.profile)
+            argv = [SETPRIV, f"--reuid={uid}", f"--regid={gid}",
+                    "--groups=" + ",".join(map(str, groups)), "--", *argv]
         full = self._holder.enter_argv(argv)
         if not pty:
             proc = await asyncio.create_subprocess_exec(
@@ -220,10 +281,21 @@ class NamespaceBackend:
         real = self.device_realpath(device_path, follow_last=follow_last)
         return self._host_root().joinpath(real.lstrip("/")) if real != "/" else self._host_root()
 
+    def on_file_written(self, device_path: str, host: Path) -> None:
+        """The sync service finished writing `device_path` (see camera.index_pushed)."""
+        from adbflow.fleet.camera import index_pushed
+        try:
+            index_pushed(self.mediastore, self.sdk, self.device_realpath(device_path), host)
+        except (OSError, ValueError) as exc:  # indexing must never fail a push
+            log.warning("[%s] MediaStore index of %r failed: %s", self.serial, device_path, exc)
+
     def writable(self, device_path: str) -> bool:
-        """Whether a push to `device_path` lands in a writable area (/data, /sdcard...)."""
-        real = self.device_realpath(device_path)
-        return any(real == p or real.startswith(p + "/") for p in WRITABLE_PREFIXES)
+        """Whether the shell user could create `device_path` (sync push uses access)."""
+        try:
+            self.access.check_create(device_path)
+        except OSError:
+            return False
+        return True
 
     # ------------------------------------------------------------ load & faults
     def set_load(self, percent: float) -> None:
@@ -241,7 +313,14 @@ class NamespaceBackend:
         """Replace (or just re-publish) the fault switches; programs see them at next start."""
         if faults is not None:
             self.faults = faults
+        clock.rebase(self.faults)
+        self._apply_battery()
         self.write_state()
+
+    def _apply_battery(self) -> None:
+        if self._model is not None:
+            quirks = frozenset(q.strip() for q in self.faults.battery_quirks.split(",") if q.strip())
+            self._model.set_battery(usb_online=bool(self.faults.battery_usb), quirks=quirks)
 
     def state(self) -> dict[str, Any]:
         """What the stand-in programs read from /vendor/etc/adbflow-virtual.json."""
@@ -251,7 +330,7 @@ class NamespaceBackend:
             "serial": self.serial,
             "virtual": True,
             "profile": {"name": p.name, "ncores": p.ncores, "classify_ms": p.classify_ms,
-                        "llm_tok_s": p.llm_tok_s, "soc": p.soc},
+                        "llm_tok_s": p.llm_tok_s, "soc": p.soc, "model_ms": p.model_ms()},
             "load": {"background_pct": p.background_load, "set_load_pct": self._load_pct,
                      "other_load_pct": other, "contention_factor": contention_factor(other)},
             "faults": self.faults.to_json(),
@@ -273,6 +352,7 @@ class NamespaceBackend:
     def _check_state(self) -> None:
         """Called by the load ticker each second: pick up faults mutated in place."""
         if self.faults.to_json() != (self._written_state or {}).get("faults"):
+            self._apply_battery()
             self.write_state()
 
     def status(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from adbflow.errors import FleetError
+from adbflow.fleet.interpreter import module_argv
 from adbflow.fleet import adb_server
 from adbflow.fleet.host import DEFAULT_BASE_PORT, FLEET_JSON
 from adbflow.fleet.interpreter import module_argv
@@ -125,9 +126,23 @@ class FleetClient:
     def load(self, serial: str, percent: float) -> dict[str, Any]:
         return self.call("load", serial=serial, percent=percent)
 
-    def snap(self, serial: str, local_image: str | Path, name: str | None = None) -> str:
-        """Put a picture into the device's camera folder; returns its device path."""
-        return self.call("snap", serial=serial, image=str(Path(local_image).resolve()), name=name)
+    def snap(self, serial: str, local_image: str | Path, name: str | None = None, *,
+             directory: str = "DCIM/Camera", publish: str | None = None,
+             with_video: bool = False) -> str:
+        """Take a picture like the device's camera app (see fleet/camera.py); returns its
+        device path. directory is relative to /storage/emulated/0; publish "mediastore"
+        (default: on Android 11+ `.pending-` then a rename inotify does not see) or "file"
+        (an app renaming it itself through the shared view: inotify sees the name)."""
+        return str(self.snap_info(serial, local_image, name, directory=directory,
+                                  publish=publish, with_video=with_video)["path"])
+
+    def snap_info(self, serial: str, local_image: str | Path, name: str | None = None, *,
+                  directory: str = "DCIM/Camera", publish: str | None = None,
+                  with_video: bool = False) -> dict[str, Any]:
+        """Like snap(), with everything camera.Snapped says (video path, pending name...)."""
+        return self.call("snap", serial=serial, image=str(Path(local_image).resolve()),
+                         name=name, directory=directory, publish=publish,
+                         with_video=with_video)
 
     def fault(self, serial: str, **fields: Any) -> dict[str, Any]:
         """Flip FaultState fields (offline=, slow_factor=, transport_delay_s=, link_mb_s=,

@@ -36,6 +36,14 @@ class FaultState:
     link_mb_s: float = 0.0
     storage_full: bool = False     # sync SEND fails with "No space left on device"
     programs: dict[str, ProgramFault] = field(default_factory=dict)  # key: program name
+    # simulated RTC error (fleet/clock.py): wall clock ahead by clock_offset_s at host time
+    # clock_ref (set when injected), gaining clock_drift_ppm µs per second after that
+    clock_offset_s: float = 0.0
+    clock_drift_ppm: float = 0.0
+    clock_ref: float = 0.0
+    # battery (fleet/battery.py): USB power plugged in; driver quirks "ma,reversed,frozen,mv"
+    battery_usb: bool = True
+    battery_quirks: str = ""
 
     def program(self, name: str) -> ProgramFault:
         return self.programs.get(name, ProgramFault())

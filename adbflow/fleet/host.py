@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import signal
 import sys
 import tempfile
@@ -35,6 +34,8 @@ from typing import Any, Callable
 from adbflow.errors import AdbflowError, FleetError
 from adbflow.fleet import adb_server
 from adbflow.fleet.backend_api import DeviceBackend
+from adbflow.fleet.camera import DEFAULT_DIR as DEFAULT_SNAP_DIR
+from adbflow.fleet.camera import Camera, check_dir, copy_plain
 from adbflow.fleet.faults import FaultState, ProgramFault
 from adbflow.fleet.transport import DeviceTransport
 
@@ -46,6 +47,7 @@ DEFAULT_PROFILES = ("flagship_2025", "flagship_2023", "midrange_2023", "flagship
 DEFAULT_BASE_PORT = 20000
 MAX_DEVICES = 100
 PICTURES_DIR = "/storage/emulated/0/Pictures"
+STORAGE_ROOT = "/storage/emulated/0"
 FLEET_JSON = "fleet.json"
 #: Time allowed for every device to show `device` in the adb server after registration.
 ONLINE_TIMEOUT_S = 30.0
@@ -118,7 +120,9 @@ class VirtualDevice:
                 "state": self.state, "load": self.load,
                 "faults": self.backend.faults.to_json(),
                 "connections": len(self.transport.connections),
-                "delayed_ack": any(c.delayed_ack for c in self.transport.connections)}
+                "delayed_ack": any(c.delayed_ack for c in self.transport.connections),
+                # the Android release the device runs (None for test backends)
+                "sdk": getattr(self.backend, "sdk", None)}
 
 
 class FleetHost:
@@ -365,6 +369,8 @@ class FleetHost:
         known = {f.name for f in dataclasses.fields(FaultState)} - {"programs"}
         program = fields.pop("program", None)
         prog_fields = {k: fields.pop(k) for k in ("mode", "exit_code", "message") if k in fields}
+        if {"clock_offset_s", "clock_drift_ppm"} & fields.keys():
+            fields.setdefault("clock_ref", 0.0)  # a new skew starts now (backend rebases)
         for key, value in fields.items():
             if key not in known:
                 raise FleetError(f"unknown fault {key!r}", hint="one of: " + ", ".join(sorted(known)))
@@ -378,21 +384,31 @@ class FleetHost:
         if callable(notify):  # NamespaceBackend republishes the device state file at once
             notify()
 
-    async def snap(self, dev: VirtualDevice, image: str, name: str | None) -> str:
-        """Drop a picture into the device the way a camera app does: write
-        Pictures/.pending-NAME, then rename to NAME (a watcher sees one complete file)."""
+    async def snap(self, dev: VirtualDevice, image: str, name: str | None,
+                   directory: str = DEFAULT_SNAP_DIR, publish: str | None = None,
+                   with_video: bool = False) -> dict[str, Any]:
+        """Drop a picture into the device the way a camera app of its Android version does
+        (camera.py): DCIM/Camera by default, `.pending-` + MediaStore publish on 11+."""
         src = Path(image)
         if not src.is_file():
             raise FleetError(f"snap: no such image {image!r}")
         if dev.state != "running":
             raise FleetError(f"[{dev.serial}] snap: device is {dev.state}")
         name = check_picture_name(name or snap_name(src, time.time()))
-        pictures = dev.backend.resolve(PICTURES_DIR)
-        pictures.mkdir(parents=True, exist_ok=True)
-        pending = pictures / f".pending-{name}"
-        await asyncio.to_thread(shutil.copyfile, src, pending)
-        os.replace(pending, pictures / name)
-        return f"{PICTURES_DIR}/{name}"
+        directory = check_dir(directory)
+        store = getattr(dev.backend, "mediastore", None)
+        sdk = getattr(dev.backend, "sdk", None)
+        if store is None or sdk is None:  # a test backend without storage model
+            vname = await asyncio.to_thread(
+                copy_plain, src, dev.backend.resolve(f"{STORAGE_ROOT}/{directory}"), name,
+                with_video)
+            return {"path": f"{STORAGE_ROOT}/{directory}/{name}",
+                    "video": f"{STORAGE_ROOT}/{directory}/{vname}" if vname else None,
+                    "pending": f".pending-{name}", "publish": "file", "storage": "plain",
+                    "row_ids": []}
+        camera = Camera(dev.backend.resolve, int(sdk), store)
+        shot = await asyncio.to_thread(camera.snap, src, name, directory, publish, with_video)
+        return shot.to_json()
 
     # -- state file & control socket -----------------------------------------------------------
     def state_json(self) -> dict[str, Any]:
@@ -447,6 +463,9 @@ class FleetHost:
             asyncio.get_running_loop().call_later(0.05, self.request_stop)
             return {"pid": os.getpid()}
         dev = self.device(str(req.get("serial")))
+        if op == "model":        # the simulation's own numbers (truth for tests: battery energy)
+            status = getattr(dev.backend, "status", None)   # NamespaceBackend has it
+            return status() if callable(status) else {}
         if op == "load":
             pct = float(req["percent"])
             if not 0 <= pct <= 100:
@@ -456,7 +475,9 @@ class FleetHost:
             self.write_state()
             return dev.describe()
         if op == "snap":
-            return await self.snap(dev, str(req["image"]), req.get("name"))
+            return await self.snap(dev, str(req["image"]), req.get("name"),
+                                   str(req.get("directory") or DEFAULT_SNAP_DIR),
+                                   req.get("publish"), bool(req.get("with_video", False)))
         if op == "fault":
             was_offline = dev.backend.faults.offline
             self.set_faults(dev, dict(req.get("fields") or {}))

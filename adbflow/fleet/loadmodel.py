@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from adbflow.fleet.battery import BatteryModel
+
 HZ = 100  # USER_HZ: /proc/stat counts in 1/100 s on Android kernels too
 # How busy time splits over user/nice/system/irq/softirq and idle time over idle/iowait
 # (ratios typical of an Android phone /proc/stat, e.g. the fixtures in tests/fixtures/proc_stat).
@@ -70,6 +72,40 @@ def advance_cpu_times(times: list[list[float]], busy: list[float] | float, dt: f
         new[3] += it * IDLE_SPLIT[0]
         new[4] += it * IDLE_SPLIT[1]
         out.append(new)
+    return out
+
+
+def core_weights(cores_little: int, cores_mid: int, cores_big: int) -> list[float]:
+    """How a device's busy time spreads over its cores (mean 1.0): Android's scheduler puts
+    background work on the little cores first, so they run busier than the big ones, and
+    every /proc/stat cpuN line differs like on a phone."""
+    raw = [1.3] * cores_little + [0.9] * cores_mid + [0.6] * cores_big
+    # and no two cores of a cluster are exactly alike (cpu0 also takes most interrupts)
+    raw = [w * (1.0 + 0.04 * (((i * 3) % 5) - 2)) for i, w in enumerate(raw)]
+    mean = sum(raw) / len(raw) if raw else 1.0
+    return [w / mean for w in raw]
+
+
+def spread_busy(busy: float, weights: list[float]) -> list[float]:
+    """Per-core busy fractions in [0, 1] whose mean is exactly `busy` (pure): cores that
+    would exceed 1 are capped and their excess goes to the others, by weight."""
+    busy = max(0.0, min(1.0, busy))
+    n = len(weights)
+    out = [0.0] * n
+    free = list(range(n))
+    left = busy * n
+    while free:
+        wsum = sum(weights[i] for i in free)
+        share = {i: left * weights[i] / wsum if wsum > 0 else left / len(free) for i in free}
+        over = [i for i in free if share[i] >= 1.0]
+        if not over:
+            for i in free:
+                out[i] = share[i]
+            break
+        for i in over:
+            out[i] = 1.0
+            left -= 1.0
+            free.remove(i)
     return out
 
 
@@ -175,6 +211,76 @@ THERMAL_ZONES = (  # (type, ambient C, C added at 100% busy, time constant s)
 )
 
 
+@dataclass(frozen=True)
+class Zone:
+    """One /sys/class/thermal zone. `reads` says what its `temp` file holds:
+    "heat": millidegrees C of a simulated sensor (ambient + rise * busy, lagged by tau);
+    "soc": the battery percentage, unscaled (Qualcomm's bcl_soc driver registers a zone
+    named `soc` whose "temperature" is the state of charge: 85 on a charged phone);
+    a number: a fixed BCL threshold reading (mA for ibat, mV for vbat, 0/1 for bcl-lvl)."""
+
+    type: str
+    ambient: float = 0.0
+    rise: float = 0.0
+    tau: float = 60.0
+    reads: str = "heat"
+
+
+def _pmic_bcl(pmic: str) -> list[Zone]:
+    """The battery-current-limit zones of a Qualcomm PMIC (bcl_pmic5 / bcl_soc drivers)."""
+    return ([Zone(f"{pmic}-ibat-lvl{i}", reads=str(v)) for i, v in enumerate((4500, 5000))]
+            + [Zone(f"{pmic}-vbat-lvl{i}", reads=str(v)) for i, v in enumerate((3200, 2800, 2600))]
+            + [Zone(f"{pmic}-bcl-lvl{i}", reads="0") for i in range(3)]
+            + [Zone("soc", reads="soc"), Zone("vbat", reads="4123")])
+
+
+def thermal_zones(kind: str, pmic: str = "pm8550b") -> tuple[Zone, ...]:
+    """The zone list of a profile's `thermal` kind (profile.THERMAL_KINDS), in zone order.
+    The first six are always the basic sensors, so zone numbers stay stable."""
+    zones = [Zone(*z) for z in THERMAL_ZONES]
+    if kind in ("qualcomm", "qualcomm_many"):
+        zones += _pmic_bcl(pmic)
+    if kind == "qualcomm_many":  # SM8550-class: per-core tsens, subsystems, board sensors
+        zones += [Zone(f"cpu-{c}-{i}-usr", 33.0 + c, 44.0 + 4 * c, 20.0)
+                  for c in range(2) for i in range(1, 8)]
+        zones += [Zone(f"cpuss-{i}-usr", 33.0, 40.0, 25.0) for i in range(4)]
+        zones += [Zone(f"gpuss-{i}-usr", 31.0, 18.0, 40.0) for i in range(1, 8)]
+        zones += [Zone(f"nspss-{i}-usr", 30.0, 6.0, 60.0) for i in range(4)]
+        zones += [Zone(f"mdmss-{i}-usr", 30.0, 4.0, 80.0) for i in range(4)]
+        zones += [Zone(f"aoss-{i}-usr", 30.0, 8.0, 60.0) for i in range(2)]
+        zones += [Zone(name, 30.0, 10.0, 60.0) for name in
+                  ("ddr-usr", "video-usr", "camera-0-usr", "camera-1-usr", "mdmss-lte",
+                   "qtm-0-usr", "qtm-1-usr", "pm8550-tz", "pm8550b-tz", "pm8550vs-c-tz",
+                   "pm8550vs-d-tz", "pm8550vs-e-tz", "pm8550vs-g-tz", "pm8550ve-tz",
+                   "pmr735d-tz", "pm8010-tz", "pm8010m-tz")]
+        zones += [Zone(f"sys-therm-{i}", 29.0, 12.0, 200.0) for i in range(6)]
+    return tuple(zones)
+
+
+#: android.os.Temperature TYPE_* of the zones the thermal HAL reports (others it hides,
+#: BCL zones included: the HAL knows what they are).
+HAL_TYPES = {"cpu-0-0-usr": 0, "cpu-1-0-usr": 0, "gpuss-0-usr": 1, "battery": 2,
+             "skin-therm": 3, "xo-therm": 5}
+#: Where the device's thermal HAL stand-in publishes (read by dumpsys thermalservice,
+#: which on a phone runs in system_server and so reads zones the shell may not).
+THERMAL_HAL_PATH = "vendor/etc/adbflow-thermal-hal.json"
+
+
+def hal_temperatures(temps: dict[str, float]) -> list[dict[str, object]]:
+    """The thermal HAL's view: [{name, type, value}] for the zones it knows."""
+    return [{"name": n, "type": t, "value": round(temps[n], 1)}
+            for n, t in HAL_TYPES.items() if n in temps]
+
+
+def zone_reading(zone: Zone, temp_c: float, battery_level: int) -> str:
+    """The text of a zone's `temp` file."""
+    if zone.reads == "heat":
+        return f"{int(round(temp_c * 10)) * 100}\n"
+    if zone.reads == "soc":
+        return f"{battery_level}\n"
+    return f"{zone.reads}\n"
+
+
 def approach(value: float, target: float, dt: float, tau: float) -> float:
     """First-order lag (heat capacity): move `value` towards `target` over `dt`."""
     return target + (value - target) * math.exp(-dt / tau)
@@ -264,16 +370,24 @@ class DeviceLoad:
         self.boot_wall = time.time()
         self.boot_mono = time.monotonic()
         n = profile.ncores
-        self.times: list[list[float]] = [[0.0] * 10 for _ in range(n)]
+        # cores came online at slightly different times during boot (hotplug), so their
+        # idle counters start apart, as every cpuN line of a phone's /proc/stat does
+        self.times: list[list[float]] = [[0.0, 0.0, 0.0, 37.0 * i] + [0.0] * 6
+                                         for i in range(n)]
         self.busy = busy_fraction(profile.background_load, 0.0, 0.0, n)
+        self.weights = core_weights(profile.cores_little, profile.cores_mid, profile.cores_big)
         self.usage = OwnUsage()
         self.last_fast = self.boot_mono
         self.last_slow = 0.0
         self.last_sys = 0.0
         self.ctxt = 0.0
         self.loadavg = [0.0, 0.0, 0.0]
-        self.temps = {z[0]: z[1] for z in THERMAL_ZONES}
+        self.zones = thermal_zones(getattr(profile, "thermal", "basic"))
+        #: "locked": temp files root:system 0440 (SELinux keeps the shell out on such phones)
+        self.zones_locked = getattr(profile, "thermal", "basic") == "locked"
+        self.temps = {z.type: z.ambient for z in self.zones}
         self.on_slow: Callable[[], None] | None = None  # e.g. backend republishes faults
+        self.battery = BatteryModel(level_pct=float(profile.battery_level))
         self._written: dict[str, str] = {}
         self._fds: dict[str, int] = {}
         self._sys_fds: dict[str, int] = {}
@@ -338,9 +452,15 @@ class DeviceLoad:
             self._sys(base + "scaling_min_freq", f"{mins[i]}\n")
             self._sys(base + "scaling_governor", "schedutil\n")
             self._sys(f"devices/system/cpu/cpu{i}/online", "1\n")
-        for z, (ztype, *_rest) in enumerate(THERMAL_ZONES):
-            self._sys(f"class/thermal/thermal_zone{z}/type", f"{ztype}\n")
+        for z, zone in enumerate(self.zones):
+            self._sys(f"class/thermal/thermal_zone{z}/type", f"{zone.type}\n")
             self._sys(f"class/thermal/thermal_zone{z}/mode", "enabled\n")
+            temp = self.sys_root / f"class/thermal/thermal_zone{z}/temp"
+            temp.parent.mkdir(parents=True, exist_ok=True)
+            temp.touch()
+            if self.zones_locked:
+                os.chown(temp, 0, 1000)
+            os.chmod(temp, 0o440 if self.zones_locked else 0o644)
         bat = "class/power_supply/battery/"
         for k, v in (("type", "Battery"), ("present", "1"), ("health", "Good"),
                      ("technology", "Li-ion"), ("status", self.battery_status()),
@@ -351,7 +471,24 @@ class DeviceLoad:
         self._put("cpuinfo", render_cpuinfo(p))
 
     def battery_status(self) -> str:
+        if not self.battery.usb_online:
+            return "Discharging"
         return "Full" if self.profile.battery_level >= 100 else "Charging"
+
+    def set_battery(self, *, usb_online: bool, quirks: frozenset[str]) -> None:
+        """Plug/unplug USB power and pick the driver quirks (fleet faults)."""
+        b = self.battery
+        if (b.usb_online, b.quirks) == (usb_online, quirks):
+            return
+        b.usb_online, b.quirks = usb_online, quirks
+        self._sys("class/power_supply/usb/online", "1\n" if usb_online else "0\n")
+        self._sys("class/power_supply/battery/status", self.battery_status() + "\n")
+
+    def write_battery(self) -> None:
+        """The fuel gauge's values (battery.py), each written when it changed."""
+        for name, value in self.battery.gauge.items():
+            if name != "capacity":      # the level stays the profile's (bids read it)
+                self._sys(f"class/power_supply/battery/{name}", f"{value}\n", keep=True)
 
     # -- model
     def other_load_pct(self) -> float:
@@ -366,7 +503,9 @@ class DeviceLoad:
         self.last_fast = now
         self.busy = busy_fraction(self.profile.background_load, self.set_load_pct,
                                   self.usage.cores, self.profile.ncores)
-        self.times = advance_cpu_times(self.times, self.busy, dt)
+        if self.battery.step(now, self.busy):
+            self.write_battery()
+        self.times = advance_cpu_times(self.times, spread_busy(self.busy, self.weights), dt)
         self.ctxt += dt * (800 + 9000 * self.busy) * self.profile.ncores
         self._put("stat", render_proc_stat(
             self.times, btime=int(self.boot_wall), ctxt=int(self.ctxt),
@@ -393,8 +532,10 @@ class DeviceLoad:
         up = now - self.boot_mono
         idle = sum(row[3] for row in self.times) / HZ
         self._put("uptime", f"{up:.2f} {idle:.2f}\n")
-        for ztype, amb, rise, tau in THERMAL_ZONES:
-            self.temps[ztype] = approach(self.temps[ztype], amb + rise * busy, dt, tau)
+        for zone in self.zones:
+            if zone.reads == "heat":
+                self.temps[zone.type] = approach(self.temps[zone.type],
+                                                 zone.ambient + zone.rise * busy, dt, zone.tau)
         if now - self.last_sys >= SYS_TICK_S:
             self.last_sys = now
             self.write_sys(busy)
@@ -408,20 +549,33 @@ class DeviceLoad:
         for i in range(p.ncores):
             self._sys(f"devices/system/cpu/cpu{i}/cpufreq/scaling_cur_freq",
                       f"{cur_freq_khz(mins[i], maxs[i], busy)}\n", keep=True)
-        for z, (ztype, *_rest) in enumerate(THERMAL_ZONES):
+        for z, zone in enumerate(self.zones):
             self._sys(f"class/thermal/thermal_zone{z}/temp",
-                      f"{int(round(self.temps[ztype] * 10)) * 100}\n", keep=True)
+                      zone_reading(zone, self.temps[zone.type], p.battery_level), keep=True)
         self._sys("class/power_supply/battery/temp", f"{int(self.temps['battery'] * 10)}\n",
                   keep=True)
-        self._sys("class/power_supply/battery/current_now",
-                  f"{-int(350000 + 1600000 * busy) // 10000 * 10000}\n", keep=True)
+        self.write_hal()
+
+    def write_hal(self) -> None:
+        """Publish the thermal HAL's temperatures (atomic rename: /vendor/etc is a
+        directory bind, so the device sees the new file at once)."""
+        import json
+        hal = {"status": thermal_status(self.temps["skin-therm"]),
+               "temperatures": hal_temperatures(self.temps)}
+        path = self.sys_root.parent / THERMAL_HAL_PATH
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(hal))
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, path)
 
     def snapshot(self) -> dict[str, float]:
         """Numbers for the device state file and `fleet status`."""
         return {"busy_pct": round(self.busy * 100, 1), "set_load_pct": self.set_load_pct,
                 "background_pct": self.profile.background_load,
                 "own_cpu_cores": round(self.usage.cores, 3),
-                "skin_c": round(self.temps["skin-therm"], 1)}
+                "skin_c": round(self.temps["skin-therm"], 1),
+                **self.battery.snapshot(time.monotonic())}
 
 
 def render_cpuinfo(profile) -> str:

@@ -43,6 +43,23 @@ class Bind:
     recursive: bool = False
 
 
+@dataclass(frozen=True)
+class Overlay:
+    """An overlayfs view at device path `target` of the host directory `upper` (`lower`
+    an empty dir, `work` overlayfs' scratch dir on upper's file system).
+
+    Why overlayfs: it is a second, stacked view of the same files, like Android's FUSE
+    or sdcardfs over /data/media. inotify on the view reports operations done through the
+    view only; a rename done directly in `upper` is visible in listings but raises no
+    event on the view. When overlayfs is unavailable the holder binds `upper` instead
+    (then every change raises events; NamespaceHolder.storage_kind says which)."""
+
+    lower: str
+    upper: str
+    work: str
+    target: str
+
+
 def use_user_namespace() -> bool:
     """Root gets plain mount+pid namespaces; anybody else needs a user namespace.
 
@@ -52,7 +69,8 @@ def use_user_namespace() -> bool:
     return os.geteuid() != 0
 
 
-def holder_script(root: Path, binds: list[Bind], *, userns: bool) -> str:
+def holder_script(root: Path, binds: list[Bind], *, userns: bool,
+                  overlays: tuple[Overlay, ...] = (), rw_dirs: tuple[str, ...] = ()) -> str:
     """The host-side sh script run inside the new namespaces (pure, for tests).
 
     Order matters: binds first (they need the host paths), fresh procfs next, then the
@@ -60,10 +78,18 @@ def holder_script(root: Path, binds: list[Bind], *, userns: bool) -> str:
     read-only self-binds of /system and /vendor, then chroot into mksh as PID 1.
     In a user namespace remounting read-only can be refused for mounts with locked
     flags; that is tolerated there (the device still cannot see outside its root).
+    With rw_dirs (top-level directory names) the root itself becomes a read-only bind
+    and only those directories stay writable (each its own rw bind), like a phone's
+    read-only / with /data on its own file system. Overlays come after the binds.
     """
     r = shlex.quote(str(root))
     ro_fail = " || true" if userns else ""
     lines = ["set -e", "mount --make-rprivate / 2>/dev/null || true"]
+    if rw_dirs:
+        lines.append(f"mount --bind {r} {r}")
+        for d in rw_dirs:
+            lines.append(f"mount --bind {r}/{shlex.quote(d)} {r}/{shlex.quote(d)}")
+        lines.append(f"mount -o remount,bind,ro {r}{ro_fail}")
     proc_binds = [b for b in binds if b.target.startswith("/proc/")]
     late = [b for b in binds if b.target in ("/system", "/vendor")]
     early = [b for b in binds if b not in proc_binds and b not in late]
@@ -77,7 +103,16 @@ def holder_script(root: Path, binds: list[Bind], *, userns: bool) -> str:
 
     for b in early:
         emit(b)
+    for o in overlays:
+        tgt = shlex.quote(str(root) + o.target)
+        opts = shlex.quote(f"lowerdir={o.lower},upperdir={o.upper},workdir={o.work}")
+        lines.append(f"mount -t overlay -o {opts} adbflow-storage {tgt} 2>/dev/null || "
+                     f"mount --bind {shlex.quote(o.upper)} {tgt}")
     lines.append(f"mount -t proc -o nosuid,nodev,noexec proc {r}/proc")
+    # a private /dev/shm: libfaketime (fleet/clock.py) keeps per-process shm named by pid,
+    # and pids repeat across device pid namespaces; never share (or leak) the host's
+    lines.append(f"mount -t tmpfs -o nosuid,nodev,size=4m,mode=1777 tmpfs {r}/dev/shm "
+                 "2>/dev/null || true")
     for b in proc_binds:
         emit(b)
     for b in late:
@@ -92,9 +127,12 @@ def holder_script(root: Path, binds: list[Bind], *, userns: bool) -> str:
 class NamespaceHolder:
     """Starts, watches and kills the holder of one device."""
 
-    def __init__(self, root: Path, binds: list[Bind], *, label: str) -> None:
+    def __init__(self, root: Path, binds: list[Bind], *, label: str,
+                 overlays: tuple[Overlay, ...] = (), rw_dirs: tuple[str, ...] = ()) -> None:
         self.root = Path(root)
         self.binds = list(binds)
+        self.overlays = tuple(overlays)
+        self.rw_dirs = tuple(rw_dirs)
         self.label = label
         self.userns = use_user_namespace()
         self._popen: subprocess.Popen[bytes] | None = None
@@ -110,7 +148,8 @@ class NamespaceHolder:
             argv[1:1] = ["--user", "--map-root-user"]
         # the script goes to a file next to the root: keeps `ps` readable, same content
         script = self.root.parent / "holder.sh"
-        script.write_text(holder_script(self.root, self.binds, userns=self.userns))
+        script.write_text(holder_script(self.root, self.binds, userns=self.userns,
+                                        overlays=self.overlays, rw_dirs=self.rw_dirs))
         argv += ["/bin/sh", str(script)]
         self._popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                        stderr=subprocess.STDOUT, close_fds=True,
@@ -200,6 +239,22 @@ class NamespaceHolder:
         if self.userns:
             pre += ["-U", "--preserve-credentials"] if os.geteuid() == 0 else ["-U"]
         return pre + ["-m", "-p", "-r", "-w"] + ([] if fork else ["--no-fork"]) + ["--"] + argv
+
+    def mount_type(self, device_path: str) -> str | None:
+        """File system type mounted exactly at `device_path` in the device (mountinfo)."""
+        if self.pid is None:
+            return None
+        try:
+            info = Path(f"/proc/{self.pid}/mountinfo").read_text()
+        except OSError:
+            return None
+        found = None
+        for line in info.splitlines():
+            left, _, right = line.partition(" - ")
+            fields = left.split()
+            if len(fields) > 4 and fields[4] == device_path and right:
+                found = right.split()[0]  # the last mount at a path is the visible one
+        return found
 
     @property
     def host_root(self) -> Path:

@@ -18,6 +18,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 from adbflow.errors import ProfileError
+from adbflow.fleet.build_props import build_props, sdk_of
 from adbflow.paths import PROFILES_DIR
 
 VIRTUAL_PROFILES_DIR = PROFILES_DIR / "virtual"
@@ -26,6 +27,25 @@ DEFAULT_PROFILE = "midrange_2023"
 _REQUIRED_NUMBERS = ("ram_gb", "background_load", "classify_ms", "llm_tok_s")
 _PROP_KEYS = ("ro.product.name", "ro.product.device", "ro.build.version.release",
               "ro.build.version.sdk")
+#: How the device's thermal zones look (loadmodel.thermal_zones builds them):
+#: basic      a few Qualcomm-named zones, readable by the shell user (the old fleet);
+#: qualcomm   basic + BCL zones (`soc` = battery percent as "temp", `*-lvl*`, `vbat`, `ibat`);
+#: qualcomm_many  qualcomm + enough extra sensors for more than 64 zones (SM8550-class);
+#: locked     zones exist but `temp` is unreadable for uid 2000 (SELinux on many
+#:            Exynos/MediaTek/Tensor phones: `cat: ...: Permission denied`).
+THERMAL_KINDS = ("basic", "qualcomm", "qualcomm_many", "locked")
+
+
+#: Latency of each fleet model relative to float EfficientNet-Lite0 on the same phone CPU.
+#: Published (tensorflow/tpu models/official/efficientnet/lite/README.md, Pixel 4 CPU, 4
+#: threads, int8): Lite0 12 ms, Lite2 26 ms -> Lite2 ~2.2x Lite0; int8 vs float on ARM CPUs
+#: (XNNPACK/ruy) is typically 2-3x faster -> int8 Lite0 ~0.4x float Lite0. Simulated numbers:
+#: the stand-in pads the real host inference to these.
+MODEL_SPEED_X = {
+    "efficientnet_lite0.tflite": 1.0,
+    "efficientnet_lite0_int8.tflite": 0.4,
+    "efficientnet_lite2.tflite": 2.2,
+}
 
 
 @dataclass(frozen=True)
@@ -48,8 +68,26 @@ class VirtualProfile:
     push_mb_s: float = 0.0      # informational only
     pull_mb_s: float = 0.0
     battery_level: int = 80
+    thermal: str = "basic"
     props: dict[str, str] = field(default_factory=dict)
     source: str = ""
+    #: device model file -> latency relative to classify_ms (the float Lite0 number); which
+    #: models the class carries. Simulated: scaled from published phone numbers (below).
+    model_speed: dict[str, float] = field(default_factory=lambda: dict(MODEL_SPEED_X))
+
+    def model_ms(self) -> dict[str, float]:
+        """Simulated idle 4-thread latency of every model this class carries (ms)."""
+        return {name: round(self.classify_ms * x, 3) for name, x in self.model_speed.items()}
+
+    @property
+    def sdk(self) -> int:
+        """API level (ro.build.version.sdk): the Android-version axis (see android.py);
+        the same value getprop shows (build_props.sdk_of)."""
+        return sdk_of(self.props, getattr(self, "android_version", None))
+
+    @property
+    def release(self) -> str:
+        return self.device_props("")["ro.build.version.release"]
 
     @property
     def ncores(self) -> int:
@@ -81,10 +119,13 @@ class VirtualProfile:
             "ro.product.cpu.abilist": abi,
             "ro.hardware": "adbflow_virtual",
             "ro.soc.model": self.soc,
-            "ro.build.type": "userdebug",
-            "ro.build.tags": "test-keys",
-            "ro.debuggable": "1",
-            "ro.secure": "0",
+            # a user build, like a phone from a shop: adbd runs as shell (uid 2000) and
+            # `adb root` is refused ("adbd cannot run as root in production builds")
+            "ro.build.type": "user",
+            "ro.build.tags": "release-keys",
+            "ro.debuggable": "0",
+            "ro.secure": "1",
+            "ro.adb.secure": "1",
             "ro.adbflow.virtual": "1",
             "ro.adbflow.profile": self.name,
             "sys.boot_completed": "1",
@@ -93,6 +134,12 @@ class VirtualProfile:
             "persist.sys.timezone": "UTC",
         }
         props.update(self.props)
+        derived = build_props(profile_name=self.name, props=props, serial=serial,
+                              android_version=getattr(self, "android_version", None))
+        for key, value in derived.items():
+            props.setdefault(key, value)
+        for key in ("ro.build.version.sdk", "ro.build.version.release"):
+            props[key] = derived[key]  # an explicit android_version decides both
         props["ro.serialno"] = serial
         props["ro.boot.serialno"] = serial
         return dict(sorted(props.items()))
@@ -163,6 +210,11 @@ def parse_virtual_profile(data: dict[str, Any], *, source: str = "<dict>",
         need(key in props, f"[props] lacks {key!r}")
     level = data.get("battery_level", 80)
     need(isinstance(level, int) and 0 <= level <= 100, "'battery_level' must be 0..100")
+    need(str(props.get("ro.build.version.sdk", "")).isdigit()
+         and 14 <= int(props["ro.build.version.sdk"]) <= 40,
+         "[props] ro.build.version.sdk must be an API level (14..40)")
+    thermal = data.get("thermal", "basic")
+    need(thermal in THERMAL_KINDS, f"'thermal' must be one of {', '.join(THERMAL_KINDS)}")
     return VirtualProfile(
         name=str(data.get("name") or default_name),
         description=str(data.get("description", "")),
@@ -172,4 +224,22 @@ def parse_virtual_profile(data: dict[str, Any], *, source: str = "<dict>",
         ram_gb=float(data["ram_gb"]), background_load=float(data["background_load"]),
         classify_ms=float(data["classify_ms"]), llm_tok_s=float(data["llm_tok_s"]),
         push_mb_s=float(data.get("push_mb_s", 0.0)), pull_mb_s=float(data.get("pull_mb_s", 0.0)),
-        battery_level=level, props=dict(props), source=source)
+        battery_level=level, thermal=str(thermal), props=dict(props), source=source,
+        model_speed=_model_speed(data.get("model_speed"), need))
+
+
+def _model_speed(table: Any, need: Any) -> dict[str, float]:
+    """`[model_speed]` (device model file -> x classify_ms) over the defaults; a value of
+    0 removes the model from the class."""
+    out = dict(MODEL_SPEED_X)
+    if table is None:
+        return out
+    need(isinstance(table, dict), "[model_speed] must be a table of numbers")
+    for name, x in table.items():
+        need(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0,
+             f"[model_speed] {name!r} must be a number >= 0")
+        if x == 0:
+            out.pop(name, None)
+        else:
+            out[name] = float(x)
+    return out

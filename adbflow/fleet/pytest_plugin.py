@@ -16,8 +16,9 @@ Typical use (one fleet per test module keeps the suite fast):
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 

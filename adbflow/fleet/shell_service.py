@@ -8,8 +8,16 @@ protocol, and tests must see what a real phone does:
   0 stdin, 1 stdout, 2 stderr, 3 exit (1 byte), 4 close-stdin, 5 window size
   ("ROWSxCOLS,XxY"). Killed by signal N -> exit 128+N.
 - No command -> interactive shell with a pty; `raw`/`pty` override.
-- When the host closes the stream (adb killed, Ctrl-C, client timeout) the whole process
-  group gets SIGHUP then SIGKILL: a timed-out command must not keep running on the device.
+- Closing, as adbd does it (daemon/shell_service.cpp):
+  * shell protocol (v2) and pty streams: when the host closes the stream (adb killed,
+    Ctrl-C, client timeout) the command gets SIGHUP (adbd: kill(pid, SIGHUP) when the
+    protocol socket dies; a pty hangs up its session); we signal the whole process group
+    and SIGKILL it shortly after, so a timed-out command does not keep running.
+  * raw without protocol (`exec:CMD`, `shell:CMD` v1 without pty): adbd hooks the
+    command's socketpair straight into the adb socket, so a host CLSE first delivers every
+    byte already queued, then EOF on the command's stdin; the command is NOT killed (it
+    finishes, e.g. `adb exec-in 'cat > f'` writes the whole file); its later writes fail
+    with SIGPIPE/EPIPE because nobody reads its output any more.
 """
 from __future__ import annotations
 
@@ -21,10 +29,11 @@ import signal
 import struct
 import termios
 from dataclasses import dataclass
+from typing import Any
 
 from adbflow.errors import AdbflowError
 from adbflow.fleet.backend_api import DeviceBackend
-from adbflow.fleet.stream import Stream
+from adbflow.fleet.stream import Stream, StreamClosed
 
 ID_STDIN, ID_STDOUT, ID_STDERR, ID_EXIT, ID_CLOSE_STDIN, ID_WINDOW_SIZE = range(6)
 _V2_HEADER = struct.Struct("<BI")
@@ -116,7 +125,7 @@ def parse_window_size(payload: bytes) -> tuple[int, int, int, int] | None:
         return None
 
 
-def _signal_group(proc, sig: int) -> None:  # type: ignore[no-untyped-def]
+def _signal_group(proc: Any, sig: int) -> None:
     """Signal the command's process group: through the device's spawner (DeviceProcess
     .killpg) or, for an asyncio Process (nsenter fallback, test backends), os.killpg."""
     killpg = getattr(proc, "killpg", None)
@@ -129,7 +138,7 @@ def _signal_group(proc, sig: int) -> None:  # type: ignore[no-untyped-def]
         pass
 
 
-def kill_process_group(proc) -> None:  # type: ignore[no-untyped-def]
+def kill_process_group(proc: Any) -> None:
     """SIGHUP the command's process group now, SIGKILL it shortly after (in background)."""
     _signal_group(proc, signal.SIGHUP)
 
@@ -178,9 +187,14 @@ class _PtyIO:
             except BlockingIOError:
                 await self._wait(self.loop.add_writer, self.loop.remove_writer)
 
-    async def _wait(self, add, remove) -> None:  # type: ignore[no-untyped-def]
-        fut = self.loop.create_future()
-        add(self.fd, lambda: fut.done() or fut.set_result(None))
+    async def _wait(self, add: Any, remove: Any) -> None:
+        fut: asyncio.Future[None] = self.loop.create_future()
+
+        def ready() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        add(self.fd, ready)
         try:
             await fut
         finally:
@@ -193,8 +207,37 @@ class _PtyIO:
             pass
 
 
+async def serve_raw(stream: Stream, backend: DeviceBackend) -> None:
+    """`exec:CMD` and `shell:CMD` (v1, no pty): adbd's SubprocessProtocol::kNone + kRaw.
+
+    The host's CLSE does not cancel this service (drains_on_close): queued input is still
+    written, then stdin is closed; the command runs to its end, unkilled."""
+    req = parse_service(stream.service)
+    if req is None:
+        return
+    try:
+        proc, master = await backend.spawn(req.command, pty=False, env=None)
+    except (OSError, AdbflowError) as exc:
+        await stream.write(f"adbflow virtual device: cannot start shell: {exc}\n".encode())
+        return
+    assert master is None
+    finished = False
+    try:
+        await _run_pipes_raw(stream, proc)
+        finished = True
+    finally:
+        if not finished:  # cancelled (fleet shutting down): do not leave it behind
+            kill_process_group(proc)
+        close_pipes = getattr(proc, "close_pipes", None)
+        if close_pipes is not None:
+            close_pipes()
+
+
+serve_raw.drains_on_close = True  # type: ignore[attr-defined]
+
+
 async def serve(stream: Stream, backend: DeviceBackend) -> None:
-    """Entry point from the service router."""
+    """Entry point from the service router (v2 and pty streams; raw v1 is serve_raw)."""
     req = parse_service(stream.service)
     if req is None:
         return
@@ -249,6 +292,79 @@ async def _write_stdin(proc: asyncio.subprocess.Process, data: bytes) -> bool:
         return True
     except (BrokenPipeError, ConnectionResetError):
         return False
+
+
+def _close_reader(proc: Any, which: str) -> None:
+    """Stop reading the command's stdout/stderr: its next write gets EPIPE/SIGPIPE, as when
+    adbd closes its end of the command's socketpair."""
+    reader = getattr(proc, which, None)
+    close = getattr(reader, "close", None)
+    if close is not None:  # spawn_client.PipeReader
+        close()
+        return
+    transport = getattr(proc, "_transport", None)  # asyncio Process
+    if transport is not None:
+        pipe = transport.get_pipe_transport(1 if which == "stdout" else 2)
+        if pipe is not None:
+            pipe.close()
+
+
+async def _pump_out_raw(reader: Any, stream: Stream) -> None:
+    while True:
+        try:
+            chunk = await reader.read(_READ_CHUNK)
+        except (OSError, ValueError):
+            return
+        if not chunk:
+            return
+        try:
+            await stream.write(chunk)
+        except StreamClosed:
+            return
+
+
+async def _feed_raw(stream: Stream, proc: Any) -> None:
+    """Every byte the host sent (also what was queued when it closed), then EOF."""
+    alive = True
+    while True:
+        data = await stream.read()
+        if data is None:
+            break
+        if alive:
+            alive = await _write_stdin(proc, data)
+    if proc.stdin is not None and not proc.stdin.is_closing():
+        proc.stdin.close()
+        try:
+            await proc.stdin.wait_closed()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+async def _run_pipes_raw(stream: Stream, proc: Any) -> None:
+    assert proc.stdout is not None and proc.stderr is not None
+    out = asyncio.ensure_future(asyncio.gather(_pump_out_raw(proc.stdout, stream),
+                                               _pump_out_raw(proc.stderr, stream)))
+    feeder = asyncio.ensure_future(_feed_raw(stream, proc))
+    try:
+        pending: set[asyncio.Future[Any]] = {out, feeder}
+        await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        if not out.done():
+            # the host closed first: input delivered + EOF; nobody reads the output now
+            await feeder
+            out.cancel()
+            try:
+                await out
+            except asyncio.CancelledError:
+                if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    raise
+            _close_reader(proc, "stdout")
+            _close_reader(proc, "stderr")
+        else:
+            await out
+        await proc.wait()
+    finally:
+        feeder.cancel()
+        out.cancel()
 
 
 async def _pump_stdin_v1(stream: Stream, proc: asyncio.subprocess.Process) -> None:

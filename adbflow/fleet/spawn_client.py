@@ -241,7 +241,7 @@ class SpawnerClient:
     @classmethod
     async def start(cls, enter_prefix: list[str], label: str, *,
                     preexec_fn: Callable[[], None] | None = None,
-                    timeout: float = 15.0) -> "SpawnerClient":
+                    creds: str = "", timeout: float = 15.0) -> "SpawnerClient":
         """Run the spawner with `enter_prefix` (an `nsenter ... --no-fork --` argv) and
         wait for its READY frame. Must run in a long-lived thread (the event loop's):
         the preexec_fn's parent-death signal is tied to the creating thread."""
@@ -249,7 +249,7 @@ class SpawnerClient:
         argv = [*enter_prefix, os.path.realpath(sys.executable), "-S", "-I", "-B"]
         if sys.version_info >= (3, 11):
             argv.append("-P")  # no script dir on sys.path
-        argv += [str(SPAWNER_SCRIPT), str(theirs.fileno())]
+        argv += [str(SPAWNER_SCRIPT), str(theirs.fileno())] + ([creds] if creds else [])
         try:
             popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      pass_fds=(theirs.fileno(),), close_fds=True,

@@ -14,8 +14,12 @@ posix_spawns (vfork) the device's real `/system/bin/sh -c CMD` with the three fd
 sent (SCM_RIGHTS), in a new session, and reports the exit status. Nothing is cached or
 skipped: each request is one real process inside the device.
 
-It runs as `python -S -I -B spawner.py` (no site, stdlib C modules only: small and fast to
-start) and must stay importable by the fleet for the wire constants below.
+It runs as `python -S -I -B spawner.py CTL_FD [UID:GID:G1,G2,...]` (no site, stdlib C
+modules only: small and fast to start) and must stay importable by the fleet for the wire
+constants below. With the credentials argument the spawner itself drops to that user before
+it reports READY, exactly like adbd on a user build drops to uid 2000 (shell) with the
+shell's groups at start (losing every capability): every command it spawns then runs as
+the shell user, at no cost per command.
 
 Wire format (unix stream socket, fd number in argv[1]): frames `u32 payload_len, u8 op, u32 id, payload`.
 fleet -> spawner: SPAWN (3 fds attached: stdin, stdout, stderr; payload `u8 pty, u16 argc,
@@ -65,6 +69,18 @@ def _env_map(env: list[bytes]) -> dict[bytes, bytes]:
         key, _, value = item.partition(b"=")
         out[key] = value
     return out
+
+
+def parse_creds(text: str) -> tuple[int, int, list[int]] | None:
+    """`2000:2000:1004,1007` -> (uid, gid, groups); "" -> None (keep the spawner's)."""
+    if not text:
+        return None
+    uid, gid, groups = text.split(":")
+    return int(uid), int(gid), [int(g) for g in groups.split(",") if g]
+
+
+def encode_creds(uid: int, gid: int, groups: list[int]) -> str:
+    return f"{uid}:{gid}:{','.join(str(g) for g in groups)}"
 
 
 class Spawner:
@@ -208,6 +224,15 @@ def main() -> int:
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    creds = parse_creds(sys.argv[2]) if len(sys.argv) > 2 else None
+    # adbd's drop_privileges: groups, then gid, then uid (capabilities go). The kernel
+    # clears the parent-death signal on a uid change; the fleet's death still ends the
+    # spawner: its control socket reaches EOF and every process group is killed.
+    if creds is not None:
+        uid, gid, groups = creds
+        os.setgroups(groups)
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
     sp = Spawner(sock)
     sp.send(OP_READY, 0, I32.pack(os.getpid()))
     poller = select.poll()

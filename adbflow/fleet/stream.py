@@ -23,10 +23,22 @@ class StreamLink(Protocol):
     """What a stream needs from its transport connection."""
 
     max_payload: int
+    delayed_ack: bool
 
     async def send(self, command: int, arg0: int, arg1: int, data: bytes = b"") -> None: ...
 
     def forget(self, stream: Stream) -> None: ...
+
+
+class ReverseLink(StreamLink, Protocol):
+    """What `adb reverse` needs from the transport connection beyond a stream's needs:
+    per-connection service state, hooks run when the transport drops, and device-initiated
+    streams. Declared here so socket_services never imports the transport (no cycle)."""
+
+    service_state: dict[str, object]
+    on_drop: list[Callable[[], None]]
+
+    async def open_stream(self, service: str, timeout: float = 10.0) -> Stream | None: ...
 
 
 ServiceHandler = Callable[["Stream", DeviceBackend], Awaitable[None]]
@@ -53,6 +65,12 @@ class Stream:
         self._window = host_window  # None: classic one-WRTE-in-flight flow control
         self._write_lock = asyncio.Lock()
         self.task: asyncio.Task[None] | None = None
+        #: The host's CLSE ends input but does not cancel the service (adbd's raw sockets:
+        #: queued data is still delivered, then the far end sees EOF). Set from the handler.
+        self.drains_on_close = False
+        #: Device-initiated streams (reverse forwards): resolved True on the host's OKAY,
+        #: False on its CLSE; None for streams the host opened.
+        self.opened: asyncio.Future[bool] | None = None
 
     # -- host -> device -------------------------------------------------------------------
     async def read(self) -> bytes | None:
@@ -74,7 +92,15 @@ class Stream:
         self._inbox.append(data)
         self._inbox_ready.set()
 
-    def _on_okay(self, payload: bytes) -> None:
+    def _on_okay(self, remote_id: int, payload: bytes) -> None:
+        if self.opened is not None and not self.opened.done():
+            # the host accepted our OPEN: its OKAY names its id and (delayed_ack) its window
+            self.remote_id = remote_id
+            if self.conn.delayed_ack and len(payload) == 4:
+                self._window = _I32.unpack(payload)[0]
+            self.opened.set_result(True)
+            self._can_send.set()
+            return
         if self._window is not None and len(payload) == 4:
             self._window += _I32.unpack(payload)[0]
         self._can_send.set()
@@ -83,6 +109,8 @@ class Stream:
         self.closed = True
         self._inbox_ready.set()
         self._can_send.set()
+        if self.opened is not None and not self.opened.done():
+            self.opened.set_result(False)
 
     # -- device -> host -------------------------------------------------------------------
     async def write(self, data: bytes) -> None:

@@ -17,6 +17,7 @@ import stat as stat_mod
 import struct
 from pathlib import Path
 
+from adbflow.fleet.access import ShellAccess
 from adbflow.fleet.backend_api import DeviceBackend
 from adbflow.fleet.stream import Stream
 
@@ -91,8 +92,22 @@ async def _send_fail(stream: Stream, message: str) -> None:
     await stream.write(_REQ.pack(b"FAIL", len(data)) + data)
 
 
+#: sync requests that need a banner feature: an older adbd answers them "unknown command".
+_NEEDS_FEATURE = {b"STA2": "stat_v2", b"LST2": "stat_v2", b"LIS2": "ls_v2",
+                  b"SND2": "sendrecv_v2", b"RCV2": "sendrecv_v2"}
+
+
+def _access(backend: DeviceBackend) -> ShellAccess | None:
+    """The backend's ShellAccess (NamespaceBackend), None for test backends without one."""
+    return getattr(backend, "access", None)
+
+
 async def _handle(ident: bytes, path: str, rd: _StreamBytes, stream: Stream,
                   backend: DeviceBackend) -> None:
+    features = getattr(backend, "adbd_features", None)
+    need = _NEEDS_FEATURE.get(ident)
+    if need and callable(features) and need not in features():
+        raise _SyncFail(f"unknown command {ident.decode('ascii', 'replace')}")
     if ident == b"STAT":
         await stream.write(_stat_v1(backend, path))
     elif ident in (b"STA2", b"LST2"):
@@ -136,6 +151,9 @@ def _host_path(backend: DeviceBackend, path: str, follow: bool) -> Path:
 
 def _do_stat(backend: DeviceBackend, path: str, follow: bool) -> os.stat_result:
     host = _host_path(backend, path, follow)
+    access = _access(backend)
+    if access is not None:
+        access.check_stat(path, follow=follow)
     return os.stat(host) if follow else os.lstat(host)
 
 
@@ -172,6 +190,9 @@ async def _list(backend: DeviceBackend, path: str, stream: Stream, *, v2: bool) 
     out: list[bytes] = []
     try:
         host = _host_path(backend, path, True)
+        access = _access(backend)
+        if access is not None:
+            access.check_list(path)
         names = [".", ".."] + sorted(os.listdir(host))
     except (OSError, ValueError):
         names, host = [], Path("/nonexistent")
@@ -197,6 +218,9 @@ async def _list(backend: DeviceBackend, path: str, stream: Stream, *, v2: bool) 
 
 async def _recv(backend: DeviceBackend, path: str, stream: Stream) -> None:
     try:
+        access = _access(backend)
+        if access is not None:
+            access.check_read(path)
         fh = open(_host_path(backend, path, True), "rb")
     except (OSError, ValueError) as exc:
         raise _fail_errno("", exc if isinstance(exc, OSError) else OSError(errno.ENOENT, "")) \
@@ -289,6 +313,9 @@ async def _send(backend: DeviceBackend, path: str, mode: int, dry_run: bool,
         except OSError:
             pass
         ok = True
+        written = getattr(backend, "on_file_written", None)
+        if callable(written):  # e.g. MediaProvider indexing what arrives in storage
+            written(path, host)
     finally:
         if not ok:
             try:
@@ -304,12 +331,15 @@ class _SyncDone(_SyncFail):
 
 def _open_for_write(backend: DeviceBackend, path: str, mode: int):  # type: ignore[no-untyped-def]
     """(binary file object, host path) for a pushed file, creating parent dirs like
-    adbd's secure_mkdirs (fixed_push_mkdir)."""
+    adbd's secure_mkdirs (fixed_push_mkdir), with the shell user's rights: /system and
+    / are read-only ("remote couldn't create file: Read-only file system"), /data outside
+    /data/local/tmp is "Permission denied"; what is created belongs to the shell."""
+    access = _access(backend)
     writable = getattr(backend, "writable", None)
     try:
-        if callable(writable) and not writable(path):
-            # What a phone answers for /system, /vendor, /: the adb CLI prints
-            # "remote couldn't create file: Read-only file system".
+        if access is not None:
+            access.check_create(path)
+        elif callable(writable) and not writable(path):
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
         host = _host_path(backend, path, True)
     except OSError as exc:
@@ -321,7 +351,7 @@ def _open_for_write(backend: DeviceBackend, path: str, mode: int):  # type: igno
         fd = os.open(host, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, perm)
     except FileNotFoundError:
         try:
-            os.makedirs(host.parent, exist_ok=True)
+            _makedirs(host.parent, access)
         except OSError as exc:
             raise _fail_errno("secure_mkdirs failed", exc) from None
         try:
@@ -334,7 +364,22 @@ def _open_for_write(backend: DeviceBackend, path: str, mode: int):  # type: igno
         os.fchmod(fd, perm)
     except OSError:
         pass
+    if access is not None:
+        access.give_to_shell(host)
     return os.fdopen(fd, "wb", buffering=0), host
+
+
+def _makedirs(host_dir: Path, access: ShellAccess | None) -> None:
+    """mkdir -p, each new directory owned by the shell (adbd runs as uid 2000)."""
+    missing = []
+    d = host_dir
+    while not d.exists():
+        missing.append(d)
+        d = d.parent
+    for d in reversed(missing):
+        os.mkdir(d, 0o771)
+        if access is not None:
+            access.give_to_shell(d)
 
 
 async def _send_symlink(backend: DeviceBackend, path: str, dry_run: bool, rd: _StreamBytes,
@@ -344,14 +389,19 @@ async def _send_symlink(backend: DeviceBackend, path: str, dry_run: bool, rd: _S
     target = b"".join(parts).rstrip(b"\0").decode("utf-8", "surrogateescape")
     if not dry_run:
         try:
+            access = _access(backend)
             writable = getattr(backend, "writable", None)
-            if callable(writable) and not writable(path.rsplit("/", 1)[0] or "/"):
+            if access is not None:
+                access.check_create(path, follow=False)
+            elif callable(writable) and not writable(path.rsplit("/", 1)[0] or "/"):
                 raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
             host = _host_path(backend, path, False)
-            os.makedirs(host.parent, exist_ok=True)
+            _makedirs(host.parent, access)
             if host.is_symlink() or host.exists():
                 host.unlink()
             os.symlink(target, host)
+            if access is not None:
+                access.give_to_shell(host)
         except OSError as exc:
             raise _fail_errno("symlink failed", exc) from None
         except ValueError as exc:

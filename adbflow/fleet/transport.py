@@ -56,6 +56,10 @@ class Connection:
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._flush_scheduled = False
+        #: Called once when the transport goes away (reverse listeners close themselves).
+        self.on_drop: list[Callable[[], None]] = []
+        #: Per-connection state of services (e.g. the reverse forwards of this host).
+        self.service_state: dict[str, object] = {}
         self._link_free_at = 0.0          # simulated link busy until (monotonic)
 
     async def _link(self, nbytes: int) -> None:
@@ -117,16 +121,22 @@ class Connection:
         self._dropped = True
         for stream in list(self.streams.values()):
             stream._on_host_close()
-            if stream.task is not None:
+            if stream.task is not None and not stream.drains_on_close:
                 stream.task.cancel()
         self.streams.clear()
+        for hook in list(self.on_drop):
+            hook()
+        self.on_drop.clear()
         try:
             self.writer.close()
         except Exception:  # noqa: BLE001 - closing a dead socket must not raise
             pass
 
     async def answer_cnxn(self) -> None:
-        banner = P.device_banner(self.device.backend.banner_props())
+        features = getattr(self.device.backend, "adbd_features", None)
+        props = self.device.backend.banner_props()
+        banner = (P.device_banner(props, features()) if callable(features)
+                  else P.device_banner(props))
         self.online = True
         self.cnxn_pending = False
         await self.send(P.A_CNXN, P.VERSION, P.MAX_PAYLOAD, banner)
@@ -148,8 +158,9 @@ class Connection:
             await self._open(hdr, data)
         elif cmd == P.A_OKAY:
             stream = self.streams.get(hdr.arg1)
-            if stream is not None and stream.remote_id == hdr.arg0:
-                stream._on_okay(data)
+            if stream is not None and (stream.remote_id == hdr.arg0 or (
+                    stream.opened is not None and not stream.opened.done())):
+                stream._on_okay(hdr.arg0, data)
         elif cmd == P.A_WRTE:
             stream = self.streams.get(hdr.arg1)
             if stream is not None and stream.remote_id == hdr.arg0:
@@ -160,14 +171,18 @@ class Connection:
             stream = self.streams.pop(hdr.arg1, None)
             if stream is not None:
                 stream._on_host_close()
-                if stream.task is not None:
+                if stream.task is not None and not stream.drains_on_close:
                     stream.task.cancel()
         # AUTH/STLS/SYNC from a host are ignored: we never asked for them.
 
     async def _open(self, hdr: P.Header, data: bytes) -> None:
         name = data.rstrip(b"\0").decode("utf-8", "replace")
         handler = self.device.route(name)
-        if handler is None or hdr.arg0 == 0:
+        prepare = getattr(handler, "prepare", None)
+        if handler is None or hdr.arg0 == 0 or (
+                prepare is not None and not await prepare(self.device.backend)):
+            # like adbd: a service that cannot start (e.g. nobody listens on a forwarded
+            # port) is refused with CLSE, without OKAY
             log.info("%s: refused service %r", self.device.serial, name[:80])
             await self.send(P.A_CLSE, 0, hdr.arg0)
             return
@@ -175,11 +190,42 @@ class Connection:
         self._next_id += 1
         window = hdr.arg1 if self.delayed_ack else None
         stream = Stream(self, local_id, hdr.arg0, name, window)
+        stream.drains_on_close = bool(getattr(handler, "drains_on_close", False))
         self.streams[local_id] = stream
         ack = _I32.pack(DELAYED_ACK_WINDOW) if self.delayed_ack else b""
         await self.send(P.A_OKAY, local_id, hdr.arg0, ack)
         stream.task = asyncio.create_task(self._serve(stream, handler),
                                           name=f"{self.device.serial}:{name[:40]}")
+        if stream.drains_on_close:  # may outlive the stream's entry: keep a reference
+            self.device.keep(stream.task)
+
+    async def open_stream(self, service: str, timeout: float = 10.0) -> Stream | None:
+        """Open a stream from the device to the host (what adbd does for `adb reverse`).
+
+        OPEN(local_id, window-or-0, "service\0"); the host answers OKAY(its_id, local_id)
+        or CLSE(0, local_id). Returns the open Stream, or None if the host refused."""
+        if self._dropped or not self.online:
+            return None
+        local_id = self._next_id
+        self._next_id += 1
+        stream = Stream(self, local_id, 0, service, None)
+        stream.drains_on_close = True
+        stream.opened = asyncio.get_running_loop().create_future()
+        stream._can_send.clear()
+        self.streams[local_id] = stream
+        window = DELAYED_ACK_WINDOW if self.delayed_ack else 0
+        await self.send(P.A_OPEN, local_id, window, service.encode() + b"\0")
+        try:
+            ok = await asyncio.wait_for(asyncio.shield(stream.opened), timeout)
+        except asyncio.TimeoutError:
+            ok = False
+        if not ok:
+            self.forget(stream)
+            stream.closed = True
+            return None
+        if self.delayed_ack and stream._window is None:
+            stream._window = DELAYED_ACK_WINDOW  # host sent no window: assume its default
+        return stream
 
     async def _serve(self, stream: Stream, handler: ServiceHandler) -> None:
         try:
@@ -268,6 +314,11 @@ class DeviceTransport:
                         await conn.answer_cnxn()
                     except ConnectionError:
                         conn.drop()
+
+    def keep(self, task: "asyncio.Task[None]") -> None:
+        """Hold a reference to a background task until it ends."""
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
 
     def request_reboot(self) -> None:
         """`adb reboot`: the service replies, then the transport drops and comes back."""

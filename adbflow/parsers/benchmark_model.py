@@ -5,7 +5,10 @@ writes it into the device's profile; the scheduler's priors are only as good as 
 Seen formats (tests/fixtures/tflite_benchmark): plain lines, `INFO: ` prefixes (TF >= 2.x),
 logcat threadtime prefixes (`05-30 15:16:44.857  3380  3380 I tflite  : `), markdown/rst
 indentation, scientific notation (`1.59906e+06`), `count=1 curr=...` without first/min/max,
-and op-profiling tables with or without the `[start]` column.
+and op-profiling tables with or without the `[start]` column. `ops` holds the Run Order
+table of the regular-runs profile only (one row per node, in execution order): the
+initialization profile, "Top by Computation Time" and "Summary by node type" repeat or
+aggregate the same nodes.
 """
 from __future__ import annotations
 
@@ -117,7 +120,8 @@ def parse_benchmark_model(text: str) -> BenchmarkModelResult:
     if not isinstance(text, str):
         raise ParseError("benchmark_model", "expected text", repr(text))
     res = BenchmarkModelResult()
-    in_ops = False
+    in_ops = False          # inside the regular-runs profile (not the initialization one)
+    table = "run_order"     # which table of that profile: only Run Order rows are ops
     for raw in text.splitlines():
         raw_stripped = raw.strip()
         if raw_stripped.startswith("ERROR:") or " E tflite" in raw:
@@ -141,13 +145,20 @@ def parse_benchmark_model(text: str) -> BenchmarkModelResult:
             res.runs.append(RunStats(int(m.group(1)),
                                      {k: _float(v, line) for k, v in _KV.findall(m.group(2))}))
             continue
+        if "Profiling Info for Benchmark Initialization" in line:
+            in_ops = False
+            continue
         if "Operator-wise Profiling Info" in line or "Profiling Info for" in line:
-            in_ops = True
+            in_ops, table = True, "run_order"
+            continue
+        if line.startswith("="):
+            table = ("top" if "Top by" in line else "summary" if "Summary by" in line
+                     else "run_order" if "Run Order" in line else table)
             continue
         if in_ops:
-            if line.startswith("[node type]") or line.startswith("="):
+            if line.startswith("[node type]") or line.startswith("[Node type]"):
                 continue
-            m = _OP_ROW.match(line)
+            m = _OP_ROW.match(line) if table == "run_order" else None
             if m:
                 res.ops.append(OpProfile(
                     node_type=m.group(1), first_ms=_float(m.group(3), line),

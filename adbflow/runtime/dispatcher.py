@@ -104,6 +104,8 @@ class Won:
     bid: Bid
     decision: Decision
     bid_s: float
+    probes: tuple[dict[str, Any], ...] = ()   # every device's probe of that round (traces)
+    ended: float = 0.0                         # laptop wall clock when the round was decided
 
     @property
     def serial(self) -> str:
@@ -135,10 +137,11 @@ class Dispatcher:
         self._slots_lock = threading.Lock()
 
     def bid(self, task: Task, stage: str, excluded: set[str],
-            claim: Callable[[str, list[str]], None]) -> Won:
+            claim: Callable[[str, list[str]], None], *, policy: Any = None) -> Won:
         """Bid rounds until a reachable device wins; `claim(winner, held)` records the
         winner (journal) before the BidRound event goes out. Raises NoDevice after
-        `device_wait_s`, Interrupted when stopping."""
+        `device_wait_s`, Interrupted when stopping. `policy` overrides the pipeline's for
+        this stage (a flow's model selector)."""
         deadline = time.monotonic() + self.device_wait_s
         while True:
             t0 = time.monotonic()
@@ -147,7 +150,7 @@ class Dispatcher:
             bids = self.bidder.gather(devices) if devices else []
             award = self.inflight.decide_and_add(
                 task, bids, self.board.table(), time.time(), eligible=set(by_serial),
-                excluded=excluded, policy=self.policy, profiles=self.profiles,
+                excluded=excluded, policy=policy or self.policy, profiles=self.profiles,
                 service_times=self.service_times)
             self.board.release(award.released, "healthy bid")
             winner = award.winner
@@ -158,7 +161,9 @@ class Dispatcher:
                 self._emit(BidRound(stage=stage, winner=winner, reason=award.decision.reason,
                                     bids=[bid_summary(b) for b in bids],
                                     quarantined=award.held))
-                return Won(award, by_serial[winner], bid, award.decision, bid_s)
+                return Won(award, by_serial[winner], bid, award.decision, bid_s,
+                           tuple(probe_summary(b) for b in bids), time.time() - (
+                               time.monotonic() - t0 - bid_s))
             if time.monotonic() + NO_DEVICE_RETRY_S > deadline:
                 raise NoDevice(f"no eligible device for {stage}: {award.decision.reason}",
                                hint="check `adbflow devices`; all devices may be busy, "
@@ -196,6 +201,11 @@ class Dispatcher:
 
 
 # ---------------------------------------------------------------------- summaries
+
+def probe_summary(bid: Bid) -> dict[str, Any]:
+    """A bid as a trace needs it: when its probe ended (laptop clock) and how long it took."""
+    return {**bid_summary(bid), "probe_rtt_s": bid.probe_rtt_s, "timestamp": bid.timestamp}
+
 
 def bid_summary(bid: Bid) -> dict[str, Any]:
     """The part of a bid kept in events and job results (NaN load -> None)."""

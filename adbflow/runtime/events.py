@@ -203,10 +203,34 @@ class Watching(Event):
     t: float = field(default_factory=_now, kw_only=True)
 
 
+@dataclass(frozen=True)
+class GateDecided(Event):
+    """A flow gate decided whether `stage` runs for a job (also in the stage's journal row)."""
+
+    type: ClassVar[str] = "gate"
+    job: int
+    stage: str
+    run: bool
+    reason: str
+    t: float = field(default_factory=_now, kw_only=True)
+
+
+@dataclass(frozen=True)
+class DriftChanged(Event):
+    """A flow's drift window on `stage` fell below (raised) or recovered above its level."""
+
+    type: ClassVar[str] = "drift"
+    stage: str
+    state: str          # "raised" | "cleared"
+    mean: float
+    level: float
+    t: float = field(default_factory=_now, kw_only=True)
+
+
 EVENT_TYPES: tuple[type[Event], ...] = (
     JobAdded, JobResumed, JobStarted, JobDone, JobSkipped, JobFailed, StageStarted,
     StageFinished, StageFailed, BidRound, DeviceQuarantined, DeviceReleased, DeviceError,
-    Recovered, Watching)
+    Recovered, Watching, GateDecided, DriftChanged)
 
 Emit = Callable[[Event], None]
 

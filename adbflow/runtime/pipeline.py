@@ -107,6 +107,8 @@ class PipelineConfig:
     settle_s: float | None = SETTLE_S  # second look at a newly listed picture (None: next listing)
     # devices that time out / disconnect sit out the next jobs' bids (None: never)
     quarantine: QuarantineRules | None = field(default_factory=QuarantineRules)
+    trace: bool = True                # spans of each finished job -> DATA/traces (tracestore.py)
+    energy: bool = False              # battery energy per device stage (energymeter.py; +~1 s)
 
     @property
     def journal_path(self) -> Path:
@@ -124,7 +126,8 @@ class Pipeline:
     def __init__(self, config: PipelineConfig, inventory: Any, *, bidder: Any = None,
                  profiles: Any = None, policy: Any = None, journal: Journal | None = None,
                  service_times: Any = None,
-                 on_event: Callable[[Event], None] | None = None) -> None:
+                 on_event: Callable[[Event], None] | None = None, flow: Any = None,
+                 tracer: Any = None) -> None:
         self.config = config
         self.data_dir = Path(config.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -148,6 +151,10 @@ class Pipeline:
         if service_times is None:
             service_times = ServiceTimes(config.journal_path)
         self.service_times = service_times
+        if tracer is None and config.trace:
+            from adbflow.runtime.tracestore import JobTracer
+            tracer = JobTracer(self.data_dir, inventory)
+        self.tracer = tracer
         self.emit = Emitter(on_event)
         self.stop_event = threading.Event()
         self.board = QuarantineBoard(config.quarantine, self.emit)
@@ -158,7 +165,8 @@ class Pipeline:
         self.stages = stages.JobStages(data_dir=self.data_dir, journal=self.journal,
                                        inventory=inventory, dispatcher=self.dispatcher,
                                        profiles=profiles, service_times=service_times,
-                                       max_bytes=config.max_bytes, timeouts=config.timeouts)
+                                       max_bytes=config.max_bytes, timeouts=config.timeouts,
+                                       energy=config.energy)
         self._capacity: tuple[float, int] | None = None
         self.jobs = JobRunner(
             self.process, stop=self.stop_event, queue_max=config.queue_max,
@@ -166,6 +174,13 @@ class Pipeline:
             backlog=lambda exclude, limit: self.journal.incomplete_job_ids(
                 source="device", exclude=exclude, limit=limit))
         self.lock = DataDirLock(self.data_dir)
+        # a non-default flow (adbflow.flows) runs through the flow engine; the default
+        # `classify-story` keeps this module's own path (journal rows unchanged)
+        self.flow = flow
+        self.flow_runner: Any = None
+        if flow is not None and not flow.is_default:
+            from adbflow.runtime.flow_engine import FlowRunner
+            self.flow_runner = FlowRunner(self, flow)
 
     # ------------------------------------------------------------------ plumbing
     @property
@@ -262,6 +277,8 @@ class Pipeline:
 
     def process(self, job_id: int) -> JobRecord:
         """Run every stage of the job that has no committed result; record the outcome."""
+        if self.flow_runner is not None:
+            return self.flow_runner.process(job_id)
         job = self.journal.job(job_id)
         if job.state in FINAL_STATES:
             return job
@@ -296,6 +313,8 @@ class Pipeline:
             log.error("job %s: %s\n%s", job_id, msg, traceback.format_exc())
             self.journal.finish_job(job_id, JobState.FAILED, error=msg)
             self.emit(JobFailed(job=job_id, error=msg))
+        if self.tracer is not None:   # spans of the finished job (advisory, never raises)
+            self.tracer.record(self.journal, job_id)
         return self.journal.job(job_id)
 
     def _write_story(self, job_id: int, result: Mapping[str, Any]) -> None:

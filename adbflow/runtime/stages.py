@@ -14,6 +14,7 @@ learning, the output stored in the journal).
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import logging
@@ -24,8 +25,9 @@ import time
 import unicodedata
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
+from adbflow.device import Device
 from adbflow.device.port import DevicePort
 from adbflow.errors import (
     AdbError,
@@ -38,6 +40,7 @@ from adbflow.errors import (
 )
 from adbflow.parsers.label_image import parse_label_image
 from adbflow.parsers.llama import parse_llama
+from adbflow.runtime.devtime import run_timed
 from adbflow.runtime.dispatcher import Dispatcher, bid_summary, decision_summary
 from adbflow.runtime.imaging import prepare_bmp
 from adbflow.runtime.story import build_prompt, whole_sentences
@@ -133,7 +136,7 @@ def pull_picture(device: DevicePort, remote: str, local: Path, *, expected_size:
                        hint="its new version is detected as a new picture")
     local.parent.mkdir(parents=True, exist_ok=True)
     remove_partial_pulls(local)
-    t0 = time.monotonic()
+    t0, w0 = time.monotonic(), time.time()
     try:
         n = device.pull(remote, local, timeout=timeouts.pull_s + expected_size / 5e6,
                         max_bytes=max_bytes)
@@ -147,7 +150,7 @@ def pull_picture(device: DevicePort, remote: str, local: Path, *, expected_size:
         raise AdbError(device.serial, f"pull {remote}", message=f"got {n} of {expected_size} "
                        "bytes", hint="the transfer was cut; retrying")
     return {"bytes": n, "sha256": sha256_file(local), "local": str(local),
-            "pull_s": round(pull_s, 4)}
+            "pull_s": round(pull_s, 4), "t": {"pull": [w0, w0 + pull_s]}}
 
 
 def remove_partial_pulls(local: Path) -> None:
@@ -181,17 +184,19 @@ def classify_on(device: DevicePort, spec: Any, bmp: Path, *,
                 timeouts: StageTimeouts) -> dict[str, Any]:
     """Push the BMP to REMOTE_IMAGE and run label_image there. Raises AdbError family on
     device trouble and ParseError on output that holds no labels (both: try elsewhere)."""
-    t0 = time.monotonic()
+    t0, w0 = time.monotonic(), time.time()
     pushed = device.push(bmp, REMOTE_IMAGE, timeout=timeouts.push_s)
-    push_s = time.monotonic() - t0
+    push_s, w1 = time.monotonic() - t0, time.time()
     t1 = time.monotonic()
-    res = device.run(label_image_argv(spec), timeout=timeouts.classify_s,
-                     max_output=MAX_TOOL_OUTPUT)
+    res, times = run_timed(device, label_image_argv(spec), timeout=timeouts.classify_s,
+                           max_output=MAX_TOOL_OUTPUT)
     run_s = time.monotonic() - t1
     parsed = parse_label_image(res.stdout + "\n" + res.stderr)
     return {"labels": [lb.to_json() for lb in parsed.labels], "avg_ms": parsed.avg_ms,
             "model": parsed.model, "pushed_bytes": pushed, "remote_image": REMOTE_IMAGE,
-            "push_s": round(push_s, 4), "run_s": round(run_s, 4)}
+            "push_s": round(push_s, 4), "run_s": round(run_s, 4),
+            "t": {"push": [w0, w1], "run": times["host"]},
+            **({"device_times": times["device"]} if "device" in times else {})}
 
 
 def generate_on(device: DevicePort, spec: Any, prompt: str, *,
@@ -199,8 +204,8 @@ def generate_on(device: DevicePort, spec: Any, prompt: str, *,
     """Run llama-cli with the prompt; ParseError when there is no story or the output is
     not a finished llama-cli run."""
     t0 = time.monotonic()
-    res = device.run(llama_argv(spec, prompt), timeout=timeouts.generate_s,
-                     max_output=MAX_TOOL_OUTPUT)
+    res, times = run_timed(device, llama_argv(spec, prompt), timeout=timeouts.generate_s,
+                           max_output=MAX_TOOL_OUTPUT)
     run_s = time.monotonic() - t0
     parsed = parse_llama(res.stdout, res.stderr, prompt=prompt, require_text=True,
                          require_timings=True)
@@ -210,7 +215,35 @@ def generate_on(device: DevicePort, spec: Any, prompt: str, *,
     out["raw_text"] = out.pop("text")
     out["story"] = whole_sentences(parsed.text)
     out["run_s"] = round(run_s, 4)
+    out["t"] = {"run": times["host"]}
+    if "device" in times:
+        out["device_times"] = times["device"]
     return out
+
+
+@contextlib.contextmanager
+def metered(device: Any, enabled: bool) -> Iterator[dict[str, Any]]:
+    """Battery energy of the block on `device` (energymeter.py), filled into the yielded
+    dict when the block ends; advisory: a meter that fails leaves it with an `error`."""
+    out: dict[str, Any] = {}
+    if not enabled or not isinstance(device, Device):
+        yield out
+        return
+    from adbflow.runtime.energymeter import EnergyMeter
+    meter = None
+    try:
+        meter = EnergyMeter(device).start()
+        meter.mark_start()
+    except AdbError as exc:
+        out["error"] = f"energy meter did not start: {exc}"
+    try:
+        yield out
+    finally:
+        if meter is not None:
+            try:
+                out.update(meter.stop().to_json())
+            except (AdbError, OSError) as exc:
+                out["error"] = f"energy meter failed: {exc}"
 
 
 # ------------------------------------------------------------------ job-level bodies
@@ -224,8 +257,9 @@ class JobStages:
 
     def __init__(self, *, data_dir: Path, journal: Journal, inventory: Any,
                  dispatcher: Dispatcher, profiles: Any, service_times: Any,
-                 max_bytes: int, timeouts: StageTimeouts) -> None:
+                 max_bytes: int, timeouts: StageTimeouts, energy: bool = False) -> None:
         self.data_dir = Path(data_dir)
+        self.energy = energy
         self.journal = journal
         self.inventory = inventory
         self.dispatcher = dispatcher
@@ -308,9 +342,11 @@ class JobStages:
     def classify(self, job: JobRecord, att: Attempt) -> dict[str, Any]:
         job = self.journal.job(job.id)
         # Bad input is found before any device time is spent on it.
+        w_convert = time.time()
         bmp, image_info, convert_s = self._bmp(job, self._default_input_size())
         task = Task("classify", input_bytes=bmp.stat().st_size, output_bytes=1024)
         won = self.dispatcher.bid(task, "classify", att.excluded, self._claim(att))
+        first_convert_s, w_reconvert, extra = convert_s, time.time(), 0.0
         try:
             profile = self.profiles.for_model(won.bid.model)
             size = int(profile.label_image.input_size)
@@ -319,7 +355,10 @@ class JobStages:
                 bmp, image_info, extra = self._bmp(job, size)
                 convert_s += extra
             with self.dispatcher.slot(won, "classify") as slot_wait_s:
-                out = classify_on(won.device, profile.label_image, bmp, timeouts=self.timeouts)
+                w_slot = time.time()
+                with metered(won.device, self.energy) as energy:
+                    out = classify_on(won.device, profile.label_image, bmp,
+                                      timeouts=self.timeouts)
         finally:
             self.dispatcher.release(won)
         self._learn(won.serial, "classify", out["run_s"], won.bid, profile, task,
@@ -330,6 +369,14 @@ class JobStages:
                    timings={"bid_s": round(won.bid_s, 4), "convert_s": round(convert_s, 4),
                             "slot_wait_s": round(slot_wait_s, 4), "push_s": out["push_s"],
                             "run_s": out["run_s"]})
+        out["t"].update(convert=[w_convert, w_convert + first_convert_s],
+                        bid=[won.ended - won.bid_s, won.ended],
+                        slot_wait=[w_slot - slot_wait_s, w_slot])
+        if extra:      # the winner's model wanted another input size
+            out["t"]["reconvert"] = [w_reconvert, w_reconvert + extra]
+        out["bids"] = list(won.probes)
+        if energy:
+            out["energy"] = energy
         return out
 
     # -------------------------------------------------------------- generate
@@ -342,7 +389,9 @@ class JobStages:
         try:
             profile = self.profiles.for_model(won.bid.model)
             with self.dispatcher.slot(won, "generate") as slot_wait_s:
-                out = generate_on(won.device, profile.llama, prompt, timeouts=self.timeouts)
+                w_slot = time.time()
+                with metered(won.device, self.energy) as energy:
+                    out = generate_on(won.device, profile.llama, prompt, timeouts=self.timeouts)
         finally:
             self.dispatcher.release(won)
         self._learn(won.serial, "generate", out["run_s"], won.bid, profile,
@@ -352,6 +401,11 @@ class JobStages:
                    decision=decision_summary(won.decision, att.quarantined),
                    timings={"bid_s": round(won.bid_s, 4), "slot_wait_s": round(slot_wait_s, 4),
                             "run_s": out["run_s"]})
+        out["t"].update(bid=[won.ended - won.bid_s, won.ended],
+                        slot_wait=[w_slot - slot_wait_s, w_slot])
+        out["bids"] = list(won.probes)
+        if energy:
+            out["energy"] = energy
         return out
 
     def _learn(self, serial: str, stage: str, seconds: float, bid: Any, profile: Any,

@@ -92,6 +92,9 @@ class Task:
     prompt_tokens: int = 0
     n_predict: int = 0
     started_at: float | None = None
+    #: the chosen model variant's idle run time (a flow's model selector sets it; None: the
+    #: profile's [label_image] model, learned per device)
+    prior_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -120,6 +123,8 @@ class Decision:
     winner: str | None
     costs: list[DeviceCost]
     reason: str
+    #: what a flow's model selector chose with the device (model, deadline met); {} otherwise
+    detail: dict[str, Any] = field(default_factory=dict)
 
     def cost_of(self, serial: str) -> DeviceCost | None:
         return next((c for c in self.costs if c.serial == serial), None)
@@ -154,6 +159,8 @@ def task_units(task: Task, profile: DeviceProfile | None = None) -> float:
 def prior_service_s(task: Task, profile: DeviceProfile) -> float:
     """Profile estimate of the stage's run time on an idle, cool device with the model cached."""
     t = profile.timing
+    if task.prior_s is not None:
+        return task.prior_s
     if task.stage == "classify":
         return t.classify_ms / 1000.0
     n_predict = task.n_predict or profile.llama.n_predict
@@ -294,7 +301,7 @@ class CostModel:
     def service_s(self, task: Task, serial: str, profile: DeviceProfile,
                   service_times: ServiceTimes | None) -> float:
         """Zero-load, cool-device run time: learned when we have samples, else the prior."""
-        if service_times is not None:
+        if service_times is not None and task.prior_s is None:
             per_unit = service_times.estimate(serial, task.stage)
             if per_unit is not None:
                 return per_unit * task_units(task, profile)

@@ -26,14 +26,15 @@ import copy
 import fnmatch
 import math
 import re
+import sys
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-try:  # Python 3.11+
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 from adbflow.errors import ProfileError
 from adbflow.paths import PROFILES_DIR
@@ -110,6 +111,27 @@ class Timing:
 
 
 @dataclass
+class ModelSpec:
+    """One model a device class carries (profile `[[models]]`), for flow model selectors.
+
+    `speed_x` is its latency relative to the class's timing.classify_ms (the model the
+    [label_image] table names), so one number per model serves every [classes.X] table;
+    `accuracy` is top-1 on our labelled set (see profiles/virtual_fleet.toml for where the
+    numbers come from)."""
+
+    name: str
+    path: str
+    type: str = "image_classifier"
+    input_size: int = 224
+    dtype: str = "float32"
+    accuracy: float = 0.0
+    speed_x: float = 1.0
+
+    def ms(self, timing: Timing) -> float:
+        return timing.classify_ms * self.speed_x
+
+
+@dataclass
 class DeviceProfile:
     """One device class: what to run and how fast it runs there."""
 
@@ -124,6 +146,11 @@ class DeviceProfile:
     device_class: str | None = None            # set when a [classes.X] table was applied
     classes: dict[str, Timing] = field(default_factory=dict)
     measurements: list[dict[str, Any]] = field(default_factory=list)
+    models: list[ModelSpec] = field(default_factory=list)
+
+    def model(self, name: str) -> ModelSpec | None:
+        """The `[[models]]` entry called `name` (None: this class does not carry it)."""
+        return next((m for m in self.models if m.name == name), None)
 
     def matches(self, model: str | None) -> bool:
         if not model:
@@ -270,7 +297,7 @@ def _build(kind: type, table: Any, where: str) -> Any:
 
 
 _TOP_KEYS = {"name", "description", "match_models", "label_image", "llama", "timing", "slots",
-             "classes", "measurements"}
+             "classes", "measurements", "models"}
 
 
 def profile_from_dict(data: dict[str, Any], *, source: Path | None = None,
@@ -309,7 +336,15 @@ def profile_from_dict(data: dict[str, Any], *, source: Path | None = None,
     measurements = merged.get("measurements", [])
     if not (isinstance(measurements, list) and all(isinstance(m, dict) for m in measurements)):
         raise ProfileError(f"{where}: [[measurements]] must be an array of tables")
+    raw_models = merged.get("models", [])
+    if not (isinstance(raw_models, list) and all(isinstance(m, dict) for m in raw_models)):
+        raise ProfileError(f"{where}: [[models]] must be an array of tables")
+    models = [_build(ModelSpec, m, f"{where} [[models]][{i}]") for i, m in enumerate(raw_models)]
+    for i, m in enumerate(models):
+        if not 0.0 <= m.accuracy <= 1.0:
+            raise ProfileError(f"{where} [[models]][{i}].accuracy: must be within 0..1")
     return DeviceProfile(
+        models=models,
         name=merged["name"].strip(),
         match_models=list(match),
         label_image=_build(LabelImageSpec, merged["label_image"], f"{where} [label_image]"),
@@ -360,6 +395,8 @@ def dump_profile(profile: DeviceProfile) -> str:
         lines += [""] + _table("slots", profile.slots)
     for cname in sorted(profile.classes):
         lines += [""] + _table(f"classes.{cname}", profile.classes[cname])
+    for spec in profile.models:
+        lines += [""] + ["[[models]]"] + _table("models", spec)[1:]
     for m in profile.measurements:
         lines += ["", "[[measurements]]"]
         lines += [f"{k} = {_toml_value(v)}" for k, v in m.items()]

@@ -13,8 +13,9 @@ Everything here is pure (time is passed in); adbflow.runtime.pipeline keeps the 
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 # error kinds (adbflow.runtime.attempts.error_kind) that quarantine a device: the costly ones.
 # exit / parse failures return quickly and are handled by the per-job re-bid alone.

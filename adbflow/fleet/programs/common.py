@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adbflow.fleet.loadmodel import contention_factor, thermal_factor
+from adbflow.fleet.loadmodel import THERMAL_HAL_PATH, contention_factor, thermal_factor
 
 STATE_FILE = Path(os.environ.get("ADBFLOW_VIRTUAL_STATE", "/vendor/etc/adbflow-virtual.json"))
 SYS_THERMAL = Path("/sys/class/thermal")
@@ -35,6 +35,12 @@ class DeviceState:
     slow_factor: float = 1.0
     faults: dict[str, Any] | None = None
     found: bool = False
+    model_ms: dict[str, float] | None = None   # device model file name -> simulated ms
+
+    def classify_ms_for(self, model_path: str) -> float:
+        """Simulated latency of the model at `model_path` (by file name; else classify_ms)."""
+        name = model_path.rsplit("/", 1)[-1]
+        return float((self.model_ms or {}).get(name, self.classify_ms))
 
     def program_fault(self, name: str) -> dict[str, Any]:
         progs = (self.faults or {}).get("programs") or {}
@@ -57,11 +63,20 @@ def load_state(path: Path | None = None) -> DeviceState:
                        llm_tok_s=float(prof.get("llm_tok_s", 20.0)),
                        other_load_pct=float(load.get("other_load_pct", 0.0)),
                        slow_factor=float(faults.get("slow_factor", 1.0) or 1.0),
-                       faults=faults, found=True)
+                       faults=faults, found=True,
+                       model_ms={str(k): float(v) for k, v in
+                                 (prof.get("model_ms") or {}).items()})
 
 
 def skin_temperature_c() -> float:
-    """Skin temperature from the simulated thermal zones (25 C when unknown)."""
+    """Skin temperature (25 C when unknown): from the thermal HAL stand-in, which the
+    device publishes even where the shell may not read the zones, else from the zones."""
+    try:
+        for t in json.loads((Path("/") / THERMAL_HAL_PATH).read_text())["temperatures"]:
+            if t["name"] == "skin-therm":
+                return float(t["value"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
     try:
         for zone in SYS_THERMAL.glob("thermal_zone*"):
             if (zone / "type").read_text().strip() == "skin-therm":
@@ -69,6 +84,17 @@ def skin_temperature_c() -> float:
     except (OSError, ValueError):
         pass
     return 25.0
+
+
+def device_sdk() -> int:
+    """This device's API level, from /system/build.prop (35 when unreadable)."""
+    try:
+        for line in Path("/system/build.prop").read_text().splitlines():
+            if line.startswith("ro.build.version.sdk="):
+                return int(line.split("=", 1)[1])
+    except (OSError, ValueError):
+        pass
+    return 35
 
 
 @dataclass(frozen=True)
@@ -100,13 +126,24 @@ def sleep_until(deadline: float) -> None:
         time.sleep(left)
 
 
+def log_event(tag: str, msg: str, prio: int = 4) -> None:
+    """One line into the device's log ring (logcat), best effort like liblog."""
+    try:
+        from adbflow.fleet.programs.framework_client import log
+    except ImportError:  # pragma: no cover - partial install
+        return
+    log(tag, msg, prio)
+
+
 def apply_program_fault(name: str, state: DeviceState, garbage_lines: int = 12) -> None:
     """Act out a configured fault for program `name`; returns only when mode is ok."""
     fault = state.program_fault(name)
     mode = fault.get("mode", "ok")
+    log_event(name, f"start (adbflow virtual stand-in, profile {state.profile})")
     if mode == "ok":
         return
     if mode == "fail":
+        log_event(name, str(fault.get("message") or "simulated failure"), prio=6)
         print(fault.get("message") or "simulated failure", file=sys.stderr, flush=True)
         sys.exit(int(fault.get("exit_code", 1)))
     if mode == "hang":

@@ -15,14 +15,22 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from adbflow.fleet.loadmodel import parse_proc_stat, thermal_status
+from adbflow.fleet.android import has_thermalservice
+from adbflow.fleet.loadmodel import THERMAL_HAL_PATH, parse_proc_stat
+from adbflow.fleet.programs import dumpsys_framework
+from adbflow.fleet.programs.common import device_sdk as sdk
 
 PROC = Path("/proc")
 SYS = Path("/sys")
-CACHE = Path("/data/system/adbflow-cpuinfo.json")  # previous sample, like ProcessCpuTracker's
-SERVICES = ("battery", "cpuinfo", "meminfo", "thermalservice")
-TEMP_TYPES = {"cpu-0-0-usr": 0, "cpu-1-0-usr": 0, "gpuss-0-usr": 1, "battery": 2,
-              "skin-therm": 3, "xo-therm": 5}
+# previous sample, like ProcessCpuTracker's (which lives in system_server on a phone; the
+# stand-in runs as the shell user, so it keeps it in a shell-owned simulation dir)
+CACHE = Path("/data/misc/adbflow/dumpsys/cpuinfo.json")
+HAL = Path("/") / THERMAL_HAL_PATH
+
+
+def services() -> tuple[str, ...]:
+    base = ("battery", "cpuinfo", "meminfo")
+    return base + (("thermalservice",) if has_thermalservice(sdk()) else ())
 
 
 def ratio(num: float, den: float) -> str:
@@ -205,17 +213,13 @@ def dump_meminfo() -> str:
 
 
 def dump_thermalservice() -> str:
-    temps = []
-    for zone in sorted(SYS.glob("class/thermal/thermal_zone*"), key=lambda p: int(p.name[12:])):
-        ztype = read_sys(f"class/thermal/{zone.name}/type")
-        try:
-            val = int(read_sys(f"class/thermal/{zone.name}/temp", "0")) / 1000.0
-        except ValueError:
-            continue
-        if ztype in TEMP_TYPES:
-            temps.append((ztype, TEMP_TYPES[ztype], val))
-    skin = next((v for n, _t, v in temps if n == "skin-therm"), 25.0)
-    status = thermal_status(skin)
+    try:
+        hal = json.loads(HAL.read_text())
+        status = int(hal["status"])
+        temps = [(str(t["name"]), int(t["type"]), float(t["value"]))
+                 for t in hal["temperatures"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        status, temps = 0, []
 
     def rows() -> list[str]:
         return [f"\tTemperature{{mValue={v:.1f}, mType={t}, mName={n}, "
@@ -237,12 +241,18 @@ DUMPERS = {"battery": dump_battery, "cpuinfo": dump_cpuinfo, "meminfo": dump_mem
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in dumpsys_framework.DUMPERS:  # power, window, activity, ...
+        sys.stdout.write(dumpsys_framework.DUMPERS[args[0]](args[1:]))
+        return 0
+    if args == ["-l"]:
+        sys.stdout.write(dumpsys_framework.listing(services()))
+        return 0
     if args and args[0] == "-l":
         sys.stdout.write("Currently running services:\n" +
-                         "".join(f"  {s}\n" for s in SERVICES))
+                         "".join(f"  {s}\n" for s in services()))
         return 0
     if not args:
-        for name in SERVICES:
+        for name in services():
             t0 = time.monotonic()
             sys.stdout.write("-" * 79 + f"\nDUMP OF SERVICE {name}:\n")
             sys.stdout.write(DUMPERS[name]())
@@ -250,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"dumpsys {name}, ending at: {_stamp(time.time())[:-4]}\n")
         return 0
     name = args[0]
-    fn = DUMPERS.get(name)
+    fn = DUMPERS.get(name) if name in services() else None
     if fn is None:
         sys.stderr.write(f"Can't find service: {name}\n")
         return 0

@@ -211,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(warmups if loops > 1 else 0):
         interp.invoke()
     slow = common.slowdown(state)
-    per_run_ms = state.classify_ms * thread_factor(threads, state.ncores) * slow.total
+    model_ms = state.classify_ms_for(model_path)
+    per_run_ms = model_ms * thread_factor(threads, state.ncores) * slow.total
     t0 = time.monotonic()
     for i in range(loops):
         interp.invoke()
@@ -222,12 +223,18 @@ def main(argv: list[str] | None = None) -> int:
     log("INFO", f"average time: {real_avg:g} ms")
     log("INFO", f"adbflow virtual device ({state.profile}{'' if state.found else ', no state'}): "
                 f"real inference on the host CPU; time simulated = profile {state.classify_ms:g} "
-                f"ms x threads x{thread_factor(threads, state.ncores):.2f}, {slow.describe()}")
+                f"ms ({model_path.rsplit('/', 1)[-1]} {model_ms:g} ms) x threads x{thread_factor(threads, state.ncores):.2f}, {slow.describe()}")
 
     out = interp.get_output_details()[0]
     scores = interp.get_tensor(out["index"]).reshape(-1)
-    if out["dtype"] == np.uint8:
-        scores = scores.astype(np.float32) / 255.0
+    if out["dtype"] in (np.uint8, np.int8):
+        # label_image.cc divides uint8 scores by 255; a quantized softmax's scale is 1/256
+        # with zero point 0 (so the same), and we use the tensor's own parameters when set
+        scale, zero = out.get("quantization", (0.0, 0))
+        if scale:
+            scores = (scores.astype(np.float32) - float(zero)) * float(scale)
+        else:
+            scores = scores.astype(np.float32) / 255.0
     results = top_n(scores.astype(np.float32), n_results)
     try:
         with open(labels_path, encoding="utf-8", errors="replace") as f:

@@ -1,0 +1,1 @@
+"""What people look at: trace exports (Chrome/Perfetto, CSV, JSONL) and the HTML report."""
