@@ -455,3 +455,21 @@ def test_after_a_lost_journal_new_pictures_are_processed_and_old_ones_not_again(
     assert jobs[0].id > first.id
     assert (tmp_path / "data" / "stories" / f"{first.id}.txt").read_text() == story
     p2.close()
+
+
+def test_a_pull_redone_after_a_crash_removes_the_killed_pulls_temp_file(tmp_path, fleet) -> None:
+    """kill -9 mid-pull leaves Device.pull's `.NAME.part-PID-TID`; the redone pull drops it,
+    so the data dir keeps one copy per picture."""
+    from adbflow.runtime.stages import local_picture_path
+    devs, inv, bidder = fleet
+    p = make(tmp_path, inv, bidder)
+    jid = add(p, devs[0], "IMG_9.png", CHELSEA)
+    job = p.journal.job(jid)
+    local = local_picture_path(p.data_dir, jid, job.serial, job.path)
+    local.parent.mkdir(parents=True, exist_ok=True)
+    stale = local.with_name(f".{local.name}.part-999999-1")
+    stale.write_bytes(b"half a picture")
+    other = local.with_name(f".other-{local.name}.part-1-1")      # not this picture's
+    other.write_bytes(b"x")
+    assert p.process(jid).state == "done"
+    assert not stale.exists() and other.exists() and local.is_file()

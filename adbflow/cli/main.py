@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "adbflow.cli.report",      # report (one HTML page)
     "adbflow.cli.split",       # split cuts/profile/plan/run
     "adbflow.cli.journal",     # journal check/recover
+    "adbflow.cli.provision",   # provision FILE=REMOTE ...
 )
 
 

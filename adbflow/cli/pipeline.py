@@ -71,8 +71,10 @@ PolicyOpt = Annotated[str, typer.Option("--policy", help="Scheduling policy: ect
                                         "completion time), lowest-cpu, random, round-robin.")]
 Attempts = Annotated[int, typer.Option("--attempts", min=1, max=20,
                                        help="Attempts per stage (each on another device if any).")]
-Concurrency = Annotated[int, typer.Option("--concurrency", min=1, max=64,
-                                          help="Pictures processed at the same time.")]
+Concurrency = Annotated[Optional[int], typer.Option(
+    "--concurrency", min=1, max=256,
+    help="Pictures processed at the same time. Default: from the fleet (every device's "
+         "stage slots, profiles' [slots]); a number fixes the pool (4 = the old default).")]
 MaxBytes = Annotated[int, typer.Option("--max-bytes", min=1,
                                        help="Larger pictures are refused (bytes).")]
 ClassifyTimeout = Annotated[float, typer.Option("--classify-timeout", min=1.0,
@@ -83,7 +85,8 @@ Energy = Annotated[bool, typer.Option("--energy", help="Meter battery energy of 
                                       "stage (idle baseline first: about 1 s more per stage).")]
 
 
-def _config(data_dir: Path | None, policy: str, attempts: int, concurrency: int, max_bytes: int,
+def _config(data_dir: Path | None, policy: str, attempts: int, concurrency: int | None,
+            max_bytes: int,
             classify_timeout: float, generate_timeout: float, **kw: Any) -> PipelineConfig:
     return PipelineConfig(data_dir=Path(data_dir) if data_dir else data_home(), policy=policy,
                           attempts=attempts, concurrency=concurrency, max_bytes=max_bytes,

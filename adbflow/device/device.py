@@ -25,8 +25,8 @@ from adbflow.device.failures import adb_failures, connect, exit_error, tail
 from adbflow.device.results import RemoteEntry, ShellResult
 from adbflow.device.server import AdbServer
 from adbflow.device.stream import LineStream
+from adbflow.device.transfer import OnData, recv_file, send_file
 from adbflow.device.wire import (
-    SYNC_CHUNK,
     Wire,
     read_shell_packet,
     shell_packet,
@@ -244,19 +244,19 @@ class Device:
 
     def push(self, local: Path, remote: str, *, timeout: float, mode: int = 0o644) -> int:
         """Copy a laptop file to `remote` (a file path). Returns bytes sent."""
+        return self.push_file(local, remote, timeout=timeout, mode=mode)
+
+    def push_file(self, local: Path, remote: str, *, timeout: float, mode: int = 0o644,
+                  on_data: OnData | None = None) -> int:
+        """`push`, with `on_data(memoryview)` called on every chunk as it is sent (a
+        streaming sha256, a progress bar). Not part of DevicePort: callers check for it."""
         local = Path(local)
         cmd = f"push {local} {remote}"
-        total = 0
-        with self._sync_failures(cmd), local.open("rb") as src:
+        with self._sync_failures(cmd), local.open("rb", buffering=0) as src:
             wire = self._sync(cmd, timeout)
             try:
                 sync_request(wire, b"SEND", f"{remote},{stat_mod.S_IFREG | mode}".encode())
-                while True:
-                    chunk = src.read(SYNC_CHUNK)
-                    if not chunk:
-                        break
-                    sync_request(wire, b"DATA", chunk)
-                    total += len(chunk)
+                total = send_file(wire, src, on_data)
                 wire.send(b"DONE" + struct.pack("<I", int(time.time())))
                 status = wire.read_exact(8)
                 if status[:4] == b"FAIL":
@@ -269,30 +269,25 @@ class Device:
 
     def pull(self, remote: str, local: Path, *, timeout: float, max_bytes: int | None = None) -> int:
         """Copy a device file to `local`, atomically (temp file + rename). Returns bytes."""
+        return self.pull_file(remote, local, timeout=timeout, max_bytes=max_bytes)
+
+    def pull_file(self, remote: str, local: Path, *, timeout: float,
+                  max_bytes: int | None = None, on_data: OnData | None = None) -> int:
+        """`pull`, with `on_data(memoryview)` on every chunk as it arrives."""
         local = Path(local)
         cmd = f"pull {remote} {local}"
         tmp = local.with_name(f".{local.name}.part-{os.getpid()}-{threading.get_ident()}")
-        total = 0
+
+        def too_large() -> Exception:
+            return TransferTooLarge(self.serial, cmd, message=f"file larger than {max_bytes} bytes",
+                                    hint="the device file is bigger than allowed; not pulled")
         try:
             with self._sync_failures(cmd), tmp.open("wb") as dst:
                 wire = self._sync(cmd, timeout)
                 try:
                     sync_request(wire, b"RECV", remote.encode())
-                    while True:
-                        head = wire.read_exact(8)
-                        kind, length = head[:4], struct.unpack("<I", head[4:])[0]
-                        if kind == b"DONE":
-                            break
-                        if kind == b"FAIL":
-                            raise sync_fail_message(wire, length)
-                        if kind != b"DATA" or length > SYNC_CHUNK:
-                            raise ConnectionResetError(errno.EPROTO, f"protocol fault: {kind!r}")
-                        total += length
-                        if max_bytes is not None and total > max_bytes:
-                            raise TransferTooLarge(
-                                self.serial, cmd, message=f"file larger than {max_bytes} bytes",
-                                hint="the device file is bigger than allowed; not pulled")
-                        dst.write(wire.read_exact(length))
+                    total = recv_file(wire, dst, max_bytes=max_bytes, on_data=on_data,
+                                      too_large=too_large)
                 finally:
                     sync_quit(wire)
             os.replace(tmp, local)

@@ -144,7 +144,7 @@ class FleetClient:
                          with_video=with_video)
 
     def fault(self, serial: str, **fields: Any) -> dict[str, Any]:
-        """Flip FaultState fields (offline=, slow_factor=, transport_delay_s=,
+        """Flip FaultState fields (offline=, slow_factor=, transport_delay_s=, link_mb_s=,
         storage_full=) or a program fault (program="label_image", mode="fail", ...)."""
         return self.call("fault", serial=serial, fields=fields)
 

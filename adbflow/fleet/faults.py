@@ -31,6 +31,9 @@ class FaultState:
     offline: bool = False          # transport stops answering (adb shows 'offline')
     slow_factor: float = 1.0       # device programs run this many times slower
     transport_delay_s: float = 0.0  # extra delay before each reply packet
+    # simulated link bandwidth in MB/s for data both ways (a real phone's USB 2 link moves
+    # ~36 MB/s); 0 = loopback speed. Opt-in: nothing is throttled unless a test asks.
+    link_mb_s: float = 0.0
     storage_full: bool = False     # sync SEND fails with "No space left on device"
     programs: dict[str, ProgramFault] = field(default_factory=dict)  # key: program name
     # simulated RTC error (fleet/clock.py): wall clock ahead by clock_offset_s at host time

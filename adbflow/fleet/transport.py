@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from collections.abc import Callable, Coroutine
+import time
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from adbflow.fleet import protocol as P
@@ -60,11 +61,23 @@ class Connection:
         self.on_drop: list[Callable[[], None]] = []
         #: Per-connection state of services (e.g. the reverse forwards of this host).
         self.service_state: dict[str, object] = {}
+        self._link_free_at = 0.0          # simulated link busy until (monotonic)
+
+    async def _link(self, nbytes: int) -> None:
+        """The simulated link (FaultState.link_mb_s): data waits its turn on the wire."""
+        rate = self.device.backend.faults.link_mb_s
+        if rate <= 0 or nbytes <= 0:
+            return
+        now = time.monotonic()
+        self._link_free_at = max(now, self._link_free_at) + nbytes / (rate * 1e6)
+        if self._link_free_at > now:
+            await asyncio.sleep(self._link_free_at - now)
 
     async def send(self, command: int, arg0: int, arg1: int, data: bytes = b"") -> None:
         delay = self.device.backend.faults.transport_delay_s
         if delay > 0:
             await asyncio.sleep(delay)
+        await self._link(len(data))
         if self._dropped or self.writer.is_closing():
             raise ConnectionResetError("transport dropped")
         self._pending.append(P.header(command, arg0, arg1, len(data)))
@@ -94,6 +107,7 @@ class Connection:
                 raw = await self.reader.readexactly(P.HEADER.size)
                 hdr = P.unpack_header(raw)
                 data = await self.reader.readexactly(hdr.length) if hdr.length else b""
+                await self._link(len(data))
                 await self._dispatch(hdr, data)
         except (asyncio.IncompleteReadError, ConnectionError, P.ProtocolError) as exc:
             log.debug("%s: connection ended: %s", self.device.serial, exc)

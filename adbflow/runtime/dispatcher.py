@@ -117,8 +117,10 @@ class Won:
 class Dispatcher:
     """Bid rounds until a device wins `task`, then its per-stage slot.
 
-    A device runs one stage of a kind at a time (one label_image, one llama-cli: both would
-    otherwise fight over the same cores and /data/local/tmp/received-image)."""
+    A device runs `profile.slots.of(stage)` stages of a kind at a time (default one
+    label_image, one llama-cli: more would fight over the same cores and
+    /data/local/tmp/received-image); a job whose device is full waits here for its slot
+    (back-pressure), and the policy counts it as queued work on that device."""
 
     def __init__(self, *, inventory: Any, bidder: Any, policy: Any, profiles: Any,
                  service_times: Any, board: QuarantineBoard, emit: Emit,
@@ -134,7 +136,7 @@ class Dispatcher:
         self._emit = emit
         self._stop = stop
         self.device_wait_s = device_wait_s
-        self._slots: dict[tuple[str, str], threading.Lock] = {}
+        self._slots: dict[tuple[str, str], threading.Semaphore] = {}
         self._slots_lock = threading.Lock()
         # slot leases on the phones: ours (this owner id) are in `inflight` already; a
         # slot another orchestrator holds (the bid shows it, or acquire answered busy)
@@ -205,15 +207,25 @@ class Dispatcher:
                                     "offline or excluded after failures")
             sleep_or_stop(self._stop, pause)
 
+    def slots_of(self, model: str | None, stage: str) -> int:
+        """The device class's slots for a stage kind (1 when its profile cannot be read)."""
+        try:
+            return int(self.profiles.for_model(model).slots.of(stage))
+        except Exception:  # noqa: BLE001 - a fake or broken profile book: the safe minimum
+            return 1
+
     def release(self, won: Won) -> None:
         self.inflight.remove(won.award)
 
     @contextlib.contextmanager
     def slot(self, won: Won, stage: str) -> Iterator[float]:
-        """One `stage` at a time per device; marks the award as started once it runs.
-        Yields the seconds spent waiting for the slot."""
+        """At most the profile's slots of `stage` at a time per device; marks the award as
+        started once it runs. Yields the seconds spent waiting for the slot."""
         with self._slots_lock:
-            lock = self._slots.setdefault((won.serial, stage), threading.Lock())
+            lock = self._slots.get((won.serial, stage))
+            if lock is None:
+                lock = threading.BoundedSemaphore(self.slots_of(won.bid.model, stage))
+                self._slots[(won.serial, stage)] = lock
         t0 = time.monotonic()
         while not lock.acquire(timeout=0.5):
             if self._stop.is_set():
@@ -237,7 +249,8 @@ def bid_summary(bid: Bid) -> dict[str, Any]:
     load = bid.cpu_load
     return {"serial": bid.serial, "model": bid.model,
             "cpu_load": None if isinstance(load, float) and load != load else load,
-            "mem_available_kb": bid.mem_available_kb, "error": bid.error}
+            "mem_available_kb": bid.mem_available_kb, "error": bid.error,
+            "source": getattr(bid, "source", "probe"), "age_s": getattr(bid, "age_s", None)}
 
 
 def decision_summary(decision: Decision, quarantined: Sequence[str] = ()) -> dict[str, Any]:

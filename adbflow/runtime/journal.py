@@ -423,6 +423,21 @@ class Journal:
             args.append(source)
         return [self._job(r) for r in self._query(sql + " ORDER BY id", args)]
 
+    def incomplete_job_ids(self, *, source: str | None = None, exclude: Iterable[int] = (),
+                           limit: int = 100) -> list[int]:
+        """Up to `limit` unfinished job ids, oldest first, skipping `exclude`: the backlog
+        the job queue refills from (ids only, so a burst of thousands stays small)."""
+        skip = {int(i) for i in exclude}
+        sql = "SELECT id FROM jobs WHERE state IN ('pending', 'running')"
+        args: list[Any] = []
+        if source:
+            sql += " AND source=?"
+            args.append(source)
+        sql += " ORDER BY id LIMIT ?"
+        args.append(int(limit) + len(skip))
+        ids = [int(r[0]) for r in self._query(sql, args)]
+        return [i for i in ids if i not in skip][:max(0, int(limit))]
+
     def update_job(self, job_id: int, **fields: Any) -> None:
         allowed = {"sha256", "local_path", "state", "error"}
         bad = set(fields) - allowed

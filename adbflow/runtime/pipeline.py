@@ -13,9 +13,10 @@ stages in order. Each piece owns one job and gets an `emit` callable, never the 
     runtime/watch.py       a watch session: data-dir lock, recovery, baseline, loop
     runtime/events.py      the typed events views receive
 
-Concurrency: jobs run on a small pool of worker threads; a device runs one job per stage
-slot; the scheduler sees work already awarded (in flight), so a burst of pictures spreads
-over the fleet.
+Concurrency: as many jobs run at once as the fleet has stage slots (profiles' [slots], plus
+one per device for the slot-free parts); the rest wait in a capped queue and in the journal
+(back-pressure); a device runs its profile's slots per stage kind; the scheduler sees work
+already awarded (in flight), so a burst of pictures spreads over the fleet.
 """
 from __future__ import annotations
 
@@ -76,7 +77,7 @@ from adbflow.runtime.leasing import StageLeases
 from adbflow.runtime.retry import RetryPolicy
 from adbflow.runtime.waiting import WaitingJobs
 from adbflow.runtime.watch import DataDirLock, WatchSession, record_picture
-from adbflow.runtime.workers import JobRunner
+from adbflow.runtime.workers import DEFAULT_QUEUE_MAX, JobRunner
 from adbflow.scheduling.policy import DEFAULT_POLICY, get_policy
 from adbflow.scheduling.quarantine import QuarantineRules
 from adbflow.scheduling.energy_rates import EnergyRates
@@ -91,6 +92,7 @@ STAGE_ORDER_DEVICE = ("pull", "classify", "generate")
 STAGE_ORDER_LAPTOP = ("ingest", "classify", "generate")
 JOURNAL_NAME = "journal.sqlite"
 MAX_REPULLS = 3     # a picture pulled mid-write is pulled again (after it settles) this often
+CAPACITY_TTL_S = 2.0   # the fleet's slot count is re-read at most this often (inventory I/O)
 
 
 def journal_path(data_dir: Path) -> Path:
@@ -109,10 +111,18 @@ class PipelineConfig:
     data_dir: Path = field(default_factory=data_home)
     policy: str = DEFAULT_POLICY
     attempts: int = 3
-    concurrency: int = 4
+    # jobs in flight: None = from the fleet (device slots of the profiles + headroom);
+    # an int = a fixed pool of that many (the pre-issue-19 behaviour was 4)
+    concurrency: int | None = None
+    queue_max: int = DEFAULT_QUEUE_MAX  # job ids held in memory beyond those running
     max_bytes: int = DEFAULT_MAX_BYTES
     timeouts: stages.StageTimeouts = field(default_factory=stages.StageTimeouts)
     bid_timeout_s: float = 5.0
+    # bids from live telemetry streams (one long-lived shell per device; one-shot probes
+    # where a stream is down); seconds between samples; older samples are re-requested
+    telemetry: bool = True
+    telemetry_interval_s: float = 1.0
+    telemetry_max_age_s: float = 1.5   # > interval: most bids are served from the cache
     device_wait_s: float = 30.0       # how long a stage waits for any eligible device
     retry_wait_s: float = 1.0         # pause between attempts (origin pulls back off more)
     profiles_dir: Path = PROFILES_DIR
@@ -161,9 +171,13 @@ class Pipeline:
         # ids (and so story / picture file names) continue after any already used here
         self.journal.reserve_ids(highest_output_id(self.data_dir))
         self.leases = leases or StageLeases(ttl_s=config.lease_ttl_s)
+        self._own_bidder = bidder is None
         if bidder is None:
             from adbflow.scheduling.bids import Bidder
-            bidder = Bidder(timeout=config.bid_timeout_s)
+            from adbflow.scheduling.telemetry import Telemetry
+            bidder = Bidder(timeout=config.bid_timeout_s, telemetry=Telemetry(
+                interval_s=config.telemetry_interval_s,
+                max_age_s=config.telemetry_max_age_s) if config.telemetry else None)
         self.bidder = bidder
         if profiles is None:
             from adbflow.scheduling.profiles import ProfileBook
@@ -197,8 +211,12 @@ class Pipeline:
                                        max_bytes=config.max_bytes, timeouts=config.timeouts,
                                        energy=config.energy,
                                        energy_rates=self.energy_rates, leases=self.leases)
-        self.jobs = JobRunner(self.process, concurrency=config.concurrency,
-                              stop=self.stop_event)
+        self._capacity: tuple[float, int] | None = None
+        self.jobs = JobRunner(
+            self.process, stop=self.stop_event, queue_max=config.queue_max,
+            concurrency=config.concurrency if config.concurrency else self.capacity,
+            backlog=lambda exclude, limit: self.journal.incomplete_job_ids(
+                source="device", exclude=exclude, limit=limit))
         self.lock = DataDirLock(self.data_dir)
         # a non-default flow (adbflow.flows) runs through the flow engine; the default
         # `classify-story` keeps this module's own path (journal rows unchanged)
@@ -229,6 +247,8 @@ class Pipeline:
         second) and close the journal cleanly."""
         self.stop_event.set()
         self.jobs.join(timeout=1.0)
+        if self._own_bidder and hasattr(self.bidder, "close"):
+            self.bidder.close()         # ends the telemetry loops on the phones
         if self.service_times is not None and hasattr(self.service_times, "close"):
             self.service_times.close()
         self.energy_rates.close()
@@ -250,8 +270,31 @@ class Pipeline:
     def start_workers(self) -> None:
         self.jobs.start()
 
+    def capacity(self) -> int:
+        """Jobs in flight the fleet can take now: every device's stage slots (its profile's
+        [slots]) plus one job per device for the parts that hold no slot (pull, convert,
+        bid), so a phone's next job is ready when a slot frees. Cached briefly: listing
+        the inventory is adb I/O."""
+        now = time.monotonic()
+        if self._capacity is not None and now - self._capacity[0] < CAPACITY_TTL_S:
+            return self._capacity[1]
+        try:
+            devices = list(self.inventory.devices())
+        except AdbflowError:
+            devices = []
+        slots = 0
+        for d in devices:
+            try:
+                slots += self.profiles.for_model(getattr(d, "model", None)).slots.total
+            except Exception:  # noqa: BLE001 - a profile book without slots: one per stage
+                slots += 2
+        cap = max(1, slots + len(devices))
+        self._capacity = (now, cap)
+        return cap
+
     def submit(self, job_id: int) -> None:
-        self.jobs.submit(job_id)
+        # device jobs spill to the journal when the queue is full; the backlog lists only those
+        self.jobs.submit(job_id, spill=self.journal.job(job_id).source == "device")
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         return self.jobs.wait_idle(timeout)

@@ -15,6 +15,7 @@ learning, the output stored in the journal).
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import logging
 import os
@@ -142,6 +143,7 @@ def pull_picture(device: DevicePort, remote: str, local: Path, *, expected_size:
         raise PictureChanging(device.serial, remote, int(entry.size), float(entry.mtime))
     with laptop_io(local.parent):
         local.parent.mkdir(parents=True, exist_ok=True)
+    remove_partial_pulls(local)
     t0, w0 = time.monotonic(), time.time()
     try:
         n = device.pull(remote, local, timeout=timeouts.pull_s + expected_size / 5e6,
@@ -170,6 +172,18 @@ def pull_picture(device: DevicePort, remote: str, local: Path, *, expected_size:
                        "bytes", hint="the transfer was cut; retrying")
     return {"bytes": n, "sha256": sha256_file(local), "local": str(local),
             "pull_s": round(pull_s, 4), "t": {"pull": [w0, w0 + pull_s]}}
+
+
+def remove_partial_pulls(local: Path) -> None:
+    """Drop the temporary copies an earlier pull of this picture left behind: Device.pull
+    writes `.NAME.part-PID-TID` beside `local` and renames it when complete, so a process
+    killed mid-pull (kill -9, power loss) leaves one. The job's pull is redone after such a
+    crash (it was not committed), and this is where its leftover goes."""
+    for stale in local.parent.glob(f".{glob.escape(local.name)}.part-*"):
+        try:
+            stale.unlink()
+        except OSError:
+            pass
 
 
 def label_image_argv(spec: Any, image: str = REMOTE_IMAGE) -> list[str]:

@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass, field
 
 from adbflow.device import DevicePort
 from adbflow.device.lease_rules import SlotState
-from adbflow.errors import (AdbError, AdbflowError, AdbTimeoutError, DeviceUnavailableError,
-                            ParseError)
+from adbflow.device.probe import FIRST_SAMPLE_WINDOW_S, ProbeReport, run_probe
+from adbflow.errors import AdbError, AdbflowError, AdbTimeoutError, DeviceUnavailableError, ParseError
 from adbflow.parsers.proc_stat import ProcStat, cpu_load
 from adbflow.parsers.sysfs import freq_ratio
-from adbflow.device.probe import FIRST_SAMPLE_WINDOW_S, ProbeReport, run_probe
+from adbflow.scheduling.telemetry import Telemetry
 
 log = logging.getLogger("adbflow.scheduling.bids")
 
@@ -68,6 +68,8 @@ class Bid:
         if ours and st.owner and st.owner.startswith(ours):
             return None
         return st
+    source: str = "probe"           # "probe" (one-shot shell) or "stream" (live telemetry)
+    age_s: float | None = None      # how old the sample was when the bid was made (stream)
 
     @property
     def ok(self) -> bool:
@@ -165,11 +167,15 @@ class Bidder:
     """Gathers bids; keeps per-device memory (last /proc/stat sample, static props)."""
 
     def __init__(self, *, timeout: float = 5.0, with_cpuinfo: bool = False,
-                 max_workers: int = 32, thermal_refresh_s: float = THERMAL_REFRESH_S) -> None:
+                 max_workers: int = 32, thermal_refresh_s: float = THERMAL_REFRESH_S,
+                 telemetry: Telemetry | None = None) -> None:
         self.timeout = timeout
         self.thermal_refresh_s = thermal_refresh_s
         self.with_cpuinfo = with_cpuinfo
         self.max_workers = max_workers
+        #: live streams (adbflow.scheduling.telemetry); None = one-shot probes only. A
+        #: device whose stream is down (or --cpuinfo, which the loop does not read) is probed.
+        self.telemetry = telemetry
         self._mem: dict[tuple[str, str], _Memory] = {}
         self._lock = threading.Lock()
         self.last_reports: dict[str, ProbeReport] = {}
@@ -180,7 +186,36 @@ class Bidder:
             return self._mem.setdefault((_server(device), device.serial), _Memory())
 
     def bid(self, device: DevicePort) -> Bid:
-        """One device, one round trip. Never raises for device faults: they become Bid.error."""
+        """One device: from its live stream when up, else one round trip. Never raises for
+        device faults: they become Bid.error."""
+        if self.telemetry is not None and not self.with_cpuinfo:
+            streamed = self._streamed(device)
+            if streamed is not None:
+                return streamed
+        return self._probe(device)
+
+    def _streamed(self, device: DevicePort) -> Bid | None:
+        assert self.telemetry is not None
+        try:
+            sample = self.telemetry.sample(device)
+        except AdbflowError:
+            return None
+        if sample is None:
+            return None
+        st = self.telemetry.stream(device)
+        mem = self._memory(device)
+        props = (st.props if st is not None else {}) or mem.props
+        rtt = sample.rtt_s if sample.rtt_s is not None else 0.0
+        bid = build_bid(device, sample.report, load=sample.load, window_s=sample.window_s,
+                        rtt=rtt, props=props)
+        bid.timestamp = sample.wall
+        bid.source = "stream"
+        bid.age_s = round(sample.age_s(), 4)
+        with self._lock:
+            self.last_reports[device.serial] = sample.report
+        return bid
+
+    def _probe(self, device: DevicePort) -> Bid:
         mem = self._memory(device)
         now = time.monotonic()
         age = now - mem.sample_t
@@ -242,10 +277,13 @@ class Bidder:
         return list(pool.map(self.bid, devices))
 
     def close(self) -> None:
+        """Stop the worker pool and every telemetry stream (their loops end on the phones)."""
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False)
+        if self.telemetry is not None:
+            self.telemetry.close()
 
     def __enter__(self) -> Bidder:
         return self

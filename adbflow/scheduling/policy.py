@@ -368,6 +368,9 @@ class CostModel:
                 # unknown progress beyond elapsed time; keep 10 % so an overdue job still counts
                 full = max(0.1 * full, full - max(0.0, now - x.started_at))
             wait += full
+        if self.queueing == "per-stage":
+            # k slots of this stage work through the queue k at a time (Dask: occupancy/nthreads)
+            wait /= profile.slots.of(task.stage)
         warm = any(x.stage == task.stage for x in inflight)
         if not warm and service_times is not None:
             last = service_times.last_run(serial, task.stage)

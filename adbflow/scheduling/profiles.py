@@ -12,6 +12,7 @@ File layout (all keys but `name` optional; missing ones come from default.toml):
     match_models = ["SM-S93*"]          # fnmatch globs on ro.product.model (case-insensitive)
     [label_image]  binary, model, labels, threads, count, input_size, extra_args
     [llama]        binary, model, threads, n_predict, ctx, extra_args
+    [slots]        classify, generate (how many of each stage the phone runs at once; 1)
     [timing]       classify_ms, gen_tok_s, prompt_tok_s, adb_latency_ms, bandwidth_mb_s,
                    classify_mem_mb, generate_mem_mb, load_sensitivity, classify_cold_ms,
                    generate_cold_ms, active_w (W while a stage runs: energy prior)
@@ -77,6 +78,27 @@ class LlamaSpec:
 
 
 @dataclass
+class Slots:
+    """How many stages of each kind one phone runs at the same time.
+
+    Why 1 by default: two label_image (or two llama-cli) runs on one phone fight over the
+    same cores and the same /data/local/tmp/received-image; a phone with the cores and
+    memory for more says so in its profile. The pipeline's jobs in flight are bounded by
+    the sum of these over the fleet (adbflow.runtime.workers), not by a constant."""
+
+    classify: int = 1
+    generate: int = 1
+
+    def of(self, stage: str) -> int:
+        """Slots for a stage kind (stages without a device slot, e.g. pull: 1)."""
+        return max(1, int(getattr(self, stage, 1) if stage in ("classify", "generate") else 1))
+
+    @property
+    def total(self) -> int:
+        return self.classify + self.generate
+
+
+@dataclass
 class Timing:
     """Prior cost-model numbers for one device class (idle, cool device).
 
@@ -130,6 +152,7 @@ class DeviceProfile:
     label_image: LabelImageSpec
     llama: LlamaSpec
     timing: Timing
+    slots: Slots = field(default_factory=Slots)
     source: Path | None = None
     description: str = ""
     device_class: str | None = None            # set when a [classes.X] table was applied
@@ -285,8 +308,8 @@ def _build(kind: type, table: Any, where: str) -> Any:
     return kind(**kwargs)
 
 
-_TOP_KEYS = {"name", "description", "match_models", "label_image", "llama", "timing", "classes",
-             "measurements", "models"}
+_TOP_KEYS = {"name", "description", "match_models", "label_image", "llama", "timing", "slots",
+             "classes", "measurements", "models"}
 
 
 def profile_from_dict(data: dict[str, Any], *, source: Path | None = None,
@@ -300,7 +323,7 @@ def profile_from_dict(data: dict[str, Any], *, source: Path | None = None,
         raise ProfileError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}",
                            hint=f"allowed: {', '.join(sorted(_TOP_KEYS))}")
     merged = _merge({k: v for k, v in (base or {}).items()
-                     if k in ("label_image", "llama", "timing")}, data)
+                     if k in ("label_image", "llama", "timing", "slots")}, data)
     match = merged.get("match_models", [])
     if not (isinstance(match, list) and all(isinstance(m, str) for m in match)):
         raise ProfileError(f"{where}.match_models: expected a list of strings")
@@ -339,6 +362,7 @@ def profile_from_dict(data: dict[str, Any], *, source: Path | None = None,
         label_image=_build(LabelImageSpec, merged["label_image"], f"{where} [label_image]"),
         llama=_build(LlamaSpec, merged["llama"], f"{where} [llama]"),
         timing=timing,
+        slots=_build(Slots, merged.get("slots", {}), f"{where} [slots]"),
         source=source,
         description=str(merged.get("description", "")),
         classes=classes,
@@ -379,6 +403,8 @@ def dump_profile(profile: DeviceProfile) -> str:
     lines += [""] + _table("label_image", profile.label_image)
     lines += [""] + _table("llama", profile.llama)
     lines += [""] + _table("timing", profile.timing)
+    if profile.slots != Slots():
+        lines += [""] + _table("slots", profile.slots)
     for cname in sorted(profile.classes):
         lines += [""] + _table(f"classes.{cname}", profile.classes[cname])
     for spec in profile.models:

@@ -1,0 +1,100 @@
+"""Bid round over N virtual phones: live telemetry streams vs one-shot probes vs ONE adb shell
+round trip, side by side in one run.
+
+Why: a one-shot round starts a shell on every phone (8 phones were 2.55x one round trip,
+100 phones 442 ms). With telemetry each phone keeps one shell open that samples in a loop;
+a round is then served from the freshest samples ("streamed, cached": no device I/O; the
+sample is at most --interval old and its age is in the Bid), or, when asked for samples
+younger than any cached one, by one line written to every open stream ("streamed,
+requested": one write/read on an existing connection per phone, no shell start).
+
+Caveat printed with the result: every virtual phone shares this machine's cores and one
+fleet process, so the phones' own work (the probe runs in mksh either way) is serialised,
+unlike real phones. The reference is one `adb shell true` on one phone.
+
+    python bench/bid_stream.py [--sizes 1,8,32,100] [--rounds 15] [--interval 1.0]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from adbflow.device import AdbServer, Inventory
+from adbflow.fleet import adb_server
+from adbflow.fleet.control import start_fleet
+from adbflow.scheduling.bids import Bidder
+from adbflow.scheduling.telemetry import Telemetry
+
+
+def median_ms(xs: list[float]) -> float:
+    return statistics.median(xs) * 1000.0
+
+
+def rounds(bidder: Bidder, devices, n: int, *, pause: float, want: str) -> list[float]:
+    out = []
+    for _ in range(n):
+        time.sleep(pause)
+        t = time.monotonic()
+        bids = bidder.gather(devices)
+        out.append(time.monotonic() - t)
+        bad = [(b.serial, b.error) for b in bids if not b.ok]
+        assert not bad, bad
+        sources = {b.source for b in bids}
+        assert sources == {want}, (sources, want)
+    return out
+
+
+def measure(n: int, args) -> dict[str, float]:
+    port = adb_server.free_port(15037, 16999)
+    base = adb_server.free_port(20000, 29000)
+    with tempfile.TemporaryDirectory(prefix="adbflow-bench-bs-") as tmp:
+        fleet = start_fleet(Path(tmp) / "fleet", devices=n, adb_port=port, base_port=base,
+                            timeout=300)
+        try:
+            devices = Inventory([AdbServer(port=port)]).devices()
+            assert len(devices) == n, len(devices)
+            shell = []
+            for _ in range(args.rounds):
+                t = time.monotonic()
+                devices[0].shell("true", timeout=10)
+                shell.append(time.monotonic() - t)
+            with Bidder(timeout=10, max_workers=max(32, n)) as oneshot:
+                oneshot.gather(devices)                       # first contact
+                one = rounds(oneshot, devices, args.rounds, pause=0.2, want="probe")
+            cached_tel = Telemetry(interval_s=args.interval, max_age_s=args.interval * 1.5)
+            with Bidder(timeout=10, max_workers=max(32, n), telemetry=cached_tel) as streamed:
+                streamed.gather(devices)                      # starts the streams (one-shot)
+                time.sleep(args.interval * 2.5)               # two samples: load known
+                cached = rounds(streamed, devices, args.rounds, pause=0.05, want="stream")
+                streamed.telemetry.max_age_s = 0.0            # every round asks for samples
+                requested = rounds(streamed, devices, args.rounds, pause=0.2, want="stream")
+            return {"shell": median_ms(shell), "oneshot": median_ms(one),
+                    "cached": median_ms(cached), "requested": median_ms(requested)}
+        finally:
+            fleet.down()
+            adb_server.kill_server(port)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="1,8,32,100")
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--interval", type=float, default=1.0, help="telemetry sample interval (s)")
+    args = ap.parse_args()
+    print(f"medians of {args.rounds} rounds; telemetry interval {args.interval:g} s; "
+          "all phones share this host's cores and one fleet process")
+    print(f"{'N':>4} {'shell ms':>9} {'one-shot':>9} {'x shell':>8} {'stream cached':>14} "
+          f"{'x shell':>8} {'stream requested':>17} {'x shell':>8}")
+    for n in [int(x) for x in args.sizes.split(",") if x.strip()]:
+        r = measure(n, args)
+        sh = r["shell"]
+        print(f"{n:>4} {sh:>9.1f} {r['oneshot']:>9.1f} {r['oneshot'] / sh:>8.2f} "
+              f"{r['cached']:>14.2f} {r['cached'] / sh:>8.2f} {r['requested']:>17.1f} "
+              f"{r['requested'] / sh:>8.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
