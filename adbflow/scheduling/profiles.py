@@ -89,13 +89,21 @@ class Slots:
     classify: int = 1
     generate: int = 1
 
+    #: what a phone can run at once today, whatever the profile asks: each stage kind holds
+    #: the phone's one slot lease of that kind (device_scripts/lease.sh), which guards the
+    #: fixed input path /data/local/tmp/received-image the mission requires. More slots per
+    #: kind need one lease and one input path per slot (not built); the profile keeps the
+    #: number asked so that it applies once they exist.
+    LEASED_MAX = 1
+
     def of(self, stage: str) -> int:
         """Slots for a stage kind (stages without a device slot, e.g. pull: 1)."""
-        return max(1, int(getattr(self, stage, 1) if stage in ("classify", "generate") else 1))
+        asked = int(getattr(self, stage, 1)) if stage in ("classify", "generate") else 1
+        return max(1, min(asked, self.LEASED_MAX))
 
     @property
     def total(self) -> int:
-        return self.classify + self.generate
+        return self.of("classify") + self.of("generate")
 
 
 @dataclass
