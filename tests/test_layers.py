@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 LAYERS = {"adbflow.errors": 0, "adbflow.paths": 0, "adbflow.parsers": 0,
           "adbflow.device": 1, "adbflow.scheduling": 2, "adbflow.flows": 2, "adbflow.runtime": 3,
-          "adbflow.split": 3, "adbflow.sim": 4, "adbflow.cli": 5}
+          "adbflow.split": 3, "adbflow.sim": 4, "adbflow.mesh": 4, "adbflow.cli": 5}
 FLEET = "adbflow.fleet"
 FLEET_MAY_IMPORT = ("adbflow.errors", "adbflow.paths", "adbflow.parsers", FLEET)
 

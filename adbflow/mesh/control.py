@@ -1,0 +1,215 @@
+"""`adbflow mesh up / status / logs / down`: install, inspect and remove the mesh over adb.
+
+Why over adb, once: the mesh runs on the phones without the laptop (agentless: only mksh,
+toybox and the pushed model programs), so the laptop's job is to push one folder
+(MESH_DIR), a fresh session key only the shell user can read, the peer list, and start the
+worker listener detached (its own session: it survives the adb shell, the cable and the
+adb server). `down` kills exactly the pids `up` recorded (and their process group) and
+removes the folder, then lists it to prove it is gone. Nothing is registered at boot.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import shlex
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adbflow.device import Device
+from adbflow.errors import AdbflowError
+from adbflow.mesh.wire import new_key
+from adbflow.paths import DEVICE_SCRIPTS_DIR, PROFILES_DIR
+from adbflow.runtime.stages import REMOTE_IMAGE, label_image_argv, llama_argv
+from adbflow.scheduling.profiles import ProfileBook
+
+log = logging.getLogger("adbflow.mesh")
+
+MESH_DIR = "/data/local/tmp/adbflow-mesh"
+DEFAULT_PORT = 7655
+SCRIPTS = ("wire.sh", "worker.sh", "start.sh")
+PROMPT_MARK = "@PROMPT@"
+_TIMEOUT = 20.0
+_INET = re.compile(r"inet (?:addr:)?(\d{1,3}(?:\.\d{1,3}){3})")
+
+
+class MeshError(AdbflowError):
+    """A mesh operation failed on a device (which, what, what to do)."""
+
+
+@dataclass(frozen=True)
+class PeerSpec:
+    name: str          # p1, p2, ...: what goes on the wire (FROM/TO)
+    serial: str
+    addr: str
+    port: int
+
+
+@dataclass
+class MeshSession:
+    key: str
+    peers: list[PeerSpec] = field(default_factory=list)
+
+    def peers_file(self) -> str:
+        return "".join(f"{p.name} {p.addr} {p.port}\n" for p in self.peers)
+
+
+def wifi_address(device: Device) -> str:
+    """The phone's Wi-Fi IPv4 address (wlan0), from `ip` or toybox `ifconfig`."""
+    res = device.shell("ip -o -4 addr show wlan0 2>/dev/null; ifconfig wlan0 2>/dev/null",
+                       timeout=_TIMEOUT, check=False)
+    for m in _INET.finditer(res.stdout):
+        if not m.group(1).startswith("127.0.0."):
+            return m.group(1)
+    raise MeshError(f"{device.serial}: no Wi-Fi address on wlan0",
+                    hint="connect the phone to Wi-Fi, or pass --addr SERIAL=IP")
+
+
+def argv_files(device: Device, profiles_dir: Path = PROFILES_DIR) -> dict[str, str]:
+    """classify/generate argv, one argument per line (read into an array on the phone, never
+    evaluated); the story prompt is the PROMPT_MARK line."""
+    model = device.getprop("ro.product.model", timeout=_TIMEOUT).strip() or None
+    prof = ProfileBook.load(profiles_dir).for_model(model)
+    out = {}
+    for slot, argv in (("classify", label_image_argv(prof.label_image, REMOTE_IMAGE)),
+                       ("generate", llama_argv(prof.llama, PROMPT_MARK))):
+        if any("\n" in a for a in argv):
+            raise MeshError(f"{device.serial}: a {slot} argument contains a newline",
+                            hint="fix the device profile")
+        out[slot] = "".join(a + "\n" for a in argv)
+    return out
+
+
+def up(devices: Sequence[Device], *, addrs: Mapping[str, str] | None = None,
+       port: int = DEFAULT_PORT, key: str | None = None,
+       profiles_dir: Path = PROFILES_DIR, tmp: Path) -> MeshSession:
+    """Install and start the mesh on every device. `addrs` overrides the Wi-Fi address per
+    serial. Raises MeshError naming the device on any failure (the others are left as they
+    are: run `mesh down`)."""
+    addrs = dict(addrs or {})
+    session = MeshSession(key or new_key())
+    for i, dev in enumerate(devices, 1):
+        addr = addrs.get(dev.serial) or wifi_address(dev)
+        session.peers.append(PeerSpec(f"p{i}", dev.serial, addr, port))
+    lease_sh = (DEVICE_SCRIPTS_DIR / "lease.sh").read_text()
+    tmp.mkdir(parents=True, exist_ok=True)
+    for peer, dev in zip(session.peers, devices):
+        d = MESH_DIR
+        dev.shell(f"rm -rf {d} && mkdir -p {d}/state {d}/log {d}/tmp {d}/pids {d}/conf && "
+                  f"chmod 700 {d}", timeout=_TIMEOUT)
+        files: dict[str, str] = {f"{s}": (DEVICE_SCRIPTS_DIR / "mesh" / s).read_text()
+                                 for s in SCRIPTS}
+        files["lease.sh"] = lease_sh
+        files["peers"] = session.peers_file()
+        files["me"] = peer.name + "\n"
+        files["key"] = session.key
+        for slot, text in argv_files(dev, profiles_dir).items():
+            files[f"conf/{slot}.argv"] = text
+        for rel, text in files.items():
+            local = tmp / f"{peer.name}-{rel.replace('/', '_')}"
+            local.write_text(text)
+            mode = 0o600 if rel == "key" else 0o644
+            dev.push(local, f"{d}/{rel}", timeout=_TIMEOUT, mode=mode)
+            local.unlink()
+        dev.shell(f"chmod 600 {d}/key", timeout=_TIMEOUT)
+        # setsid: a new session, so closing this adb shell (SIGHUP to its group) leaves it
+        dev.shell(f"setsid sh {d}/start.sh </dev/null >/dev/null 2>&1 &", timeout=_TIMEOUT)
+    for peer, dev in zip(session.peers, devices):
+        deadline = time.monotonic() + 10.0
+        st = status_one(dev)
+        while not st.get("worker_alive") and time.monotonic() < deadline:
+            time.sleep(0.2)                       # start.sh runs detached: give it a moment
+            st = status_one(dev)
+        if not st.get("worker_alive"):
+            raise MeshError(f"{dev.serial}: the mesh worker did not start",
+                            hint=f"see `adbflow mesh logs`: {st.get('log_tail', '')[-300:]}")
+    return session
+
+
+_STATUS = f"""M={MESH_DIR}
+[ -d $M ] || {{ echo present=0; exit 0; }}
+echo present=1
+read -r me < $M/me 2>/dev/null; echo me=$me
+for f in $M/pids/*; do [ -f "$f" ] || continue; read -r p < "$f"
+  case $p in ''|*[!0-9]*) continue;; esac
+  if kill -0 "$p" 2>/dev/null; then echo "pid=${{f##*/}}:$p:1"; else echo "pid=${{f##*/}}:$p:0"; fi
+done
+for f in $M/* $M/*/*; do [ -e "$f" ] && echo "file=${{f#$M/}}"; done
+"""
+
+
+def status_one(dev: Device) -> dict[str, Any]:
+    """What runs and what is installed on one phone (device text parsed, never evaluated)."""
+    res = dev.shell(_STATUS, timeout=_TIMEOUT, check=False)
+    out: dict[str, Any] = {"serial": dev.serial, "present": False, "pids": {}}
+    for line in res.stdout.splitlines():
+        k, _, v = line.partition("=")
+        if k == "present":
+            out["present"] = v == "1"
+        elif k == "me":
+            out["name"] = v[:16]
+        elif k == "pid":
+            parts = v.split(":")
+            if len(parts) == 3 and parts[1].isdigit():
+                out["pids"][parts[0][:16]] = {"pid": int(parts[1]), "alive": parts[2] == "1"}
+        elif k == "file":
+            out.setdefault("files", []).append(v[:200])
+    out["worker_alive"] = bool(out["pids"].get("worker", {}).get("alive"))
+    if out["present"] and not out["worker_alive"]:
+        out["log_tail"] = logs_one(dev, lines=10)
+    return out
+
+
+def logs_one(dev: Device, lines: int = 50) -> str:
+    res = dev.shell(f"cd {MESH_DIR}/log 2>/dev/null && tail -n {int(lines)} mesh.log "
+                    "worker.err nc.err 2>/dev/null", timeout=_TIMEOUT, check=False)
+    return res.stdout
+
+
+_DOWN = f"""M={MESH_DIR}
+for f in $M/pgid $M/pids/*; do [ -f "$f" ] || continue
+  read -r p < "$f"; case $p in ''|*[!0-9]*) continue;; esac
+  kill -TERM -- -$p 2>/dev/null; kill -TERM $p 2>/dev/null
+done
+sleep 0.3
+for f in $M/pgid $M/pids/*; do [ -f "$f" ] || continue
+  read -r p < "$f"; case $p in ''|*[!0-9]*) continue;; esac
+  kill -KILL -- -$p 2>/dev/null; kill -KILL $p 2>/dev/null
+  kill -0 $p 2>/dev/null && echo alive=$p
+done
+rm -rf $M
+ls -d $M 2>/dev/null && echo left=1
+echo done
+"""
+
+
+def down_one(dev: Device) -> dict[str, Any]:
+    """Stop what `up` started on one phone (recorded pids and their process groups), remove
+    the folder, and verify by listing."""
+    res = dev.shell(_DOWN, timeout=_TIMEOUT, check=False)
+    alive = [ln for ln in res.stdout.splitlines() if ln.startswith("alive=")]
+    left = "left=1" in res.stdout
+    if alive or left or "done" not in res.stdout:
+        raise MeshError(f"{dev.serial}: mesh down incomplete ({' '.join(alive)}"
+                        f"{' folder left' if left else ''})",
+                        hint=f"adb -s {dev.serial} shell ls {MESH_DIR}; kill the pids by hand")
+    return {"serial": dev.serial, "stopped": True, "removed": True}
+
+
+def status(devices: Sequence[Device]) -> list[dict[str, Any]]:
+    return [status_one(d) for d in devices]
+
+
+def down(devices: Sequence[Device]) -> list[dict[str, Any]]:
+    return [down_one(d) for d in devices]
+
+
+def session_json(session: MeshSession) -> dict[str, Any]:
+    """The session without its key (what may be printed)."""
+    return {"peers": [asdict(p) for p in session.peers]}
+
+
+def quote(s: str) -> str:
+    return shlex.quote(s)
