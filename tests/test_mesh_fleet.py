@@ -271,3 +271,53 @@ def test_down_stops_every_process_and_removes_every_file(mesh, fleet, tmp_path):
     with pytest.raises(OSError):
         socket.create_connection((p1.addr, p1.port), timeout=2).close()
     control.down(devs)           # idempotent on a clean phone (the fixture calls it again)
+
+
+# ---------------------------------------------------------------- mode single (done-when 1)
+def test_single_story_is_made_by_another_phone_while_the_adb_server_is_down(
+        fleet_factory, tmp_path):
+    """After `mesh up` (orchestrator on X, addresses found from wlan0 as on a phone), the
+    adb server is stopped, a picture is taken on X through the fleet's own control, and the
+    story is produced for X by the phones' workers; read back once adb is back."""
+    fl = fleet_factory(devices=3, profiles=["old_2017", "flagship_2025", "flagship_2025"])
+    try:
+        devs = [device(fl, s) for s in fl.serials]
+        x = devs[0]                                   # old_2017: slowest, so others win bids
+        session = control.up(devs, port=adb_server.free_port(31000, 32000), tmp=tmp_path / "p",
+                             orchestrator=x.serial,
+                             profiles_dir=cheap_profiles(tmp_path / "profiles", n_predict=8))
+        assert {p.addr for p in session.peers} == {f"127.1.{int(s.rsplit(':', 1)[1]) >> 8}."
+                                                   f"{int(s.rsplit(':', 1)[1]) & 255}"
+                                                   for s in fl.serials}
+        assert control.status_one(x)["pids"]["orchestrator"]["alive"]
+        adb_server.kill_server(fl.adb_port)
+        fl.snap(x.serial, CHELSEA, name="IMG_$(touch pwned)_1.png")
+        time.sleep(1)
+        deadline = time.monotonic() + 120
+        adb_server.start_server(fl.adb_port)
+        # adb is back only to read; wait for the job to finish on the phone
+        for s in fl.serials:
+            adb_server.request_sync(fl.adb_port, f"host:connect:{s}")
+        for s in fl.serials:
+            fl.wait_adb_state(s, "device", timeout=30)
+        jobs = []
+        while time.monotonic() < deadline:
+            jobs = control.results_one(x)
+            if jobs and jobs[0].get("state", "").startswith(("done", "failed")):
+                break
+            time.sleep(1)
+        assert len(jobs) == 1, (jobs, control.logs_one(x))
+        job = jobs[0]
+        assert job["state"] == "done", (job, [print(control.logs_one(d)) for d in devs])
+        assert job["source"].endswith("IMG_$(touch pwned)_1.png")
+        assert any(w in " ".join(job["labels"]) for w in CAT_WORDS), job
+        assert job["story"], job
+        names = {p.name: p.serial for p in session.peers}
+        assert job["classify.who"] != "p1" or job["generate.who"] != "p1", job
+        assert names[job["classify.who"]] != x.serial or names[job["generate.who"]] != x.serial
+        assert "pwned" not in " ".join(canaries(devs)).replace(CANARY, "")
+    finally:
+        try:
+            control.down([device(fl, s) for s in fl.serials])
+        finally:
+            fleet_factory.release(fl)

@@ -35,6 +35,7 @@ COMMAND_MODULES = (
     "adbflow.cli.split",       # split cuts/profile/plan/run
     "adbflow.cli.journal",     # journal check/recover
     "adbflow.cli.provision",   # provision FILE=REMOTE ...
+    "adbflow.cli.mesh",        # mesh up/status/logs/down (issue 16)
 )
 
 

@@ -22,6 +22,7 @@ from adbflow.errors import FleetError
 from adbflow.fleet import android, mediastore
 from adbflow.fleet.android import AIDS, SHELL_UID
 from adbflow.fleet.interpreter import module_argv, package_root
+from adbflow.fleet import wifi
 from adbflow.fleet.namespace import Bind, Overlay
 from adbflow.fleet.profile import VirtualProfile
 from adbflow.paths import ASSETS_DIR
@@ -60,6 +61,8 @@ PROGRAMS = {  # device path -> python module (stand-in device programs)
     "/system/bin/uiautomator": "adbflow.fleet.programs.uiautomator",
     "/system/bin/bugreportz": "adbflow.fleet.programs.bugreportz",
     "/system/bin/content": "adbflow.fleet.programs.content",
+    # the mesh's image converter (camera JPEG/PNG -> BMP for label_image; issue 16)
+    "/data/local/tmp/img2bmp": "adbflow.fleet.programs.img2bmp",
 }
 # Simulated procfs files (regular host files bind-mounted over the fresh procfs).
 SIM_PROC_FILES = ("stat", "meminfo", "loadavg", "cpuinfo", "uptime")
@@ -367,6 +370,10 @@ def build_root(root: Path, profile: VirtualProfile, serial: str, *, owners: bool
     _write(bindir / "nproc", NPROC_SH, 0o755)
     _write(bindir / "getprop", GETPROP_SH, 0o755)
     _write(bindir / "cmd", CMD_SH, 0o755)
+    port = wifi.port_of(serial)
+    if port is not None:                 # the loopback "Wi-Fi" (fleet/wifi.py)
+        _write(bindir / "ip", wifi.ip_script(wifi.wifi_address(port)), 0o755)
+        _write(bindir / "ifconfig", wifi.ifconfig_script(wifi.wifi_address(port)), 0o755)
     for path, module in PROGRAMS.items():
         _write(root / path.lstrip("/"), program_wrapper(module), 0o755)
     if owners:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from adbflow.device import Device
-from adbflow.errors import AdbflowError
+from adbflow.errors import AdbflowError, ParseError
 from adbflow.mesh.wire import new_key
 from adbflow.paths import DEVICE_SCRIPTS_DIR, PROFILES_DIR
 from adbflow.runtime.stages import REMOTE_IMAGE, label_image_argv, llama_argv
@@ -29,7 +29,7 @@ log = logging.getLogger("adbflow.mesh")
 
 MESH_DIR = "/data/local/tmp/adbflow-mesh"
 DEFAULT_PORT = 7655
-SCRIPTS = ("wire.sh", "worker.sh", "start.sh")
+SCRIPTS = ("wire.sh", "worker.sh", "start.sh", "orch.sh")
 PROMPT_MARK = "@PROMPT@"
 _TIMEOUT = 20.0
 _INET = re.compile(r"inet (?:addr:)?(\d{1,3}(?:\.\d{1,3}){3})")
@@ -51,6 +51,7 @@ class PeerSpec:
 class MeshSession:
     key: str
     peers: list[PeerSpec] = field(default_factory=list)
+    orchestrator: str | None = None     # mode single: the peer name hosting it
 
     def peers_file(self) -> str:
         return "".join(f"{p.name} {p.addr} {p.port}\n" for p in self.peers)
@@ -69,10 +70,13 @@ def wifi_address(device: Device) -> str:
 
 def argv_files(device: Device, profiles_dir: Path = PROFILES_DIR) -> dict[str, str]:
     """classify/generate argv, one argument per line (read into an array on the phone, never
-    evaluated); the story prompt is the PROMPT_MARK line."""
+    evaluated); the story prompt is the PROMPT_MARK line. Plus the model's input size."""
     model = device.getprop("ro.product.model", timeout=_TIMEOUT).strip() or None
     prof = ProfileBook.load(profiles_dir).for_model(model)
-    out = {}
+    t = prof.timing
+    out = {"input_size": f"{int(prof.label_image.input_size)}\n",
+           "classify.ms": f"{max(1, round(t.classify_ms))}\n",
+           "generate.ms": f"{max(1, round(prof.llama.n_predict * 1000 / max(t.gen_tok_s, 0.1)))}\n"}
     for slot, argv in (("classify", label_image_argv(prof.label_image, REMOTE_IMAGE)),
                        ("generate", llama_argv(prof.llama, PROMPT_MARK))):
         if any("\n" in a for a in argv):
@@ -83,16 +87,21 @@ def argv_files(device: Device, profiles_dir: Path = PROFILES_DIR) -> dict[str, s
 
 
 def up(devices: Sequence[Device], *, addrs: Mapping[str, str] | None = None,
-       port: int = DEFAULT_PORT, key: str | None = None,
+       port: int = DEFAULT_PORT, key: str | None = None, orchestrator: str | None = None,
        profiles_dir: Path = PROFILES_DIR, tmp: Path) -> MeshSession:
     """Install and start the mesh on every device. `addrs` overrides the Wi-Fi address per
-    serial. Raises MeshError naming the device on any failure (the others are left as they
-    are: run `mesh down`)."""
+    serial; `orchestrator` (a serial) runs mode `single` there. Raises MeshError naming the
+    device on any failure (the others are left as they are: run `mesh down`)."""
     addrs = dict(addrs or {})
     session = MeshSession(key or new_key())
     for i, dev in enumerate(devices, 1):
         addr = addrs.get(dev.serial) or wifi_address(dev)
         session.peers.append(PeerSpec(f"p{i}", dev.serial, addr, port))
+        if orchestrator == dev.serial:
+            session.orchestrator = f"p{i}"
+    if orchestrator and not session.orchestrator:
+        raise MeshError(f"{orchestrator}: not among the mesh's devices",
+                        hint="pass the serial of one of the listed devices")
     lease_sh = (DEVICE_SCRIPTS_DIR / "lease.sh").read_text()
     tmp.mkdir(parents=True, exist_ok=True)
     for peer, dev in zip(session.peers, devices):
@@ -105,8 +114,10 @@ def up(devices: Sequence[Device], *, addrs: Mapping[str, str] | None = None,
         files["peers"] = session.peers_file()
         files["me"] = peer.name + "\n"
         files["key"] = session.key
-        for slot, text in argv_files(dev, profiles_dir).items():
-            files[f"conf/{slot}.argv"] = text
+        for name, text in argv_files(dev, profiles_dir).items():
+            files[f"conf/{name}" + ("" if "." in name or name == "input_size" else ".argv")] = text
+        if session.orchestrator:
+            files["orchestrator"] = session.orchestrator + "\n"
         for rel, text in files.items():
             local = tmp / f"{peer.name}-{rel.replace('/', '_')}"
             local.write_text(text)
@@ -164,7 +175,7 @@ def status_one(dev: Device) -> dict[str, Any]:
 
 def logs_one(dev: Device, lines: int = 50) -> str:
     res = dev.shell(f"cd {MESH_DIR}/log 2>/dev/null && tail -n {int(lines)} mesh.log "
-                    "worker.err nc.err 2>/dev/null", timeout=_TIMEOUT, check=False)
+                    "worker.err orch.err nc.err 2>/dev/null", timeout=_TIMEOUT, check=False)
     return res.stdout
 
 
@@ -196,6 +207,59 @@ def down_one(dev: Device) -> dict[str, Any]:
                         f"{' folder left' if left else ''})",
                         hint=f"adb -s {dev.serial} shell ls {MESH_DIR}; kill the pids by hand")
     return {"serial": dev.serial, "stopped": True, "removed": True}
+
+
+_RESULTS = f"""M={MESH_DIR}
+for j in $M/jobs/*; do [ -d "$j" ] || continue
+  echo "=:job ${{j##*/}}"
+  for f in state source classify.who generate.who prompt; do
+    printf '=:%s ' $f; head -c 300 "$j/$f" 2>/dev/null | head -n 1; echo; done
+  echo "=:classify.out"; head -c 8000 "$j/classify.out" 2>/dev/null; echo
+  echo "=:generate.out"; head -c 16000 "$j/generate.out" 2>/dev/null; echo
+  echo "=:end"
+done
+"""
+
+
+def results_one(dev: Device) -> list[dict[str, Any]]:
+    """The jobs the phone's orchestrator recorded, with labels and story (parsed as data).
+    Why the `=:` markers: the outputs are device text; a line of theirs that imitates a
+    marker could at worst split its own job's text, never run anything."""
+    from adbflow.parsers.label_image import parse_label_image
+    from adbflow.parsers.llama import parse_llama
+    res = dev.shell(_RESULTS, timeout=_TIMEOUT, check=False, max_output=4 << 20)
+    jobs: list[dict[str, Any]] = []
+    cur: dict[str, Any] | None = None
+    block: str | None = None
+    buf: list[str] = []
+    for line in res.stdout.splitlines():
+        if line.startswith("=:job "):
+            cur = {"job": line[6:].strip()[:12], "serial": dev.serial}
+            jobs.append(cur)
+        elif cur is None:
+            continue
+        elif line in ("=:classify.out", "=:generate.out", "=:end"):
+            if block:
+                cur[block] = "\n".join(buf)
+            block, buf = (line[2:] if line != "=:end" else None), []
+        elif block:
+            buf.append(line)
+        elif line.startswith("=:"):
+            k, _, v = line[2:].partition(" ")
+            cur[k] = v.strip()
+    for j in jobs:
+        try:
+            labels = parse_label_image(j.pop("classify.out", "") or "").labels
+        except ParseError:
+            labels = []
+        j["labels"] = [lb.name for lb in labels[:5]]
+        out = j.pop("generate.out", "") or ""
+        try:
+            j["story"] = parse_llama(out, prompt=j.get("prompt"), require_text=False).text \
+                if out.strip() else None
+        except ParseError:
+            j["story"] = None
+    return jobs
 
 
 def status(devices: Sequence[Device]) -> list[dict[str, Any]]:

@@ -11,3 +11,10 @@ echo $$ > "$M/pgid"     # our process group (setsid): `mesh down` kills it whole
 nc -L -s "$_addr" -p "$_port" sh "$M/worker.sh" < /dev/null > /dev/null 2>> "$M/log/nc.err" &
 echo $! > "$M/pids/worker"
 echo "$(date +%s) $ME worker listening on $_addr:$_port pid $!" >> "$M/log/mesh.log"
+# mode single: the phone named in $M/orchestrator also runs the orchestrator
+_o=; read -r _o 2>/dev/null < "$M/orchestrator"
+if [ "$_o" = "$ME" ]; then
+  sh "$M/orch.sh" < /dev/null > /dev/null 2>> "$M/log/orch.err" &
+  echo $! > "$M/pids/orchestrator"
+  echo "$(date +%s) $ME orchestrator (single) pid $!" >> "$M/log/mesh.log"
+fi

@@ -52,8 +52,8 @@ mesh_recv() {
   case $9 in *[!0-9a-f]*) R_WHY=mac; return 1;; esac
   [ ${#9} = 64 ] || { R_WHY=mac; return 1; }
   [ "$4" = "$ME" ] || { R_WHY=not-for-me; return 1; }
-  _peer=; while read -r _pn _pa _pp; do [ "$_pn" = "$3" ] && _peer=1; done < "$M/peers"
-  [ -n "$_peer" ] || { R_WHY=unknown-peer; return 1; }
+  _kp=; while read -r _pn _px _py; do [ "$_pn" = "$3" ] && _kp=1; done < "$M/peers"
+  [ -n "$_kp" ] || { R_WHY=unknown-peer; return 1; }
   [ "$8" -le "$(mesh_max "$2")" ] || { R_WHY=size; return 1; }
   _now=$(date +%s)
   [ "$6" -le $((_now + MESH_SKEW)) ] && [ "$6" -ge $((_now - MESH_SKEW)) ] || { R_WHY=stale; return 1; }
@@ -63,10 +63,11 @@ mesh_recv() {
   _bh=$(_msha < "$R_BODY")
   [ "$(mesh_mac "$1 $2 $3 $4 $5 $6 $7 $8 $_bh")" = "$9" ] || { R_WHY=bad-mac; rm -f "$R_BODY"; return 1; }
   # replay: the counter must exceed the last one accepted from this peer (checked and stored
-  # under a lock: two connections replaying the same message cannot both pass)
-  _ok=$({ flock 8; _l=0; read -r _l 2>/dev/null < "$M/state/seen-$3"
+  # under a lock: two connections replaying the same message cannot both pass); the worker
+  # (requests) and the orchestrator (answers) keep separate records (MESH_ROLE w / o)
+  _ok=$({ flock 8; _l=0; read -r _l 2>/dev/null < "$M/state/seen-${MESH_ROLE:-w}-$3"
     case $_l in ''|*[!0-9]*) _l=0;; esac
-    if [ "$5" -gt "$_l" ]; then echo "$5" > "$M/state/seen-$3"; echo y; fi; } 8>>"$M/state/seen.lock")
+    if [ "$5" -gt "$_l" ]; then echo "$5" > "$M/state/seen-${MESH_ROLE:-w}-$3"; echo y; fi; } 8>>"$M/state/seen.lock")
   [ "$_ok" = y ] || { R_WHY=replay; rm -f "$R_BODY"; return 1; }
   R_T=$2 R_FROM=$3 R_ARG=$7 R_LEN=$8
   return 0

@@ -20,13 +20,18 @@ _num() { case $1 in ''|*[!0-9]*) return 1;; esac; [ ${#1} -le 9 ]; }
 _lease() { _ln=m$$; adbflow_lease "$_ln" "$@" | while read -r _a _v _tk _rest; do
     [ "$_a" = "=:adbflow:$_ln:lease" ] && echo "$_v $_tk"; done; }
 _reply() { mesh_send "$1" "$R_FROM" "$2" "$3"; }
-# the bid: a cost estimate (lower wins) from this phone's load and the slot's state
+# the bid: the expected run time in ms (lower wins): the profile's idle time for the slot
+# (conf/SLOT.ms, from the device profile) scaled by the CPU load per core (1 min loadavg);
+# `busy` while the slot is leased (by anybody: laptop or phone)
 _cost() {
+  _base=100; read -r _base 2>/dev/null < "$M/conf/$1.ms"
+  case $_base in ''|*[!0-9]*) _base=100;; esac
   read -r _l1 _x < /proc/loadavg
   _ci=${_l1%.*} _cf=${_l1#*.}00
+  _cores=$(grep -c '^processor' /proc/cpuinfo); [ "${_cores:-0}" -gt 0 ] || _cores=1
   _left=$(adbflow_lease q read "$1" - 0 0 | while read -r _a _v _tk _o _lf _n; do
       [ "$_a" = "=:adbflow:q:lease" ] && echo "$_lf"; done)
-  case $_left in ''|0) echo $(( (100 + _ci * 100 + ${_cf:0:2}) * ${MESH_SPEED:-100} / 100 ));;
+  case $_left in ''|0) echo $(( _base * (100 + (_ci * 100 + ${_cf:0:2}) / _cores) / 100 ));;
     *) echo busy;; esac
 }
 _run_argv() {   # $1 argv file (one argument per line), $2 prompt file: never evaluated

@@ -1,0 +1,117 @@
+"""`adbflow mesh up|status|logs|down`: the phones' own mesh, installed and removed over adb.
+
+Why thin: the work is in adbflow/mesh/control.py (what is pushed, how it is started and
+stopped); this module picks the devices, parses `--addr SERIAL=IP`, and keeps the session
+(peer list and key) in the data dir, chmod 600, so later commands and the laptop can talk
+to the workers.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from tabulate import tabulate
+
+from adbflow.cli.options import AdbServers, JsonOut, Serials
+from adbflow.device import Inventory, resolve_servers
+from adbflow.errors import AdbflowError
+from adbflow.mesh import control
+from adbflow.paths import data_home
+
+mesh_app = typer.Typer(help="The phones' own mesh (issue 16): workers that serve each other "
+                            "over Wi-Fi, installed and removed over adb.", no_args_is_help=True)
+
+
+def session_path() -> Path:
+    return data_home() / "mesh" / "session.json"
+
+
+def _save(session: control.MeshSession) -> Path:
+    path = session_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"key": session.key, "peers": [asdict(p) for p in session.peers]}, f)
+    return path
+
+
+def _devices(adb_server: list[str] | None, serial: list[str] | None):
+    devs = Inventory(resolve_servers(adb_server), serial).devices()
+    if not devs:
+        raise AdbflowError("no device online", hint="check `adbflow devices`")
+    return sorted(devs, key=lambda d: d.serial)
+
+
+def _addrs(values: list[str] | None) -> dict[str, str]:
+    out = {}
+    for v in values or []:
+        serial, sep, ip = v.rpartition("=")
+        if not sep or not serial or not ip:
+            raise typer.BadParameter(f"--addr wants SERIAL=IP, got {v!r}")
+        out[serial] = ip
+    return out
+
+
+Addr = Annotated[Optional[list[str]], typer.Option(
+    "--addr", metavar="SERIAL=IP", help="Wi-Fi address of a phone (default: read from wlan0).")]
+
+
+@mesh_app.command("up")
+def up_cmd(adb_server: AdbServers = None, serial: Serials = None, addr: Addr = None,
+           port: Annotated[int, typer.Option(min=1024, max=65535)] = control.DEFAULT_PORT,
+           json_out: JsonOut = False) -> None:
+    """Push the mesh runtime and a fresh session key to every phone and start its worker."""
+    devs = _devices(adb_server, serial)
+    with tempfile.TemporaryDirectory(prefix="adbflow-mesh-") as tmp:
+        session = control.up(devs, addrs=_addrs(addr), port=port, tmp=Path(tmp))
+    path = _save(session)
+    if json_out:
+        typer.echo(json.dumps({**control.session_json(session), "session": str(path)}))
+        return
+    typer.echo(tabulate([[p.name, p.serial, f"{p.addr}:{p.port}"] for p in session.peers],
+                        headers=["peer", "serial", "listens on"]))
+    typer.echo(f"session (key, chmod 600): {path}")
+
+
+@mesh_app.command("status")
+def status_cmd(adb_server: AdbServers = None, serial: Serials = None,
+               json_out: JsonOut = False) -> None:
+    """What the mesh runs on each phone (recorded pids alive?) and which files it left."""
+    rows = control.status(_devices(adb_server, serial))
+    if json_out:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    typer.echo(tabulate([[r["serial"], r.get("name", "-"), "yes" if r["present"] else "no",
+                          " ".join(f"{k}:{v['pid']}{'' if v['alive'] else '(dead)'}"
+                                   for k, v in r["pids"].items()) or "-"] for r in rows],
+                        headers=["serial", "peer", "installed", "processes"]))
+
+
+@mesh_app.command("logs")
+def logs_cmd(adb_server: AdbServers = None, serial: Serials = None,
+             lines: Annotated[int, typer.Option(min=1, max=10000)] = 50) -> None:
+    """The mesh logs of each phone (device text, printed as data)."""
+    for d in _devices(adb_server, serial):
+        typer.echo(f"== {d.serial}")
+        typer.echo(control.logs_one(d, lines=lines))
+
+
+@mesh_app.command("down")
+def down_cmd(adb_server: AdbServers = None, serial: Serials = None,
+             json_out: JsonOut = False) -> None:
+    """Stop every process the mesh started and remove every file it pushed (verified)."""
+    rows = control.down(_devices(adb_server, serial))
+    if json_out:
+        typer.echo(json.dumps(rows))
+    else:
+        for r in rows:
+            typer.echo(f"{r['serial']}: stopped, removed")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(mesh_app, name="mesh")
