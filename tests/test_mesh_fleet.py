@@ -273,6 +273,44 @@ def test_down_stops_every_process_and_removes_every_file(mesh, fleet, tmp_path):
     control.down(devs)           # idempotent on a clean phone (the fixture calls it again)
 
 
+def test_cli_up_status_results_down_with_addresses_found_on_wlan0(mesh, fleet, tmp_path,
+                                                                  monkeypatch):
+    """The commands as a user runs them: addresses read from wlan0 (the fleet's loopback
+    Wi-Fi), the session kept chmod 600 in the data dir, `up` twice stops the first mesh."""
+    import json
+    import os
+
+    from typer.testing import CliRunner
+
+    from adbflow.cli.main import app
+    monkeypatch.setenv("ADBFLOW_HOME", str(tmp_path / "home"))
+    srv = ["--adb-server", f"127.0.0.1:{fleet.adb_port}"]
+    port = str(adb_server.free_port(32000, 33000))
+    run = CliRunner().invoke
+    for _ in range(2):
+        r = run(app, ["mesh", "up", *srv, "--port", port, "--json"])
+        assert r.exit_code == 0, r.output
+    up_out = json.loads(r.output)
+    assert [p["addr"].startswith("127.1.") for p in up_out["peers"]] == [True, True]
+    assert "key" not in r.output
+    sess = tmp_path / "home" / "mesh" / "session.json"
+    assert os.stat(sess).st_mode & 0o777 == 0o600
+    r = run(app, ["mesh", "status", *srv, "--json"])
+    rows = json.loads(r.output)
+    assert [row["worker_alive"] for row in rows] == [True, True]
+    ps = [device(fleet, s).shell("ps -A -o args | grep -c '[n]c -L'", timeout=10,
+                                 check=False).stdout.strip() for s in fleet.serials]
+    assert ps == ["1", "1"]                        # the first `up`'s listener was stopped
+    r = run(app, ["mesh", "results", *srv])
+    assert r.exit_code == 0 and "no mesh jobs" in r.output
+    r = run(app, ["mesh", "logs", *srv])
+    assert "worker listening on" in r.output
+    r = run(app, ["mesh", "down", *srv])
+    assert r.exit_code == 0 and r.output.count("stopped, removed") == 2
+    assert all(not row["present"] for row in control.status(
+        [device(fleet, s) for s in fleet.serials]))
+
+
 # ---------------------------------------------------------------- mode single (done-when 1)
 def test_single_story_is_made_by_another_phone_while_the_adb_server_is_down(
         fleet_factory, tmp_path):

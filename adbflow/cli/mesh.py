@@ -64,11 +64,16 @@ Addr = Annotated[Optional[list[str]], typer.Option(
 @mesh_app.command("up")
 def up_cmd(adb_server: AdbServers = None, serial: Serials = None, addr: Addr = None,
            port: Annotated[int, typer.Option(min=1024, max=65535)] = control.DEFAULT_PORT,
+           orchestrator: Annotated[Optional[str], typer.Option(
+               "--orchestrator", metavar="SERIAL",
+               help="mode single: this phone watches its camera and farms the work out")] = None,
            json_out: JsonOut = False) -> None:
-    """Push the mesh runtime and a fresh session key to every phone and start its worker."""
+    """Push the mesh runtime and a fresh session key to every phone and start its worker
+    (and, with --orchestrator, the single-mode orchestrator on that phone)."""
     devs = _devices(adb_server, serial)
     with tempfile.TemporaryDirectory(prefix="adbflow-mesh-") as tmp:
-        session = control.up(devs, addrs=_addrs(addr), port=port, tmp=Path(tmp))
+        session = control.up(devs, addrs=_addrs(addr), port=port, tmp=Path(tmp),
+                             orchestrator=orchestrator)
     path = _save(session)
     if json_out:
         typer.echo(json.dumps({**control.session_json(session), "session": str(path)}))
@@ -111,6 +116,28 @@ def down_cmd(adb_server: AdbServers = None, serial: Serials = None,
     else:
         for r in rows:
             typer.echo(f"{r['serial']}: stopped, removed")
+
+
+@mesh_app.command("results")
+def results_cmd(adb_server: AdbServers = None, serial: Serials = None,
+                json_out: JsonOut = False) -> None:
+    """The jobs the phones' orchestrators recorded: picture, where each stage ran, labels,
+    story (device text: shown as data, never interpreted)."""
+    jobs = [j for d in _devices(adb_server, serial) for j in control.results_one(d)]
+    if json_out:
+        typer.echo(json.dumps(jobs, indent=2))
+        return
+    if not jobs:
+        typer.echo("no mesh jobs recorded")
+        return
+    for j in jobs:
+        typer.echo(f"{j['serial']} job {j['job']}: {j.get('state', '?')}  "
+                   f"{j.get('source', '')!r}  classify on {j.get('classify.who') or '-'}, "
+                   f"story on {j.get('generate.who') or '-'}")
+        if j["labels"]:
+            typer.echo("  labels: " + ", ".join(j["labels"][:3]))
+        if j.get("story"):
+            typer.echo("  story: " + " ".join(j["story"].split())[:400])
 
 
 def register(app: typer.Typer) -> None:

@@ -106,6 +106,7 @@ def up(devices: Sequence[Device], *, addrs: Mapping[str, str] | None = None,
     tmp.mkdir(parents=True, exist_ok=True)
     for peer, dev in zip(session.peers, devices):
         d = MESH_DIR
+        dev.shell(_DOWN, timeout=_TIMEOUT, check=False)   # a previous mesh: stop it first
         dev.shell(f"rm -rf {d} && mkdir -p {d}/state {d}/log {d}/tmp {d}/pids {d}/conf && "
                   f"chmod 700 {d}", timeout=_TIMEOUT)
         files: dict[str, str] = {f"{s}": (DEVICE_SCRIPTS_DIR / "mesh" / s).read_text()
