@@ -24,7 +24,8 @@ _ask() {
   [ -n "$_pa" ] || return 1
   _rq=$M/tmp/rq-$$ _rp=$M/tmp/rp-$$
   mesh_send "$2" "$1" "$3" "$4" > "$_rq"
-  timeout 300 nc -w 30 "$_pa" "$_pp" < "$_rq" 2>/dev/null | head -c 70000 > "$_rp"
+  # a task cannot outlive its reservation (the worker does not renew it): wait TTL + 10 s
+  timeout $((TTL / 10 + 10)) nc -w 10 "$_pa" "$_pp" < "$_rq" 2>/dev/null | head -c 70000 > "$_rp"
   mesh_recv < "$_rp"; _rc=$?
   rm -f "$_rq" "$_rp"
   [ $_rc = 0 ] && [ "$R_FROM" = "$1" ] || { mesh_log "orch: no valid answer from $1 ($R_WHY)"; return 1; }
