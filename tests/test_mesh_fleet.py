@@ -258,6 +258,30 @@ def test_the_mesh_keeps_working_without_the_adb_server(mesh, fleet):
     assert "done classify" in worker_log(devs[1])
 
 
+def test_a_phone_cut_off_the_wifi_is_unreachable_for_its_peers_while_adb_works(mesh, fleet):
+    """fleet.wifi(serial, False): the peers' `nc` cannot reach it and its own cannot reach
+    them; adb still works; restored, the same request is answered."""
+    session, devs, _ = mesh
+    p1, p2 = devs
+    # the phones talk over their wlan0 addresses (the fleet's), not the fixture's ones
+    a1, a2 = (control.wifi_address(d) for d in devs)
+    port = adb_server.free_port(33000, 34000)
+    p2.shell(f"setsid nc -l -s {a2} -p {port} sh -c 'echo pong' </dev/null >/dev/null 2>&1 &",
+             timeout=10)
+    time.sleep(0.5)
+    fleet.wifi(p2.serial, False)
+    try:
+        r = p1.shell(f"echo ping | nc -w 3 {a2} {port}; echo rc=$?", timeout=20, check=False)
+        assert "pong" not in r.stdout and "rc=1" in r.stdout
+        r = p2.shell(f"echo ping | nc -w 3 {a1} 9; echo rc=$?", timeout=20, check=False)
+        assert "unreachable" in r.stderr and "rc=1" in r.stdout
+        assert p2.shell("echo adb-ok", timeout=10).stdout.strip() == "adb-ok"
+    finally:
+        fleet.wifi(p2.serial, True)
+    r = p1.shell(f"echo ping | nc -w 3 {a2} {port}", timeout=20, check=False)
+    assert "pong" in r.stdout
+
+
 def test_down_stops_every_process_and_removes_every_file(mesh, fleet, tmp_path):
     session, devs, _ = mesh
     pids = {d.serial: st["pids"]["worker"]["pid"] for d, st in zip(devs, control.status(devs))}

@@ -212,6 +212,16 @@ def kill_cmd(serial: Serial, state_dir: StateDir = None) -> None:
     typer.echo(f"{serial}: killed")
 
 
+@fleet_app.command("wifi")
+def wifi_cmd(serial: Serial, state: Annotated[str, typer.Argument(help="on or off")],
+             state_dir: StateDir = None) -> None:
+    """Cut a device off its loopback "Wi-Fi" (off) or restore it (on); adb is untouched."""
+    if state not in ("on", "off"):
+        raise typer.BadParameter("on or off")
+    out = _client(state_dir).wifi(serial, state == "on")
+    typer.echo(f"{serial}: wifi {state} ({out['addr']})")
+
+
 @fleet_app.command("restart")
 def restart_cmd(serial: Serial, state_dir: StateDir = None) -> None:
     """Bring a device back (returns once adb lists it as `device`)."""

@@ -151,6 +151,10 @@ class FleetClient:
     def clear_faults(self, serial: str) -> dict[str, Any]:
         return self.call("clear_faults", serial=serial)
 
+    def wifi(self, serial: str, on: bool) -> dict[str, Any]:
+        """Cut (False) or restore (True) the device's loopback Wi-Fi, adb untouched."""
+        return self.call("wifi", serial=serial, on=on)
+
     def kill(self, serial: str) -> dict[str, Any]:
         return self.call("kill", serial=serial)
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from adbflow.errors import AdbflowError, FleetError
-from adbflow.fleet import adb_server
+from adbflow.fleet import adb_server, wifi
 from adbflow.fleet.backend_api import DeviceBackend
 from adbflow.fleet.camera import DEFAULT_DIR as DEFAULT_SNAP_DIR
 from adbflow.fleet.camera import Camera, check_dir, copy_plain
@@ -495,6 +495,12 @@ class FleetHost:
                 await dev.transport.apply_offline()
             self.write_state()
             return dev.describe()
+        if op == "wifi":       # cut the device off the loopback Wi-Fi (fleet/wifi.py)
+            port = wifi.port_of(dev.serial)
+            if port is None:
+                raise FleetError(f"[{dev.serial}] has no Wi-Fi address")
+            on = wifi.set_wifi(self.state_dir, wifi.wifi_address(port), bool(req["on"]))
+            return {"serial": dev.serial, "wifi": on, "addr": wifi.wifi_address(port)}
         if op == "kill":
             await self.kill(dev)
             return dev.describe()

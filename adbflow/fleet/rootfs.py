@@ -164,6 +164,9 @@ def device_binds(root: Path) -> list[Bind]:
         binds.append(Bind(str(src), f"{MODELS_DIR}/{name}", readonly=True))
     # the MediaStore table the fleet keeps (mediastore.py), read by the `content` stand-in
     binds.append(Bind(str(sim / "media"), mediastore.DEVICE_DIR, readonly=True))
+    net = wifi.net_dir(Path(root).parent.parent.parent)        # STATE_DIR/net
+    net.mkdir(parents=True, exist_ok=True)
+    binds.append(Bind(str(net), wifi.NET_DIR, readonly=True))
     # rbind: keep the model file binds under /vendor when /vendor becomes read-only
     binds.append(Bind(str(Path(root) / "system"), "/system", readonly=True, recursive=True))
     binds.append(Bind(str(Path(root) / "vendor"), "/vendor", readonly=True, recursive=True))
@@ -374,6 +377,9 @@ def build_root(root: Path, profile: VirtualProfile, serial: str, *, owners: bool
     if port is not None:                 # the loopback "Wi-Fi" (fleet/wifi.py)
         _write(bindir / "ip", wifi.ip_script(wifi.wifi_address(port)), 0o755)
         _write(bindir / "ifconfig", wifi.ifconfig_script(wifi.wifi_address(port)), 0o755)
+        for name in ("nc", "netcat"):
+            _write(bindir / name, wifi.nc_wrapper(wifi.wifi_address(port)), 0o755)
+    (root / wifi.NET_DIR.lstrip("/")).mkdir(parents=True, exist_ok=True)
     for path, module in PROGRAMS.items():
         _write(root / path.lstrip("/"), program_wrapper(module), 0o755)
     if owners:

@@ -14,6 +14,8 @@ phone could not); the mesh binds only the address it was given.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def wifi_address(adb_port: int) -> str:
     """The device's Wi-Fi address from its adb port."""
@@ -63,4 +65,44 @@ if [ "$#" = 1 ] && [ "$1" = wlan0 ]; then
   exit 0
 fi
 exec toybox ifconfig "$@"
+"""
+
+
+# Cutting a device off the "Wi-Fi", separately from adb (`FleetClient.wifi(serial, False)`):
+# the fleet host creates STATE_DIR/net/ADDR; that directory is bound read-only into every
+# device at NET_DIR. The device's `nc` (what the mesh and any shell script use for TCP) is a
+# wrapper that refuses, like a phone without Wi-Fi, when its own address is cut (no listen,
+# no connect) or when the address it connects to is cut. Limits (no iptables, no network
+# namespace per device): the kernel still accepts TCP to a cut address, so host processes
+# (tests acting as a laptop on the Wi-Fi) still reach it, connections already open stay open,
+# and a listener started before the cut keeps accepting (its peers' `nc` refuse to connect).
+NET_DIR = "/vendor/adbflow/net"
+
+
+def net_dir(state_dir: Path | str) -> Path:
+    """Host directory of the cut flags (one per fleet, bound into every device)."""
+    return Path(state_dir) / "net"
+
+
+def set_wifi(state_dir: Path | str, addr: str, on: bool) -> bool:
+    """Cut (on=False) or restore the device with Wi-Fi address `addr`; returns `on`."""
+    d = net_dir(state_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    flag = d / addr
+    if on:
+        flag.unlink(missing_ok=True)
+    else:
+        flag.write_text("cut\n")
+    return on
+
+
+def nc_wrapper(addr: str) -> str:
+    """/system/bin/nc (and netcat): toybox nc behind the fleet's Wi-Fi switch."""
+    return f"""#!/system/bin/sh
+# adbflow virtual device: toybox nc, refused while this device is cut off the "Wi-Fi"
+# (adbflow/fleet/wifi.py: flag files in {NET_DIR}, written by the fleet host only).
+if [ -e {NET_DIR}/{addr} ]; then echo "nc: Network is unreachable" >&2; exit 1; fi
+for _a; do case $_a in 127.*) if [ -e "{NET_DIR}/$_a" ]; then
+  echo "nc: connect: Network is unreachable" >&2; exit 1; fi;; esac; done
+exec toybox nc "$@"
 """
