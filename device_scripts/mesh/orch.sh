@@ -20,9 +20,9 @@ _list() { for _d in $DIRS; do for _f in "$_d"/*; do [ -f "$_f" ] || continue
 _known() { grep -qxF -- "$1" "$M/state/pictures" 2>/dev/null; }
 # one request/answer with PEER: $1 peer $2 type $3 arg [$4 body file]; answer in R_*
 _ask() {
-  _pa= _pp=; while read -r _n _a _p; do [ "$_n" = "$1" ] && _pa=$_a _pp=$_p; done < "$M/peers"
+  _pa= _pp=; while read -r _an _aa _ap; do [ "$_an" = "$1" ] && _pa=$_aa _pp=$_ap; done < "$M/peers"
   [ -n "$_pa" ] || return 1
-  _rq=$M/tmp/rq-$$ _rp=$M/tmp/rp-$$
+  _rq=$M/tmp/rq-$$-$1 _rp=$M/tmp/rp-$$-$1
   mesh_send "$2" "$1" "$3" "$4" > "$_rq"
   # a task cannot outlive its reservation (the worker does not renew it): wait TTL + 10 s
   timeout $((TTL / 10 + 10)) nc -w 10 "$_pa" "$_pp" < "$_rq" 2>/dev/null | head -c 70000 > "$_rp"
@@ -31,12 +31,16 @@ _ask() {
   [ $_rc = 0 ] && [ "$R_FROM" = "$1" ] || { mesh_log "orch: no valid answer from $1 ($R_WHY)"; return 1; }
   return 0
 }
-# bids for SLOT from every peer, lowest cost first: lines `COST PEER`
-_bids() { while read -r _n _a _p; do echo "$_n"; done < "$M/peers" | while read -r _peer; do
-    if _ask "$_peer" BID_REQUEST "$1" < /dev/null; then
-      case ${R_ARG#*,} in ''|*[!0-9]*) ;; *) echo "${R_ARG#*,} $_peer";; esac
-      rm -f "$R_BODY"; fi
-  done | sort -n; }
+# bids for SLOT from every peer at once (one background request each, answers in files),
+# lowest cost first: lines `COST PEER`
+_bids() { _bd=$M/tmp/bids-$$; mkdir -p "$_bd"
+  while read -r _bp _ba _bq; do
+    ( if _ask "$_bp" BID_REQUEST "$1" < /dev/null; then
+        case ${R_ARG#*,} in ''|*[!0-9]*) ;; *) echo "${R_ARG#*,} $_bp" > "$_bd/$_bp";; esac
+        rm -f "$R_BODY"; fi ) &
+  done < "$M/peers"
+  wait
+  cat "$_bd"/* 2>/dev/null | sort -n; rm -rf "$_bd"; }
 # run SLOT with input file on the best peer that grants it: output in $2.out, winner in $2.who
 _stage() { _slot=$1 _in=$2 _job=$3
   _bids "$_slot" > "$_job/bids-$_slot"
@@ -54,21 +58,28 @@ _stage() { _slot=$1 _in=$2 _job=$3
   done < "$_job/bids-$_slot"
   return 1
 }
+# phase times for the job record (uptime, deciseconds): where a job's latency goes
+_mark() { read -r _u _x < /proc/uptime; _ui=${_u%.*} _uc=${_u#*.}
+  echo "$1 $((_ui * 10 + ${_uc:0:1}))" >> "$2/times"; }
 _job() { _src=$1
   _n=1; while [ -e "$M/jobs/$_n" ]; do _n=$((_n + 1)); done
   _j=$M/jobs/$_n; mkdir -p "$_j"
   printf '%s\n' "$_src" > "$_j/source"
   echo pending > "$_j/state"
+  _mark detected "$_j"
   mesh_log "orch: job $_n for a new picture"
   /data/local/tmp/img2bmp "$_src" "$M/tmp/job-$_n.bmp" "$SIZE" 2>"$_j/img2bmp.err" ||
     { echo failed-image > "$_j/state"; return; }
+  _mark converted "$_j"
   _stage classify "$M/tmp/job-$_n.bmp" "$_j" || { echo failed-classify > "$_j/state"; rm -f "$M/tmp/job-$_n.bmp"; return; }
   rm -f "$M/tmp/job-$_n.bmp"
   # the top labels, as data: `INFO: 0.39: 285 Egyptian cat` -> `Egyptian cat`
   _labels=$(grep -E '^INFO: [0-9.]+: [0-9]+ ' "$_j/classify.out" | head -n 3 |
     while read -r _i _s _x _name; do printf '%s, ' "$_name"; done)
   printf 'Write a short story for children about a picture showing: %s\n' "${_labels%, }" > "$_j/prompt"
+  _mark classified "$_j"
   _stage generate "$_j/prompt" "$_j" || { echo failed-generate > "$_j/state"; return; }
+  _mark generated "$_j"
   echo done > "$_j/state"
   mesh_log "orch: job $_n done (classify on $(cat "$_j/classify.who"), generate on $(cat "$_j/generate.who"))"
   # shown on the phone where the Android version allows it (no-op where `cmd` is absent)

@@ -57,7 +57,7 @@ mesh_recv() {
   [ "$8" -le "$(mesh_max "$2")" ] || { R_WHY=size; return 1; }
   _now=$(date +%s)
   [ "$6" -le $((_now + MESH_SKEW)) ] && [ "$6" -ge $((_now - MESH_SKEW)) ] || { R_WHY=stale; return 1; }
-  R_BODY=$M/tmp/body-$$
+  R_BODY=$M/tmp/body-$$-$3
   if [ "$8" -gt 0 ]; then head -c "$8" > "$R_BODY"; else : > "$R_BODY"; fi
   [ "$(stat -c %s "$R_BODY")" = "$8" ] || { R_WHY=short; rm -f "$R_BODY"; return 1; }
   _bh=$(_msha < "$R_BODY")

@@ -10,7 +10,7 @@ read -r ME < "$M/me"
 . "$M/lease.sh"
 IMG=/data/local/tmp/received-image
 LD=/data/local/tmp/adbflow
-trap 'rm -f "$M/tmp/"*-$$' EXIT
+trap 'rm -f "$M/tmp/"*-$$ "$M/tmp/"*-$$-*' EXIT
 if ! mesh_recv; then mesh_log "refused $R_WHY"; exit 0; fi   # no answer to a bad message
 mesh_log "recv $R_T from $R_FROM arg $R_ARG len $R_LEN"
 _slot() { case $1 in classify|generate) return 0;; esac; return 1; }
