@@ -20,7 +20,8 @@ from adbflow.mesh import control, wire
 from adbflow.mesh.wire import Kind, Peer
 from adbflow.parsers.label_image import parse_label_image
 from adbflow.runtime.imaging import prepare_bmp
-from fleet_helpers import CAT_WORDS, CHELSEA, cheap_profiles, device, module_fleet
+from fleet_helpers import (CAT_WORDS, CHELSEA, COFFEE, COFFEE_WORDS, cheap_profiles, device,
+                           module_fleet)
 
 fleet = module_fleet(2, ["flagship_2025"])
 M = control.MESH_DIR
@@ -378,6 +379,25 @@ def test_single_story_is_made_by_another_phone_while_the_adb_server_is_down(
         assert job["classify.who"] != "p1" or job["generate.who"] != "p1", job
         assert names[job["classify.who"]] != x.serial or names[job["generate.who"]] != x.serial
         assert "pwned" not in " ".join(canaries(devs)).replace(CANARY, "")
+        # the winner goes off the Wi-Fi (adb stays): the next picture is done by another
+        winner = names[job["classify.who"]]
+        assert winner != x.serial
+        fl.wifi(winner, False)
+        try:
+            fl.snap(x.serial, COFFEE, name="IMG_2.png")
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                jobs = control.results_one(x)
+                if len(jobs) == 2 and jobs[1].get("state", "").startswith(("done", "failed")):
+                    break
+                time.sleep(1)
+            second = jobs[1]
+            assert second["state"] == "done", (second, [print(control.logs_one(d)) for d in devs])
+            assert names[second["classify.who"]] != winner, second
+            assert names[second["generate.who"]] != winner
+            assert any(w in " ".join(second["labels"]) for w in COFFEE_WORDS), second
+        finally:
+            fl.wifi(winner, True)
     finally:
         try:
             control.down([device(fl, s) for s in fl.serials])

@@ -75,7 +75,9 @@ exec toybox ifconfig "$@"
 # no connect) or when the address it connects to is cut. Limits (no iptables, no network
 # namespace per device): the kernel still accepts TCP to a cut address, so host processes
 # (tests acting as a laptop on the Wi-Fi) still reach it, connections already open stay open,
-# and a listener started before the cut keeps accepting (its peers' `nc` refuse to connect).
+# a listener started before the cut keeps accepting (its peers' `nc` refuse to connect), and
+# toybox applets that run nc themselves (`timeout 5 nc ...`: toybox runs its own applets
+# without a PATH lookup) bypass the wrapper.
 NET_DIR = "/vendor/adbflow/net"
 
 

@@ -25,7 +25,8 @@ _ask() {
   _rq=$M/tmp/rq-$$-$1 _rp=$M/tmp/rp-$$-$1
   mesh_send "$2" "$1" "$3" "$4" > "$_rq"
   # a task cannot outlive its reservation (the worker does not renew it): wait TTL + 10 s
-  timeout $((TTL / 10 + 10)) nc -w 10 "$_pa" "$_pp" < "$_rq" 2>/dev/null | head -c 70000 > "$_rp"
+  # for the answer (-W: idle timeout; the worker sends nothing until it answers)
+  nc -w 10 -W $((TTL / 10 + 10)) "$_pa" "$_pp" < "$_rq" 2>/dev/null | head -c 70000 > "$_rp"
   mesh_recv < "$_rp"; _rc=$?
   rm -f "$_rq" "$_rp"
   [ $_rc = 0 ] && [ "$R_FROM" = "$1" ] || { mesh_log "orch: no valid answer from $1 ($R_WHY)"; return 1; }
