@@ -19,10 +19,9 @@ import sys
 from pathlib import Path
 
 from adbflow.errors import FleetError
-from adbflow.fleet import android, mediastore
+from adbflow.fleet import android, mediastore, wifi
 from adbflow.fleet.android import AIDS, SHELL_UID
 from adbflow.fleet.interpreter import module_argv, package_root
-from adbflow.fleet import wifi
 from adbflow.fleet.namespace import Bind, Overlay
 from adbflow.fleet.profile import VirtualProfile
 from adbflow.paths import ASSETS_DIR
