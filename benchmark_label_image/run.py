@@ -26,17 +26,16 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 if __package__ in (None, ""):  # `python benchmark_label_image/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from adbflow.errors import AdbflowError, ParseError  # noqa: E402
 from adbflow.paths import ASSETS_DIR, PROFILES_DIR  # noqa: E402
-from adbflow.scheduling.profiles import (DeviceProfile, ProfileBook, dump_profile,  # noqa: E402
-                              safe_profile_name)
+from adbflow.scheduling.profiles import DeviceProfile, ProfileBook, dump_profile, safe_profile_name  # noqa: E402
 
 REMOTE_DIR = "/data/local/tmp"
 BENCH_IMAGE = f"{REMOTE_DIR}/adbflow-bench.bmp"

@@ -10,14 +10,14 @@ from __future__ import annotations
 import re
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
 from adbflow.device import AdbServer, Device, Inventory
-from adbflow.runtime.journal import FINAL_STATES, Journal
 from adbflow.paths import ASSETS_DIR, PROFILES_DIR
+from adbflow.runtime.journal import FINAL_STATES, Journal
 
 CHELSEA = ASSETS_DIR / "chelsea.png"
 COFFEE = ASSETS_DIR / "coffee.png"

@@ -42,7 +42,7 @@ STORY = "Once upon a time a tiger cat napped in the sun. It dreamed of fish. The
 
 
 class FakeStream:
-    def __init__(self, dev: "FakeDevice") -> None:
+    def __init__(self, dev: FakeDevice) -> None:
         self.dev, self.closed = dev, False
 
     def __enter__(self):
@@ -73,7 +73,7 @@ class FakeDevice(DevicePort):
         self.online = True
         self.calls: list[list[str]] = []
         self.ops: list[tuple[str, str]] = []
-        self.event_lines: "queue.Queue[str]" = queue.Queue()
+        self.event_lines: queue.Queue[str] = queue.Queue()
         self._lock = threading.Lock()
         self.running: dict[str, int] = {}
         self.max_running: dict[str, int] = {}

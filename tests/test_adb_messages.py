@@ -6,8 +6,12 @@ from pathlib import Path
 import pytest
 
 from adbflow.errors import ParseError
-from adbflow.parsers.adb_messages import (classify_adb_error, parse_adb_devices, parse_adb_version,
-                                         parse_transfer_summaries)
+from adbflow.parsers.adb_messages import (
+    classify_adb_error,
+    parse_adb_devices,
+    parse_adb_version,
+    parse_transfer_summaries,
+)
 
 FIX = Path(__file__).parent / "fixtures" / "adb_errors"
 

@@ -7,14 +7,13 @@ import pytest
 
 from adbflow.paths import PROFILES_DIR
 from adbflow.scheduling.profiles import ProfileBook
-from benchmark_label_image.run import (DeviceReport, Point, fit_load_sensitivity, main,
-                                       measured_profile)
+from benchmark_label_image.run import DeviceReport, Point, fit_load_sensitivity, main, measured_profile
 
 
 def test_fit_recovers_processor_sharing_and_partial_sensitivity():
     t0, s = fit_load_sensitivity([Point(0, 100.0), Point(50, 200.0), Point(75, 400.0)])
     assert t0 == pytest.approx(100.0) and s == pytest.approx(1.0)
-    pts = [Point(l, 80.0 / (1 - 0.5 * l / 100)) for l in (10, 40, 70)]
+    pts = [Point(load, 80.0 / (1 - 0.5 * load / 100)) for load in (10, 40, 70)]
     t0, s = fit_load_sensitivity(pts)
     assert s == pytest.approx(0.5, abs=1e-6) and t0 == pytest.approx(80.0, rel=1e-6)
     t0, s = fit_load_sensitivity([Point(0, 100.0), Point(60, 90.0)])   # noise: never < 0

@@ -9,13 +9,12 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from adbflow.device import AdbServer, Device, Inventory
-from adbflow.scheduling.bids import Bidder, pick_lowest_cpu
 from adbflow.errors import AdbError, AdbTimeoutError, DeviceUnavailableError
+from adbflow.scheduling.bids import Bidder, pick_lowest_cpu
 
 pytestmark = pytest.mark.fleet
 
@@ -223,8 +222,13 @@ def test_unknown_device_and_getprop(fleet, server, dev):
 
 def test_failures_through_a_real_adb_server_are_specific_classes(dev, server, tmp_path):
     """What the real adb server and the virtual adbd answer becomes the specific class."""
-    from adbflow.errors import (CommandFailed, DeviceNotFound, ReadOnlyFileSystem,
-                                RemoteNotFound, TransferTooLarge)
+    from adbflow.errors import (
+        CommandFailed,
+        DeviceNotFound,
+        ReadOnlyFileSystem,
+        RemoteNotFound,
+        TransferTooLarge,
+    )
     with pytest.raises(RemoteNotFound) as ei:
         dev.pull("/data/local/tmp/no-such-file", tmp_path / "x", timeout=5)
     assert ei.value.kind == "remote-not-found" and ei.value.serial == dev.serial

@@ -4,14 +4,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from pipeline_fakes import FakeBidder, FakeDevice, FakeInventory
 from typer.testing import CliRunner
 
-from adbflow.cli import pipeline as cli_pipeline
 from adbflow.cli import app
+from adbflow.cli import pipeline as cli_pipeline
 from adbflow.errors import AdbflowError
 from adbflow.paths import ASSETS_DIR
-
-from pipeline_fakes import FakeBidder, FakeDevice, FakeInventory
 
 
 @pytest.fixture

@@ -7,10 +7,9 @@ import subprocess
 
 import pytest
 
-from adbflow.device import identity
 from adbflow.device import AdbServer, Inventory
-from adbflow.device.server import adb_binary
 from adbflow.device.identity import Line, choose, clean_hwid, link_kind, resolve_name
+from adbflow.device.server import adb_binary
 from adbflow.fleet import adb_server
 
 LOCAL = AdbServer(port=5037)

@@ -29,16 +29,25 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from fleet_helpers import (
+    CAT_WORDS,
+    CHELSEA,
+    COFFEE,
+    COFFEE_WORDS,
+    PICTURES_APP,
+    cheap_profiles,
+    healthy,  # noqa: F401 - a fixture, found by name
+    inventory,
+    labels_of,
+    module_fleet,
+    wait_final,
+)
 
 from adbflow.fleet import adb_server
 from adbflow.runtime.events import Event, StageStarted, Watching
 from adbflow.runtime.journal import Journal
 from adbflow.runtime.pipeline import Pipeline, PipelineConfig
 from adbflow.runtime.stages import StageTimeouts
-
-from fleet_helpers import (PICTURES_APP, CAT_WORDS, CHELSEA, COFFEE, COFFEE_WORDS, cheap_profiles,
-                           inventory, labels_of, module_fleet, wait_final)
-from fleet_helpers import healthy  # noqa: F401 - a fixture, found by name
 
 pytestmark = pytest.mark.fleet
 

@@ -20,17 +20,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from adbflow.errors import ProfileError
-from adbflow.fleet import battery
+from adbflow.fleet import battery, namespace, rootfs
 from adbflow.fleet import loadmodel as lm
-from adbflow.fleet import namespace, rootfs
 from adbflow.fleet.faults import FaultState, ProgramFault
 from adbflow.fleet.namespace import Bind, holder_script
-from adbflow.fleet.profile import (list_virtual_profiles, load_virtual_profile,
-                                   parse_virtual_profile)
+from adbflow.fleet.profile import list_virtual_profiles, load_virtual_profile, parse_virtual_profile
 from adbflow.fleet.programs import dumpsys, label_image, llama_completion
 from adbflow.paths import ASSETS_DIR, REPO_DIR
 

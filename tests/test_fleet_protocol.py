@@ -18,13 +18,14 @@ from pathlib import Path
 
 import adbutils
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from adbflow.errors import FleetError
-from adbflow.fleet import adb_server, protocol as P
+from adbflow.fleet import adb_server
+from adbflow.fleet import protocol as P
 from adbflow.fleet.host import check_picture_name, snap_name
-from adbflow.fleet.shell_service import (V2Parser, exit_status, parse_service,
-                                         parse_window_size, v2_packet)
+from adbflow.fleet.shell_service import V2Parser, exit_status, parse_service, parse_window_size, v2_packet
 from adbflow.paths import ASSETS_DIR
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -201,7 +202,7 @@ def test_adb_devices_lists_every_device(fleet) -> None:  # type: ignore[no-untyp
                          capture_output=True, text=True, timeout=20).stdout
     lines = {ln.split()[0]: ln for ln in out.splitlines()[1:] if ln.strip()}
     assert set(lines) == set(fleet.serials)
-    for serial, line in lines.items():
+    for _serial, line in lines.items():
         assert line.split()[1] == "device", line
         assert "model:adbflow_virtual_" in line
     assert {d.serial for d in fleet.adb().device_list()} == set(fleet.serials)
@@ -516,8 +517,9 @@ def test_devices_come_back_after_adb_kill_server(fleet) -> None:  # type: ignore
 
 
 def test_cli_status_fault_snap(fleet) -> None:  # type: ignore[no-untyped-def]
-    from typer.testing import CliRunner
     import typer
+    from typer.testing import CliRunner
+
     from adbflow.cli.fleet import register
     app = typer.Typer()
     register(app)

@@ -23,19 +23,25 @@ from pathlib import Path
 
 import psutil
 import pytest
+from fleet_helpers import (
+    CHELSEA,
+    PICTURES_APP,
+    cheap_profiles,
+    device,
+    healthy,  # noqa: F401 - a fixture, found by name
+    inventory,
+    module_fleet,
+    wait_final,
+)
 from PIL import Image
+from pipeline_fakes import ShellOnlyPort
 
 from adbflow.device import AdbServer, ShellResult
-from adbflow.scheduling.bids import Bidder, pick_lowest_cpu
 from adbflow.runtime.detect import PICTURES_DIR
 from adbflow.runtime.events import Event, Watching
 from adbflow.runtime.pipeline import Pipeline, PipelineConfig
 from adbflow.runtime.stages import StageTimeouts
-
-from fleet_helpers import (PICTURES_APP, CHELSEA, cheap_profiles, device, inventory, module_fleet,
-                           wait_final)
-from fleet_helpers import healthy  # noqa: F401 - a fixture, found by name
-from pipeline_fakes import ShellOnlyPort
+from adbflow.scheduling.bids import Bidder, pick_lowest_cpu
 
 RAW = CHELSEA.read_bytes()
 # picture names may not contain "/": the canaries are relative, so they would land in the
@@ -109,7 +115,7 @@ class PeakRss:
         while not self._stop.wait(0.02):
             self.peak = max(self.peak, self.proc.memory_info().rss)
 
-    def __enter__(self) -> "PeakRss":
+    def __enter__(self) -> PeakRss:
         self._t.start()
         return self
 

@@ -6,21 +6,26 @@ import json
 import os
 import random
 import sqlite3
-import zlib
 import struct
+import zlib
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from adbflow.runtime.detect import (DetectionState, Entry, InotifyEvent, inotifyd_command,
-                            is_candidate_name, parse_inotifyd_line)
 from adbflow.errors import JobError
+from adbflow.paths import ASSETS_DIR
+from adbflow.runtime.detect import (
+    DetectionState,
+    Entry,
+    InotifyEvent,
+    inotifyd_command,
+    is_candidate_name,
+    parse_inotifyd_line,
+)
 from adbflow.runtime.imaging import prepare_bmp, sniff_format
 from adbflow.runtime.journal import Journal, StageAlreadyDone
-from adbflow.paths import ASSETS_DIR
 from adbflow.runtime.stages import label_image_argv, llama_argv, local_picture_path, safe_component
-
 
 # ------------------------------------------------------------------ imaging
 
@@ -278,8 +283,10 @@ def test_settle_recheck_reports_after_one_listing() -> None:
 
 def test_device_watch_settle_recheck_with_fake_device() -> None:
     import time as _time
-    from adbflow.runtime.detect import DeviceWatch
+
     from pipeline_fakes import FakeDevice
+
+    from adbflow.runtime.detect import DeviceWatch
 
     dev = FakeDevice("f1")
     w = DeviceWatch(dev, directory="/storage/emulated/0/Pictures", use_inotify=False,
@@ -347,6 +354,7 @@ def test_recovery_abandons_only_attempts_of_processes_that_are_gone(tmp_path: Pa
 
 def test_job_claims_keep_one_process_per_job(tmp_path: Path) -> None:
     from pipeline_fakes import as_gone_process
+
     from adbflow.runtime import owner
     j = Journal(tmp_path / "j.sqlite")
     jid, _ = j.add_job(source="laptop", serial="laptop", path="/x.png", size=1, mtime=1.0)
@@ -386,6 +394,7 @@ def _damage(path: Path, jobs: int = 300) -> None:
 def test_a_damaged_journal_gives_a_clear_error_and_recover_keeps_what_can_be_read(
         tmp_path: Path) -> None:
     from typer.testing import CliRunner
+
     from adbflow.cli import app
     from adbflow.errors import JournalCorrupt
     data = tmp_path / "data"

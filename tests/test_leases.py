@@ -14,12 +14,21 @@ import sys
 import textwrap
 
 import pytest
+from fleet_helpers import device, module_fleet
 
 from adbflow.device import lease
-from adbflow.device.lease_rules import (FREE, Op, Record, Verdict, apply, holds, is_live,
-                                        parse_record, slot_state, valid_owner)
-
-from fleet_helpers import device, module_fleet
+from adbflow.device.lease_rules import (
+    FREE,
+    Op,
+    Record,
+    Verdict,
+    apply,
+    holds,
+    is_live,
+    parse_record,
+    slot_state,
+    valid_owner,
+)
 
 BOOT = "b1"
 
@@ -204,7 +213,7 @@ def test_two_processes_racing_for_one_slot_never_both_hold_it(fleet):
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for who in ("racerA", "racerB")]
     outs = [p.communicate(timeout=240) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_out, err) in zip(procs, outs):
         assert p.returncode == 0, err
     busy = sum(int(out.split()[1]) for out, _ in outs)
     lines = dev.shell(f"cat {lease.LEASE_DIR}/race.log", timeout=10).stdout.split("\n")

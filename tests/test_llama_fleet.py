@@ -7,10 +7,9 @@ import re
 import time
 
 import pytest
+from fleet_helpers import CHELSEA, cheap_profiles, inventory, module_fleet
 
 from adbflow.runtime.pipeline import Pipeline, PipelineConfig
-
-from fleet_helpers import CHELSEA, cheap_profiles, inventory, module_fleet
 
 pytestmark = pytest.mark.fleet
 

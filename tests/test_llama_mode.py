@@ -8,6 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from pipeline_fakes import FakeBidder, FakeDevice, FakeInventory
+from test_pipeline_unit import CHELSEA, add
 
 from adbflow.device import ShellResult
 from adbflow.errors import AdbError
@@ -16,9 +18,6 @@ from adbflow.runtime.llama_mode import LlamaChatOnlyError, LlamaModes, chat_only
 from adbflow.runtime.pipeline import Pipeline, PipelineConfig
 from adbflow.runtime.story import finish_story, first_repeat
 from adbflow.scheduling.profiles import LlamaSpec
-
-from pipeline_fakes import FakeBidder, FakeDevice, FakeInventory
-from test_pipeline_unit import CHELSEA, add
 
 # what tools/cli/cli.cpp prints (stdout: console::log, stderr: console::error)
 CHAT_STDERR = ("--no-conversation is not supported by llama-cli\n"

@@ -9,12 +9,11 @@ from __future__ import annotations
 import shlex
 
 import pytest
+from pipeline_fakes import FakeDevice
 
 from adbflow.device import RemoteEntry, ShellResult
 from adbflow.runtime import mediastore as ms
 from adbflow.runtime.detect import WATCH_DIRS, DeviceWatch
-
-from pipeline_fakes import FakeDevice
 
 CAM = "/storage/emulated/0/DCIM/Camera"
 PIC = "/storage/emulated/0/Pictures"

@@ -14,14 +14,13 @@ import socket
 import time
 
 import pytest
+from fleet_helpers import CAT_WORDS, CHELSEA, COFFEE, COFFEE_WORDS, cheap_profiles, device, module_fleet
 
 from adbflow.fleet import adb_server
 from adbflow.mesh import control, wire
 from adbflow.mesh.wire import Kind, Peer
 from adbflow.parsers.label_image import parse_label_image
 from adbflow.runtime.imaging import prepare_bmp
-from fleet_helpers import (CAT_WORDS, CHELSEA, COFFEE, COFFEE_WORDS, cheap_profiles, device,
-                           module_fleet)
 
 fleet = module_fleet(2, ["flagship_2025"])
 M = control.MESH_DIR

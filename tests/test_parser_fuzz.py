@@ -17,17 +17,23 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any, Union
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adbflow.runtime.detect import InotifyEvent, parse_inotifyd_line
+from adbflow.device.probe import ProbeReport, parse_probe_output
 from adbflow.errors import ParseError
-from adbflow.parsers.adb_messages import (AdbProblem, classify_adb_error, parse_adb_devices,
-                                          parse_adb_version, parse_transfer_summaries)
+from adbflow.parsers.adb_messages import (
+    AdbProblem,
+    classify_adb_error,
+    parse_adb_devices,
+    parse_adb_version,
+    parse_transfer_summaries,
+)
 from adbflow.parsers.battery import parse_dumpsys_battery
 from adbflow.parsers.benchmark_model import parse_benchmark_model
 from adbflow.parsers.cpuinfo import parse_dumpsys_cpuinfo
@@ -36,10 +42,15 @@ from adbflow.parsers.label_image import parse_label_image
 from adbflow.parsers.llama import parse_llama
 from adbflow.parsers.meminfo import parse_meminfo
 from adbflow.parsers.proc_stat import cpu_load, parse_proc_stat, parse_proc_stat_snapshots
-from adbflow.parsers.sysfs import (freq_ratio, parse_cpu_list, parse_cpufreq, parse_key_values,
-                                   parse_power_supply)
+from adbflow.parsers.sysfs import (
+    freq_ratio,
+    parse_cpu_list,
+    parse_cpufreq,
+    parse_key_values,
+    parse_power_supply,
+)
 from adbflow.parsers.thermal import parse_thermal, parse_thermal_zones, parse_thermalservice
-from adbflow.device.probe import ProbeReport, parse_probe_output
+from adbflow.runtime.detect import InotifyEvent, parse_inotifyd_line
 
 FIX = Path(__file__).parent / "fixtures"
 
@@ -72,13 +83,13 @@ def _check(value: Any, tp: Any, where: str) -> None:
     if tp is type(None):
         assert value is None, f"{where}: expected None, got {value!r}"
         return
-    if origin in (list, typing.List):
+    if origin in (list, list):
         assert isinstance(value, list), f"{where}: expected list, got {type(value).__name__}"
         (arg,) = typing.get_args(tp) or (Any,)
         for i, v in enumerate(value):
             _check(v, arg, f"{where}[{i}]")
         return
-    if origin in (tuple, typing.Tuple):
+    if origin in (tuple, tuple):
         assert isinstance(value, tuple), f"{where}: expected tuple"
         args = typing.get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
@@ -89,7 +100,7 @@ def _check(value: Any, tp: Any, where: str) -> None:
             for i, (v, a) in enumerate(zip(value, args)):
                 _check(v, a, f"{where}[{i}]")
         return
-    if origin in (dict, typing.Dict):
+    if origin in (dict, dict):
         assert isinstance(value, dict), f"{where}: expected dict"
         kt, vt = typing.get_args(tp) or (Any, Any)
         for k, v in value.items():

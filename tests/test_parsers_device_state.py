@@ -16,7 +16,7 @@ from adbflow.parsers.cpuinfo import parse_dumpsys_cpuinfo
 from adbflow.parsers.getprop import parse_getprop
 from adbflow.parsers.meminfo import parse_meminfo
 from adbflow.parsers.proc_stat import cpu_load, parse_proc_stat, parse_proc_stat_snapshots
-from adbflow.parsers.sysfs import (freq_ratio, parse_cpu_list, parse_cpufreq, parse_power_supply)
+from adbflow.parsers.sysfs import freq_ratio, parse_cpu_list, parse_cpufreq, parse_power_supply
 from adbflow.parsers.thermal import normalize_temp, parse_thermal
 
 FIX = Path(__file__).parent / "fixtures"

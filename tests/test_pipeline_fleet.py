@@ -15,14 +15,20 @@ import threading
 import time
 
 import pytest
+from fleet_helpers import (
+    CHELSEA,
+    PICTURES_APP,
+    device,
+    healthy,  # noqa: F401 - a fixture, found by name
+    inventory,
+    module_fleet,
+    wait_final,
+)
 
 from adbflow.runtime.events import BidRound, Event, Watching
 from adbflow.runtime.journal import Journal
 from adbflow.runtime.pipeline import Pipeline, PipelineConfig
 from adbflow.runtime.stages import REMOTE_IMAGE
-
-from fleet_helpers import PICTURES_APP, CHELSEA, device, inventory, module_fleet, wait_final
-from fleet_helpers import healthy  # noqa: F401 - a fixture, found by name
 
 pytestmark = pytest.mark.fleet
 

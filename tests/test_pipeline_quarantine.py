@@ -7,15 +7,21 @@ import time
 from dataclasses import dataclass
 
 import pytest
+from pipeline_fakes import FakeBidder, FakeDevice, FakeInventory
+from test_pipeline_unit import add, label_calls, make
 
 from adbflow.cli.live import LiveView
 from adbflow.paths import ASSETS_DIR
 from adbflow.runtime.events import BidRound, DeviceQuarantined, DeviceReleased, Event
-from adbflow.scheduling.quarantine import (QuarantineRules, Quarantined, active, apply, cleared_by_bids,
-                                forget_expired, strike)
-
-from pipeline_fakes import FakeBidder, FakeDevice, FakeInventory
-from test_pipeline_unit import add, label_calls, make
+from adbflow.scheduling.quarantine import (
+    Quarantined,
+    QuarantineRules,
+    active,
+    apply,
+    cleared_by_bids,
+    forget_expired,
+    strike,
+)
 
 CHELSEA = (ASSETS_DIR / "chelsea.png").read_bytes()
 RULES = QuarantineRules(base_s=30, cap_s=100, memory_s=300)

@@ -8,14 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
+from pipeline_fakes import FakeBidder, FakeDevice, FakeInventory, as_gone_process
 
+from adbflow.paths import ASSETS_DIR
 from adbflow.runtime.detect import NewPicture
 from adbflow.runtime.journal import Journal
-from adbflow.paths import ASSETS_DIR
 from adbflow.runtime.pipeline import Pipeline, PipelineConfig
 from adbflow.runtime.stages import REMOTE_IMAGE
-
-from pipeline_fakes import FakeBidder, FakeDevice, FakeInventory, as_gone_process
 
 PICS = "/storage/emulated/0/Pictures"
 CHELSEA = (ASSETS_DIR / "chelsea.png").read_bytes()
@@ -321,6 +320,7 @@ def test_pictures_taken_while_cleanly_stopped_are_processed_at_the_next_start(tm
 
 def test_stale_part_files_are_cleaned_at_start(tmp_path, fleet) -> None:
     import os
+
     from adbflow.runtime.laptop import clean_stale_partials
     data = tmp_path / "data"
     pics = data / "pictures" / "dev1"

@@ -7,10 +7,18 @@ import random
 
 import pytest
 
-from adbflow.scheduling.bids import Bid
 from adbflow.errors import AdbflowError
-from adbflow.scheduling.policy import (POLICY_NAMES, CostModel, Task, background_load, format_decision,
-                            get_policy, prior_service_s, task_units)
+from adbflow.scheduling.bids import Bid
+from adbflow.scheduling.policy import (
+    POLICY_NAMES,
+    CostModel,
+    Task,
+    background_load,
+    format_decision,
+    get_policy,
+    prior_service_s,
+    task_units,
+)
 from adbflow.scheduling.profiles import ProfileBook
 from adbflow.scheduling.service_times import ServiceTimes, load_factor
 

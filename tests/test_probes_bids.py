@@ -6,18 +6,15 @@ import math
 import os
 import shutil
 import subprocess
-import threading
 import time
-from pathlib import Path
 
 import pytest
+from pipeline_fakes import ShellOnlyPort
 
 from adbflow.device import AdbServer, ShellResult
-from adbflow.scheduling.bids import Bid, Bidder, pick_lowest_cpu
-from adbflow.errors import AdbTimeoutError, DeviceUnavailableError, ParseError
 from adbflow.device.probe import parse_probe_output, probe_command, probe_script, split_sections
-
-from pipeline_fakes import ShellOnlyPort
+from adbflow.errors import AdbTimeoutError, DeviceUnavailableError, ParseError
+from adbflow.scheduling.bids import Bid, Bidder, pick_lowest_cpu
 
 MKSH, TOYBOX = shutil.which("mksh") or "/usr/bin/mksh", shutil.which("toybox") or "/usr/bin/toybox"
 needs_shells = pytest.mark.skipif(not (os.path.exists(MKSH) and os.path.exists(TOYBOX)),

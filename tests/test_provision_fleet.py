@@ -12,8 +12,11 @@ import sys
 import threading
 
 import pytest
-from fleet_helpers import device, module_fleet
-from fleet_helpers import healthy  # noqa: F401 - a fixture, found by name
+from fleet_helpers import (
+    device,
+    healthy,  # noqa: F401 - a fixture, found by name
+    module_fleet,
+)
 
 pytestmark = pytest.mark.fleet
 

@@ -13,9 +13,18 @@ from typer.testing import CliRunner
 from adbflow.cli import simulate as cli_simulate
 from adbflow.scheduling.policy import POLICY_NAMES
 from adbflow.scheduling.profiles import ProfileBook
-from adbflow.sim import (SimConfig, compare, evaluate_assignment, exhaustive_optimum,
-                         fleet_profiles, local_search, lower_bound, make_instance, simulate,
-                         time_indexed_bound)
+from adbflow.sim import (
+    SimConfig,
+    compare,
+    evaluate_assignment,
+    exhaustive_optimum,
+    fleet_profiles,
+    local_search,
+    lower_bound,
+    make_instance,
+    simulate,
+    time_indexed_bound,
+)
 from adbflow.sim.bounds import _srpt_completions, _WorkClock, steady_state_bound
 from adbflow.sim.instances import _lp_throughput
 

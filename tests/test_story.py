@@ -34,5 +34,5 @@ def test_bidi_controls_never_reach_the_terminal_the_prompt_or_the_stories():
     assert not any(c in out.labels[0].name for c in bidi)
     story = parse_llama("p Once upon a time\u202e a cat.\n", "", prompt="p").text
     assert "\u202e" not in story and "cat" in story
-    shown = display_text(f"x\u202egpj.exe\u2066")
+    shown = display_text("x\u202egpj.exe\u2066")
     assert shown == "x\\u202egpj.exe\\u2066"

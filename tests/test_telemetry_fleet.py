@@ -11,13 +11,16 @@ import textwrap
 import time
 
 import pytest
+from fleet_helpers import (
+    device,
+    healthy,  # noqa: F401 - a fixture, found by name
+    inventory,
+    module_fleet,
+)
 
 from adbflow.scheduling import telemetry as tel
 from adbflow.scheduling.bids import Bidder
 from adbflow.scheduling.telemetry import Telemetry
-
-from fleet_helpers import device, inventory, module_fleet
-from fleet_helpers import healthy  # noqa: F401 - a fixture, found by name
 
 pytestmark = pytest.mark.fleet
 

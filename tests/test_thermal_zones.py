@@ -11,14 +11,18 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from test_probes_bids import MKSH, TOYBOX, FakeDevice, needs_shells, toybox_path  # noqa: F401
 
-from adbflow.device.probe import parse_probe_output, probe_command, probe_script
-from adbflow.parsers.thermal import (ZoneKind, parse_thermal, parse_thermal_zones,
-                                     parse_thermalservice, zone_kind)
+from adbflow.device.probe import probe_script
+from adbflow.parsers.thermal import (
+    ZoneKind,
+    parse_thermal,
+    parse_thermal_zones,
+    parse_thermalservice,
+    zone_kind,
+)
 from adbflow.scheduling import bids as bids_mod
 from adbflow.scheduling.bids import Bidder, thermal_due
-
-from test_probes_bids import MKSH, TOYBOX, FakeDevice, needs_shells, toybox_path  # noqa: F401
 
 FIX = Path(__file__).parent / "fixtures" / "thermal"
 

@@ -202,7 +202,7 @@ def watch_cmd(
         view.console.print("stopped: unfinished jobs and pictures taken meanwhile are "
                            "processed by the next `adbflow watch`")
         pipe.close()
-        raise typer.Exit(_stop_code(exc))
+        raise typer.Exit(_stop_code(exc)) from None
     except BaseException:
         pipe.close()
         raise
@@ -253,7 +253,7 @@ def run_cmd(
     except KeyboardInterrupt as exc:
         pipe.stop_event.set()
         view.console.print("stopped: the job resumes when this picture is run again")
-        raise typer.Exit(_stop_code(exc))
+        raise typer.Exit(_stop_code(exc)) from None
     finally:
         pipe.close()
     raise typer.Exit(code)

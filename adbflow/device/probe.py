@@ -12,6 +12,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from adbflow.device.device import Device
+from adbflow.device.lease_rules import SlotState, parse_record, slot_state
 from adbflow.device.results import ShellResult
 from adbflow.errors import ParseError
 from adbflow.parsers.battery import parse_dumpsys_battery
@@ -20,7 +21,6 @@ from adbflow.parsers.getprop import parse_getprop
 from adbflow.parsers.meminfo import MemInfo, parse_meminfo
 from adbflow.parsers.proc_stat import ProcStat, parse_proc_stat
 from adbflow.parsers.sysfs import CpuFreq, parse_cpu_list, parse_cpufreq, parse_key_values, parse_power_supply
-from adbflow.device.lease_rules import SlotState, parse_record, slot_state
 from adbflow.parsers.thermal import ThermalInfo, parse_thermal_zones, parse_thermalservice
 from adbflow.paths import DEVICE_SCRIPTS_DIR
 

@@ -16,8 +16,9 @@ import logging
 import os
 import struct
 import termios
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from adbflow.errors import FleetError
 from adbflow.fleet import android, clock, rootfs

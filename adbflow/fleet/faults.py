@@ -6,7 +6,7 @@ both halves of a virtual device (adb transport in `transport.py`, Android-like r
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, asdict
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
@@ -52,7 +52,7 @@ class FaultState:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "FaultState":
+    def from_json(cls, data: dict[str, Any]) -> FaultState:
         progs = {k: ProgramFault(**v) for k, v in (data.get("programs") or {}).items()}
         rest = {k: v for k, v in data.items() if k != "programs"}
         return cls(programs=progs, **rest)

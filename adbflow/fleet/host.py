@@ -27,9 +27,10 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from adbflow.errors import AdbflowError, FleetError
 from adbflow.fleet import adb_server, wifi

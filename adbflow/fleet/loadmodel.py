@@ -17,9 +17,9 @@ import asyncio
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from adbflow.fleet.battery import BatteryModel
 
@@ -599,7 +599,7 @@ def tick_interval(n_devices: int) -> float:
 class LoadTicker:
     """One asyncio task per event loop ticking every registered DeviceLoad."""
 
-    _by_loop: dict[int, "LoadTicker"] = {}
+    _by_loop: dict[int, LoadTicker] = {}
 
     def __init__(self) -> None:
         self.models: list[DeviceLoad] = []
@@ -607,7 +607,7 @@ class LoadTicker:
         self.cost_s = 0.0  # duration of the last tick over all devices
 
     @classmethod
-    def for_running_loop(cls) -> "LoadTicker":
+    def for_running_loop(cls) -> LoadTicker:
         loop = asyncio.get_running_loop()
         key = id(loop)
         t = cls._by_loop.get(key)

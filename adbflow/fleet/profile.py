@@ -8,7 +8,7 @@ profile only says how the virtual device *pretends* to behave, never what the ho
 from __future__ import annotations
 
 import platform
-from dataclasses import dataclass, field, asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 

@@ -60,7 +60,7 @@ _FBINFO = struct.Struct("<14I")
 _RGBA_8888 = 1
 
 
-async def framebuffer(stream: "Stream", backend: DeviceBackend) -> None:
+async def framebuffer(stream: Stream, backend: DeviceBackend) -> None:
     """`framebuffer:` as adbd serves it: run screencap (raw), send fbinfo + the pixels."""
     proc, _ = await backend.spawn("screencap", pty=False)
     out, _err = await proc.communicate()

@@ -21,8 +21,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from adbflow.errors import FleetError
 from adbflow.fleet import spawner as W
@@ -169,7 +169,7 @@ async def _wait_fd(loop: asyncio.AbstractEventLoop, fd: int, *, writer: bool) ->
 class DeviceProcess:
     """One command running in a device through its spawner."""
 
-    def __init__(self, client: "SpawnerClient", rid: int, stdin: PipeWriter | None,
+    def __init__(self, client: SpawnerClient, rid: int, stdin: PipeWriter | None,
                  stdout: PipeReader | None, stderr: PipeReader | None) -> None:
         self._client = client
         self.rid = rid
@@ -241,7 +241,7 @@ class SpawnerClient:
     @classmethod
     async def start(cls, enter_prefix: list[str], label: str, *,
                     preexec_fn: Callable[[], None] | None = None,
-                    creds: str = "", timeout: float = 15.0) -> "SpawnerClient":
+                    creds: str = "", timeout: float = 15.0) -> SpawnerClient:
         """Run the spawner with `enter_prefix` (an `nsenter ... --no-fork --` argv) and
         wait for its READY frame. Must run in a long-lived thread (the event loop's):
         the preexec_fn's parent-death signal is tied to the creating thread."""

@@ -128,7 +128,7 @@ def up(devices: Sequence[Device], *, addrs: Mapping[str, str] | None = None,
         dev.shell(f"chmod 600 {d}/key", timeout=_TIMEOUT)
         # setsid: a new session, so closing this adb shell (SIGHUP to its group) leaves it
         dev.shell(f"setsid sh {d}/start.sh </dev/null >/dev/null 2>&1 &", timeout=_TIMEOUT)
-    for peer, dev in zip(session.peers, devices):
+    for _peer, dev in zip(session.peers, devices):
         deadline = time.monotonic() + 10.0
         st = status_one(dev)
         while not st.get("worker_alive") and time.monotonic() < deadline:

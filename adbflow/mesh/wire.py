@@ -174,7 +174,7 @@ def _read_exact(sock: socket.socket, n: int, deadline: float, allow_short: bool 
         sock.settimeout(left)
         try:
             chunk = sock.recv(min(65536, n - len(buf)))
-        except socket.timeout as exc:
+        except TimeoutError as exc:
             raise WireError("timeout") from exc
         if not chunk:
             if allow_short and buf:

@@ -8,7 +8,6 @@ from the text. The text is device output: control characters are dropped and it 
 from __future__ import annotations
 
 import math
-
 import re
 from dataclasses import dataclass
 

@@ -78,9 +78,9 @@ from adbflow.runtime.retry import RetryPolicy
 from adbflow.runtime.waiting import WaitingJobs
 from adbflow.runtime.watch import DataDirLock, WatchSession, record_picture
 from adbflow.runtime.workers import DEFAULT_QUEUE_MAX, JobRunner
+from adbflow.scheduling.energy_rates import EnergyRates
 from adbflow.scheduling.policy import DEFAULT_POLICY, get_policy
 from adbflow.scheduling.quarantine import QuarantineRules
-from adbflow.scheduling.energy_rates import EnergyRates
 from adbflow.scheduling.service_times import ServiceTimes
 
 __all__ = ["DEFAULT_POLICY", "Interrupted", "NoDevice", "Pipeline", "PipelineConfig",

@@ -62,8 +62,9 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 from tabulate import tabulate
 
@@ -72,7 +73,6 @@ from adbflow.scheduling.bids import Bid, lowest_cpu_key
 from adbflow.scheduling.energy_rates import EnergyRates, expected_joules
 from adbflow.scheduling.profiles import DeviceProfile, ProfileBook
 from adbflow.scheduling.service_times import ServiceTimes, load_factor
-
 
 STAGES = ("classify", "generate")
 POLICY_NAMES = ("ect", "lowest-cpu", "random", "round-robin")
@@ -152,7 +152,7 @@ class Decision:
 class Policy(Protocol):
     name: str
 
-    def choose(self, task: Task, bids: Sequence["Bid"], *, inflight: Mapping[str, Sequence[Task]],
+    def choose(self, task: Task, bids: Sequence[Bid], *, inflight: Mapping[str, Sequence[Task]],
                profiles: ProfileBook, service_times: ServiceTimes | None = None,
                rng: random.Random | None = None, now: float | None = None) -> Decision: ...
 
