@@ -11,8 +11,8 @@ import functools
 import secrets
 from dataclasses import dataclass, field
 
-from adbflow.device.device import Device
 from adbflow.device.lease_rules import SlotState, parse_record, slot_state
+from adbflow.device.port import DevicePort
 from adbflow.device.results import ShellResult
 from adbflow.errors import ParseError
 from adbflow.parsers.battery import parse_dumpsys_battery
@@ -175,7 +175,7 @@ def parse_leases(body: str) -> dict[str, SlotState]:
     return out
 
 
-def run_probe(device: Device, *, timeout: float, first: bool, with_cpuinfo: bool = False,
+def run_probe(device: DevicePort, *, timeout: float, first: bool, with_cpuinfo: bool = False,
               with_props: bool = True, with_thermalservice: bool = False
               ) -> tuple[ProbeReport, ShellResult]:
     """One round trip. Raises AdbError/AdbTimeoutError/DeviceUnavailableError/ParseError."""

@@ -526,7 +526,8 @@ class DeviceLoad:
         active = busy * p.ncores
         self.loadavg = [decay_loadavg(a, active, dt, s) for a, s in
                         zip(self.loadavg, (60.0, 300.0, 900.0))]
-        self._put("loadavg", render_loadavg(*self.loadavg, running=max(1, round(active)),
+        l1, l5, l15 = self.loadavg
+        self._put("loadavg", render_loadavg(l1, l5, l15, running=max(1, round(active)),
                                             total=700 + self.usage.nprocs,
                                             last_pid=20000 + self.usage.max_pid))
         up = now - self.boot_mono

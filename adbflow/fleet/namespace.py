@@ -22,6 +22,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from adbflow.errors import FleetError
 
@@ -265,6 +266,7 @@ class NamespaceHolder:
 
 
 _PR_SET_PDEATHSIG = 1
+_PRCTL: Any
 try:  # resolved here, not in the forked child: importing there can deadlock on a lock
     _PRCTL = ctypes.CDLL(None, use_errno=True).prctl  # another thread held at fork time
 except (OSError, AttributeError):  # pragma: no cover - non-glibc

@@ -8,14 +8,15 @@ profile only says how the virtual device *pretends* to behave, never what the ho
 from __future__ import annotations
 
 import platform
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-try:  # Python 3.11+
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 from adbflow.errors import ProfileError
 from adbflow.fleet.build_props import build_props, sdk_of
@@ -195,6 +196,7 @@ def parse_virtual_profile(data: dict[str, Any], *, source: str = "<dict>",
     need(0 <= float(data["background_load"]) < 100, "'background_load' must be 0..100 (%)")
     cores = data.get("cores")
     need(isinstance(cores, dict), "missing [cores] table")
+    assert isinstance(cores, dict)  # need() raised otherwise
     counts = {k: cores.get(k, 0) for k in ("big", "mid", "little")}
     need(all(isinstance(v, int) and v >= 0 for v in counts.values()),
          "[cores] big/mid/little must be integers >= 0")

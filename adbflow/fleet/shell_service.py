@@ -377,7 +377,7 @@ async def _pump_stdin_v1(stream: Stream, proc: asyncio.subprocess.Process) -> No
             alive = await _write_stdin(proc, data)
 
 
-async def _run_pipes_v1(stream: Stream, proc: asyncio.subprocess.Process) -> None:
+async def _run_pipes_v1(stream: Stream, proc: Any) -> None:
     assert proc.stdout is not None and proc.stderr is not None
     feeder = asyncio.create_task(_pump_stdin_v1(stream, proc))
     try:
@@ -413,7 +413,7 @@ async def _pump_stdin_v2(stream: Stream, proc: asyncio.subprocess.Process,
                     pty.resize(*size)
 
 
-async def _run_pipes_v2(stream: Stream, proc: asyncio.subprocess.Process) -> None:
+async def _run_pipes_v2(stream: Stream, proc: Any) -> None:
     assert proc.stdout is not None and proc.stderr is not None
     feeder = asyncio.create_task(_pump_stdin_v2(stream, proc, None))
     try:
@@ -425,7 +425,7 @@ async def _run_pipes_v2(stream: Stream, proc: asyncio.subprocess.Process) -> Non
         feeder.cancel()
 
 
-async def _run_pty(stream: Stream, proc: asyncio.subprocess.Process, pty: _PtyIO,
+async def _run_pty(stream: Stream, proc: Any, pty: _PtyIO,
                    v2: bool) -> None:
     if v2:
         feeder = asyncio.create_task(_pump_stdin_v2(stream, proc, pty))

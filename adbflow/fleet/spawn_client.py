@@ -159,7 +159,11 @@ async def _wait_fd(loop: asyncio.AbstractEventLoop, fd: int, *, writer: bool) ->
     fut = loop.create_future()
     add, remove = (loop.add_writer, loop.remove_writer) if writer else (loop.add_reader,
                                                                          loop.remove_reader)
-    add(fd, lambda: fut.done() or fut.set_result(None))
+    def ready() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    add(fd, ready)
     try:
         await fut
     finally:

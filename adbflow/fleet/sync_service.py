@@ -258,7 +258,7 @@ async def _drain_until_done(rd: _StreamBytes) -> None:
         await rd.readexactly(size)
 
 
-async def _receive_chunks(rd: _StreamBytes, sink) -> int:  # type: ignore[no-untyped-def]
+async def _receive_chunks(rd: _StreamBytes, sink) -> int:  # noqa: ANN001
     """Feed DATA payloads to sink(bytes) until DONE; returns DONE's mtime."""
     while True:
         ident, size = _REQ.unpack(await rd.readexactly(_REQ.size))
@@ -329,7 +329,7 @@ class _SyncDone(_SyncFail):
     """FAIL was already sent: end the session without another message."""
 
 
-def _open_for_write(backend: DeviceBackend, path: str, mode: int):  # type: ignore[no-untyped-def]
+def _open_for_write(backend: DeviceBackend, path: str, mode: int):  # noqa: ANN201
     """(binary file object, host path) for a pushed file, creating parent dirs like
     adbd's secure_mkdirs (fixed_push_mkdir), with the shell user's rights: /system and
     / are read-only ("remote couldn't create file: Read-only file system"), /data outside

@@ -92,15 +92,15 @@ def _read_timings(text: str, res: LlamaResult) -> None:
         elif what == "eval":
             res.eval_tokens = count
             res.eval_tok_s = _rate(ms, count, per_s)
-    m = _OLD_PREDICT.search(text)
-    if m and res.eval_tok_s is None and float(m.group(2)) > 0:
-        res.eval_tok_s = _finite(1000.0 / float(m.group(2)))
-    m = _OLD_LOAD.search(text)
-    if m and res.load_ms is None:
-        res.load_ms = _finite(float(m.group(1)))
-    m = _OLD_TOTAL.search(text)
-    if m and res.total_ms is None:
-        res.total_ms = _finite(float(m.group(1)))
+    predict = _OLD_PREDICT.search(text)
+    if predict and res.eval_tok_s is None and float(predict.group(2)) > 0:
+        res.eval_tok_s = _finite(1000.0 / float(predict.group(2)))
+    load = _OLD_LOAD.search(text)
+    if load and res.load_ms is None:
+        res.load_ms = _finite(float(load.group(1)))
+    total = _OLD_TOTAL.search(text)
+    if total and res.total_ms is None:
+        res.total_ms = _finite(float(total.group(1)))
 
 
 def _story_text(stdout: str, prompt: str | None) -> tuple[str, bool]:

@@ -541,6 +541,7 @@ class Journal:
                               me.start))
             db.execute("UPDATE jobs SET state='running', updated=? WHERE id=? AND state IN "
                        "('pending', 'running')", (now, int(job_id)))
+            assert cur.lastrowid is not None  # an INSERT always sets it
             return int(cur.lastrowid)
 
     def set_attempt_serial(self, attempt_id: int, serial: str | None) -> None:
@@ -638,6 +639,7 @@ class Journal:
             last = db.execute("SELECT ended FROM sessions ORDER BY id DESC LIMIT 1").fetchone()
             cur = db.execute("INSERT INTO sessions(pid, started) VALUES (?, ?)",
                              (os.getpid(), self._clock()))
+            assert cur.lastrowid is not None  # an INSERT always sets it
             return Session(id=int(cur.lastrowid),
                            previous_crashed=last is not None and last["ended"] is None)
 

@@ -527,9 +527,11 @@ def compose_result(journal: Journal, job: JobRecord, policy: str | None = None) 
     resumed job reports the same as an uninterrupted one)."""
     first = "pull" if job.source == "device" else "ingest"
     atts = {s: journal.done_attempt(job.id, s) for s in (first, "classify", "generate")}
-    pulled = atts[first].output if atts[first] else {}
-    cls = atts["classify"].output if atts["classify"] else {}
-    gen = atts["generate"].output if atts["generate"] else {}
+    def output(stage: str) -> dict[str, Any]:
+        att = atts[stage]
+        return (att.output or {}) if att is not None else {}
+
+    pulled, cls, gen = output(first), output("classify"), output("generate")
     ct, gt = cls.get("timings", {}), gen.get("timings", {})
     stage_s = {s: (round(a.seconds, 4) if a and a.seconds is not None else None)
                for s, a in atts.items()}

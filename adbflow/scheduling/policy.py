@@ -294,11 +294,13 @@ class CostModel:
                 if not is_open:
                     spells.append([min(starts) if starts else now, None])
                 elif starts:
-                    spells[-1][0] = min(spells[-1][0], min(starts))
+                    opened = spells[-1][0]
+                    assert opened is not None   # a spell always has its start
+                    spells[-1][0] = min(opened, min(starts))
             elif is_open:
-                ends = [service_times.last_run(serial, st) for st in STAGES] \
+                runs = [service_times.last_run(serial, st) for st in STAGES] \
                     if service_times is not None else []
-                ends = [e for e in ends if e is not None and spells[-1][0] <= e <= now]
+                ends = [e for e in runs if e is not None and spells[-1][0] <= e <= now]
                 spells[-1][1] = max(ends) if ends else now
             if len(spells) > 8:
                 del spells[:-8]
@@ -475,8 +477,9 @@ class ECTPolicy(_Base):
         known = [t for t in temps.values() if t is not None]
         cooler = ""
         if known and max(known) - min(known) > self.cool_margin_c:
-            near = [c for c in near if temps[c.serial] is None
-                    or temps[c.serial] <= min(known) + self.cool_margin_c]
+            coolest = min(known)
+            near = [c for c in near
+                    if (t := temps[c.serial]) is None or t <= coolest + self.cool_margin_c]
             cooler = f", coolest within {self.cool_margin_c:g} C"
         win = near[0] if len(near) == 1 else rng.choice(near)
         tie = (f"; random among {len(near)} within {self.tie_tolerance:.0%}{cooler}"
