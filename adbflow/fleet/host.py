@@ -1,5 +1,9 @@
 """FleetHost: one asyncio process hosting N virtual devices for the real adb server.
 
+Why this module is over ~500 lines: the control operations (snap, load, fault, kill, restart,
+wifi, clock, battery) are one request table over the same device registry; splitting it would
+scatter one small dispatcher over several files.
+
 Why one process: 100 devices as 100 processes would cost ~100x a Python interpreter;
 as coroutines they cost a few MB. The host owns the lifecycle (start, kill, restart,
 reboot, down), registers each device with the adb server (`host:connect:`, the request

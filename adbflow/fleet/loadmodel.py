@@ -1,5 +1,8 @@
 """Load model of a virtual device: simulated /proc/stat, /proc/meminfo, cpufreq, thermal, battery.
 
+Why over ~500 lines: every simulated /proc and /sys file is rendered from one state
+(busy, heat, battery) advanced on one tick; the renderers are pure one-screen functions.
+
 Why simulated: the orchestrator bids with what a phone reports (CPU busy from /proc/stat
 deltas, free memory, temperatures). Virtual devices share two host cores, so their real
 numbers would be meaningless; instead each device reports

@@ -1,5 +1,9 @@
 """The laptop-side journal: every picture and every stage attempt, durable in SQLite (WAL).
 
+Why over ~500 lines: the schema, its migrations and every query are one SQLite contract
+(exactly-once indexes, ownership, recovery); splitting the SQL would hide which query relies
+on which index.
+
 Why a journal: the orchestrator may be killed at any moment (kill -9, laptop sleep, Ctrl-C)
 while pictures are half way through. Each stage commits its result in one transaction
 together with its "done" state, so after a restart the pipeline resumes every job from its

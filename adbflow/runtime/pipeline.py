@@ -1,6 +1,9 @@
 """The picture pipeline: detect -> pull -> bid -> classify -> bid -> generate -> story,
 durable across crashes and tolerant of devices failing mid-stage.
 
+Why over ~500 lines: `compose_result` (the user-facing job record) and the output-id scan
+live here beside the stage order they describe; they are pure and small each.
+
 Why this module is small: `Pipeline` only wires the pieces together and runs one job's
 stages in order. Each piece owns one job and gets an `emit` callable, never the pipeline:
 

@@ -2,6 +2,10 @@
 label_image), generate (llama-cli). One attempt each; the attempt loop and retries live in
 adbflow.runtime.attempts, bid rounds in adbflow.runtime.dispatcher.
 
+Why over ~500 lines: the three stage bodies share the lease-guarded run, the energy meter
+and the timing marks; each body is short, and keeping them beside those helpers keeps one
+stage readable top to bottom.
+
 Why this split: a stage body is I/O against one `DevicePort` and is idempotent (re-pulling
 to the same local file, re-pushing to /data/local/tmp/received-image and re-running a model
 are all harmless), so the pipeline may re-run any attempt whose result was not committed.
