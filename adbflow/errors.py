@@ -44,7 +44,20 @@ Callers branch on these classes (or on `AdbError.kind`), never on message text.
     ├── JournalCorrupt              the journal database is damaged (`adbflow journal check`)
     ├── JournalReplaced             the journal was deleted or replaced while running
     ├── PictureChanging             the device file is still being written or was replaced
-    └── PictureSuperseded           a later, complete detection of the file is its own job
+    ├── PictureSuperseded           a later, complete detection of the file is its own job
+    ├── StageExhausted              a stage ran out of attempts (every attempt's reason listed)
+    ├── OriginUnreachable           the picture's phone is gone: the job waits for it
+    ├── Interrupted                 adbflow is stopping: the job resumes next start
+    ├── NoDevice                    no eligible device answered the bid round
+    ├── StageAlreadyDone            a second commit of one stage result (refused: exactly-once)
+    ├── AttemptAbandoned            a commit to an attempt recovery abandoned
+    ├── IncompleteResult            done without every stage's committed output (refused)
+    ├── WireError                   a mesh message refused (`why`)
+    └── MeshError                   a mesh operation failed on a device
+    (also: AdbError > LlamaChatOnlyError, the chat-only llama-cli; FlowError > HostTierError,
+    the laptop tier cannot run; WatchDirError(ValueError), a watched folder that is not a
+    plain path under shared storage. adbflow.device.wire's Refused/SyncFail are wire-level
+    signals that device.failures turns into the classes above; they never leave the package.)
 
 `kind` is the rule name from `adbflow.parsers.adb_messages` where adb's text was
 recognised, else the class's default kind (e.g. "timeout", "exit", "too-large").
@@ -290,3 +303,67 @@ class PictureSuperseded(AdbflowError):
         self.other = other
         super().__init__(f"superseded by job {other}: the file was still being written "
                          "when this job saw it")
+
+
+# ---- pipeline control and stage outcomes (raised and caught inside adbflow.runtime)
+
+class OriginUnreachable(AdbflowError):
+    """The phone that holds the picture is gone (unplugged, rebooting, Wi-Fi adb dropped).
+    Only it can serve the pull, so the job waits for it (parked, retried when it returns)
+    instead of failing."""
+
+    def __init__(self, serial: str, detail: str) -> None:
+        self.serial = serial
+        super().__init__(f"origin phone {serial} unreachable: {detail}",
+                         hint="the job resumes when the phone is back (reconnect it)")
+
+
+class StageExhausted(AdbflowError):
+    """A stage ran out of attempts; the message lists every attempt's reason."""
+
+
+class HostTierError(FlowError):
+    """The laptop tier cannot run (ai-edge-litert missing, a model file missing)."""
+
+
+class NoDevice(AdbflowError):
+    """No eligible device answered the bid round within the wait."""
+
+
+class Interrupted(AdbflowError):
+    """The pipeline is stopping (Ctrl-C); the job stays incomplete and resumes next start."""
+
+
+class LlamaChatOnlyError(AdbError):
+    """The profile's llama binary is the chat-only llama-cli: no device run can fix that
+    attempt, but another device (another binary) can, so it is an AdbError like any device
+    fault; the message names the fix."""
+
+
+class WatchDirError(ValueError):
+    """A watched folder that is not a plain path under the shared storage."""
+
+
+class IncompleteResult(AdbflowError):
+    """A job was about to be marked done without every stage's committed output."""
+
+
+class AttemptAbandoned(AdbflowError):
+    """The attempt is no longer 'running' (recovery abandoned it): its result was not
+    committed; the stage must run again rather than silently lose the result."""
+
+
+class StageAlreadyDone(AdbflowError):
+    """A stage result was committed twice; the second commit is refused (exactly-once)."""
+
+
+class WireError(AdbflowError):
+    """A message that is refused: `why` is one of the reasons wire.sh logs too."""
+
+    def __init__(self, why: str, detail: str = "") -> None:
+        super().__init__(f"mesh message refused: {why}" + (f" ({detail})" if detail else ""))
+        self.why = why
+
+
+class MeshError(AdbflowError):
+    """A mesh operation failed on a device (which, what, what to do)."""

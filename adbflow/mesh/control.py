@@ -19,7 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from adbflow.device import Device
-from adbflow.errors import AdbflowError, ParseError
+from adbflow.errors import (
+    MeshError,  # noqa: F401 - defined in adbflow.errors
+    ParseError,
+)
 from adbflow.mesh.wire import new_key
 from adbflow.paths import DEVICE_SCRIPTS_DIR, PROFILES_DIR
 from adbflow.runtime.stages import REMOTE_IMAGE, label_image_argv, llama_argv
@@ -33,10 +36,6 @@ SCRIPTS = ("wire.sh", "worker.sh", "start.sh", "orch.sh")
 PROMPT_MARK = "@PROMPT@"
 _TIMEOUT = 20.0
 _INET = re.compile(r"inet (?:addr:)?(\d{1,3}(?:\.\d{1,3}){3})")
-
-
-class MeshError(AdbflowError):
-    """A mesh operation failed on a device (which, what, what to do)."""
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,9 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from adbflow.errors import AdbflowError
+from adbflow.errors import (
+    WireError,  # noqa: F401 - defined in adbflow.errors
+)
 
 MAGIC = "AFM1"
 HEADER_BYTES = 256
@@ -47,14 +49,6 @@ class Kind(str, enum.Enum):
     TASK = "TASK"
     RESULT = "RESULT"
     RELEASE = "RELEASE"
-
-
-class WireError(AdbflowError):
-    """A message that is refused: `why` is one of the reasons wire.sh logs too."""
-
-    def __init__(self, why: str, detail: str = "") -> None:
-        super().__init__(f"mesh message refused: {why}" + (f" ({detail})" if detail else ""))
-        self.why = why
 
 
 def new_key() -> str:

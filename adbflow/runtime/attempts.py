@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from adbflow.errors import (
+from adbflow.errors import (  # noqa: F401 - defined in adbflow.errors
     AdbError,
     AdbflowError,
     AdbTimeoutError,
@@ -24,10 +24,12 @@ from adbflow.errors import (
     JobError,
     LaptopFault,
     LeaseLost,
+    OriginUnreachable,
     ParseError,
     PictureChanging,
     PictureSuperseded,
     SlotBusy,
+    StageExhausted,
 )
 from adbflow.runtime.dispatcher import (
     Interrupted,
@@ -41,21 +43,6 @@ from adbflow.runtime.laptop import fault_from_os, laptop_cause
 from adbflow.runtime.retry import RetryPolicy
 
 MAX_FREE_RETRIES = 100   # busy / lost leases, abandoned commits, origin blips per stage run
-
-
-class StageExhausted(AdbflowError):
-    """A stage ran out of attempts; the message lists every attempt's reason."""
-
-
-class OriginUnreachable(AdbflowError):
-    """The phone that holds the picture is gone (unplugged, rebooting, Wi-Fi adb dropped).
-    Only it can serve the pull, so the job waits for it (parked, retried when it returns)
-    instead of failing."""
-
-    def __init__(self, serial: str, detail: str) -> None:
-        self.serial = serial
-        super().__init__(f"origin phone {serial} unreachable: {detail}",
-                         hint="the job resumes when the phone is back (reconnect it)")
 
 
 class OriginWatch(Protocol):

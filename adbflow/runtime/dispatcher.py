@@ -16,7 +16,7 @@ from typing import Any
 
 from adbflow.device.lease import dead_local_owner
 from adbflow.device.port import DevicePort
-from adbflow.errors import AdbflowError
+from adbflow.errors import AdbflowError, Interrupted, NoDevice  # noqa: F401 - defined in adbflow.errors
 from adbflow.runtime.events import BidRound, DeviceQuarantined, DeviceReleased, Emit
 from adbflow.scheduling import quarantine
 from adbflow.scheduling.bids import Bid
@@ -26,14 +26,6 @@ from adbflow.scheduling.quarantine import Quarantined, QuarantineRules
 
 NO_DEVICE_RETRY_S = 2.0   # pause between bid rounds while no device is eligible
 LEASED_RETRY_S = 0.3      # ... while eligible phones are leased by another orchestrator
-
-
-class Interrupted(AdbflowError):
-    """The pipeline is stopping (Ctrl-C); the job stays incomplete and resumes next start."""
-
-
-class NoDevice(AdbflowError):
-    """No eligible device answered the bid round within the wait."""
 
 
 def sleep_or_stop(stop: threading.Event, seconds: float) -> None:

@@ -24,7 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from adbflow.errors import FlowError
+from adbflow.errors import (
+    HostTierError,  # noqa: F401 - defined in adbflow.errors
+)
 from adbflow.paths import ASSETS_DIR, data_home
 from adbflow.scheduling.bids import Bid
 from adbflow.scheduling.host_bid import HOST_SERIAL, HostModel, catalogue, host_bid, host_profile
@@ -41,10 +43,6 @@ LABELS_FILE = "imagenet_labels_1000.txt"
 MODELS_ENV = "ADBFLOW_HOST_MODELS"
 CACHE_NAME = "host_tier.json"
 TOP_N = 5
-
-
-class HostTierError(FlowError):
-    """The laptop tier cannot run (ai-edge-litert missing, a model file missing)."""
 
 
 def litert_interpreter() -> Any:

@@ -26,7 +26,14 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from adbflow.errors import AdbflowError, JournalCorrupt, JournalReplaced
+from adbflow.errors import (  # noqa: F401 - defined in adbflow.errors
+    AdbflowError,
+    AttemptAbandoned,
+    IncompleteResult,
+    JournalCorrupt,
+    JournalReplaced,
+    StageAlreadyDone,
+)
 from adbflow.runtime import owner as owners
 from adbflow.runtime.laptop import fault_from_os, fault_from_sqlite
 from adbflow.runtime.owner import ProcessId
@@ -184,19 +191,6 @@ class AttemptRecord:
 class Session:
     id: int
     previous_crashed: bool   # the last watch session never ended cleanly
-
-
-class StageAlreadyDone(AdbflowError):
-    """A stage result was committed twice; the second commit is refused (exactly-once)."""
-
-
-class AttemptAbandoned(AdbflowError):
-    """The attempt is no longer 'running' (recovery abandoned it): its result was not
-    committed; the stage must run again rather than silently lose the result."""
-
-
-class IncompleteResult(AdbflowError):
-    """A job was about to be marked done without every stage's committed output."""
 
 
 def _owner(row: sqlite3.Row, prefix: str) -> ProcessId | None:

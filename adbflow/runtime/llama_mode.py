@@ -14,7 +14,10 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from adbflow.errors import AdbError
+from adbflow.errors import (
+    AdbError,
+    LlamaChatOnlyError,  # noqa: F401 - defined in adbflow.errors
+)
 
 CHECK_TIMEOUT_S = 60.0
 CHECK_MAX_OUTPUT = 64 << 10
@@ -31,12 +34,6 @@ FIX = ("llama.cpp's llama-cli is a chat since December 2025: build the one-shot 
        "(`cmake --build build-android --target llama-completion`), push it to "
        "/data/local/tmp/llama-completion and name it in the profile's [llama] binary "
        "(or push a llama-cli built from a tag before the split, e.g. b6900)")
-
-
-class LlamaChatOnlyError(AdbError):
-    """The profile's llama binary is the chat-only llama-cli: no device run can fix that
-    attempt, but another device (another binary) can, so it is an AdbError like any device
-    fault; the message names the fix."""
 
 
 def chat_only_evidence(stdout: str, stderr: str) -> str | None:

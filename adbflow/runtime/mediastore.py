@@ -27,6 +27,8 @@ import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from adbflow.errors import WatchDirError  # noqa: F401 - defined in adbflow.errors
+
 STORAGE_ROOT = "/storage/emulated/0"
 # Camera apps write to DCIM/Camera (MediaProvider puts a picture in Pictures/ only when the
 # app gives no relative path); screenshots go to Pictures/Screenshots or DCIM/Screenshots.
@@ -40,10 +42,6 @@ MEDIASTORE_SDK = 30       # Android 11: MediaStore publish, FUSE storage
 IMAGES_URI = "content://media/external/images/media"
 PROJECTION = ("_id", "_data", "date_added", "_size", "mime_type")
 MAX_QUERY_OUTPUT = 4 << 20  # ~20k rows; the first query of a big gallery is the largest
-
-
-class WatchDirError(ValueError):
-    """A watched folder that is not a plain path under the shared storage."""
 
 
 def resolve_watch_dirs(values: Iterable[str] | None, *,
