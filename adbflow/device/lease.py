@@ -206,14 +206,19 @@ class DeviceLease:
         self.released = True
 
     def guarded_command(self, argv: Sequence[str], nonce: str, *,
-                        move_input_to: str | None = None) -> str:
+                        move_input_to: str | None = None, before: str = "",
+                        after: str = "") -> str:
         """Shell text: check the token (moving our pushed input to `move_input_to` under the
         lock), run argv only if it holds, then check again and release, in ONE command."""
         dst = f"DST={shlex.quote(move_input_to)}\n" if move_input_to else "DST=\n"
         prog = " ".join(shlex.quote(a) for a in argv)
         guard = lease_call(nonce, "guard", self.slot, self.owner, self.token, 0)
         finish = lease_call(nonce, "finish", self.slot, self.owner, self.token, 0)
-        return (lease_script() + f"{dst}if {guard}; then\n{prog}\n_rc=$?\n"
+        # before/after: constant shell text run right around the program (the device clock
+        # marks of adbflow.runtime.devtime), inside the guard
+        pre = f"{before}\n" if before else ""
+        post = f"{after}\n" if after else ""
+        return (lease_script() + f"{dst}if {guard}; then\n{pre}{prog}\n_rc=$?\n{post}"
                 f"{finish}\nexit $_rc\nfi\nexit 75\n")
 
     def check_run(self, stdout: str, nonce: str) -> str:

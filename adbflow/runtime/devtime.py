@@ -26,6 +26,12 @@ _MARK_FN = (f'_adbflow_t() {{ if [ -n "${{EPOCHREALTIME:-}}" ]; then '
             f'echo "{MARK}$1 e $EPOCHREALTIME" >&2; else echo "{MARK}$1 d $(date +%s%N)" >&2; fi; }}')
 
 
+def mark_lines() -> tuple[str, str]:
+    """(before, after): shell text for the two marks, for commands that wrap the program
+    themselves (the lease-guarded run)."""
+    return f"{_MARK_FN}; _adbflow_t 0", "_adbflow_t 1"
+
+
 def timed_command(argv: Sequence[str]) -> str:
     """`argv` (quoted) between two device clock marks; the program's exit status is kept."""
     return f"{_MARK_FN}; _adbflow_t 0; {shlex.join(argv)}; _r=$?; _adbflow_t 1; exit $_r"

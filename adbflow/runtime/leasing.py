@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import shlex
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -60,15 +61,37 @@ class StageLeases:
             max_output: int, move_input_to: str | None = None) -> ShellResult:
         """argv on the device only while `held` is current (checked before and after, in the
         same command). LeaseLost: discard. AdbError on a non-zero exit, like Device.run."""
+        return self.run_timed(held, argv, timeout=timeout, max_output=max_output,
+                              move_input_to=move_input_to)[0]
+
+    def run_timed(self, held: lease.DeviceLease, argv: Sequence[str], *, timeout: float,
+                  max_output: int, move_input_to: str | None = None
+                  ) -> tuple[ShellResult, dict[str, Any]]:
+        """`run`, plus the times devtime.run_timed gives: the host bracket and, on a real
+        Device, the phone's own clock marks right around the program (inside the guard), so
+        leased runs appear on the device's clock in traces like unleased ones."""
+        from adbflow.device import Device
+        from adbflow.runtime.devtime import mark_lines, split_marks
         nonce = secrets.token_hex(8)
-        cmd = held.guarded_command(argv, nonce, move_input_to=move_input_to)
+        before, after = mark_lines() if isinstance(held.device, Device) else ("", "")
+        cmd = held.guarded_command(argv, nonce, move_input_to=move_input_to, before=before,
+                                   after=after)
+        w0 = time.time()
         res = held.device.shell(cmd, timeout=timeout, check=False, max_output=max_output)
+        times: dict[str, Any] = {"host": [w0, time.time()]}
+        if before:
+            clean, marks = split_marks(res.stderr)
+            res = ShellResult(res.serial, res.cmd, res.exit_code, res.stdout, clean,
+                              res.elapsed_s)
+            if marks:
+                times["device"] = marks
         stdout = held.check_run(res.stdout, nonce)
         shown = shlex.join(list(argv))
         if res.exit_code != 0:      # the same error class Device.run raises for it
             raise exit_error(held.serial, shown, stdout=stdout, stderr=res.stderr,
                              exit_code=res.exit_code)
-        return ShellResult(res.serial, shown, res.exit_code, stdout, res.stderr, res.elapsed_s)
+        return (ShellResult(res.serial, shown, res.exit_code, stdout, res.stderr, res.elapsed_s),
+                times)
 
 
 def drop_busy(bids: Sequence[Any], slot: str, ours: str) -> tuple[list[Any], dict[str, SlotState]]:

@@ -221,10 +221,10 @@ def classify_on(device: DevicePort, spec: Any, bmp: Path, *, timeouts: StageTime
     pushed = device.push(bmp, target, timeout=timeouts.push_s)
     push_s, w1 = time.monotonic() - t0, time.time()
     t1 = time.monotonic()
-    if held is not None:     # guarded run: host bracket only (no device clock marks)
-        res = leases.run(held, label_image_argv(spec), timeout=timeouts.classify_s,
-                         max_output=MAX_TOOL_OUTPUT, move_input_to=REMOTE_IMAGE)
-        times: dict[str, Any] = {"host": [w1, time.time()]}
+    if held is not None:     # guarded run (device clock marks inside the guard)
+        res, times = leases.run_timed(held, label_image_argv(spec),
+                                      timeout=timeouts.classify_s, max_output=MAX_TOOL_OUTPUT,
+                                      move_input_to=REMOTE_IMAGE)
     else:
         res, times = run_timed(device, label_image_argv(spec), timeout=timeouts.classify_s,
                                max_output=MAX_TOOL_OUTPUT)
@@ -252,11 +252,10 @@ def generate_on(device: DevicePort, spec: Any, prompt: str, *,
     argv = llama_argv(spec, text)
     t0 = time.monotonic()
     try:
-        if held is not None:     # guarded run: host bracket only (no device clock marks)
-            w0 = time.time()
-            res = leases.run(held, argv, timeout=timeouts.generate_s,
-                             max_output=MAX_TOOL_OUTPUT)
-            times: dict[str, Any] = {"host": [w0, time.time()]}
+        times: dict[str, Any]
+        if held is not None:     # guarded run (device clock marks inside the guard)
+            res, times = leases.run_timed(held, argv, timeout=timeouts.generate_s,
+                                          max_output=MAX_TOOL_OUTPUT)
         else:
             res, times = run_timed(device, argv, timeout=timeouts.generate_s,
                                    max_output=MAX_TOOL_OUTPUT)
