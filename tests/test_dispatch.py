@@ -7,6 +7,7 @@ import random
 import threading
 
 import pytest
+from bid_helpers import make_bid
 
 from adbflow.runtime.pipeline import PipelineConfig
 from adbflow.runtime.retry import RetryPolicy
@@ -23,12 +24,7 @@ CLS = Task("classify", input_bytes=300_000)
 
 
 def bid(serial: str, load: float = 10.0, **kw) -> Bid:
-    base = dict(serial=serial, model=FAST, cores=8, cpu_load=load, per_core_load=[],
-                mem_available_kb=4 << 20, mem_total_kb=8 << 20, battery_level=80,
-                battery_charging=False, temperature_c=30.0, freq_ratio=1.0, probe_rtt_s=0.02,
-                timestamp=NOW)
-    base.update(kw)
-    return Bid(**base)
+    return make_bid(serial, **{"model": FAST, "timestamp": NOW, "cpu_load": load, **kw})
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import dataclasses
 import time
 
 import pytest
+from bid_helpers import make_bid
 
 from adbflow.errors import FlowError, JobError
 from adbflow.flows import gates, load
@@ -34,12 +35,7 @@ LOW = "adbflow-virtual lowend_2020"
 
 
 def bid(serial: str, model: str = MID, **kw) -> Bid:
-    base = dict(serial=serial, model=model, cores=8, cpu_load=5.0, per_core_load=[],
-                mem_available_kb=4 << 20, mem_total_kb=8 << 20, battery_level=80,
-                battery_charging=False, temperature_c=30.0, freq_ratio=1.0, probe_rtt_s=0.02,
-                timestamp=NOW)
-    base.update(kw)
-    return Bid(**base)
+    return make_bid(serial, **{"model": model, "timestamp": NOW, "cpu_load": 5.0, **kw})
 
 
 @pytest.fixture(scope="module")

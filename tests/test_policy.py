@@ -6,6 +6,7 @@ import math
 import random
 
 import pytest
+from bid_helpers import make_bid
 
 from adbflow.errors import AdbflowError
 from adbflow.scheduling.bids import Bid
@@ -28,12 +29,7 @@ SLOW = "adbflow-virtual old_2017"
 
 
 def bid(serial: str, model: str | None = FAST, **kw) -> Bid:
-    base = dict(serial=serial, model=model, cores=8, cpu_load=10.0, per_core_load=[],
-                mem_available_kb=4 << 20, mem_total_kb=8 << 20, battery_level=80,
-                battery_charging=False, temperature_c=30.0, freq_ratio=1.0, probe_rtt_s=0.02,
-                timestamp=NOW)
-    base.update(kw)
-    return Bid(**base)
+    return make_bid(serial, **{"model": model, "timestamp": NOW, **kw})
 
 
 @pytest.fixture(scope="module")
