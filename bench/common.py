@@ -7,11 +7,14 @@ imported run_all back (an import circle).
 from __future__ import annotations
 
 import contextlib
+import random
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +59,72 @@ def timed(fn: Callable[[], Any]) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
+
+
+@dataclass
+class DetectionRun:
+    """One detection-latency run: per picture, snap -> `job_started` seconds, the control
+    call's own time, and which detection path reported it (JobAdded.how)."""
+    latencies_s: list[float]
+    snap_calls_s: list[float]
+    how: dict[str, str]
+
+
+def detection_run(fleet: FleetClient, *, tag: str, use_inotify: bool, use_mediastore: bool,
+                  poll_s: float, n: int, rng: random.Random, tmpd: Path,
+                  snap: Callable[[str, Path, str], Any], limit_s: float) -> DetectionRun:
+    """Watch the fleet with one set of detection paths on, snap `n` non-image pictures at
+    random phases of the poll cycle (the job fails at once as "not an image": no model
+    time), and time each from just before its snap to the pipeline's `job_started` event
+    (same process clock). Shared by bench/detection.py and bench/detect_latency.py."""
+    from adbflow.runtime.events import Event, JobAdded, JobStarted, Watching
+    from adbflow.runtime.pipeline import Pipeline, PipelineConfig
+    started: dict[str, float] = {}
+    how: dict[str, str] = {}
+    ready = threading.Event()
+    cv = threading.Condition()
+
+    def on_event(ev: Event) -> None:
+        if isinstance(ev, Watching):
+            ready.set()
+        elif isinstance(ev, JobAdded):
+            how[ev.name] = ev.how or "?"
+        elif isinstance(ev, JobStarted):
+            with cv:
+                started.setdefault(ev.name, ev.t)
+                cv.notify_all()
+
+    pipe = Pipeline(PipelineConfig(data_dir=tmpd / f"data-{tag}", use_inotify=use_inotify,
+                                   use_mediastore=use_mediastore, concurrency=2, attempts=1),
+                    Inventory([AdbServer(port=fleet.adb_port)]), on_event=on_event)
+    t = threading.Thread(target=pipe.watch, kwargs={"poll_s": poll_s, "refresh_s": 3600},
+                         daemon=True)
+    t.start()
+    junk = tmpd / "junk.jpg"
+    junk.write_bytes(b"not a picture, just bytes\n" * 20)
+    lat: list[float] = []
+    calls: list[float] = []
+    names: list[str] = []
+    try:
+        if not ready.wait(60):
+            raise RuntimeError("pipeline never reported `watching`")
+        time.sleep(1.0)                                   # streams and first queries are up
+        for i in range(n):
+            name = f"IMG_{tag}_{i}.jpg"
+            names.append(name)
+            time.sleep(rng.uniform(0.05, poll_s))         # random phase of the poll cycle
+            t0 = time.time()
+            snap(fleet.serials[i % len(fleet.serials)], junk, name)
+            calls.append(time.time() - t0)
+            with cv:
+                if not cv.wait_for(lambda name=name: name in started, timeout=limit_s):
+                    raise RuntimeError(f"{tag}: {name} was not detected within {limit_s:g} s")
+            lat.append(started[name] - t0)
+    finally:
+        pipe.stop_event.set()
+        t.join(30)
+        pipe.close()
+    return DetectionRun(lat, calls, {nm: how.get(nm, "?") for nm in names})
 
 
 def median(xs: list[float]) -> float:

@@ -28,17 +28,11 @@ import inspect
 import random
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from adbflow.device import AdbServer, Inventory  # noqa: E402
-from adbflow.runtime.events import Event, JobAdded, JobStarted, Watching  # noqa: E402
-from adbflow.runtime.pipeline import Pipeline, PipelineConfig  # noqa: E402
 
 MODES = {  # name -> (use_inotify, use_mediastore)
     "default": (True, True),       # what adbflow does: inotify hints MediaStore queries
@@ -58,53 +52,14 @@ def _snap(fleet: Any, serial: str, src: Path, name: str) -> None:
 
 def one_mode(fleet: Any, mode: str, *, poll_s: float, n: int, rng: random.Random,
              tmpd: Path) -> dict[str, Any]:
-    from run_all import median, p90
+    from common import detection_run, median, p90
     inotify, mediastore = MODES[mode]
-    started: dict[str, float] = {}
-    how: dict[str, str] = {}
-    ready = threading.Event()
-    cv = threading.Condition()
-
-    def on_event(ev: Event) -> None:
-        if isinstance(ev, Watching):
-            ready.set()
-        elif isinstance(ev, JobAdded):
-            how[ev.name] = ev.how
-        elif isinstance(ev, JobStarted):
-            with cv:
-                started.setdefault(ev.name, ev.t)
-                cv.notify_all()
-
-    pipe = Pipeline(PipelineConfig(data_dir=tmpd / f"data-{mode}", use_inotify=inotify,
-                                   use_mediastore=mediastore, concurrency=2, attempts=1),
-                    Inventory([AdbServer(port=fleet.adb_port)]), on_event=on_event)
-    t = threading.Thread(target=pipe.watch, kwargs={"poll_s": poll_s, "refresh_s": 3600},
-                         daemon=True)
-    t.start()
-    junk = tmpd / "junk.jpg"
-    junk.write_bytes(b"not a picture, just bytes\n" * 20)
-    lat: list[float] = []
-    names: list[str] = []
-    try:
-        if not ready.wait(60):
-            raise RuntimeError("pipeline never reported `watching`")
-        time.sleep(1.0)                                   # streams and first queries are up
-        for i in range(n):
-            name = f"IMG_{mode}_{i}.jpg"
-            names.append(name)
-            time.sleep(rng.uniform(0.05, poll_s))         # random phase of the poll cycle
-            t0 = time.time()
-            _snap(fleet, fleet.serials[i % len(fleet.serials)], junk, name)
-            limit = 6 * poll_s + 10
-            with cv:
-                if not cv.wait_for(lambda name=name: name in started, timeout=limit):
-                    raise RuntimeError(f"{mode}: {name} was not detected within {limit:g} s")
-            lat.append(started[name] - t0)
-    finally:
-        pipe.stop_event.set()
-        t.join(30)
-        pipe.close()
-    by = sorted({how.get(nm, "?") for nm in names})
+    run = detection_run(fleet, tag=mode, use_inotify=inotify, use_mediastore=mediastore,
+                        poll_s=poll_s, n=n, rng=rng, tmpd=tmpd,
+                        snap=lambda serial, src, name: _snap(fleet, serial, src, name),
+                        limit_s=6 * poll_s + 10)
+    lat = run.latencies_s
+    by = sorted(set(run.how.values()))
     return {"mode": mode, "n": n, "poll_s": poll_s, "median_s": median(lat), "p90_s": p90(lat),
             "max_s": max(lat), "detected_by": by, "latencies_s": lat,
             "path_active": mode in by or mode in ("listing", "default")}
@@ -117,7 +72,7 @@ def main() -> int:
     ap.add_argument("--profile", default="flagship_2025",
                     help="virtual profile (an Android 11+ one for the MediaStore path)")
     args = ap.parse_args()
-    from run_all import fleet_up
+    from common import fleet_up
     n = 6 if args.quick else 20
     rng = random.Random(13)
     rows = []

@@ -17,67 +17,22 @@ import argparse
 import random
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Any
-
-from adbflow.device import AdbServer, Inventory
-from adbflow.runtime.events import Event, JobAdded, JobStarted, Watching
-from adbflow.runtime.pipeline import Pipeline, PipelineConfig
 
 
 def _one_mode(fleet: Any, *, inotify: bool, poll_s: float, n: int, rng: random.Random,
               tmpd: Path) -> dict[str, Any]:
-    from common import median, p90
-    started: dict[str, float] = {}
-    how: dict[str, str] = {}
-    ready = threading.Event()
-    cv = threading.Condition()
-
-    def on_event(ev: Event) -> None:
-        if isinstance(ev, Watching):
-            ready.set()
-        elif isinstance(ev, JobAdded):
-            how[ev.name] = ev.how or "?"
-        elif isinstance(ev, JobStarted):
-            with cv:
-                started.setdefault(ev.name, ev.t)
-                cv.notify_all()
-
-    data = tmpd / f"data-{'inotify' if inotify else 'poll'}"
-    pipe = Pipeline(PipelineConfig(data_dir=data, use_inotify=inotify, concurrency=2,
-                                   attempts=1), Inventory([AdbServer(port=fleet.adb_port)]),
-                    on_event=on_event)
-    t = threading.Thread(target=pipe.watch, kwargs={"poll_s": poll_s, "refresh_s": 3600},
-                         daemon=True)
-    t.start()
-    junk = tmpd / "junk.jpg"
-    junk.write_bytes(b"not a picture, just bytes\n" * 20)
-    lat, snap_rtt = [], []
-    try:
-        if not ready.wait(60):
-            raise RuntimeError("pipeline never reported `watching`")
-        time.sleep(1.0)                                   # inotifyd streams are up
-        serials = fleet.serials
-        for i in range(n):
-            name = f"det-{'i' if inotify else 'p'}-{i}.jpg"
-            time.sleep(rng.uniform(0.05, poll_s))         # random phase of the poll cycle
-            t0 = time.time()
-            fleet.snap(serials[i % len(serials)], junk, name=name)
-            snap_rtt.append(time.time() - t0)
-            with cv:
-                if not cv.wait_for(lambda: name in started, timeout=4 * poll_s + 10):
-                    raise RuntimeError(f"{name} was not detected within {4 * poll_s + 10:g} s")
-            lat.append(started[name] - t0)
-    finally:
-        pipe.stop_event.set()
-        t.join(30)
-        pipe.close()
-    hows = sorted(set(how.values()))
+    from common import detection_run, median, p90
+    run = detection_run(fleet, tag="inotify" if inotify else "poll", use_inotify=inotify,
+                        use_mediastore=True, poll_s=poll_s, n=n, rng=rng, tmpd=tmpd,
+                        snap=lambda serial, src, name: fleet.snap(serial, src, name=name),
+                        limit_s=4 * poll_s + 10)
+    lat = run.latencies_s
     return {"inotify": inotify, "poll_s": poll_s, "n": n, "median_s": median(lat),
             "p90_s": p90(lat), "max_s": max(lat), "min_s": min(lat),
-            "snap_call_median_s": median(snap_rtt), "detected_by": hows, "latencies_s": lat}
+            "snap_call_median_s": median(run.snap_calls_s),
+            "detected_by": sorted(set(run.how.values())), "latencies_s": lat}
 
 
 def measure(fleet: Any, *, quick: bool = False, poll_s: float = 1.0) -> dict[str, Any]:
