@@ -168,23 +168,12 @@ def fault_cmd(
     client = _client(state_dir)
     if clear:
         client.clear_faults(serial)
-    fields: dict[str, Any] = {}
-    if offline is not None:
-        fields["offline"] = offline
-    if delay is not None:
-        fields["transport_delay_s"] = delay
-    if storage_full is not None:
-        fields["storage_full"] = storage_full
-    if slow is not None:
-        fields["slow_factor"] = slow
-    if clock_offset is not None:
-        fields["clock_offset_s"] = clock_offset
-    if clock_drift is not None:
-        fields["clock_drift_ppm"] = clock_drift
-    if usb_power is not None:
-        fields["battery_usb"] = usb_power
-    if battery_quirks is not None:
-        fields["battery_quirks"] = battery_quirks
+    # fault field -> the option's value; options left unset are not sent
+    given = {"offline": offline, "transport_delay_s": delay, "storage_full": storage_full,
+             "slow_factor": slow, "clock_offset_s": clock_offset,
+             "clock_drift_ppm": clock_drift, "battery_usb": usb_power,
+             "battery_quirks": battery_quirks}
+    fields: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     if program:
         fields["program"] = program
         fields["mode"] = mode or "fail"
