@@ -19,6 +19,7 @@ from types import SimpleNamespace
 import pytest
 from test_trace import CHROME_SCHEMA, _nest_ok
 
+from adbflow.fleet.clock import libfaketime_path
 from adbflow.mesh import control
 from adbflow.mesh.trace import (
     UptimeClock,
@@ -211,6 +212,7 @@ def mesh_phone(tmp_path):
                          "times": f"detected {ds(1)}\n"})
     _write_job(root, 4, {"state": "done\n", "source": "/sdcard/Pictures/<script>alert(1)</script>.jpg\n",
                          "classify.who": "<script>\n", "generate.who": "p2\n",
+                         "classify.out": "INFO: 0.90: 1 <script>alert(3)</script>\n",
                          "times": f"detected {ds(9)}\nconverted {ds(8.9)}\n"
                                   f"$(touch {tmp_path}/pwned)\nclassified {ds(8)}\n"
                                   f"classified; reboot 1\ngenerated {ds(7)}\n"})
@@ -246,6 +248,7 @@ def test_mesh_jobs_become_spans_on_the_phones_that_ran_them(mesh_phone, tmp_path
         assert abs(sp.start - truth[p0]) <= bound + 0.01, (stage, sp.start - truth[p0])
         assert abs(sp.end - truth[p1]) <= bound + 0.01, (stage, sp.end - truth[p1])
     assert by[(j2, "classify")].state == "failed" and "failed-classify" in by[(j2, "classify")].args["error"]
+    assert by[(j2, "classify")].device == "orch"       # no peer took it: the orchestrator tried
     assert (j2, "generate") not in by
     assert by[(j4, "classify")].device == "mesh peer (unreadable name)"
     assert by[(j4, "classify")].args["peer"] == "<script>"
@@ -273,3 +276,142 @@ def test_mesh_results_are_recorded_once_and_traced(mesh_phone, tmp_path, monkeyp
     spans = TraceStore(data).read()
     assert {sp.job for sp in spans} == set(first)
     assert {sp.device for sp in spans if sp.name == "classify"} >= {"worker2"}
+
+
+# ------------------------------------------------------------------ fleet
+
+@pytest.fixture(scope="module")
+def skewed_pair(fleet_factory):
+    client = fleet_factory(devices=2, profiles=["midrange_2023"])
+    yield client
+    fleet_factory.release(client)
+
+
+@pytest.mark.fleet
+@pytest.mark.skipif(libfaketime_path() is None,
+                    reason="libfaketime not installed: cannot skew device clocks")
+def test_a_real_split_run_on_skewed_phones_traces_head_and_tail_on_each(skewed_pair, tmp_path):
+    """`adbflow split run` on two phones whose clocks are seconds off in opposite ways,
+    then `adbflow trace JOB --format chrome`: each benchmark_model run on its phone, on the
+    laptop clock within a millisecond of the injected truth, head before the cut tensor's
+    hop before the tail."""
+    from fleet_helpers import CHELSEA
+    from typer.testing import CliRunner
+
+    from adbflow.cli.main import app
+    from adbflow.fleet.clock import ClockSkew
+
+    fleet = skewed_pair
+    a, b = fleet.serials
+    truths = {}
+    for s, off, ppm in ((a, 6.5, 60.0), (b, -4.25, -90.0)):
+        f = fleet.fault(s, clock_offset_s=off, clock_drift_ppm=ppm)["faults"]
+        truths[s] = ClockSkew(f["clock_offset_s"], f["clock_drift_ppm"], f["clock_ref"])
+    data = tmp_path / "data"
+    common = ["--adb-server", f"127.0.0.1:{fleet.adb_port}", "--data-dir", str(data)]
+    cli = CliRunner()
+    try:
+        res = cli.invoke(app, ["split", "run", str(CHELSEA), "--plan", f"{a}:40:{b}", "--json",
+                               *common])
+    finally:
+        for s in fleet.serials:
+            fleet.clear_faults(s)
+    assert res.exit_code == 0, res.output
+    run = json.loads(res.stdout)[0]
+    assert run["plan"] == f"{a}:40:{b}" and run["fallback"] is None and run["job"]
+    out = tmp_path / "trace.json"
+    res = cli.invoke(app, ["trace", str(run["job"]), "--format", "chrome", "-o", str(out),
+                           "--data-dir", str(data)])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(out.read_text())
+    jsonschema.validate(doc, CHROME_SCHEMA)
+    xs = [e for e in doc["traceEvents"] if e["ph"] == "X"]
+    _nest_ok(xs)
+    pid_of = {e["args"]["name"]: e["pid"] for e in doc["traceEvents"] if e["name"] == "process_name"}
+    bm = {e["cat"].split(",")[1]: e for e in xs if e["name"] == "benchmark_model"}
+    assert bm["head"]["pid"] == pid_of[f"device {a}"] and bm["tail"]["pid"] == pid_of[f"device {b}"]
+    job = next(e for e in xs if e["name"] == "job")
+    origin = doc["otherData"]["origin_epoch_s"]
+    for lane, serial in (("head", a), ("tail", b)):
+        dev = bm[lane]
+        clk = dev["args"]["clock"]
+        assert clk["source"] == "epochrealtime" and not clk.get("uncorrected")
+        assert abs(clk["offset"] - truths[serial].offset_at(origin + dev["ts"] / 1e6)) < 0.001
+        host = next(e for e in xs if e["name"] == "run" and e["cat"].endswith(lane))
+        slack = clk["bound"] * 1e6 + 1000      # bound + 1 ms of spawn jitter
+        assert host["ts"] - slack <= dev["ts"]
+        assert dev["ts"] + dev["dur"] <= host["ts"] + host["dur"] + slack
+        assert job["ts"] <= dev["ts"] and dev["ts"] + dev["dur"] <= job["ts"] + job["dur"]
+    cut = next(e for e in xs if e["name"] == "cut_tensor")
+    assert cut["args"]["from"] == a and cut["args"]["to"] == b and cut["args"]["bytes"] > 0
+    assert bm["head"]["ts"] + bm["head"]["dur"] <= cut["ts"] + 1000
+    assert cut["ts"] + cut["dur"] <= bm["tail"]["ts"] + 1000
+    # uncorrected, B's clock (4 s behind) would put the tail before the head
+    assert bm["tail"]["args"]["clock"]["raw_start"] < bm["head"]["args"]["clock"]["raw_start"]
+
+
+@pytest.mark.fleet
+def test_the_results_script_reads_a_mesh_job_back_on_a_virtual_phone(skewed_pair, tmp_path):
+    """The same read-back through adb on the fleet's mksh/toybox: the uptime bracket comes
+    from $EPOCHREALTIME, the job lands on the peers the session names. (The fleet's
+    /proc/uptime is simulated and refreshed once a second: positions are checked to that.)"""
+    from fleet_helpers import device
+
+    fleet = skewed_pair
+    a, b = fleet.serials
+    dev = device(fleet, a)
+    deadline = time.monotonic() + 15
+    while True:        # a phone (re)started a moment ago has not been up for the marks yet
+        up = float(dev.shell("cat /proc/uptime", timeout=10).stdout.split()[0])
+        t_host = time.time()
+        if up >= 4.0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    m = control.MESH_DIR
+    marks = "".join(f"{p} {math.floor((up - ago) * 10)}\\n" for p, ago in
+                    (("detected", 3.0), ("converted", 2.5), ("classified", 1.5), ("generated", 0.5)))
+    dev.shell(f"mkdir -p {m}/jobs/1 && echo p1 > {m}/me && cd {m}/jobs/1 && echo done > state && "
+              f"echo /sdcard/DCIM/x.jpg > source && echo p2 > classify.who && "
+              f"echo p1 > generate.who && printf '{marks}' > times", timeout=10)
+    try:
+        jobs, head = control.results_and_clock(dev)
+    finally:
+        dev.shell(f"rm -rf {m}", timeout=10)
+    assert head["clock"].startswith("e ") and head["me"] == "p1"
+    assert jobs[0]["times"]["generated"] - jobs[0]["times"]["detected"] in (24, 25, 26), jobs
+    data = tmp_path / "data"
+    assert len(record_mesh_jobs(data, dev, jobs, head, {"p1": a, "p2": b})) == 1
+    spans = {sp.name: sp for sp in TraceStore(data).read()}
+    assert spans["classify"].device == b and spans["generate"].device == a
+    assert spans["convert"].device == a and spans["job"].device == a
+    assert not spans["classify"].clock.get("uncorrected")
+    assert abs(spans["detect"].start - (t_host - 3.0)) < 1.0 + 0.2
+
+
+def test_hostile_mesh_and_split_fields_stay_text_in_the_html_report(mesh_phone, tmp_path):
+    import os
+    import re
+    import sys
+
+    phone, _truth = mesh_phone
+    jobs, head = control.results_and_clock(phone)
+    uc = parse_uptime_clock(head["clock"])
+    data = tmp_path / "data"
+    with Journal(data / "journal.sqlite") as jr:
+        for j in jobs:
+            rows = mesh_job_rows(j, me="p1", peers={}, uclock=uc, track=None)
+            if rows:
+                jr.record_finished_job(**rows)
+        jr.record_finished_job(**split_job_rows(
+            tmp_path / "x.jpg", 9, _split_result(time.time()),
+            {"labels": [{"name": "<script>alert(2)</script>", "score": 0.5}]}))
+    env = {k: v for k, v in os.environ.items() if k != "ANDROID_SERIAL"}
+    out = tmp_path / "report.html"
+    res = subprocess.run([sys.executable, "-m", "adbflow.cli", "report", "-o", str(out),
+                          "--data-dir", str(data)], capture_output=True, text=True, timeout=120,
+                         env=env)
+    assert res.returncode == 0, res.stderr
+    page = out.read_text()
+    assert re.search(r"<script", page, re.I) is None
+    for n in (2, 3):      # the split run's label, the mesh job's label: as text
+        assert f"&lt;script&gt;alert({n})&lt;/script&gt;" in page

@@ -162,7 +162,8 @@ def mesh_job_rows(job: Mapping[str, Any], *, me: str | None, peers: Mapping[str,
         if p0 not in mapped:
             break
         who = str(job.get(where) or "")[:16] if where != "orch" else None
-        serial = orch if where == "orch" else _peer_serial(who, orch, me, peers)
+        # no *.who: no peer ran it (orch.sh writes it on success), the orchestrator tried
+        serial = orch if not who else _peer_serial(who, orch, me, peers)
         t0, c0 = mapped[p0]
         if p1 in mapped:
             t1, c1 = mapped[p1]
@@ -188,7 +189,7 @@ def mesh_job_rows(job: Mapping[str, Any], *, me: str | None, peers: Mapping[str,
             "state": state, "created": t_det, "finished": max(a["ended"] for a in atts),
             "attempts": atts, "error": None if state == "done" else raw_state,
             "result": {"mesh_job": int(num), "state": raw_state,
-                       "labels": [str(x)[:100] for x in (job.get("labels") or [])][:5],
+                       "labels": [{"name": str(x)[:100]} for x in (job.get("labels") or [])][:5],
                        "classify.who": job.get("classify.who"),
                        "generate.who": job.get("generate.who")}}
 
