@@ -336,16 +336,21 @@ def test_a_real_split_run_on_skewed_phones_traces_head_and_tail_on_each(skewed_p
         dev = bm[lane]
         clk = dev["args"]["clock"]
         assert clk["source"] == "epochrealtime" and not clk.get("uncorrected")
-        assert abs(clk["offset"] - truths[serial].offset_at(origin + dev["ts"] / 1e6)) < 0.001
+        # the injected offset, within a millisecond (or the stated bound when a loaded
+        # machine stretched the sync's round trips)
+        err = abs(clk["offset"] - truths[serial].offset_at(origin + dev["ts"] / 1e6))
+        assert err < max(0.001, clk["bound"]), (lane, err, clk)
         host = next(e for e in xs if e["name"] == "run" and e["cat"].endswith(lane))
         slack = clk["bound"] * 1e6 + 1000      # bound + 1 ms of spawn jitter
-        assert host["ts"] - slack <= dev["ts"]
-        assert dev["ts"] + dev["dur"] <= host["ts"] + host["dur"] + slack
-        assert job["ts"] <= dev["ts"] and dev["ts"] + dev["dur"] <= job["ts"] + job["dur"]
+        assert host["ts"] - slack <= dev["ts"], (lane, host, dev)
+        assert dev["ts"] + dev["dur"] <= host["ts"] + host["dur"] + slack, (lane, host, dev)
+        assert job["ts"] <= dev["ts"] and dev["ts"] + dev["dur"] <= job["ts"] + job["dur"], \
+            (lane, job, dev)
     cut = next(e for e in xs if e["name"] == "cut_tensor")
     assert cut["args"]["from"] == a and cut["args"]["to"] == b and cut["args"]["bytes"] > 0
-    assert bm["head"]["ts"] + bm["head"]["dur"] <= cut["ts"] + 1000
-    assert cut["ts"] + cut["dur"] <= bm["tail"]["ts"] + 1000
+    slack = {ln: bm[ln]["args"]["clock"]["bound"] * 1e6 + 1000 for ln in ("head", "tail")}
+    assert bm["head"]["ts"] + bm["head"]["dur"] <= cut["ts"] + slack["head"], (bm["head"], cut)
+    assert cut["ts"] + cut["dur"] <= bm["tail"]["ts"] + slack["tail"], (cut, bm["tail"])
     # uncorrected, B's clock (4 s behind) would put the tail before the head
     assert bm["tail"]["args"]["clock"]["raw_start"] < bm["head"]["args"]["clock"]["raw_start"]
 

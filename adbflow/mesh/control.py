@@ -270,6 +270,7 @@ def results_and_clock(dev: Device) -> tuple[list[dict[str, Any]], dict[str, str]
         except ParseError:
             labels = []
         j["labels"] = [lb.name for lb in labels[:5]]
+        j["label_scores"] = [lb.score for lb in labels[:5]]
         out = j.pop("generate.out", "") or ""
         try:
             j["story"] = parse_llama(out, prompt=j.get("prompt"), require_text=False).text \

@@ -189,9 +189,20 @@ def mesh_job_rows(job: Mapping[str, Any], *, me: str | None, peers: Mapping[str,
             "state": state, "created": t_det, "finished": max(a["ended"] for a in atts),
             "attempts": atts, "error": None if state == "done" else raw_state,
             "result": {"mesh_job": int(num), "state": raw_state,
-                       "labels": [{"name": str(x)[:100]} for x in (job.get("labels") or [])][:5],
-                       "classify.who": job.get("classify.who"),
-                       "generate.who": job.get("generate.who")}}
+                       "name": source.rsplit("/", 1)[-1], "origin": orch,
+                       "labels": _labels(job),
+                       "devices": {a["stage"]: a["serial"] for a in atts
+                                   if a["stage"] in ("classify", "generate")},
+                       "story": str(job.get("story") or "")[:4000] or None}}
+
+
+def _labels(job: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The job's labels as the pipeline's results hold them ({"name", "score"})."""
+    names = [str(x)[:100] for x in (job.get("labels") or [])][:5]
+    scores = [x if isinstance(x, float) and 0.0 <= x <= 1.0 else 0.0
+              for x in (job.get("label_scores") or [])]
+    return [{"name": n, "score": scores[i] if i < len(scores) else 0.0}
+            for i, n in enumerate(names)]
 
 
 def record_mesh_jobs(data_dir: Any, dev: Any, jobs: list[dict[str, Any]],

@@ -416,6 +416,9 @@ class Journal:
             job_id = int(row["id"])
             if cur.rowcount != 1:
                 return job_id, False
+            if result is not None and "job" not in result:    # as pipeline results say it
+                db.execute("UPDATE jobs SET result=? WHERE id=?",
+                           (json.dumps({"job": job_id, **result}), job_id))
             counts: dict[str, int] = {}
             for a in attempts:
                 stage = str(a["stage"])

@@ -89,7 +89,10 @@ def split_job_rows(image: Path, size: int, res: StageResult,
     return {"source": "split", "serial": "laptop", "path": str(image), "size": int(size),
             "mtime": started, "how": "split", "state": "done", "created": started,
             "finished": ended, "attempts": atts,
-            "result": {"plan": res.plan, "fallback": res.fallback, **(result or {})}}
+            "result": {"plan": res.plan, "fallback": res.fallback, "name": image.name,
+                       "origin": "laptop",
+                       "devices": {a["stage"]: a["serial"] for a in atts if a["state"] == "done"},
+                       **(result or {})}}
 
 
 class _Devices:
