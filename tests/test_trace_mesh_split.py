@@ -356,15 +356,26 @@ def test_a_real_split_run_on_skewed_phones_traces_head_and_tail_on_each(skewed_p
 
 
 @pytest.mark.fleet
-def test_the_results_script_reads_a_mesh_job_back_on_a_virtual_phone(skewed_pair, tmp_path):
-    """The same read-back through adb on the fleet's mksh/toybox: the uptime bracket comes
-    from $EPOCHREALTIME, the job lands on the peers the session names. (The fleet's
-    /proc/uptime is simulated and refreshed once a second: positions are checked to that.)"""
+def test_mesh_results_on_a_virtual_phone_records_the_job_for_adbflow_trace(skewed_pair, tmp_path,
+                                                                           monkeypatch):
+    """`adbflow mesh results` through adb on the fleet's mksh/toybox: the uptime bracket
+    comes from $EPOCHREALTIME, the job is recorded once, its stages land on the phones the
+    saved session names. (The fleet's /proc/uptime is simulated and refreshed once a
+    second: positions are checked to that.)"""
     from fleet_helpers import device
+    from typer.testing import CliRunner
+
+    from adbflow.cli.main import app
 
     fleet = skewed_pair
     a, b = fleet.serials
     dev = device(fleet, a)
+    home = tmp_path / "home"
+    (home / "mesh").mkdir(parents=True)
+    (home / "mesh" / "session.json").write_text(json.dumps({"key": "k", "peers": [
+        {"name": "p1", "serial": a, "addr": "127.0.0.1", "port": 1},
+        {"name": "p2", "serial": b, "addr": "127.0.0.1", "port": 2}]}))
+    monkeypatch.setenv("ADBFLOW_HOME", str(home))
     deadline = time.monotonic() + 15
     while True:        # a phone (re)started a moment ago has not been up for the marks yet
         up = float(dev.shell("cat /proc/uptime", timeout=10).stdout.split()[0])
@@ -378,19 +389,22 @@ def test_the_results_script_reads_a_mesh_job_back_on_a_virtual_phone(skewed_pair
     dev.shell(f"mkdir -p {m}/jobs/1 && echo p1 > {m}/me && cd {m}/jobs/1 && echo done > state && "
               f"echo /sdcard/DCIM/x.jpg > source && echo p2 > classify.who && "
               f"echo p1 > generate.who && printf '{marks}' > times", timeout=10)
+    srv = ["--adb-server", f"127.0.0.1:{fleet.adb_port}"]
     try:
-        jobs, head = control.results_and_clock(dev)
+        res = CliRunner().invoke(app, ["mesh", "results", "--json", *srv])
+        again = CliRunner().invoke(app, ["mesh", "results", *srv])
     finally:
         dev.shell(f"rm -rf {m}", timeout=10)
-    assert head["clock"].startswith("e ") and head["me"] == "p1"
+    assert res.exit_code == 0, res.output
+    assert "1 mesh job(s) recorded" in res.stderr and "recorded" not in again.stderr
+    jobs = json.loads(res.stdout)
     assert jobs[0]["times"]["generated"] - jobs[0]["times"]["detected"] in (24, 25, 26), jobs
-    data = tmp_path / "data"
-    assert len(record_mesh_jobs(data, dev, jobs, head, {"p1": a, "p2": b})) == 1
-    spans = {sp.name: sp for sp in TraceStore(data).read()}
+    spans = {sp.name: sp for sp in TraceStore(home).read()}
     assert spans["classify"].device == b and spans["generate"].device == a
     assert spans["convert"].device == a and spans["job"].device == a
-    assert not spans["classify"].clock.get("uncorrected")
-    assert abs(spans["detect"].start - (t_host - 3.0)) < 1.0 + 0.2
+    clock = spans["classify"].clock
+    assert clock["realtime_clock"] == "epochrealtime" and not clock.get("uncorrected")
+    assert abs(spans["detect"].start - (t_host - 3.0)) < 1.0 + clock["bound"]
 
 
 def test_hostile_mesh_and_split_fields_stay_text_in_the_html_report(mesh_phone, tmp_path):

@@ -10,6 +10,11 @@ device's ClockTrack, and every mapped span carries the offset and its error boun
 Where only durations are known (older journals) parts are laid out in execution order
 inside their attempt and marked `"layout": "durations"`.
 
+Split runs (source `split`, adbflow.split.record) are jobs with `head`/`tail`/`whole`
+attempts, one per phone, laid out like the stages above plus the cut tensor's hop; mesh
+jobs (source `mesh`, adbflow.mesh.trace) hold times already mapped from the orchestrator's
+uptime and are drawn on the phones only (the laptop took no part).
+
 Pure: build_job_spans() takes journal records and clock tracks, no I/O.
 """
 from __future__ import annotations
