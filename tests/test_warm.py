@@ -32,6 +32,7 @@ from fleet_helpers import (
 )
 
 from adbflow.device.forward import Forward, list_forwards
+from adbflow.errors import ResidentServerError
 from adbflow.fleet.profile import load_virtual_profile
 from adbflow.runtime.dispatcher import decision_summary
 from adbflow.runtime.journal import Journal
@@ -132,7 +133,7 @@ fleet = module_fleet(2, ["midrange_2023"])
 
 
 def _greedy(tmp_path: Path):
-    spec = ProfileBook.load(cheap_profiles(tmp_path / "profiles", n_predict=24)
+    spec = ProfileBook.load(cheap_profiles(tmp_path / "profiles", n_predict=16)
                             ).for_model(VIRTUAL).llama
     return replace(spec, temp=0.0)
 
@@ -159,9 +160,11 @@ def _forwards(fleet) -> list:
 
 
 @pytest.mark.fleet
-def test_the_server_loads_once_and_answers_like_the_one_shot_program(fleet, tmp_path) -> None:
+def test_the_server_loads_once_answers_like_the_one_shot_program_and_is_killed_when_hung(
+        fleet, tmp_path) -> None:
     """First use starts it (pid, port, forward, health); the one-shot program pays the
-    class's load at every start, the resident one once; greedy text is the same."""
+    class's load at every start, the resident one once; greedy text is the same, with and
+    without the prompt cache; a request it does not answer kills it."""
     serial = fleet.serials[0]
     dev = device(fleet, serial)
     spec = _greedy(tmp_path)
@@ -177,7 +180,9 @@ def test_the_server_loads_once_and_answers_like_the_one_shot_program(fleet, tmp_
         assert srv.ready_s is not None and srv.ready_s >= load_ms / 1000.0   # paid once, here
         assert time.monotonic() - t0 >= load_ms / 1000.0
         assert f"{srv.pid}" in _ps(fleet, serial) and "llama-server" in _ps(fleet, serial)
-        assert (serial, f"tcp:{srv.forward.local_port}", f"tcp:{srv.remote_port}") in _forwards(fleet)
+        assert srv.forward is not None
+        assert (serial, f"tcp:{srv.forward.local_port}", f"tcp:{srv.remote_port}") in \
+            _forwards(fleet)
         first = generate_resident(srv, spec, PROMPT, timeouts=timeouts, opening=OPENING)
         again = generate_resident(srv, spec, PROMPT, timeouts=timeouts, opening=OPENING)
         assert residents.server(dev, spec) is srv and again["resident"]["pid"] == srv.pid
@@ -185,35 +190,28 @@ def test_the_server_loads_once_and_answers_like_the_one_shot_program(fleet, tmp_
         assert first["story"] == cold["story"]
         assert first["load_ms"] == 0.0 and again["cached_tokens"] > 0   # the prompt cache
         pid = srv.pid
-    finally:
-        residents.close()
-    assert _gone(fleet, serial, pid), _ps(fleet, serial)
-    assert _forwards(fleet) == []
-
-
-@pytest.mark.fleet
-def test_a_forward_is_released_and_a_hung_server_is_killed(fleet, tmp_path) -> None:
-    serial = fleet.serials[1]
-    dev = device(fleet, serial)
-    spec = _greedy(tmp_path)
-    with Forward(dev, 9) as fwd:       # nothing listens on the phone's port 9: still a forward
-        assert (serial, f"tcp:{fwd.local_port}", "tcp:9") in _forwards(fleet)
-    assert _forwards(fleet) == []
-    residents = ResidentServers()
-    try:
-        srv = residents.server(dev, spec)
-        assert srv is not None
         fleet.fault(serial, program="llama-server", mode="hang")
-        with pytest.raises(Exception) as err:
+        with pytest.raises(ResidentServerError) as err:
             generate_resident(srv, spec, PROMPT, timeouts=StageTimeouts(generate_s=3.0),
                               opening=OPENING)
-        assert getattr(err.value, "kind", None) == "resident-hang", err.value
+        assert err.value.kind == "resident-hang" and err.value.serial == serial
         assert residents.ready() == frozenset()      # no longer warm for the policy
-        assert _gone(fleet, serial, None), _ps(fleet, serial)
+        assert _gone(fleet, serial, pid), _ps(fleet, serial)
         assert _forwards(fleet) == []
     finally:
         fleet.clear_faults(serial)
         residents.close()
+    assert _gone(fleet, serial, None), _ps(fleet, serial)
+
+
+@pytest.mark.fleet
+def test_a_forward_reaches_the_phone_and_is_released(fleet) -> None:
+    serial = fleet.serials[1]
+    dev = device(fleet, serial)
+    with Forward(dev, 9) as fwd:       # nothing listens on the phone's port 9: still a forward
+        assert (serial, f"tcp:{fwd.local_port}", "tcp:9") in _forwards(fleet)
+    assert _forwards(fleet) == []
+    fwd.close()                        # idempotent
 
 
 def _pipeline(fleet, tmp_path: Path, generate_s: float) -> Pipeline:
