@@ -340,6 +340,13 @@ class LlamaChatOnlyError(AdbError):
     fault; the message names the fix."""
 
 
+class ResidentServerError(AdbError):
+    """A phone's resident llama-server (runtime/resident.py) did not start, hung or died;
+    it was stopped. An AdbError like any device fault: the stage is re-bid. `kind`:
+    resident-start, resident-hang, resident-died, resident-http, resident-stopping."""
+    default_kind = "resident"
+
+
 class WatchDirError(ValueError):
     """A watched folder that is not a plain path under the shared storage."""
 

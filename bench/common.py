@@ -211,6 +211,15 @@ def table_rows(res: dict[str, Any]) -> list[list[str]]:
             add(f"detection ({'inotify' if m['inotify'] else 'listing only'})",
                 f"median {_fmt(m['median_s'], 'ms')}", f"max {_fmt(m['max_s'], 'ms')}",
                 None, goal, ok, f"{m['n']} pictures")
+    warm = res.get("warm")
+    if warm and "rows" in warm:
+        for r in warm["rows"]:
+            add(f"story {r['class']}: warm vs cold", _fmt(r["warm_s"], "ms"),
+                f"cold {_fmt(r['cold_s'], 'ms')}", r["warm_s"] / r["cold_s"],
+                f">= {warm['goal_reduction']:.0%} less", r["met"],
+                f"{r['reduction']:.0%} less; profile: {_fmt(r['expected_cold_s'], 'ms')} -> "
+                f"{_fmt(r['expected_warm_s'], 'ms')} ({r['expected_reduction']:.0%}); server "
+                f"start once {_fmt(r['server_start_s'], 'ms')}")
     rss = res.get("rss")
     if rss and "phases" in rss:
         for ph in rss["phases"]:

@@ -15,6 +15,7 @@ Parts (each is also runnable alone, e.g. `python bench/transfer.py`):
   transfer   bench/transfer.py   Device.pull/push vs `adb pull/push` of the same files
   detection  bench/detection.py  picture landing -> job started, inotify and listing-only
   rss        bench/orchestrator_rss.py  RSS of an orchestrator process with 100 devices
+  warm       bench/warm.py      story latency: resident llama-server vs one-shot, per default class
 """
 from __future__ import annotations
 
@@ -102,7 +103,7 @@ def bid_round_crosscheck(devices: int = 8, rounds: int = 10) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds (about 2-3 minutes)")
-    ap.add_argument("--only", default="bid,overhead,transfer,detection,rss",
+    ap.add_argument("--only", default="bid,overhead,transfer,detection,rss,warm",
                     help="comma-separated parts to run")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
@@ -141,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
             part("overhead", lambda: overhead.measure(small, quick=quick))
             part("transfer", lambda: transfer.measure(small, quick=quick))
             part("detection", lambda: detection.measure(small, quick=quick))
+    if "warm" in parts:
+        import warm
+        with fleet_up(len(warm.DEFAULT_PROFILES), list(warm.DEFAULT_PROFILES)) as classes:
+            part("warm", lambda: warm.measure(classes, quick=quick))
     if "bid" in parts and not quick and "error" not in res.get("bid", {"error": 1}):
         res["bid"]["crosscheck"] = bid_round_crosscheck()
     res["meta"]["wall_s"] = round(time.monotonic() - t_all, 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from dataclasses import replace
 
 import pytest
 from bid_helpers import make_bid
@@ -167,13 +168,19 @@ def test_model_residency(book):
     st = ServiceTimes(None)
     prof = book.for_model(None)          # default profile has cold-start costs
     m = CostModel()
+    load_s = prof.timing.generate_load_ms / 1000       # every one-shot start loads the model
+    assert load_s > 0
     cold = m.cost(GEN, bid("a", None), prof, inflight=[], service_times=st, now=NOW)
-    assert cold.parts["model_load"] == pytest.approx(prof.timing.generate_cold_ms / 1000)
+    assert cold.parts["model_load"] == pytest.approx(prof.timing.generate_cold_ms / 1000
+                                                     + load_s)
     st.record("a", "generate", 3.0, cpu_load=0.0, units=64, at=NOW - 60)
-    warm = m.cost(GEN, bid("a", None), prof, inflight=[], service_times=st, now=NOW)
-    assert warm.parts["model_load"] == 0.0
+    cached = m.cost(GEN, bid("a", None), prof, inflight=[], service_times=st, now=NOW)
+    assert cached.parts["model_load"] == pytest.approx(load_s)     # in the page cache
+    resident = m.cost(replace(GEN, resident_on=frozenset({"a"})), bid("a", None), prof,
+                      inflight=[], service_times=st, now=NOW)
+    assert resident.parts["model_load"] == 0.0                      # a llama-server holds it
     stale = m.cost(GEN, bid("a", None), prof, inflight=[], service_times=st, now=NOW + 3600)
-    assert stale.parts["model_load"] > 0
+    assert stale.parts["model_load"] == pytest.approx(cold.parts["model_load"])
 
 
 def test_learned_service_time_overrides_the_profile(book):

@@ -84,6 +84,11 @@ GenerateTimeout = Annotated[float, typer.Option("--generate-timeout", min=1.0,
 Energy = Annotated[bool, typer.Option("--energy", help="Meter battery energy of each device "
                                       "stage (idle baseline first: about 1 s more per stage).")]
 
+WarmModels = Annotated[bool, typer.Option("--warm-models", help="Keep the story model loaded: "
+                       "one llama-server per phone for this session (127.0.0.1 on the phone, "
+                       "through adb forward), stopped when adbflow exits. Phones without "
+                       "[llama] server_binary stay one-shot.")]
+
 
 def _config(data_dir: Path | None, policy: str, attempts: int, concurrency: int | None,
             max_bytes: int,
@@ -184,13 +189,14 @@ def watch_cmd(
     flow: FlowOpt = None,
     energy: Energy = False,
     energy_weight: EnergyWeight = _DEFAULT.energy_weight_s_per_j,
+    warm_models: WarmModels = _DEFAULT.warm_models,
 ) -> None:
     """Watch every device's camera folders; classify each new picture and write a story."""
     cfg = _config(data_dir, policy, attempts, concurrency, max_bytes, classify_timeout,
                   generate_timeout, use_inotify=not no_inotify,
                   use_mediastore=not no_mediastore,
                   watch_dirs=_watch_dirs(watch_dir, pictures_dir), energy=energy,
-                  energy_weight_s_per_j=energy_weight)
+                  energy_weight_s_per_j=energy_weight, warm_models=warm_models)
     chosen = _flow(flow)
     view = LiveView(json_out=json_out, live=not once)
     pipe = Pipeline(cfg, _inventory(adb_server, serial), on_event=view, flow=chosen)

@@ -66,6 +66,10 @@ class VirtualProfile:
     background_load: float      # percent of all cores busy with no user work
     classify_ms: float          # Inception-class CPU latency, 4 threads, idle device
     llm_tok_s: float            # small LM generation rate, idle device
+    #: what every start of a llama.cpp program pays before its first token (GGUF mmapped from
+    #: the page cache, context allocated, warm-up decode); a resident llama-server pays it
+    #: once. Simulated: the stand-ins pad their real (host) model load to it.
+    llm_load_ms: float = 0.0
     push_mb_s: float = 0.0      # informational only
     pull_mb_s: float = 0.0
     battery_level: int = 80
@@ -215,6 +219,9 @@ def parse_virtual_profile(data: dict[str, Any], *, source: str = "<dict>",
     need(str(props.get("ro.build.version.sdk", "")).isdigit()
          and 14 <= int(props["ro.build.version.sdk"]) <= 40,
          "[props] ro.build.version.sdk must be an API level (14..40)")
+    load_ms = data.get("llm_load_ms", 0.0)
+    need(isinstance(load_ms, (int, float)) and not isinstance(load_ms, bool) and load_ms >= 0,
+         "'llm_load_ms' must be a number >= 0")
     thermal = data.get("thermal", "basic")
     need(thermal in THERMAL_KINDS, f"'thermal' must be one of {', '.join(THERMAL_KINDS)}")
     return VirtualProfile(
@@ -225,6 +232,7 @@ def parse_virtual_profile(data: dict[str, Any], *, source: str = "<dict>",
         big_max_khz=freqs["big"], mid_max_khz=freqs["mid"], little_max_khz=freqs["little"],
         ram_gb=float(data["ram_gb"]), background_load=float(data["background_load"]),
         classify_ms=float(data["classify_ms"]), llm_tok_s=float(data["llm_tok_s"]),
+        llm_load_ms=float(load_ms),
         push_mb_s=float(data.get("push_mb_s", 0.0)), pull_mb_s=float(data.get("pull_mb_s", 0.0)),
         battery_level=level, thermal=str(thermal), props=dict(props), source=source,
         model_speed=_model_speed(data.get("model_speed"), need))

@@ -45,6 +45,7 @@ PROGRAMS = {  # device path -> python module (stand-in device programs)
     # llama.cpp since 2025-12: llama-completion is the one-shot program, llama-cli a chat
     "/data/local/tmp/llama-completion": "adbflow.fleet.programs.llama_completion",
     "/data/local/tmp/llama-cli": "adbflow.fleet.programs.llama_chat",
+    "/data/local/tmp/llama-server": "adbflow.fleet.programs.llama_server",   # resident mode
     "/system/bin/dumpsys": "adbflow.fleet.programs.dumpsys",
     # framework commands (they talk to the device's framework server, framework.py)
     "/system/bin/log": "adbflow.fleet.programs.log",

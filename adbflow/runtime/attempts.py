@@ -28,6 +28,7 @@ from adbflow.errors import (  # noqa: F401 - defined in adbflow.errors
     ParseError,
     PictureChanging,
     PictureSuperseded,
+    ResidentServerError,
     SlotBusy,
     StageExhausted,
 )
@@ -61,6 +62,8 @@ def error_kind(exc: BaseException) -> str:
         return "busy"
     if isinstance(exc, LeaseLost):
         return "lease"
+    if isinstance(exc, ResidentServerError):     # resident-hang, resident-start, ...
+        return exc.kind or "resident"
     if isinstance(exc, AdbTimeoutError):
         return "timeout"
     if isinstance(exc, DeviceUnavailableError):

@@ -251,4 +251,10 @@ def decision_summary(decision: Decision, quarantined: Sequence[str] = ()) -> dic
                            "reason": decision.reason, "quarantined": list(quarantined)}
     out["costs"] = {c.serial: (None if c.total_s == float("inf") else round(c.total_s, 4))
                     for c in decision.costs or []}
+    # which phones were warm (a resident model: no model_load), for `adbflow show`
+    warm = sorted(c.serial for c in decision.costs or [] if c.factors.get("resident") == 1.0)
+    if warm:
+        out["warm"] = warm
+        out["model_load_s"] = {c.serial: round(c.parts["model_load"], 4)
+                               for c in decision.costs or [] if "model_load" in c.parts}
     return out

@@ -77,6 +77,7 @@ from adbflow.runtime.imaging import DEFAULT_MAX_BYTES
 from adbflow.runtime.journal import FINAL_STATES, IncompleteResult, JobRecord, JobState, Journal
 from adbflow.runtime.laptop import clean_stale_partials, laptop_io
 from adbflow.runtime.leasing import StageLeases
+from adbflow.runtime.resident import RESIDENT_LEDGER, ForwardLedger, ResidentServers
 from adbflow.runtime.retry import RetryPolicy
 from adbflow.runtime.waiting import WaitingJobs
 from adbflow.runtime.watch import DataDirLock, WatchSession, record_picture
@@ -146,6 +147,9 @@ class PipelineConfig:
     # still retried if the phone comes back later (the picture is never given up)
     origin_retry_s: float = 10.0
     origin_wait_s: float = 300.0
+    # warm models: one resident llama-server per phone for the session (runtime/resident.py);
+    # phones without the server binary, and the classifier, stay one-shot
+    warm_models: bool = False
 
     @property
     def journal_path(self) -> Path:
@@ -213,7 +217,10 @@ class Pipeline:
                                        profiles=profiles, service_times=service_times,
                                        max_bytes=config.max_bytes, timeouts=config.timeouts,
                                        energy=config.energy,
-                                       energy_rates=self.energy_rates, leases=self.leases)
+                                       energy_rates=self.energy_rates, leases=self.leases,
+                                       residents=ResidentServers(ledger=ForwardLedger(
+                                           self.data_dir / RESIDENT_LEDGER, self.leases.owner))
+                                       if config.warm_models else None)
         self._capacity: tuple[float, int] | None = None
         self.jobs = JobRunner(
             self.process, stop=self.stop_event, queue_max=config.queue_max,
@@ -250,6 +257,8 @@ class Pipeline:
         second) and close the journal cleanly."""
         self.stop_event.set()
         self.jobs.join(timeout=1.0)
+        if self.stages.residents is not None:
+            self.stages.residents.close()   # nothing of ours stays running on the phones
         if self._own_bidder and hasattr(self.bidder, "close"):
             self.bidder.close()         # ends the telemetry loops on the phones
         if self.service_times is not None and hasattr(self.service_times, "close"):

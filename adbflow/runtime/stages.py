@@ -37,6 +37,7 @@ from adbflow.device.port import DevicePort
 from adbflow.errors import (
     AdbError,
     JobError,
+    LeaseLost,
     NotARegularFile,
     ParseError,
     PermissionDenied,
@@ -280,6 +281,31 @@ def generate_on(device: DevicePort, spec: Any, prompt: str, *,
     return out
 
 
+def generate_resident(server: Any, spec: Any, prompt: str, *, timeouts: StageTimeouts,
+                      opening: str = "", held: Any = None) -> dict[str, Any]:
+    """The story from the phone's resident llama-server (runtime/resident.py): the same
+    prompt and sampling as generate_on's one-shot run, one `/completion` through the
+    forward. ResidentServerError when it fails or hangs (the server is then stopped: the
+    stage is re-bid); LeaseLost when the slot lease was lost meanwhile (discard)."""
+    from adbflow.runtime.resident import completion_request
+    text = device_prompt(prompt, opening, fmt=getattr(spec, "prompt_format", "chatml"))
+    w0, t0 = time.time(), time.monotonic()
+    done = server.complete(completion_request(spec, text), timeout=timeouts.generate_s)
+    run_s = time.monotonic() - t0
+    if held is not None and held.lost:
+        raise LeaseLost(held.serial, held.slot, held.lost)
+    if len(done.text.strip()) < 2:
+        raise ParseError("llama", "story too short", done.text)
+    out = done.to_json()
+    out["raw_text"] = out.pop("text")
+    out["story"] = finish_story(opening, done.text)
+    out["run_s"] = round(run_s, 4)
+    out["t"] = {"run": [w0, time.time()]}
+    out["resident"] = {"pid": server.pid, "port": server.remote_port,
+                       "ready_s": round(server.ready_s or 0.0, 4)}
+    return out
+
+
 @contextlib.contextmanager
 def metered(device: Any, enabled: bool) -> Iterator[dict[str, Any]]:
     """Battery energy of the block on `device` (energymeter.py), filled into the yielded
@@ -337,8 +363,10 @@ class JobStages:
     def __init__(self, *, data_dir: Path, journal: Journal, inventory: Any,
                  dispatcher: Dispatcher, profiles: Any, service_times: Any,
                  max_bytes: int, timeouts: StageTimeouts, leases: StageLeases,
-                 energy: bool = False, energy_rates: Any = None) -> None:
+                 energy: bool = False, energy_rates: Any = None,
+                 residents: Any = None) -> None:
         self.data_dir = Path(data_dir)
+        self.residents = residents           # warm models (ResidentServers) or None: one-shot
         self.energy = energy
         self.energy_rates = energy_rates     # learns joules per unit from metered attempts
         self.leases = leases
@@ -532,24 +560,37 @@ class JobStages:
     def generate(self, job: JobRecord, att: Attempt) -> dict[str, Any]:
         classified = self.journal.stage_output(job.id, "classify") or {}
         prompt = build_prompt(classified.get("labels") or [])
+        residents = self.residents
         task = Task("generate", input_bytes=len(prompt.encode()), output_bytes=2048,
-                    prompt_tokens=max(1, len(prompt) // 4))
+                    prompt_tokens=max(1, len(prompt) // 4),
+                    resident_on=residents.ready() if residents is not None else frozenset())
         won = self.dispatcher.bid(task, "generate", att.excluded, self._claim(att))
+        opening = story_opening(classified.get("labels") or [])
         try:
             profile = self.profiles.for_model(won.bid.model)
             with self.dispatcher.slot(won, "generate") as slot_wait_s, \
                     self.leased(won, "generate") as held:
                 w_slot = time.time()
+                server = (residents.server(won.device, profile.llama)
+                          if residents is not None and isinstance(won.device, Device) else None)
                 with metered(won.device, self.energy) as energy:
-                    out = generate_on(won.device, profile.llama, prompt, timeouts=self.timeouts,
-                                      opening=story_opening(classified.get("labels") or []),
-                                      modes=self.llama_modes, leases=self.leases, held=held)
+                    if server is not None:
+                        out = generate_resident(server, profile.llama, prompt,
+                                                timeouts=self.timeouts, opening=opening,
+                                                held=held)
+                    else:
+                        out = generate_on(won.device, profile.llama, prompt,
+                                          timeouts=self.timeouts, opening=opening,
+                                          modes=self.llama_modes, leases=self.leases, held=held)
         finally:
             self.dispatcher.release(won)
-        self._learn(won.serial, "generate", out["run_s"], won.bid, profile,
+        # learn the run with the model loaded: a one-shot run's own load time is the
+        # policy's model_load part, not service (it would be counted twice)
+        load_s = float(out.get("load_ms") or 0.0) / 1000.0
+        self._learn(won.serial, "generate", max(0.001, out["run_s"] - load_s), won.bid, profile,
                     replace(task, n_predict=int(profile.llama.n_predict)), won.award.others)
         out.update(serial=won.serial, profile=profile.name, prompt=prompt,
-                   bid=bid_summary(won.bid),
+                   warm="resident" in out, bid=bid_summary(won.bid),
                    decision=decision_summary(won.decision, att.quarantined),
                    timings={"bid_s": round(won.bid_s, 4), "slot_wait_s": round(slot_wait_s, 4),
                             "run_s": out["run_s"]})

@@ -14,7 +14,11 @@ The decision is one pure function (like Dask's `worker_objective`): for each dev
                    this task (inflight, our own bookkeeping, never stale): same-stage work
                    with the pipeline's per-stage slots (other-stage work adds CPU load
                    instead), all of it with queueing="fifo"
-    model_load   = cold-start cost when this stage has not run there recently (page cache)
+    model_load   = what loading the model costs before the first token: 0 where a resident
+                   program already holds it (Task.resident_on: a session's llama-server),
+                   else the profile's load time per start of the one-shot program
+                   (*_load_ms) plus its cold-start cost when the stage has not run there
+                   recently (*_cold_ms: the model file is not in the page cache)
     service      = (learned seconds/unit, else the profile prior) * units
                    * load factor (background load, minus our own work in that reading)
                    * thermal factor * frequency factor * overrun factor
@@ -106,6 +110,10 @@ class Task:
     #: the chosen model variant's idle run time (a flow's model selector sets it; None: the
     #: profile's [label_image] model, learned per device)
     prior_s: float | None = None
+    #: devices where this stage's model is resident (a session's llama-server holds it
+    #: loaded): their model_load is 0. Set by the stage from the live servers (runtime/
+    #: resident.py), so the decision stays a function of its arguments.
+    resident_on: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -176,6 +184,17 @@ def prior_service_s(task: Task, profile: DeviceProfile) -> float:
         return t.classify_ms / 1000.0
     n_predict = task.n_predict or profile.llama.n_predict
     return task.prompt_tokens / t.prompt_tok_s + n_predict / t.gen_tok_s
+
+
+def model_load_s(stage: str, timing: Any, *, resident: bool, page_cached: bool) -> float:
+    """Seconds before the stage's first useful work goes to loading its model: none where a
+    resident program holds it; else every start of the one-shot program loads it (load_ms),
+    and reads it from flash first when it is not in the page cache (cold_ms)."""
+    if resident:
+        return 0.0
+    load_ms = timing.classify_load_ms if stage == "classify" else timing.generate_load_ms
+    cold_ms = timing.classify_cold_ms if stage == "classify" else timing.generate_cold_ms
+    return (load_ms + (0.0 if page_cached else cold_ms)) / 1000.0
 
 
 def thermal_factor(bid: Bid) -> float:
@@ -377,18 +396,20 @@ class CostModel:
         if not warm and service_times is not None:
             last = service_times.last_run(serial, task.stage)
             warm = last is not None and now - last < self.residency_s
-        cold_ms = t.classify_cold_ms if task.stage == "classify" else t.generate_cold_ms
         service = run_s(task, f_over)
+        resident = serial in task.resident_on
         parts = {
             "transfer_in": 0.0 if task.data_on == serial else _transfer_s(task.input_bytes, profile),
             "wait": wait,
-            "model_load": 0.0 if warm else cold_ms / 1000.0,
+            "model_load": model_load_s(task.stage, t, resident=resident, page_cached=warm),
             "service": service,
             "transfer_out": _transfer_s(task.output_bytes, profile),
             "congestion": self.congestion * service * len(ahead),
         }
         factors = {"load_x": f_load, "thermal_x": f_therm, "freq_x": f_freq,
                    "overrun_x": f_over}
+        if task.resident_on:
+            factors["resident"] = 1.0 if resident else 0.0
         if self.energy_weight_s_per_j > 0:
             # the work's own energy: zero-load run time, not stretched by others' load
             joules, _source = expected_joules(

@@ -15,7 +15,8 @@ File layout (all keys but `name` optional; missing ones come from default.toml):
     [slots]        classify, generate (how many of each stage the phone runs at once; 1)
     [timing]       classify_ms, gen_tok_s, prompt_tok_s, adb_latency_ms, bandwidth_mb_s,
                    classify_mem_mb, generate_mem_mb, load_sensitivity, classify_cold_ms,
-                   generate_cold_ms, active_w (W while a stage runs: energy prior)
+                   generate_cold_ms, classify_load_ms, generate_load_ms,
+                   active_w (W while a stage runs: energy prior)
     [classes.<class>]   per-class timing overrides, picked when the model string names the
                         class (the virtual fleet reports "adbflow-virtual <class>")
     [[measurements]]    raw benchmark points (stage, load_pct, ms) kept for people to read
@@ -75,6 +76,8 @@ class LlamaSpec:
     top_k: int = 40
     top_p: float = 0.9
     repeat_penalty: float = 1.15
+    #: llama.cpp's llama-server on the phone for the resident mode (runtime/resident.py)
+    server_binary: str = "/data/local/tmp/llama-server"
 
 
 @dataclass
@@ -113,7 +116,8 @@ class Timing:
     load_sensitivity s: service time at whole-device CPU load L (0-1) is
     t0 / (1 - s*L) (s=1: fair processor sharing with the background; fitted by the
     benchmark from runs at several load levels). *_cold_ms: extra time the first run pays
-    when the model is not in the page cache (model residency).
+    when the model is not in the page cache (model residency). *_load_ms: what every start
+    of the program pays to load the model (none for a resident server, runtime/resident.py).
     """
 
     classify_ms: float
@@ -126,6 +130,10 @@ class Timing:
     load_sensitivity: float = 1.0
     classify_cold_ms: float = 0.0
     generate_cold_ms: float = 0.0
+    #: paid by every start of the one-shot program before its first token (model mmapped
+    #: from the page cache, context allocated, warm-up): not by a resident llama-server
+    classify_load_ms: float = 0.0
+    generate_load_ms: float = 0.0
     #: watts the device draws while a stage runs (energy prior; 0 = unknown)
     active_w: float = 0.0
 

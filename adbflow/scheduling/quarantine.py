@@ -19,7 +19,9 @@ from typing import Any
 
 # error kinds (adbflow.runtime.attempts.error_kind) that quarantine a device: the costly ones.
 # exit / parse failures return quickly and are handled by the per-job re-bid alone.
-QUARANTINE_KINDS = frozenset({"timeout", "unavailable", "adb"})
+# A resident server that hung (or would not start) cost its full timeout, like a timeout.
+QUARANTINE_KINDS = frozenset({"timeout", "unavailable", "adb", "resident-hang",
+                              "resident-start"})
 # strikes a healthy bid clears: the device answered, so its connection is back
 BID_CLEARS_KINDS = frozenset({"unavailable", "adb"})
 

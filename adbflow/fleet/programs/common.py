@@ -31,6 +31,7 @@ class DeviceState:
     ncores: int = 4
     classify_ms: float = 100.0
     llm_tok_s: float = 20.0
+    llm_load_ms: float = 0.0      # simulated model load per program start (profile)
     other_load_pct: float = 0.0
     slow_factor: float = 1.0
     faults: dict[str, Any] | None = None
@@ -61,6 +62,7 @@ def load_state(path: Path | None = None) -> DeviceState:
                        ncores=int(prof.get("ncores", 4)),
                        classify_ms=float(prof.get("classify_ms", 100.0)),
                        llm_tok_s=float(prof.get("llm_tok_s", 20.0)),
+                       llm_load_ms=float(prof.get("llm_load_ms", 0.0)),
                        other_load_pct=float(load.get("other_load_pct", 0.0)),
                        slow_factor=float(faults.get("slow_factor", 1.0) or 1.0),
                        faults=faults, found=True,
