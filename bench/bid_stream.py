@@ -39,17 +39,17 @@ def median_ms(xs: list[float]) -> float:
     return statistics.median(xs) * 1000.0
 
 
-def rounds(bidder: Bidder, devices, n: int, *, pause: float, want: str) -> list[float]:
+def rounds(bidder: Bidder, devices, n: int, *, pause: float, want: str,
+           failed: list[int]) -> list[float]:
+    """Wall times of n rounds; bids that failed (e.g. probes timed out on an overloaded host)
+    are counted in `failed`, bids from another source than `want` too (a stream down)."""
     out = []
     for _ in range(n):
         time.sleep(pause)
         t = time.monotonic()
         bids = bidder.gather(devices)
         out.append(time.monotonic() - t)
-        bad = [(b.serial, b.error) for b in bids if not b.ok]
-        assert not bad, bad
-        sources = {b.source for b in bids}
-        assert sources == {want}, (sources, want)
+        failed.append(sum(1 for b in bids if not b.ok or b.source != want))
     return out
 
 
@@ -71,21 +71,27 @@ def measure(n: int, args) -> dict[str, float]:
                     t = time.monotonic()
                     list(pool.map(lambda d: d.shell("true", timeout=30), devices))
                     floor.append(time.monotonic() - t)
+            bad_one: list[int] = []
+            bad_stream: list[int] = []
             with Bidder(timeout=10, max_workers=max(32, n)) as oneshot:
                 oneshot.gather(devices)                       # first contact
-                one = rounds(oneshot, devices, args.rounds, pause=0.2, want="probe")
+                one = rounds(oneshot, devices, args.rounds, pause=0.2, want="probe",
+                             failed=bad_one)
             cached_tel = Telemetry(interval_s=args.interval, max_age_s=args.interval * 1.5)
             with Bidder(timeout=10, max_workers=max(32, n), telemetry=cached_tel) as streamed:
                 streamed.gather(devices)                      # starts the streams (one-shot)
                 time.sleep(args.interval * 2.5)               # two samples: load known
-                cached = rounds(streamed, devices, args.rounds, pause=0.05, want="stream")
+                cached = rounds(streamed, devices, args.rounds, pause=0.05, want="stream",
+                                failed=bad_stream)
                 streamed.telemetry.max_age_s = 0.0            # every round asks for samples
                 cpu0 = time.process_time()
-                requested = rounds(streamed, devices, args.rounds, pause=0.2, want="stream")
+                requested = rounds(streamed, devices, args.rounds, pause=0.2, want="stream",
+                                   failed=bad_stream)
                 cpu = (time.process_time() - cpu0) / args.rounds
             return {"shell": median_ms(shell), "floor": median_ms(floor),
                     "oneshot": median_ms(one), "cached": median_ms(cached),
-                    "requested": median_ms(requested), "laptop_cpu": cpu * 1000.0}
+                    "requested": median_ms(requested), "laptop_cpu": cpu * 1000.0,
+                    "failed_oneshot": sum(bad_one), "failed_streamed": sum(bad_stream)}
         finally:
             fleet.down()
             adb_server.kill_server(port)
@@ -107,7 +113,9 @@ def main(argv: list[str] | None = None) -> dict:
           "the fleet's floor for waking N phones at once (real phones each have their own CPU)")
     print(f"{'N':>4} {'shell ms':>9} {'N x true':>9} {'one-shot':>9} {'x shell':>8} "
           f"{'cached':>8} {'x shell':>8} {'requested':>10} {'x shell':>8} {'x floor':>8} "
-          f"{'cpu ms':>7}")
+          f"{'cpu ms':>7} {'failed':>7}")
+    print("failed = bids that failed over all rounds, one-shot/streamed (a probe timed out, "
+          "or a streamed round fell back to a probe)")
     out = []
     for n in [int(x) for x in args.sizes.split(",") if x.strip()]:
         r = measure(n, args)
@@ -115,7 +123,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{n:>4} {sh:>9.1f} {r['floor']:>9.1f} {r['oneshot']:>9.1f} "
               f"{r['oneshot'] / sh:>8.2f} {r['cached']:>8.2f} {r['cached'] / sh:>8.2f} "
               f"{r['requested']:>10.1f} {r['requested'] / sh:>8.2f} "
-              f"{r['requested'] / r['floor']:>8.2f} {r['laptop_cpu']:>7.1f}", flush=True)
+              f"{r['requested'] / r['floor']:>8.2f} {r['laptop_cpu']:>7.1f}"
+              f"{r['failed_oneshot']:>5}/{r['failed_streamed']}", flush=True)
         out.append({"n": n, **r})
     return {"rows": out}
 
