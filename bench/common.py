@@ -55,6 +55,27 @@ def adb_cli(fleet: FleetClient, serial: str, *args: str, timeout: float = 60) ->
     return proc.stdout + proc.stderr
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user+system) used so far by process `pid` and its descendants, including
+    their reaped children. Why: every virtual phone's programs run on this host, started by
+    the fleet's per-device spawners (which reap them), so the fleet's process tree is where
+    the phones' host CPU shows; sampled before and after a run, the difference is that run's."""
+    import psutil
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
 def timed(fn: Callable[[], Any]) -> float:
     t0 = time.perf_counter()
     fn()
@@ -227,7 +248,54 @@ def table_rows(res: dict[str, Any]) -> list[list[str]]:
                 f"idle import {_fmt(rss['baseline_rss_mb'], 'MB')}",
                 ph["peak_rss_mb"] / rss["baseline_rss_mb"], "", None,
                 f"{rss['devices']} devices")
+    _issue19_rows(res, add)
     return rows
+
+
+def _issue19_rows(res: dict[str, Any], add: Callable[..., None]) -> None:
+    """Rows of issue 19's benches (bench/throughput.py, bid_stream.py, transfer_big.py,
+    provision.py) and any part's own ready rows under "table" (e.g. bench/warm.py)."""
+    tp = res.get("throughput")
+    if tp and "rows" in tp:
+        for r in tp["rows"]:
+            goal = ">= 0.9x ideal" if r["n"] in (8, 16) else ""
+            add(f"throughput N={r['n']} ({','.join(tp['class'])} x{tp['slow_factor']:g})",
+                f"{r['fleet_per_min']:.1f}/min", f"ideal {r['ideal_per_min']:.1f}/min",
+                r["fleet_x_ideal"], goal, (r["fleet_x_ideal"] >= 0.9) if goal else None,
+                f"host used {r['host_share']:.0%}, ideal demands {r['ideal_host_demand']:.0%}"
+                + (f"; pool4 {r['pool4_per_min']:.1f}/min ({r['pool4_x_ideal']:.2f}x ideal)"
+                   if "pool4_per_min" in r else "; pool4 not run"))
+    bs = res.get("bidstream")
+    if bs and "rows" in bs:
+        for r in bs["rows"]:
+            limit = {8: 1.5, 100: 3.0}.get(r["n"])
+            for kind in ("cached", "requested"):
+                ratio = r[kind] / r["shell"]
+                add(f"bid round N={r['n']} streamed, {kind}", _fmt(r[kind] / 1000, "ms"),
+                    f"adb shell {_fmt(r['shell'] / 1000, 'ms')}", ratio,
+                    f"<= {limit:g}x" if limit else "", None if limit is None else ratio <= limit,
+                    f"one-shot {r['oneshot'] / r['shell']:.2f}x; fleet floor {r['n']} x true "
+                    f"{_fmt(r['floor'] / 1000, 'ms')}")
+    tb = res.get("transfer_big")
+    if tb and "rows" in tb:
+        for r in tb["rows"]:
+            for op in ("push", "push_sha", "pull"):
+                ratio = r[f"{op}_x_adb"]
+                add(f"{op.replace('_sha', '+sha256')} {r['mb']} MB vs adb CLI", "", "", ratio,
+                    ">= 0.9x", ratio >= 0.9, f"{r['runs']} run(s), loopback")
+    pv = res.get("provision")
+    if pv and "rows" in pv:
+        for r in pv["rows"]:
+            add(f"provision {pv['devices']} phones x {pv['mb']} MB ({r['setting']})",
+                f"{r['provision_s']:.2f} s", f"adb push loop {r['loop_s']:.2f} s", r["x_loop"],
+                ">= 2x", r["x_loop"] >= 2.0,
+                "loopback: both CPU-bound on the shared host" if r["setting"] == "loopback"
+                else "link simulated per phone at " + ", ".join(f"{x:g}" for x in
+                                                                r["link_mb_s"]) + " MB/s")
+    for name, part in res.items():
+        for r in (part.get("table") or []) if isinstance(part, dict) else []:
+            add(r.get("what", name), r.get("adbflow", ""), r.get("baseline", ""),
+                r.get("ratio"), r.get("goal", ""), r.get("ok"), r.get("note", ""))
 
 
 def run_one(name: str, measure: Callable[..., dict[str, Any]], quick: bool) -> dict[str, Any]:

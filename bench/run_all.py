@@ -1,6 +1,6 @@
 """Every adbflow benchmark in one command: a table of ratios measured side by side.
 
-    python bench/run_all.py [--quick] [--only bid,overhead,transfer,detection,rss]
+    python bench/run_all.py [--quick] [--only bid,overhead,transfer,detection,rss,throughput,...]
 
 Why ratios, side by side: absolute times depend on this laptop and on the virtual fleet
 (all "phones" share the laptop's cores); the ratio of adbflow to what a user would
@@ -15,7 +15,17 @@ Parts (each is also runnable alone, e.g. `python bench/transfer.py`):
   transfer   bench/transfer.py   Device.pull/push vs `adb pull/push` of the same files
   detection  bench/detection.py  picture landing -> job started, inotify and listing-only
   rss        bench/orchestrator_rss.py  RSS of an orchestrator process with 100 devices
-  warm       bench/warm.py      story latency: resident llama-server vs one-shot, per default class
+Issue 19 (throughput that grows with the fleet); each is its own script with its own fleet
+and `--quick` (under ~3 minutes each), called here as `main(argv) -> dict`:
+  throughput    bench/throughput.py    pictures/min, N = 8/16 (2/4/8/16 without --quick) vs the
+                                       ideal and the old fixed pool of 4
+  bidstream     bench/bid_stream.py    bid round N = 8/100 (1/8/32/100): streamed (cached and
+                                       requested) vs one-shot vs one adb shell
+  warm          bench/warm.py          story latency: resident llama-server vs one-shot, per
+                                       default class (its own fleet; no resident classifier exists)
+  transfer_big  bench/transfer_big.py  push/pull 200 MB and 1 GB vs the adb CLI
+  provision     bench/provision.py     8 phones vs a sequential `adb push` loop (loopback, and
+                                       each phone's link at its profile's rate, simulated)
 """
 from __future__ import annotations
 
@@ -41,6 +51,12 @@ from common import adb_cli, devices_of, fleet_up, median, p90, print_table, run_
 from adbflow.fleet.control import FleetClient  # noqa: E402
 
 RESULTS = BENCH_DIR / "results" / "latest.json"
+DEFAULT_PARTS = "bid,overhead,transfer,detection,rss"
+
+#: Issue 19's benches: part name -> module in bench/ (each `main(argv) -> dict`, `--quick`).
+#: "warm" is measured by bench/warm.measure on a fleet of its default classes (main() below).
+ISSUE19 = {"throughput": "throughput", "bidstream": "bid_stream", "warm": "warm",
+           "transfer_big": "transfer_big", "provision": "provision"}
 
 
 # ---------------------------------------------------------------------------- bid round
@@ -98,13 +114,26 @@ def bid_round_crosscheck(devices: int = 8, rounds: int = 10) -> dict[str, Any]:
             else None, "output": proc.stdout[-1500:] + proc.stderr[-500:]}
 
 
+# ---------------------------------------------------------------------------- issue 19
+
+def issue19_part(module: str, quick: bool) -> dict[str, Any]:
+    """One issue-19 bench, in this process, with its own fleet; its printed table stays."""
+    import importlib
+    if not (BENCH_DIR / f"{module}.py").exists():
+        return {"error": f"bench/{module}.py not present (not built on this branch)"}
+    mod = importlib.import_module(module)
+    out = mod.main(["--quick"] if quick else [])
+    return out if isinstance(out, dict) else {"result": out}
+
+
 # ---------------------------------------------------------------------------- main
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds (about 2-3 minutes)")
-    ap.add_argument("--only", default="bid,overhead,transfer,detection,rss,warm",
-                    help="comma-separated parts to run")
+    ap.add_argument("--only", default=",".join([DEFAULT_PARTS, *ISSUE19]),
+                    help="comma-separated parts to run (default: all; issue 19's: "
+                         + ",".join(ISSUE19) + ")")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     parts = {p.strip() for p in args.only.split(",") if p.strip()}
@@ -146,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
         import warm
         with fleet_up(len(warm.DEFAULT_PROFILES), list(warm.DEFAULT_PROFILES)) as classes:
             part("warm", lambda: warm.measure(classes, quick=quick))
+    for name, module in ISSUE19.items():
+        if name == "warm":
+            continue  # measured above, on its own fleet of default classes
+        part(name, lambda module=module: issue19_part(module, quick))
     if "bid" in parts and not quick and "error" not in res.get("bid", {"error": 1}):
         res["bid"]["crosscheck"] = bid_round_crosscheck()
     res["meta"]["wall_s"] = round(time.monotonic() - t_all, 1)

@@ -7,6 +7,9 @@
 #   $3 CPUINFO  1 = also `dumpsys cpuinfo` (slow on real phones: ~100 ms)
 #   $4 PROPS    1 = also model/abi/sdk (static per boot: the laptop asks once, saving forks per bid)
 #   $5 THERMAL  1 = also `dumpsys thermalservice` (Android 10+; the laptop asks every ~30 s, not per bid)
+#   $6 LIGHT    1 = only what changes between bids (stat, meminfo, leases; marker `light`): a
+#               telemetry stream's requested sample; cpus/cpufreq/thermal/battery come from the
+#               stream's last full sample (they change over seconds, and cost ~3/4 of the reads)
 # Every section is bounded (line counts, ${v:0:n}, lim) because device output is untrusted.
 n=$1
 m() { echo; echo "=:adbflow:$n:$1"; }
@@ -28,6 +31,7 @@ while read -r l && [ $i -lt 80 ]; do
   case $l in MemTotal:*|MemFree:*|MemAvailable:*|Buffers:*|Cached:*) echo "$l";; esac
   case $l in Cached:*) break;; esac; i=$((i+1))
 done < /proc/meminfo
+if [ "$6" = 1 ]; then m light; else
 m cpus
 for f in present online possible; do
   v=; { read -r v < /sys/devices/system/cpu/$f; } 2>/dev/null && echo "$f=$v"
@@ -65,6 +69,7 @@ if [ -r "$b/capacity" ]; then
   done
 else
   m battery; dumpsys battery 2>/dev/null | lim 16384
+fi
 fi
 if [ "$4" = 1 ]; then
   m props

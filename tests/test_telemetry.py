@@ -17,12 +17,16 @@ from adbflow.scheduling.bids import Bidder
 from adbflow.scheduling.telemetry import DeviceStream, Telemetry, stream_command
 
 
-def sample_text(nonce: str, busy: int, *, forged: bool = False) -> bytes:
+def sample_text(nonce: str, busy: int, *, forged: bool = False, light: bool = False,
+                temp_mc: int = 41000) -> bytes:
+    """A probe.sh sample: full (with a thermal zone) or LIGHT (stat, meminfo, `light`)."""
     other = "0" * 16 if forged else nonce
     lines = [f"=:adbflow:{nonce}:stat", f"cpu  {busy} 0 0 {10000 + busy} 0 0 0 0 0 0",
              f"cpu0 {busy} 0 0 {10000 + busy} 0 0 0 0 0 0",
-             f"=:adbflow:{nonce}:meminfo", "MemTotal: 4000000 kB", "MemAvailable: 2000000 kB",
-             f"=:adbflow:{other}:end", ""]
+             f"=:adbflow:{nonce}:meminfo", "MemTotal: 4000000 kB", "MemAvailable: 2000000 kB"]
+    lines += ([f"=:adbflow:{nonce}:light"] if light else
+              [f"=:adbflow:{nonce}:thermal", f"thermal_zone0\tcpu-0-0\t{temp_mc}"])
+    lines += [f"=:adbflow:{other}:end", ""]
     return "\n".join(lines).encode()
 
 
@@ -87,7 +91,10 @@ def healthy_loop(phone: ScriptedPhone, end: socket.socket, nonce: str, _n: int,
 
 def test_the_loop_is_the_probe_with_a_stdin_read() -> None:
     cmd = stream_command("abc123", 1.5)
-    assert cmd.startswith("set -- abc123 0 0 1\n") and "read -t 1.5 r" in cmd
+    # first sample: FIRST (two stat readings: a load at once) and props; then LIGHT on a
+    # request line `l`, full on a timed-out wait
+    assert cmd.startswith("set -- abc123 1 0 1 0 0\n") and "read -t 1.5 r" in cmd
+    assert 'if [ "$r" = l ]; then set -- abc123 0 0 0 0 1; else set -- abc123 0 0 0 0 0; fi' in cmd
     assert "[ $? -eq 1 ] && exit 0" in cmd                 # stdin closed: end, never spin
     with pytest.raises(ValueError):
         stream_command("a;b", 1.0)
@@ -175,5 +182,88 @@ def test_bidder_uses_one_shot_while_the_stream_is_down() -> None:
     bidder._probe = lambda d: calls.append(d.serial) or "one-shot"   # type: ignore[method-assign]
     try:
         assert bidder.bid(phone) == "one-shot" and calls == ["p1"]
+    finally:
+        bidder.close()
+
+
+def answering_loop(phone: ScriptedPhone, end: socket.socket, nonce: str, _n: int, *,
+                   delay: float = 0.0) -> None:
+    """One full sample, then a LIGHT one per request line `l` (after `delay`), like the mksh
+    loop; request arrival times and answer times go to phone.log."""
+    busy = 100
+    end.sendall(packet(1, sample_text(nonce, busy)))
+    try:
+        while True:
+            head = end.recv(5)
+            if not head:
+                return
+            kind, n = struct.unpack("<BI", head)
+            line = end.recv(n)
+            phone.log.append(("asked", time.monotonic(), line))
+            time.sleep(delay)
+            busy += 50
+            phone.log.append(("answered", time.monotonic(), b""))
+            end.sendall(packet(1, sample_text(nonce, busy, light=line == b"l\n",
+                                              temp_mc=99000)))
+    except OSError:
+        return
+
+
+def _wait_first(streams: list[DeviceStream]) -> None:
+    deadline = time.monotonic() + 5
+    while any(s.latest() is None for s in streams) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert all(s.latest() is not None for s in streams)
+
+
+def test_a_requested_sample_is_light_and_keeps_the_full_samples_slow_parts() -> None:
+    phone = ScriptedPhone("p1", answering_loop)
+    phone.log = []
+    st = DeviceStream(phone, interval_s=30.0)
+    try:
+        _wait_first([st])
+        full = st.latest()
+        assert not full.report.light and full.report.thermal is not None
+        fresh = st.request(timeout=2.0)
+        assert [e[2] for e in phone.log if e[0] == "asked"] == [b"l\n"]
+        assert fresh is not None and fresh.seq > full.seq and fresh.report.light
+        # load and memory are the new sample's; the zone is the full sample's (41 C: the
+        # LIGHT text carried no thermal section, whatever the phone would have said)
+        assert fresh.report.stat != full.report.stat and fresh.load is not None
+        assert fresh.report.thermal == full.report.thermal
+    finally:
+        st.close()
+
+
+def test_sample_many_asks_every_stream_before_it_waits_for_any() -> None:
+    phones = []
+    for i in range(4):
+        p = ScriptedPhone(f"p{i}", lambda ph, e, n, k: answering_loop(ph, e, n, k, delay=0.3))
+        p.log = []
+        phones.append(p)
+    telemetry = Telemetry(interval_s=30.0, max_age_s=0.0, request_timeout_s=5.0)
+    try:
+        _wait_first([telemetry.stream(p) for p in phones])
+        samples = telemetry.sample_many(phones)
+        assert all(s is not None and s.report.light for s in samples)
+        asked = [t for p in phones for kind, t, _ in p.log if kind == "asked"]
+        answered = [t for p in phones for kind, t, _ in p.log if kind == "answered"]
+        assert len(asked) == 4 and max(asked) < min(answered)    # one wave, not four
+    finally:
+        telemetry.close()
+
+
+def test_gather_takes_streamed_bids_without_a_probe() -> None:
+    phones = []
+    for i in range(3):
+        p = ScriptedPhone(f"p{i}", answering_loop)      # its shell() raises: no probes
+        p.log = []
+        phones.append(p)
+    bidder = Bidder(timeout=1.0, telemetry=Telemetry(interval_s=30.0, max_age_s=0.0))
+    try:
+        _wait_first([bidder.telemetry.stream(p) for p in phones])
+        bids = bidder.gather(phones)
+        assert [b.serial for b in bids] == ["p0", "p1", "p2"]
+        assert all(b.ok and b.source == "stream" for b in bids)
     finally:
         bidder.close()

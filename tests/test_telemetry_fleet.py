@@ -62,6 +62,29 @@ def test_streamed_bids_follow_the_load_and_carry_their_age(healthy) -> None:
              "closed streams to end their loops")                        # closed: gone
 
 
+def test_requested_samples_are_light_and_bids_keep_the_full_parts(healthy) -> None:
+    """The real mksh loop: a request line gets probe.sh LIGHT (stat, meminfo, leases only);
+    the bid still shows the thermal zones and battery of the last full sample."""
+    fleet = healthy
+    devs = inventory(fleet).devices()
+    telemetry = Telemetry(interval_s=30.0, max_age_s=0.0)
+    with Bidder(timeout=10, telemetry=telemetry) as bidder:
+        for d in devs:
+            telemetry.stream(d)
+        wait_for(lambda: all(telemetry.stream(d).latest() is not None for d in devs), 15,
+                 "first samples")
+        full = {d.serial: telemetry.stream(d).latest().report for d in devs}
+        assert not any(r.light for r in full.values())
+        assert all(r.freqs and r.battery_level is not None for r in full.values())
+        bids = bidder.gather(devs)
+        assert all(b.ok and b.source == "stream" for b in bids)
+        for d in devs:
+            rep = telemetry.stream(d).latest().report
+            assert rep.light
+            assert rep.freqs == full[d.serial].freqs and rep.battery_level is not None
+        assert all(b.battery_level is not None and b.cpu_load is not None for b in bids)
+
+
 def test_a_stalled_loop_is_restarted_and_bids_fall_back(healthy, monkeypatch) -> None:
     fleet = healthy
     monkeypatch.setattr(tel, "BACKOFF_START_S", 0.2)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from adbflow.device.lease_rules import SlotState, parse_record, slot_state
 from adbflow.device.port import DevicePort
@@ -83,6 +83,17 @@ class ProbeReport:
     slots: dict[str, SlotState] = field(default_factory=dict)   # slot leases, by slot
     complete: bool = True                    # the end marker arrived
     problems: list[str] = field(default_factory=list)
+    light: bool = False                      # probe.sh LIGHT: stat, meminfo, leases only
+
+
+def with_slow_parts(light: ProbeReport, full: ProbeReport) -> ProbeReport:
+    """Pure: a LIGHT report (fresh stat, meminfo, leases) completed with the parts that change
+    over seconds (cpus, cpufreq, thermal, battery) from the stream's last full report, so a
+    requested bid reads like any other; the load and the leases are the fresh ones."""
+    return replace(full, stat=light.stat, meminfo=light.meminfo, slots=light.slots,
+                   stat_a=None, props={}, cpuinfo=None, thermalservice=None,
+                   thermalservice_missing=False, complete=light.complete,
+                   problems=list(light.problems), light=True)
 
 
 def parse_probe_output(text: str, nonce: str) -> ProbeReport:
@@ -94,7 +105,7 @@ def parse_probe_output(text: str, nonce: str) -> ProbeReport:
     if "meminfo" not in sec:
         raise ParseError("probe", "no /proc/meminfo section in the probe output", text)
     rep = ProbeReport(stat=parse_proc_stat(sec["stat"]), meminfo=parse_meminfo(sec["meminfo"]),
-                      complete="end" in sec)
+                      complete="end" in sec, light="light" in sec)
     problems = rep.problems
     if "stat_a" in sec:
         try:

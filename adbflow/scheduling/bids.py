@@ -21,7 +21,7 @@ from adbflow.device.probe import FIRST_SAMPLE_WINDOW_S, ProbeReport, run_probe
 from adbflow.errors import AdbError, AdbflowError, AdbTimeoutError, DeviceUnavailableError, ParseError
 from adbflow.parsers.proc_stat import ProcStat, cpu_load
 from adbflow.parsers.sysfs import freq_ratio
-from adbflow.scheduling.telemetry import Telemetry
+from adbflow.scheduling.telemetry import Sample, Telemetry
 
 log = logging.getLogger("adbflow.scheduling.bids")
 
@@ -200,8 +200,10 @@ class Bidder:
             sample = self.telemetry.sample(device)
         except AdbflowError:
             return None
-        if sample is None:
-            return None
+        return None if sample is None else self._from_sample(device, sample)
+
+    def _from_sample(self, device: DevicePort, sample: Sample) -> Bid:
+        assert self.telemetry is not None
         st = self.telemetry.stream(device)
         mem = self._memory(device)
         props = (st.props if st is not None else {}) or mem.props
@@ -266,15 +268,31 @@ class Bidder:
                          props=mem.props, thermalservice=mem.thermal)
 
     def gather(self, devices: Sequence[DevicePort]) -> list[Bid]:
-        """All devices in parallel (one thread each, up to max_workers); order preserved."""
+        """All devices in parallel, order preserved. Streamed devices first: every stale
+        stream is asked at once and answered on its open connection (no thread per phone);
+        the rest (no stream yet, stream down, --cpuinfo) are probed one thread each, up to
+        max_workers."""
         if not devices:
             return []
-        with self._lock:
-            if self._pool is None:      # kept across rounds: no thread start-up per round
-                self._pool = ThreadPoolExecutor(max_workers=self.max_workers,
-                                                thread_name_prefix="adbflow-bid")
-            pool = self._pool
-        return list(pool.map(self.bid, devices))
+        bids: list[Bid | None] = [None] * len(devices)
+        if self.telemetry is not None and not self.with_cpuinfo:
+            try:
+                samples = self.telemetry.sample_many(devices)
+            except AdbflowError:
+                samples = [None] * len(devices)
+            for i, (device, sample) in enumerate(zip(devices, samples)):
+                if sample is not None:
+                    bids[i] = self._from_sample(device, sample)
+        todo = [i for i, b in enumerate(bids) if b is None]
+        if todo:
+            with self._lock:
+                if self._pool is None:      # kept across rounds: no thread start-up per round
+                    self._pool = ThreadPoolExecutor(max_workers=self.max_workers,
+                                                    thread_name_prefix="adbflow-bid")
+                pool = self._pool
+            for i, bid in zip(todo, pool.map(self._probe, [devices[i] for i in todo])):
+                bids[i] = bid
+        return [b for b in bids if b is not None]
 
     def close(self) -> None:
         """Stop the worker pool and every telemetry stream (their loops end on the phones)."""

@@ -28,11 +28,19 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from adbflow.device.port import DevicePort
-from adbflow.device.probe import PROBE_MAX_OUTPUT, ProbeReport, parse_probe_output, probe_script
+from adbflow.device.probe import (
+    FIRST_SAMPLE_WINDOW_S,
+    PROBE_MAX_OUTPUT,
+    ProbeReport,
+    parse_probe_output,
+    probe_script,
+    with_slow_parts,
+)
 from adbflow.errors import AdbflowError, ParseError
 from adbflow.parsers.proc_stat import CpuLoad, ProcStat, cpu_load
 
@@ -51,14 +59,19 @@ MIN_WINDOW_S = 0.15            # as the one-shot bidder: shorter load windows ar
 
 def stream_command(nonce: str, interval_s: float) -> str:
     """The loop sent as the shell command: the probe as a function, then sample / wait.
-    Model and ABI (props) only in the first sample; `read` exit status 1 = stdin closed
-    (the laptop is gone): exit rather than spin. Timeout is status > 128."""
+    The first sample takes two /proc/stat readings 0.2 s apart (FIRST), so the stream's
+    first sample already has a load; model and ABI (props) only in that one. A request line
+    `l` asks for a LIGHT sample (stat, meminfo, leases: what changes between bids); a timed
+    out wait takes a full one. `read` exit status 1 = stdin closed (the laptop is gone): exit
+    rather than spin. Timeout is status > 128."""
     if not nonce.isalnum():
         raise ValueError("nonce must be alphanumeric")
     interval = max(0.05, float(interval_s))
-    return (f"set -- {nonce} 0 0 1\np() {{\n{probe_script()}}}\n"
-            f"while :; do p \"$@\"; set -- {nonce} 0 0 0; read -t {interval:g} r\n"
-            f"[ $? -eq 1 ] && exit 0; done\n")
+    return (f"set -- {nonce} 1 0 1 0 0\np() {{\n{probe_script()}}}\n"
+            f"while :; do p \"$@\"; read -t {interval:g} r\n"
+            f"[ $? -eq 1 ] && exit 0\n"
+            f"if [ \"$r\" = l ]; then set -- {nonce} 0 0 0 0 1; "
+            f"else set -- {nonce} 0 0 0 0 0; fi; done\n")
 
 
 @dataclass(frozen=True)
@@ -152,6 +165,12 @@ class DeviceStream:
 
     def request(self, timeout: float) -> Sample | None:
         """Ask for a sample now and wait for it (None: the stream is down or too slow)."""
+        ticket = self.ask()
+        return None if ticket is None else self.wait(ticket, time.monotonic() + timeout)
+
+    def ask(self) -> tuple[_Channel, int] | None:
+        """Write one request line (a LIGHT sample) on the open stream without waiting, so a
+        round can ask every phone before it waits for any; the ticket is for `wait`."""
         with self._cv:
             chan = self._channel
             before = self._latest.seq if self._latest else -1
@@ -160,10 +179,14 @@ class DeviceStream:
             if self._requested_at is None:
                 self._requested_at = time.monotonic()
         try:
-            chan.write_line()
+            chan.write_line(b"l\n")
         except OSError:
             return None
-        deadline = time.monotonic() + timeout
+        return chan, before
+
+    def wait(self, ticket: tuple[_Channel, int], deadline: float) -> Sample | None:
+        """The first sample newer than the ticket's request, by `deadline` (monotonic)."""
+        chan, before = ticket
         with self._cv:
             while True:
                 s = self._latest
@@ -221,6 +244,7 @@ class DeviceStream:
         stall_s = self.interval_s * STALL_INTERVALS + 2.0
         buf = bytearray()
         history: list[tuple[ProcStat, float]] = []     # recent samples, oldest first
+        full: ProbeReport | None = None                 # the last full (not LIGHT) sample
         seq = 0
         opened = time.monotonic()
         unrequested = 0
@@ -253,7 +277,13 @@ class DeviceStream:
                 rep = parse_probe_output(sample_text, nonce)
                 if rep.props:
                     self.props = rep.props
+                if not rep.light:
+                    full = rep
+                elif full is not None:
+                    rep = with_slow_parts(rep, full)
                 load, window = _load_since(history, rep.stat, now)
+                if load is None and rep.stat_a is not None:    # the stream's first sample
+                    load, window = cpu_load(rep.stat_a, rep.stat), FIRST_SAMPLE_WINDOW_S
                 history.append((rep.stat, now))
                 del history[:-8]
                 with self._cv:
@@ -321,16 +351,31 @@ class Telemetry:
     def sample(self, device: DevicePort) -> Sample | None:
         """The freshest sample (requesting one when the cached one is older than
         max_age_s); None when the device's stream is not up: use a one-shot probe."""
-        st = self.stream(device)
-        if st is None:
-            return None
-        s = st.latest()
-        if s is not None and s.age_s() <= self.max_age_s and s.load is not None:
-            return s
-        if not st.up:
-            return None
-        fresh = st.request(self.request_timeout_s)
-        return fresh if fresh is not None and fresh.load is not None else None
+        return self.sample_many([device])[0]
+
+    def sample_many(self, devices: Sequence[DevicePort]) -> list[Sample | None]:
+        """`sample` for every device, in order, with every request written before any is
+        waited for: a round that asks N phones costs about one request round trip, not N,
+        and needs no thread per phone. None for a device: its stream is not up yet (just
+        started, restarting) or did not answer within request_timeout_s: probe it."""
+        out: list[Sample | None] = [None] * len(devices)
+        asked: list[tuple[int, DeviceStream, tuple[_Channel, int]]] = []
+        for i, device in enumerate(devices):
+            st = self.stream(device)
+            if st is None:
+                continue
+            s = st.latest()
+            if s is not None and s.age_s() <= self.max_age_s and s.load is not None:
+                out[i] = s
+            elif s is not None:               # up, with a sample: ask for a fresh one
+                ticket = st.ask()
+                if ticket is not None:
+                    asked.append((i, st, ticket))
+        deadline = time.monotonic() + self.request_timeout_s
+        for i, st, ticket in asked:
+            fresh = st.wait(ticket, deadline)
+            out[i] = fresh if fresh is not None and fresh.load is not None else None
+        return out
 
     def status(self) -> dict[str, dict[str, Any]]:
         """Per device: up, sample age, restarts, last error (for views and tests)."""
