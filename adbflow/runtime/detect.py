@@ -26,6 +26,7 @@ unit-tested; `DeviceWatch` does the device I/O through the DevicePort interface.
 """
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -55,6 +56,8 @@ from adbflow.runtime.detect_state import (  # noqa: F401 - re-exported: the dete
     parse_inotifyd_line,
 )
 from adbflow.runtime.mediastore import MAX_DEPTH, MAX_SUBDIRS, MEDIASTORE_SDK, STORAGE_ROOT
+
+log = logging.getLogger("adbflow.runtime.detect")
 
 # (serial, watched folder, entries at first contact) -> identities to ignore (baseline +
 # already journaled). Entry names are paths relative to the watched folder.
@@ -119,12 +122,23 @@ class DeviceWatch:
         identities of one device must never mix known and unknown inodes (a listing without
         and a stat with would make one picture look like two)."""
         if self._inodes is None:
+            # a device error propagates (the listing or stat fails as a whole): answering
+            # "no inodes" for now would give this device's pictures two identities
             features = getattr(self.device, "features", None)
-            try:
-                self._inodes = callable(features) and "ls_v2" in features(timeout=self.timeout)
-            except AdbflowError:
-                return False                     # asked again next time
+            feats = features(timeout=self.timeout) if callable(features) else frozenset()
+            self._inodes = "ls_v2" in feats
+            log.info("%s: picture identity %s inodes (adbd features: %s)", self.serial,
+                     "with" if self._inodes else "without", ",".join(sorted(feats)) or "-")
         return bool(self._inodes)
+
+    def _with_inodes(self, entries: list[Entry]) -> list[Entry]:
+        """Entries of a device that gives inodes must all carry one: a listing or stat
+        without (an adbd answering the old LIST/STAT) fails as a whole instead of giving
+        a picture a second identity."""
+        if self.inodes and any(e.is_file and not e.ino for e in entries):
+            raise AdbError(self.serial, "ls", message="the listing came without inodes",
+                           hint="retried at the next poll")
+        return entries
 
     # ------------------------------------------------------------------ listing
     def _walk(self, root: str) -> list[Entry]:
@@ -150,7 +164,7 @@ class DeviceWatch:
                         and (f"{path}/{e.name}" in self.subdirs
                              or len(self.subdirs) < MAX_SUBDIRS):
                     todo.append((f"{path}/{e.name}", f"{prefix}{e.name}/", depth + 1))
-            out += _entries(raw, prefix, inodes=self.inodes)
+            out += self._with_inodes(_entries(raw, prefix, inodes=self.inodes))
         return out
 
     def _list_all(self) -> dict[str, list[Entry]]:
@@ -312,8 +326,9 @@ class DeviceWatch:
         raw = self.device.stat(f"{root.rstrip('/')}/{rel}", timeout=self.timeout)
         if raw is None:
             return None
-        return Entry(rel, int(raw.size), float(raw.mtime), bool(raw.is_file),
-                     ino=int(getattr(raw, "ino", 0) or 0) if self.inodes else 0)
+        return self._with_inodes([Entry(rel, int(raw.size), float(raw.mtime), bool(raw.is_file),
+                                        ino=int(getattr(raw, "ino", 0) or 0) if self.inodes
+                                        else 0)])[0]
 
     def hint(self, now: float) -> None:
         """A pending file was written: query MediaStore soon, a few times, until it shows."""

@@ -130,8 +130,9 @@ def sha256_file(path: Path) -> str:
 # ------------------------------------------------------------------ stage bodies
 
 def _ino(entry: Any, expected_ino: int) -> int:
-    """The entry's inode where the job's identity has one (0: identity without inodes)."""
-    return int(getattr(entry, "ino", 0) or 0) if expected_ino else 0
+    """The entry's inode where the job's identity has one (0: identity without inodes); a
+    stat that does not say (old adbd) cannot contradict it."""
+    return (int(getattr(entry, "ino", 0) or 0) or expected_ino) if expected_ino else 0
 
 
 def pull_picture(device: DevicePort, remote: str, local: Path, *, expected_size: int,
