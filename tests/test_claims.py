@@ -41,6 +41,7 @@ from adbflow.runtime.claims import (
     Step,
     decide,
     key_of,
+    label_word,
     parse_result_record,
     result_record,
 )
@@ -199,9 +200,10 @@ def test_a_picture_claimed_by_a_live_orchestrator_waits_and_is_taken_over_after_
     assert waits and waits[0].owner == "laptop2:ffffffff:1:ab" and 0 < waits[0].left_s <= 0.6
     assert not [a for a in p.journal.attempts(jid)]     # not started: nothing failed
     time.sleep(1.2)                                     # its claim expires (it crashed)
-    assert p.waiting.requeue({"dev1", "dev2"}) == [jid]
-    job = p.process(jid)
-    assert job.state == "done", job.error
+    p.start_workers()
+    assert p.waiting.requeue({"dev1", "dev2"}) == [jid]   # queued again: a worker runs it
+    assert _wait(lambda: p.journal.job(jid).state == "done", 30), p.journal.job(jid).error
+    job = p.journal.job(jid)
     r = lease.claim_call(devs[0], "read", key, "x", 0, 0)
     assert r.verdict is Verdict.DONE and r.owner == p.leases.owner
     assert parse_result_record(r.result)["job"] == str(jid)
@@ -343,7 +345,7 @@ def test_two_orchestrators_with_their_own_data_dirs_process_each_picture_once(
             if j.state == "skipped":
                 rec = j.result["elsewhere"]["record"]
                 top = by_pic[(j.serial, j.path)].result["labels"][0]["name"]
-                assert rec["label"] == top.lower().replace(" ", "_"), (rec, top)
+                assert rec["label"] == label_word(top), (rec, top)
     for p in pipes:
         p.close()
 

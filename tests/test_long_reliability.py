@@ -31,6 +31,7 @@ import psutil
 import pytest
 from fleet_helpers import CHELSEA, COFFEE, PICTURES_APP, cheap_profiles, inventory
 
+from adbflow.runtime.claims import label_word
 from adbflow.runtime.journal import FINAL_STATES, Journal
 from adbflow.runtime.pipeline import Pipeline, PipelineConfig
 
@@ -120,11 +121,6 @@ def _known_labels(fleet, tmp: Path, profiles: Path) -> dict[Path, str]:
         return out
     finally:
         p.close()
-
-
-def _word(label: str) -> str:
-    from adbflow.runtime.claims import _word as word
-    return word(label, 40)
 
 
 def test_two_orchestrators_6_phones_200_pictures_kills_and_disconnects(fleet, tmp_path):
@@ -235,7 +231,7 @@ def test_two_orchestrators_6_phones_200_pictures_kills_and_disconnects(fleet, tm
                         wrong.append((d.name, job.name, got, want))
                 elif job.state == "skipped" and (job.result or {}).get("elsewhere"):
                     got = job.result["elsewhere"]["record"].get("label")
-                    if want is None or got != _word(want):
+                    if want is None or got != label_word(want):
                         wrong.append((d.name, job.name, "elsewhere:" + str(got), want))
     lost = [k for k in snapped if done[k] == 0]
     dup = [k for k, c in done.items() if c > 1]

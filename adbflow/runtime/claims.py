@@ -80,6 +80,11 @@ def _word(text: Any, limit: int) -> str:
     return _WORD.sub("_", str(text or "").lower()).strip("_")[:limit] or "-"
 
 
+def label_word(label: Any) -> str:
+    """A label as the result record stores it (`Egyptian cat` -> `egyptian_cat`)."""
+    return _word(label, 40)
+
+
 def result_record(result: Mapping[str, Any], *, dir_id: str, job_id: int,
                   outcome: str = "done") -> str:
     """The short, sanitized result written under a completed claim: who (data dir id and
@@ -95,7 +100,7 @@ def result_record(result: Mapping[str, Any], *, dir_id: str, job_id: int,
     except (TypeError, ValueError):
         score = "0"
     parts = [f"v={RECORD_VERSION}", f"dir={_word(dir_id, 16)}", f"job={int(job_id)}",
-             f"out={_word(outcome, 12)}", f"label={_word(top.get('name'), 40)}",
+             f"out={_word(outcome, 12)}", f"label={label_word(top.get('name'))}",
              f"score={score}",
              f"story={hashlib.sha256(story.encode('utf-8', 'replace')).hexdigest()[:16]}",
              f"line={_word(first, 60)}"]
