@@ -78,6 +78,7 @@ class FakeDevice(DevicePort):
         self.running: dict[str, int] = {}
         self.max_running: dict[str, int] = {}
         self.leases: dict[str, Record] = {}
+        self.claims: dict[str, Record] = {}        # picture claims (adbflow_claim)
 
     # -- helpers for tests
     def snap(self, name: str, data: bytes, mtime: float | None = None,
@@ -140,6 +141,9 @@ class FakeDevice(DevicePort):
         if tail[0].startswith("adbflow_lease "):
             line, _ok = self._lease(shlex.split(tail[0])[1:], None)
             return ShellResult(self.serial, cmd, 0, line, "", 0.0)
+        if tail[0].startswith("adbflow_claim "):
+            return ShellResult(self.serial, cmd, 0, self._claim(shlex.split(tail[0])[1:]), "",
+                               0.0)
         # guarded: DST=..., if adbflow_lease guard ...; then, PROG, _rc=$?, finish, ...
         dst = shlex.split(tail[0][len("DST="):])[0] if tail[0] != "DST=" else None
         guard = shlex.split(tail[1][len("if "):-len("; then")])[1:]
@@ -184,6 +188,19 @@ class FakeDevice(DevicePort):
         line = f"\n=:adbflow:{nonce}:lease {verdict.value} {out.record.token} {shown} " \
                f"{out.left_ds} {now}\n"
         return line, verdict.ok and verdict is not Verdict.STATE
+
+    def _claim(self, args: list[str]) -> str:
+        """`adbflow_claim` answered with the same model (claims: records with results)."""
+        nonce, op, key, owner, token, ttl, result = args[:7]
+        now, boot = (int(args[7]), args[8]) if len(args) > 8 else (int(time.monotonic() * 10),
+                                                                     "fake")
+        with self._lock:
+            rec = self.claims.get(key, Record())
+            out = apply(rec, Op(op), owner=owner, token=int(token), ttl_ds=int(ttl),
+                        now_ds=now, boot=boot, result=result)
+            self.claims[key] = out.record
+        return (f"\n=:adbflow:{nonce}:claim {out.verdict.value} {out.record.token} "
+                f"{out.record.owner} {out.left_ds} {now} {out.record.result or '-'}\n")
 
     def run(self, argv, *, timeout: float, max_output: int = 1 << 24, check: bool = True,
             stdin: bytes | None = None) -> ShellResult:

@@ -26,6 +26,7 @@ unit-tested; `DeviceWatch` does the device I/O through the DevicePort interface.
 """
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -56,14 +57,18 @@ from adbflow.runtime.detect_state import (  # noqa: F401 - re-exported: the dete
 )
 from adbflow.runtime.mediastore import MAX_DEPTH, MAX_SUBDIRS, MEDIASTORE_SDK, STORAGE_ROOT
 
+log = logging.getLogger("adbflow.runtime.detect")
+
 # (serial, watched folder, entries at first contact) -> identities to ignore (baseline +
 # already journaled). Entry names are paths relative to the watched folder.
-InitialDecision = Callable[[str, str, Sequence[Entry]], set[tuple[str, int, float]]]
+InitialDecision = Callable[[str, str, Sequence[Entry]], set[tuple[str, int, float, int]]]
 
 
-def _entries(raw: Iterable[Entry], prefix: str = "") -> list[Entry]:
-    """Entries named relative to a watched folder, numbers normalised."""
-    return [Entry(prefix + e.name, int(e.size), float(e.mtime), bool(e.is_file)) for e in raw]
+def _entries(raw: Iterable[Entry], prefix: str = "", *, inodes: bool = False) -> list[Entry]:
+    """Entries named relative to a watched folder, numbers normalised; the inode kept only
+    when the device gives it in listings and stats alike (`inodes`), else 0 for all."""
+    return [Entry(prefix + e.name, int(e.size), float(e.mtime), bool(e.is_file),
+                  ino=int(getattr(e, "ino", 0) or 0) if inodes else 0) for e in raw]
 
 
 def _device_gone(exc: BaseException) -> bool:
@@ -108,6 +113,32 @@ class DeviceWatch:
         self._restart = threading.Event()
         self._thread: threading.Thread | None = None
         self.inotify_lines = 0
+        self._inodes: bool | None = None
+
+    @property
+    def inodes(self) -> bool:
+        """Whether this device's listings (LIS2, adbd's ls_v2, Android 11+) and stats carry
+        inodes: then the inode is part of a picture's identity. Decided once per device:
+        identities of one device must never mix known and unknown inodes (a listing without
+        and a stat with would make one picture look like two)."""
+        if self._inodes is None:
+            # a device error propagates (the listing or stat fails as a whole): answering
+            # "no inodes" for now would give this device's pictures two identities
+            features = getattr(self.device, "features", None)
+            feats = features(timeout=self.timeout) if callable(features) else frozenset()
+            self._inodes = "ls_v2" in feats
+            log.info("%s: picture identity %s inodes (adbd features: %s)", self.serial,
+                     "with" if self._inodes else "without", ",".join(sorted(feats)) or "-")
+        return bool(self._inodes)
+
+    def _with_inodes(self, entries: list[Entry]) -> list[Entry]:
+        """Entries of a device that gives inodes must all carry one: a listing or stat
+        without (an adbd answering the old LIST/STAT) fails as a whole instead of giving
+        a picture a second identity."""
+        if self.inodes and any(e.is_file and not e.ino for e in entries):
+            raise AdbError(self.serial, "ls", message="the listing came without inodes",
+                           hint="retried at the next poll")
+        return entries
 
     # ------------------------------------------------------------------ listing
     def _walk(self, root: str) -> list[Entry]:
@@ -133,7 +164,7 @@ class DeviceWatch:
                         and (f"{path}/{e.name}" in self.subdirs
                              or len(self.subdirs) < MAX_SUBDIRS):
                     todo.append((f"{path}/{e.name}", f"{prefix}{e.name}/", depth + 1))
-            out += _entries(raw, prefix)
+            out += self._with_inodes(_entries(raw, prefix, inodes=self.inodes))
         return out
 
     def _list_all(self) -> dict[str, list[Entry]]:
@@ -293,8 +324,11 @@ class DeviceWatch:
 
     def _stat(self, root: str, rel: str) -> Entry | None:
         raw = self.device.stat(f"{root.rstrip('/')}/{rel}", timeout=self.timeout)
-        return None if raw is None else Entry(rel, int(raw.size), float(raw.mtime),
-                                              bool(raw.is_file))
+        if raw is None:
+            return None
+        return self._with_inodes([Entry(rel, int(raw.size), float(raw.mtime), bool(raw.is_file),
+                                        ino=int(getattr(raw, "ino", 0) or 0) if self.inodes
+                                        else 0)])[0]
 
     def hint(self, now: float) -> None:
         """A pending file was written: query MediaStore soon, a few times, until it shows."""
