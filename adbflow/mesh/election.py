@@ -9,13 +9,14 @@ and compare. The fleet test also recomputes each logged election from its logged
 
 The rules, in short (Raft's terms and one vote per term, with bids instead of random timers):
 - a phone keeps `TERM LEADER VOTED LASTBEAT` (its own file; no central database);
-- a follower that heard no heartbeat for `lease + rank * beat` stands for term + 1 with its
+- a follower that heard no heartbeat for `lease + rank * 2 beats` stands for term + 1 with its
   role bid (rank: its place in the leader's successor order, best bid first), so the best
   bidder stands first and the others rarely compete;
 - a voter refuses a lower term, refuses while it heard a live leader (loyalty window
   `lease - beat`: a phone cut off and back cannot depose a working leader), refuses a
   candidate whose bid is worse than its own (and then stands itself at once), and otherwise
   grants one vote per term;
+- a candidate refused for a better bid waits a lease (the better one stands at once);
 - a candidate wins with a majority of the whole mesh and no better bid among the answers;
 - a leader whose heartbeat round meets a higher term steps down; one that gets no majority
   for its role lease's time (`lease - 2 * beat`, shorter than any voter's loyalty) steps down.
@@ -147,8 +148,9 @@ def heartbeat(state: PhoneState, *, term: int, leader: str,
 
 
 def candidacy_due(state: PhoneState, *, now_ds: int, rank: int, timing: ElectionTiming) -> bool:
-    """A follower stands when no heartbeat came for lease + rank beats (elect.sh `_el_due`)."""
-    return now_ds - state.last_beat_ds >= timing.lease_ds + rank * timing.beat_ds
+    """A follower stands when no heartbeat came for lease + rank x 2 beats (elect.sh
+    `_el_due`; two beats: a vote round can take one on a loaded phone)."""
+    return now_ds - state.last_beat_ds >= timing.lease_ds + rank * 2 * timing.beat_ds
 
 
 def successor_order(scores: Mapping[str, int], leader: str) -> list[str]:

@@ -57,8 +57,10 @@ _el_beat_rule() {
   [ "$1" = "$3" ] && [ "$4" != - ] && [ "$4" != "$2" ] && { echo conflict; return; }
   echo ok
 }
-# _el_due NOW LASTBEAT LEASE BEAT RANK: no heartbeat for LEASE + RANK beats
-_el_due() { [ $(($1 - $2)) -ge $(($3 + $5 * $4)) ]; }
+# _el_due NOW LASTBEAT LEASE BEAT RANK: no heartbeat for LEASE + RANK x 2 beats (two: a
+# vote round of mksh handlers can take a beat on a loaded phone; the next in rank must not
+# stand while the first one's round is still out)
+_el_due() { [ $(($1 - $2)) -ge $(($3 + $5 * 2 * $4)) ]; }
 _el_majority() { echo $(($1 / 2 + 1)); }
 
 # ---- this phone's election state: `TERM LEADER VOTED LASTBEAT_DS` (flock-guarded) -------
@@ -78,6 +80,13 @@ _el_wr() { echo "$E_TERM $E_LEADER $E_VOTED $E_BEAT" > "$EL_F.tmp-$$" && mv -f "
 _el_locked() { { flock 7; "$@"; } 7>>"$M/state/elect.lock"; }
 _el_lease() { adbflow_lease "e$$" "$@" | while read -r _a _v _tk _o _lf _n; do
     [ "$_a" = "=:adbflow:e$$:lease" ] && echo "$_v $_tk $_o $_lf"; done; }
+# my role bid `SCORE SPEED LEVEL CHARGING`: measured by the elector every beat
+# (state/role-bid), read by the handlers (a heartbeat answer then costs no extra processes)
+_el_bid_now() { _role_bid > "$M/state/role-bid.tmp-$$" && mv -f "$M/state/role-bid.tmp-$$" "$M/state/role-bid"; }
+_el_bid() {
+  _eb=; { read -r _eb < "$M/state/role-bid"; } 2>/dev/null
+  case $_eb in *[!0-9\ ]*|'') _role_bid;; *) echo "$_eb";; esac
+}
 _el_peers() { while read -r _pn _px _py; do _el_name "$_pn" && echo "$_pn"; done < "$M/peers"; }
 _el_count() { _el_peers | grep -c .; }
 # my rank among the successors: the leader's order (heartbeats), then the peers file order
@@ -92,7 +101,7 @@ _el_rank() {
 }
 # _el_ask PEER TYPE ARG [BODYFILE [MAXBYTES [IDLE_S]]]: one request/answer, the answer in
 # R_* (R_BODY: a file the caller removes). Why not orch.sh's _ask: short timeouts (2 s to
-# connect, 3 s idle by default: a dead or cut-off peer must not hold up a heartbeat round),
+# connect, 4 s idle by default: a dead or cut-off peer must not hold up a heartbeat round),
 # an answer bound per call (a PICTURE is larger than a RESULT), and quiet (heartbeats are
 # periodic: a dead peer would fill the log).
 _el_ask() {
@@ -100,7 +109,7 @@ _el_ask() {
   [ -n "$_pa" ] || return 1
   _rq=$M/tmp/erq-$$-$1 _rp=$M/tmp/erp-$$-$1
   mesh_send "$2" "$1" "$3" "$4" > "$_rq"
-  nc -w 2 -W "${6:-3}" "$_pa" "$_pp" < "$_rq" 2>/dev/null | head -c "${5:-4096}" > "$_rp"
+  nc -w 2 -W "${6:-4}" "$_pa" "$_pp" < "$_rq" 2>/dev/null | head -c "${5:-4096}" > "$_rp"
   mesh_recv < "$_rp"; _rc=$?
   rm -f "$_rq" "$_rp"
   [ $_rc = 0 ] && [ "$R_FROM" = "$1" ] || { rm -f "$R_BODY"; return 1; }
@@ -119,7 +128,7 @@ _el_on_vote() {    # ARG: TERM,SCORE
 $R_ARG
 EOT
   _el_num "$_t" && _el_num "$_s" || return 0
-  set -- $(_role_bid); _ms=$1 _bid="$1,$2,$3,$4"
+  set -- $(_el_bid); _ms=$1 _bid="$1,$2,$3,$4"
   _el_locked _el_vote_locked
   mesh_log "elect: vote term $_t for $R_FROM (score $_s): $EL_VERDICT (mine $_ms)"
   _el_reply VOTE "$E_TERM,$EL_VERDICT,$_bid"
@@ -146,7 +155,7 @@ EOT
   _el_locked _el_beat_locked
   [ "$EL_VERDICT" = ok ] && [ "$_was" != "$R_FROM" ] && mesh_log "elect: term $_t leader $R_FROM (heartbeat)"
   [ "$EL_VERDICT" = ok ] || mesh_log "elect: heartbeat term $_t from $R_FROM: $EL_VERDICT (mine $E_TERM)"
-  set -- $(_role_bid)
+  set -- $(_el_bid)
   _el_reply ACK "$E_TERM,$EL_VERDICT,$1"
 }
 _el_beat_locked() {
@@ -236,7 +245,7 @@ EOT
 # candidacy for term E_TERM+1: my bid and a VOTE_REQUEST to every peer at once. Won: all
 # peers that answered granted or are worse, a majority of the mesh voted for me.
 _el_stand() {
-  set -- $(_role_bid); _ms=$1 _mine="$1/$2/$3/$4"
+  _el_bid_now; set -- $(_el_bid); _ms=$1 _mine="$1/$2/$3/$4"
   _el_locked _el_stand_locked; _t=$E_TERM
   rm -f "$M/state/elect-run"
   _d=$M/tmp/votes-$$; rm -rf "$_d"; mkdir -p "$_d"
@@ -274,7 +283,10 @@ ${_rest%%,*} $_p"
   fi
   [ "$_hi" -gt "$_t" ] && _el_locked _el_adopt "$_hi"
   mesh_log "elect: term $_t lost: votes $_g/$_n${_veto:+, better bids from$_veto}"
-  _el_now; EL_NEXT=$((EL_NOW + ($(_el_rank) + 1) * EL_BEAT))
+  # a better bidder answered: it stands now (its run marker); leave it a lease to win
+  _el_now
+  if [ -n "$_veto" ]; then EL_NEXT=$((EL_NOW + EL_LEASE))
+  else EL_NEXT=$((EL_NOW + ($(_el_rank) + 1) * 2 * EL_BEAT)); fi
   return 1
 }
 _el_stand_locked() { _el_rd; E_TERM=$((E_TERM + 1)) E_VOTED=$ME E_LEADER=-; _el_wr; }
@@ -368,9 +380,10 @@ _el_loop() {
   _el_now; E_BEAT0=$((EL_NOW - EL_LEASE))
   [ -f "$EL_F" ] || { E_TERM=0 E_LEADER=- E_VOTED=- E_BEAT=$E_BEAT0; _el_wr; }
   mesh_log "elect: elector up (lease $EL_LEASE ds, heartbeat $EL_BEAT ds, rank $(_el_rank))"
-  EL_NEXT=0 EL_NEXTBEAT=0
+  EL_NEXT=0 EL_NEXTBEAT=0 EL_NEXTBID=0
   while :; do
     _el_now; _el_locked _el_rd
+    [ "$EL_NOW" -ge "$EL_NEXTBID" ] && { EL_NEXTBID=$((EL_NOW + EL_BEAT)); _el_bid_now; }
     if [ "$E_LEADER" = "$ME" ]; then
       _el_lead_on
       [ "$EL_NOW" -ge "$EL_NEXTBEAT" ] && { EL_NEXTBEAT=$((EL_NOW + EL_BEAT)); _el_beat; }
@@ -390,29 +403,30 @@ _el_loop() {
 }
 
 # ---- the orchestrator role (EL_RUN=lead): every phone's pending pictures, one at a time ----
-_lead_job() {    # $1 origin peer, $2 job number
-  _o=$1 _jn=$2
-  _el_ask "$_o" CLAIM "$_jn,$EL_TERM,$EL_CLAIM" "" 8400000 10 < /dev/null || return 1
+_lead_job() {    # $1 origin peer, $2 job number (own _L names: orch.sh's _stage sets _tk etc.)
+  _Lo=$1 _Lj=$2
+  _el_ask "$_Lo" CLAIM "$_Lj,$EL_TERM,$EL_CLAIM" "" 8400000 10 < /dev/null || return 1
   [ "$R_T" = PICTURE ] || { rm -f "$R_BODY"; return 1; }
-  _tk=${R_ARG#*,}; _el_num "$_tk" || { rm -f "$R_BODY"; return 1; }
-  _lj=$M/lead/$_o-$_jn-$_tk; rm -rf "$_lj"; mkdir -p "$_lj"
-  mv -f "$R_BODY" "$_lj/in.bmp"
-  mesh_log "lead: term $EL_TERM job $_jn of $_o (token $_tk)"
-  _dn="$_jn,$_tk,$EL_TERM"
-  if ! _stage classify "$_lj/in.bmp" "$_lj"; then
-    _el_ask "$_o" DONE "$_dn,fail,classify" "" 4096 10 < /dev/null; rm -rf "$_lj" "$R_BODY"; return 1; fi
-  _prompt "$_lj"
-  if ! _stage generate "$_lj/prompt" "$_lj"; then
-    _el_ask "$_o" DONE "$_dn,fail,generate" "" 4096 10 < /dev/null; rm -rf "$_lj" "$R_BODY"; return 1; fi
-  for _pt in classify:classify.out prompt:prompt generate:generate.out; do
-    _el_ask "$_o" DONE "$_dn,${_pt%%:*}" "$_lj/${_pt#*:}" 4096 10 < /dev/null && rm -f "$R_BODY" &&
-      [ "$R_ARG" = "$_jn,$_tk,ok" ] ||
-      { mesh_log "lead: job $_jn of $_o: part ${_pt%%:*} not taken ($R_ARG)"; rm -rf "$_lj"; return 1; }
+  _Lt=${R_ARG#*,}; _el_num "$_Lt" || { rm -f "$R_BODY"; return 1; }
+  _Ld=$M/lead/$_Lo-$_Lj-$_Lt; rm -rf "$_Ld"; mkdir -p "$_Ld"
+  mv -f "$R_BODY" "$_Ld/in.bmp"
+  mesh_log "lead: term $EL_TERM job $_Lj of $_Lo (token $_Lt)"
+  _Ln="$_Lj,$_Lt,$EL_TERM"
+  _Lf=
+  if ! _stage classify "$_Ld/in.bmp" "$_Ld"; then _Lf=classify
+  else _prompt "$_Ld"; _stage generate "$_Ld/prompt" "$_Ld" || _Lf=generate; fi
+  if [ -n "$_Lf" ]; then
+    _el_ask "$_Lo" DONE "$_Ln,fail,$_Lf" "" 4096 10 < /dev/null; rm -rf "$_Ld" "$R_BODY"
+    mesh_log "lead: job $_Lj of $_Lo failed ($_Lf): $R_ARG"; return 1; fi
+  for _Lp in classify:classify.out prompt:prompt generate:generate.out; do
+    _el_ask "$_Lo" DONE "$_Ln,${_Lp%%:*}" "$_Ld/${_Lp#*:}" 4096 10 < /dev/null && rm -f "$R_BODY" &&
+      [ "$R_ARG" = "$_Lj,$_Lt,ok" ] ||
+      { mesh_log "lead: job $_Lj of $_Lo: part ${_Lp%%:*} not taken ($R_ARG)"; rm -rf "$_Ld"; return 1; }
   done
-  read -r _cw < "$_lj/classify.who"; read -r _gw < "$_lj/generate.who"
-  _el_ask "$_o" DONE "$_dn,commit,$_cw,$_gw" "" 4096 10 < /dev/null; rm -f "$R_BODY"
-  mesh_log "lead: job $_jn of $_o commit: $R_ARG"
-  rm -rf "$_lj"
+  read -r _Lc < "$_Ld/classify.who"; read -r _Lg < "$_Ld/generate.who"
+  _el_ask "$_Lo" DONE "$_Ln,commit,$_Lc,$_Lg" "" 4096 10 < /dev/null; rm -f "$R_BODY"
+  mesh_log "lead: job $_Lj of $_Lo commit: $R_ARG"
+  rm -rf "$_Ld"
 }
 _lead_loop() {
   MESH_LIB=1 . "$M/orch.sh"
@@ -428,8 +442,9 @@ _lead_loop() {
       rm -f "$R_BODY"; [ "$R_T" = ACK ] || continue
       _l=${R_ARG#*,}; [ "$_l" = none ] && continue
       for _jn in $(IFS=.; set -f; echo $_l); do _el_num "$_jn" && _lead_job "$_o" "$_jn"; done
+      _el_locked _el_rd; [ "$E_LEADER" = "$ME" ] && [ "$E_TERM" = "$EL_TERM" ] || break
     done
-    _el_sleep "$EL_POLL"
+    _el_sleep "$EL_BEAT"    # asking every phone each beat: pictures wait <= a beat for it
   done
 }
 
