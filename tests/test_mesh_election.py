@@ -68,6 +68,17 @@ def test_a_voter_grants_one_vote_per_term():
     assert v is Verdict.GRANTED and s3.voted == "p2"
 
 
+def test_a_candidate_yields_its_vote_to_a_better_candidate_unless_it_has_won():
+    cand = PhoneState(term=6, leader=None, voted="p3", last_beat_ds=0)
+    kw = dict(term=6, candidate="p2", candidate_score=100, me="p3", my_score=900, now_ds=500,
+              timing=T)
+    v, s2 = vote(cand, **kw)
+    assert v is Verdict.GRANTED and s2.voted == "p2"
+    won = PhoneState(term=6, leader="p3", voted="p3", last_beat_ds=0)   # lease lapsed, still won
+    assert vote(won, **kw)[0] is Verdict.VOTED_OTHER
+    assert vote(cand, **{**kw, "candidate_score": 901})[0] is Verdict.BETTER_BID
+
+
 def test_a_lower_term_is_refused_and_a_higher_one_adopted_even_when_refused():
     s = PhoneState(term=7, leader=None, voted="p2", last_beat_ds=0)
     v, s2 = vote(s, term=6, candidate="p1", candidate_score=1, me="p3", my_score=9, now_ds=500,
@@ -155,8 +166,8 @@ def test_the_shell_rules_decide_as_the_python_twin(tmp_path):
     cases, expect = [], []
     names = ["p1", "p2", "p3"]
     for term in (3, 4, 5):
-        for leader in (None, "p1", "p2"):
-            for voted in (None, "p1", "p2"):
+        for leader in (None, "p1", "p2", "p3"):
+            for voted in (None, "p1", "p2", "p3"):
                 for age in (0, T.sticky_ds - 1, T.sticky_ds, 500):
                     for cand, cs in (("p1", 100), ("p2", 300), ("p2", 200)):
                         s = PhoneState(4, leader, voted, 1000 - age)

@@ -15,7 +15,8 @@ The rules, in short (Raft's terms and one vote per term, with bids instead of ra
 - a voter refuses a lower term, refuses while it heard a live leader (loyalty window
   `lease - beat`: a phone cut off and back cannot depose a working leader), refuses a
   candidate whose bid is worse than its own (and then stands itself at once), and otherwise
-  grants one vote per term;
+  grants one vote per term (a candidate that has not won may give its own vote to a better
+  candidate of its term; it can then no longer win that term);
 - a candidate refused for a better bid waits a lease (the better one stands at once);
 - a candidate wins with a majority of the whole mesh and no better bid among the answers;
 - a leader whose heartbeat round meets a higher term steps down; one that gets no majority
@@ -123,7 +124,10 @@ def vote(state: PhoneState, *, term: int, candidate: str, candidate_score: int, 
     newer = term > state.term
     if better((my_score, me), (candidate_score, candidate)):
         verdict = Verdict.BETTER_BID
-    elif (None if newer else state.voted) in (None, candidate):
+    elif (None if newer else state.voted) in (None, candidate) or (
+            state.voted == me and state.leader != me):
+        # the second case: a candidate that has not won yields its own vote to a better
+        # candidate of its term; its own win needs VOTED = itself (checked under its lock)
         return Verdict.GRANTED, PhoneState(term, None if newer else state.leader, candidate, now_ds)
     else:
         verdict = Verdict.VOTED_OTHER

@@ -49,7 +49,11 @@ _el_vote_rule() {
   [ "$5" != - ] && [ "$5" != "$2" ] && [ "$7" -lt "$8" ] && { echo leader-alive; return; }
   _el_better "${10}" "$9" "$3" "$2" && { echo better-bid; return; }
   _v=$6; [ "$1" -gt "$4" ] && _v=-
-  case $_v in -|"$2") echo granted;; *) echo voted-other;; esac
+  case $_v in -|"$2") echo granted; return;; esac
+  # a candidate that has not won yields its own vote to a better candidate of its term: its
+  # win needs VOTED = itself at the end (checked under the lock), so no term gets two leaders
+  [ "$_v" = "$9" ] && [ "$5" != "$9" ] && { echo granted; return; }
+  echo voted-other
 }
 # _el_beat_rule TERM LEADER MYTERM MYLEADER -> ok | stale | conflict
 _el_beat_rule() {
