@@ -60,12 +60,20 @@ def test_a_voter_grants_one_vote_per_term():
     v, s2 = vote(s, term=4, candidate="p1", candidate_score=100, **kw)
     assert v is Verdict.GRANTED and (s2.term, s2.voted, s2.last_beat_ds) == (4, "p1", 1000)
     v, _ = vote(s2, term=4, candidate="p2", candidate_score=50, **kw)
-    assert v is Verdict.VOTED_OTHER
+    assert v is Verdict.LEADER_ALIVE                  # loyal to its fresh vote
+    v, _ = vote(s2, term=4, candidate="p2", candidate_score=50,
+                **{**kw, "now_ds": 1000 + T.sticky_ds})
+    assert v is Verdict.VOTED_OTHER                   # and still one vote per term
     v, _ = vote(s2, term=4, candidate="p1", candidate_score=100, **kw)   # the same, again
     assert v is Verdict.GRANTED
+    # loyal to its vote for the lease minus a beat: a later candidate is refused, then not
+    v, _ = vote(s2, term=5, candidate="p2", candidate_score=50, now_ds=1000 + T.sticky_ds - 1,
+                me="p3", my_score=9000, timing=T)
+    assert v is Verdict.LEADER_ALIVE
     v, s3 = vote(s2, term=5, candidate="p2", candidate_score=50, now_ds=1000 + T.sticky_ds,
                  me="p3", my_score=9000, timing=T)
     assert v is Verdict.GRANTED and s3.voted == "p2"
+    assert not election.may_stand(s3, now_ds=1000 + 2 * T.sticky_ds - 1, timing=T)
 
 
 def test_a_candidate_yields_its_vote_to_a_better_candidate_unless_it_has_won():
@@ -84,8 +92,8 @@ def test_a_lower_term_is_refused_and_a_higher_one_adopted_even_when_refused():
     v, s2 = vote(s, term=6, candidate="p1", candidate_score=1, me="p3", my_score=9, now_ds=500,
                  timing=T)
     assert v is Verdict.STALE_TERM and s2 == s
-    v, s2 = vote(s, term=9, candidate="p1", candidate_score=50, me="p3", my_score=9, now_ds=500,
-                 timing=T)
+    v, s2 = vote(s, term=9, candidate="p1", candidate_score=50, me="p3", my_score=9,
+                 now_ds=T.sticky_ds, timing=T)
     assert v is Verdict.BETTER_BID and (s2.term, s2.voted, s2.leader) == (9, None, None)
 
 

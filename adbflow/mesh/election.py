@@ -12,8 +12,9 @@ The rules, in short (Raft's terms and one vote per term, with bids instead of ra
 - a follower that heard no heartbeat for `lease + rank * 2 beats` stands for term + 1 with its
   role bid (rank: its place in the leader's successor order, best bid first), so the best
   bidder stands first and the others rarely compete;
-- a voter refuses a lower term, refuses while it heard a live leader (loyalty window
-  `lease - beat`: a phone cut off and back cannot depose a working leader), refuses a
+- a voter refuses a lower term, refuses while it heard a live leader or granted its vote
+  (loyalty window `lease - beat`: a phone cut off and back cannot depose a working leader,
+  a late candidate cannot upset one that is winning), refuses a
   candidate whose bid is worse than its own (and then stands itself at once), and otherwise
   grants one vote per term (a candidate that has not won may give its own vote to a better
   candidate of its term; it can then no longer win that term);
@@ -118,8 +119,10 @@ def vote(state: PhoneState, *, term: int, candidate: str, candidate_score: int, 
     """A voter's decision and its new state (elect.sh `_el_vote_rule` + `_el_vote_locked`)."""
     if term < state.term:
         return Verdict.STALE_TERM, state
-    if state.leader is not None and state.leader != candidate \
-            and now_ds - state.last_beat_ds < timing.sticky_ds:
+    # loyalty: to the leader heard, else to the candidate voted for (not itself)
+    loyal = state.leader if state.leader is not None else (
+        state.voted if state.voted != me else None)
+    if loyal is not None and loyal != candidate and now_ds - state.last_beat_ds < timing.sticky_ds:
         return Verdict.LEADER_ALIVE, state
     newer = term > state.term
     if better((my_score, me), (candidate_score, candidate)):
@@ -149,6 +152,12 @@ def heartbeat(state: PhoneState, *, term: int, leader: str,
         return Beat.CONFLICT, state
     voted = leader if term > state.term else state.voted
     return Beat.OK, PhoneState(term, leader, voted, now_ds)
+
+
+def may_stand(state: PhoneState, *, now_ds: int, timing: ElectionTiming) -> bool:
+    """Checked again under the state lock when a phone stands: a heartbeat or a vote it
+    granted since it decided defers the candidacy (elect.sh `_el_stand_locked`)."""
+    return now_ds - state.last_beat_ds >= timing.sticky_ds
 
 
 def candidacy_due(state: PhoneState, *, now_ds: int, rank: int, timing: ElectionTiming) -> bool:

@@ -46,7 +46,9 @@ _el_better() { [ "$1" -lt "$3" ] || { [ "$1" = "$3" ] && [[ "$2" < "$4" ]]; }; }
 # _el_vote_rule TERM CAND CSCORE MYTERM MYLEADER MYVOTE AGE STICKY ME MYSCORE -> verdict
 _el_vote_rule() {
   [ "$1" -lt "$4" ] && { echo stale-term; return; }
-  [ "$5" != - ] && [ "$5" != "$2" ] && [ "$7" -lt "$8" ] && { echo leader-alive; return; }
+  # loyalty: to the leader heard, else to the candidate voted for, less than STICKY ago
+  _lo=$5; [ "$_lo" = - ] && [ "$6" != "$9" ] && _lo=$6
+  [ "$_lo" != - ] && [ "$_lo" != "$2" ] && [ "$7" -lt "$8" ] && { echo leader-alive; return; }
   _el_better "${10}" "$9" "$3" "$2" && { echo better-bid; return; }
   _v=$6; [ "$1" -gt "$4" ] && _v=-
   case $_v in -|"$2") echo granted; return;; esac
@@ -249,9 +251,10 @@ EOT
 # candidacy for term E_TERM+1: my bid and a VOTE_REQUEST to every peer at once. Won: all
 # peers that answered granted or are worse, a majority of the mesh voted for me.
 _el_stand() {
-  _el_bid_now; set -- $(_el_bid); _ms=$1 _mine="$1/$2/$3/$4"
-  _el_locked _el_stand_locked; _t=$E_TERM
   rm -f "$M/state/elect-run"
+  _el_locked _el_stand_locked || return 1
+  _t=$E_TERM
+  _el_bid_now; set -- $(_el_bid); _ms=$1 _mine="$1/$2/$3/$4"
   _d=$M/tmp/votes-$$; rm -rf "$_d"; mkdir -p "$_d"
   _w=
   for _p in $(_el_peers); do [ "$_p" = "$ME" ] && continue
@@ -293,7 +296,9 @@ ${_rest%%,*} $_p"
   else EL_NEXT=$((EL_NOW + ($(_el_rank) + 1) * 2 * EL_BEAT)); fi
   return 1
 }
-_el_stand_locked() { _el_rd; E_TERM=$((E_TERM + 1)) E_VOTED=$ME E_LEADER=-; _el_wr; }
+# re-checked under the lock: a heartbeat or a vote granted since the loop's look defers it
+_el_stand_locked() { _el_rd; _el_now; [ $((EL_NOW - E_BEAT)) -ge "$EL_STICKY" ] || return 1
+  E_TERM=$((E_TERM + 1)) E_VOTED=$ME E_LEADER=-; _el_wr; }
 _el_win_locked() { _el_rd; [ "$E_TERM" = "$_t" ] && [ "$E_VOTED" = "$ME" ] && [ "$E_LEADER" = - ] ||
   return 1; _el_now; E_LEADER=$ME E_BEAT=$EL_NOW; _el_wr; }
 _el_adopt() { _el_rd; [ "$1" -gt "$E_TERM" ] && { E_TERM=$1 E_VOTED=- E_LEADER=-; _el_wr; }; return 0; }
