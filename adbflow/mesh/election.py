@@ -206,6 +206,7 @@ class Election:
     bids: dict[str, RoleBid | None] = field(default_factory=dict)
     verdicts: dict[str, str] = field(default_factory=dict)
     won: bool = False
+    won_at_s: int | None = None        # the `leader ... votes` line's time (phone clock)
 
 
 def parse_elections(log: str) -> list[Election]:
@@ -232,5 +233,6 @@ def parse_elections(log: str) -> list[Election]:
             continue
         m = _LEADER.match(line)
         if m and (m.group(4), int(m.group(3))) in by_term:
-            by_term[(m.group(4), int(m.group(3)))].won = True
+            won = by_term[(m.group(4), int(m.group(3)))]
+            won.won, won.won_at_s = True, int(m.group(1))
     return out

@@ -254,7 +254,7 @@ _el_stand() {
   rm -f "$M/state/elect-run"
   _el_locked _el_stand_locked || return 1
   _t=$E_TERM
-  _el_bid_now; set -- $(_el_bid); _ms=$1 _mine="$1/$2/$3/$4"
+  set -- $(_el_bid); _ms=$1 _mine="$1/$2/$3/$4"     # measured at most a beat ago
   _d=$M/tmp/votes-$$; rm -rf "$_d"; mkdir -p "$_d"
   _w=
   for _p in $(_el_peers); do [ "$_p" = "$ME" ] && continue
