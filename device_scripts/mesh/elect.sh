@@ -208,7 +208,7 @@ EOT
     _el_reply PICTURE "$_j,$2" "$_jd/input.bmp"
   else _el_reply REFUSE "$_j,${1:-error}"; fi
 }
-_el_on_done() {    # ARG: JOB,TOKEN,TERM,PART[,A,B]: a part of the result, or the commit
+_el_on_done() {    # ARG: JOB,TOKEN,TERM,PART[,A,B]: a part of the result, the commit, a release
   IFS=, read -r _j _tk _t _p _a _b _x <<EOT
 $R_ARG
 EOT
@@ -216,6 +216,10 @@ EOT
   _jd=$M/jobs/$_j _own=mesh.$R_FROM.t$_t
   [ -f "$_jd/state" ] || return 0
   case $_p in
+  release)   # the orchestrator gives the picture back unprocessed (it stopped leading)
+    set -- $(_el_lease release "mjob-$_j" "$_own" "$_tk" 0)
+    [ "$1" = released ] && mesh_log "origin: job $_j released by $R_FROM term $_t token $_tk"
+    _el_reply ACK "$_j,$_tk,${1:-error}";;
   classify|prompt|generate)
     set -- $(_el_lease guard "mjob-$_j" "$_own" "$_tk" 0)
     [ "$1" = held ] || { _el_reply ACK "$_j,$_tk,lost"; return 0; }
@@ -376,8 +380,12 @@ _el_lead_on() {
 _el_lead_off() {
   _lp=; { read -r _lp < "$M/pids/lead"; } 2>/dev/null
   _el_num "$_lp" || return 0
-  kill -TERM -- "-$_lp" 2>/dev/null; kill -TERM "$_lp" 2>/dev/null
+  # the lead first (its trap gives a claimed picture back once its current command ends),
+  # then what is left of its group; in the background: the elector keeps beating/voting
   rm -f "$M/pids/lead"
+  ( kill -TERM "$_lp" 2>/dev/null
+    _i=0; while kill -0 "$_lp" 2>/dev/null && [ $_i -lt 30 ]; do sleep 0.2; _i=$((_i + 1)); done
+    kill -KILL -- "-$_lp" 2>/dev/null ) < /dev/null > /dev/null 2>&1 &
 }
 _el_loop() {
   MESH_ROLE=e
@@ -419,6 +427,7 @@ _lead_job() {    # $1 origin peer, $2 job number (own _L names: orch.sh's _stage
   _Lt=${R_ARG#*,}; _el_num "$_Lt" || { rm -f "$R_BODY"; return 1; }
   _Ld=$M/lead/$_Lo-$_Lj-$_Lt; rm -rf "$_Ld"; mkdir -p "$_Ld"
   mv -f "$R_BODY" "$_Ld/in.bmp"
+  EL_HELD="$_Lo $_Lj,$_Lt,$EL_TERM"      # given back if this orchestrator is stopped
   mesh_log "lead: term $EL_TERM job $_Lj of $_Lo (token $_Lt)"
   _Ln="$_Lj,$_Lt,$EL_TERM"
   _Lf=
@@ -434,14 +443,25 @@ _lead_job() {    # $1 origin peer, $2 job number (own _L names: orch.sh's _stage
   done
   read -r _Lc < "$_Ld/classify.who"; read -r _Lg < "$_Ld/generate.who"
   _el_ask "$_Lo" DONE "$_Ln,commit,$_Lc,$_Lg" "" 4096 10 < /dev/null; rm -f "$R_BODY"
+  EL_HELD=
   mesh_log "lead: job $_Lj of $_Lo commit: $R_ARG"
   rm -rf "$_Ld"
+}
+# stopped (stepped down: SIGTERM from the elector): the claimed picture goes back to its
+# origin at once instead of waiting out the claim (a crash leaves it to expire)
+_lead_stop() {
+  trap - TERM
+  if [ -n "$EL_HELD" ]; then set -- $EL_HELD
+    _el_ask "$1" DONE "$2,release" "" 4096 5 < /dev/null && rm -f "$R_BODY"
+    mesh_log "lead: term $EL_TERM stopped, job of $1 given back ($R_ARG)"; fi
+  exit 0
 }
 _lead_loop() {
   MESH_LIB=1 . "$M/orch.sh"
   exec 2>>"$M/log/lead.err"
   TTL=$EL_CLAIM       # a reservation on a worker lasts as long as the claim on the picture
   mkdir -p "$M/lead"
+  EL_HELD=; trap _lead_stop TERM
   mesh_log "lead: term $EL_TERM orchestrating the mesh's pictures"
   while :; do
     _el_locked _el_rd
