@@ -183,7 +183,8 @@ def _read_exact(sock: socket.socket, n: int, deadline: float, allow_short: bool 
         if not chunk:
             if allow_short and buf:
                 return bytes(buf)
-            raise WireError("short" if buf or n else "empty")
+            # nothing at all where a header was due: the peer hung up without an answer
+            raise WireError("empty" if allow_short and not buf else "short")
         buf += chunk
     return bytes(buf)
 
