@@ -263,7 +263,7 @@ def _wait_leader(devs, *, not_on: str | None = None, timeout: float = 30.0,
     raise AssertionError(f"no leader: {rows}\n" + "\n".join(control.logs_one(d) for d in devs))
 
 
-def _wait_jobs(dev, n: int, timeout: float = 90.0):
+def _wait_jobs(dev, n: int, timeout: float = 90.0, devs=()):
     deadline = time.monotonic() + timeout
     jobs = []
     while time.monotonic() < deadline:
@@ -271,7 +271,8 @@ def _wait_jobs(dev, n: int, timeout: float = 90.0):
         if len(jobs) >= n and all(j.get("state", "").startswith(("done", "failed")) for j in jobs):
             return jobs
         time.sleep(0.5)
-    raise AssertionError(f"jobs not finished: {jobs}\n{control.logs_one(dev, lines=80)}")
+    raise AssertionError(f"jobs not finished: {jobs}\n{control.logs_one(dev, lines=80)}\n"
+                         f"{_elog(devs)}")
 
 
 def _elog(devs) -> str:
@@ -355,7 +356,7 @@ def test_no_phone_named_one_leader_then_another_takes_over_within_the_lease(elec
     # new leader's orchestration, its record and story on the phone that took it
     origin = next(d for d in alive if d.serial != serial_of[leader2])
     fl.snap(origin.serial, CHELSEA, name="IMG_elect_1.png")
-    jobs = _wait_jobs(origin, 1)
+    jobs = _wait_jobs(origin, 1, devs=devs)
     assert len(jobs) == 1 and jobs[0]["state"] == "done", jobs
     assert jobs[0]["source"].endswith("IMG_elect_1.png")
     assert any(w in " ".join(jobs[0]["labels"]) for w in CAT_WORDS), jobs
@@ -413,7 +414,7 @@ def test_the_leader_killed_mid_picture_the_next_one_finishes_it_exactly_once(ele
         time.sleep(0.2)
     _kill_mesh(devs[names.index(leader)])
     (term2, leader2), _ = _wait_leader(devs, not_on=leader, timeout=60)
-    jobs = _wait_jobs(origin, 1, timeout=FAST.claim_ds / 10 + 90)
+    jobs = _wait_jobs(origin, 1, timeout=FAST.claim_ds / 10 + 90, devs=devs)
     assert [j["state"] for j in jobs] == ["done"], jobs
     olog = _log(origin)
     assert len(re.findall(r"origin: job 1 done", olog)) == 1, olog

@@ -322,10 +322,11 @@ _el_role() {
   esac
   case $1 in granted|renewed|released) return 0;; esac; return 1
 }
+# stepping down ends the role lease; the orchestrator process pauses (no new claims) and
+# is stopped once another phone leads: re-elected, this phone goes on with the job it holds
 _el_stepdown() {
   _el_locked _el_down_locked
   _el_role release
-  _el_lead_off
   mesh_log "elect: term $E_TERM leader $ME steps down: $1"
 }
 _el_down_locked() { _el_rd; [ "$E_LEADER" = "$ME" ] && { E_LEADER=-; _el_wr; }; return 0; }
@@ -405,7 +406,7 @@ _el_loop() {
       _el_lead_on
       [ "$EL_NOW" -ge "$EL_NEXTBEAT" ] && { EL_NEXTBEAT=$((EL_NOW + EL_BEAT)); _el_beat; }
     else
-      [ -f "$M/pids/lead" ] && { _el_role release; _el_lead_off
+      [ -f "$M/pids/lead" ] && [ "$E_LEADER" != - ] && { _el_role release; _el_lead_off
         mesh_log "elect: term $E_TERM $ME no longer hosts the orchestrator (leader ${E_LEADER})"; }
       _go=
       if [ -f "$M/state/elect-run" ]; then
@@ -463,15 +464,24 @@ _lead_loop() {
   mkdir -p "$M/lead"
   EL_HELD=; trap _lead_stop TERM
   mesh_log "lead: term $EL_TERM orchestrating the mesh's pictures"
+  _Lpause=0
   while :; do
     _el_locked _el_rd
-    [ "$E_LEADER" = "$ME" ] && [ "$E_TERM" = "$EL_TERM" ] || { mesh_log "lead: term $EL_TERM over"; exit 0; }
+    if [ "$E_LEADER" != "$ME" ]; then
+      # no leader (stepped down, an election under way): pause; another one: stop
+      _el_now; [ "$_Lpause" = 0 ] && _Lpause=$EL_NOW
+      [ "$E_LEADER" = - ] && [ $((EL_NOW - _Lpause)) -lt $((2 * EL_LEASE)) ] ||
+        { mesh_log "lead: term $EL_TERM over (leader $E_LEADER)"; exit 0; }
+      _el_sleep "$EL_BEAT"; continue
+    fi
+    _Lpause=0
+    [ "$E_TERM" != "$EL_TERM" ] && { mesh_log "lead: re-elected, term $E_TERM"; EL_TERM=$E_TERM; }
     for _o in $(_el_peers); do
       _el_ask "$_o" JOBS "$EL_TERM" < /dev/null || continue
       rm -f "$R_BODY"; [ "$R_T" = ACK ] || continue
       _l=${R_ARG#*,}; [ "$_l" = none ] && continue
       for _jn in $(IFS=.; set -f; echo $_l); do _el_num "$_jn" && _lead_job "$_o" "$_jn"; done
-      _el_locked _el_rd; [ "$E_LEADER" = "$ME" ] && [ "$E_TERM" = "$EL_TERM" ] || break
+      _el_locked _el_rd; [ "$E_LEADER" = "$ME" ] || break
     done
     _el_sleep "$EL_BEAT"    # asking every phone each beat: pictures wait <= a beat for it
   done
