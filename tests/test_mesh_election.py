@@ -228,7 +228,7 @@ def test_the_election_log_is_parsed_strictly():
 
 
 # ---------------------------------------------------------------- on the fleet
-FAST = ElectionTiming(lease_ds=80, beat_ds=15, poll_ds=5, claim_ds=300)
+FAST = ElectionTiming(lease_ds=80, beat_ds=15, poll_ds=5, claim_ds=600)
 #: what the take-over may exceed the lease by: the fleet's /proc/uptime ticks once a second
 #: (the phones' clock for every lease), one elector poll (0.5 s), one vote round of mksh
 #: handlers (~0.5 s; 2 s and more when the shared 2-core machine runs a load of 40+)

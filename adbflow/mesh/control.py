@@ -220,8 +220,17 @@ sleep 0.3
 for f in $M/pgid $M/pids/*; do [ -f "$f" ] || continue
   read -r p < "$f"; case $p in ''|*[!0-9]*) continue;; esac
   kill -KILL -- -$p 2>/dev/null; kill -KILL $p 2>/dev/null
-  kill -0 $p 2>/dev/null && echo alive=$p
 done
+# a killed process takes a moment to be gone on a loaded phone: look again for up to 3 s
+i=0; while :; do left=
+  for f in $M/pgid $M/pids/*; do [ -f "$f" ] || continue
+    read -r p < "$f"; case $p in ''|*[!0-9]*) continue;; esac
+    kill -0 $p 2>/dev/null && left="$left $p"
+  done
+  [ -z "$left" ] || [ $i -ge 30 ] && break
+  i=$((i + 1)); sleep 0.1
+done
+for p in $left; do echo alive=$p; done
 rm -rf $M
 rm -f /data/local/tmp/adbflow/slot-mjob-* /data/local/tmp/adbflow/slot-role-orchestrator.*
 ls -d $M 2>/dev/null && echo left=1

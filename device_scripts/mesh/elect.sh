@@ -216,6 +216,9 @@ EOT
   _jd=$M/jobs/$_j _own=mesh.$R_FROM.t$_t
   [ -f "$_jd/state" ] || return 0
   case $_p in
+  renew)     # the orchestrator between stages: the claim lasts another CLAIM
+    set -- $(_el_lease renew "mjob-$_j" "$_own" "$_tk" "$EL_CLAIM")
+    _el_reply ACK "$_j,$_tk,${1:-error}";;
   release)   # the orchestrator gives the picture back unprocessed (it stopped leading)
     set -- $(_el_lease release "mjob-$_j" "$_own" "$_tk" 0)
     [ "$1" = released ] && mesh_log "origin: job $_j released by $R_FROM term $_t token $_tk"
@@ -433,7 +436,12 @@ _lead_job() {    # $1 origin peer, $2 job number (own _L names: orch.sh's _stage
   _Ln="$_Lj,$_Lt,$EL_TERM"
   _Lf=
   if ! _stage classify "$_Ld/in.bmp" "$_Ld"; then _Lf=classify
-  else _prompt "$_Ld"; _stage generate "$_Ld/prompt" "$_Ld" || _Lf=generate; fi
+  else
+    # the claim renewed between the stages: a slow story does not lose the picture
+    _el_ask "$_Lo" DONE "$_Ln,renew" "" 4096 10 < /dev/null && rm -f "$R_BODY"
+    [ "$R_ARG" = "$_Lj,$_Lt,renewed" ] || { mesh_log "lead: job $_Lj of $_Lo: claim lost ($R_ARG)"
+      rm -rf "$_Ld"; EL_HELD=; return 1; }
+    _prompt "$_Ld"; _stage generate "$_Ld/prompt" "$_Ld" || _Lf=generate; fi
   if [ -n "$_Lf" ]; then
     _el_ask "$_Lo" DONE "$_Ln,fail,$_Lf" "" 4096 10 < /dev/null; rm -rf "$_Ld" "$R_BODY"
     mesh_log "lead: job $_Lj of $_Lo failed ($_Lf): $R_ARG"; return 1; fi
