@@ -140,12 +140,36 @@ def down_cmd(adb_server: AdbServers = None, serial: Serials = None,
             typer.echo(f"{r['serial']}: stopped, removed")
 
 
+def _session_peers() -> dict[str, str]:
+    """Peer name -> serial from the saved session (the key is not read into anything)."""
+    try:
+        doc = json.loads(session_path().read_text())
+        return {str(p["name"]): str(p["serial"]) for p in doc.get("peers", [])}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
 @mesh_app.command("results")
 def results_cmd(adb_server: AdbServers = None, serial: Serials = None,
-                json_out: JsonOut = False) -> None:
+                json_out: JsonOut = False,
+                record: Annotated[bool, typer.Option(
+                    "--record/--no-record", help="Write finished jobs to the journal and their "
+                    "spans to the traces (`adbflow trace`), on the phones that ran them.")] = True
+                ) -> None:
     """The jobs the phones' orchestrators recorded: picture, where each stage ran, labels,
     story (device text: shown as data, never interpreted)."""
-    jobs = [j for d in _devices(adb_server, serial) for j in control.results_one(d)]
+    from adbflow.mesh.trace import record_mesh_jobs
+    jobs = []
+    recorded: list[int] = []
+    peers = _session_peers()
+    for d in _devices(adb_server, serial):
+        found, head = control.results_and_clock(d)
+        jobs += found
+        if record and found:
+            recorded += record_mesh_jobs(data_home(), d, found, head, peers)
+    if recorded:
+        typer.echo(f"{len(recorded)} mesh job(s) recorded for `adbflow trace`: "
+                   + " ".join(map(str, recorded)), err=True)
     if json_out:
         typer.echo(json.dumps(jobs, indent=2))
         return

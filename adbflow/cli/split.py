@@ -156,9 +156,17 @@ def run_cmd(images: Annotated[list[Path], typer.Argument(exists=True, dir_okay=F
                 cands.append(cand)
                 results.append(sess.runner.run_with_fallback(cand, t))
         docs: list[dict[str, Any]] = []
+        from adbflow.split.record import record_split_run
         for img, res, cand in zip(images, results, cands, strict=True):
-            docs.append({"image": img.name, "plan": res.plan, "fallback": res.fallback,
-                         "labels": [{"score": round(s, 4), "name": n} for s, n in _labels(res.output)],
+            labels = [{"score": round(s, 4), "name": n} for s, n in _labels(res.output)]
+            try:     # journal + trace (`adbflow trace JOB`): advisory, the labels stand
+                job_id: int | None = record_split_run(sess.data_dir, img.resolve(), res,
+                                                      sess.devices, {"labels": labels})
+            except (AdbflowError, OSError, ValueError) as exc:
+                typer.echo(f"{img.name}: not journaled ({exc})", err=True)
+                job_id = None
+            docs.append({"image": img.name, "job": job_id, "plan": res.plan,
+                         "fallback": res.fallback, "labels": labels,
                          "measured_s": {k: round(v, 4) for k, v in res.parts.items()},
                          "predicted_s": {k: round(v, 4) for k, v in cand.parts.items()}
                          if res.fallback is None else {}})
@@ -166,7 +174,8 @@ def run_cmd(images: Annotated[list[Path], typer.Argument(exists=True, dir_okay=F
             typer.echo(json.dumps(docs, indent=2))
             return
         for d in docs:
-            typer.echo(f"{d['image']}: {d['plan']}" + (f"  FALLBACK: {d['fallback']}" if d["fallback"] else ""))
+            typer.echo(f"{d['image']}: {d['plan']}" + (f"  (job {d['job']})" if d["job"] else "")
+                       + (f"  FALLBACK: {d['fallback']}" if d["fallback"] else ""))
             for lb in d["labels"]:
                 typer.echo(f"  {lb['score']:.3f}  {lb['name']}")
             typer.echo("  stages: " + ", ".join(

@@ -251,13 +251,20 @@ def down_one(dev: Device) -> dict[str, Any]:
     return {"serial": dev.serial, "stopped": True, "removed": True}
 
 
+# the uptime -> realtime bracket first (adbflow.mesh.trace maps the jobs' uptime marks with
+# it): realtime, /proc/uptime, realtime, with no fork in between where mksh has $EPOCHREALTIME
 _RESULTS = f"""M={MESH_DIR}
+_r0=${{EPOCHREALTIME:-}}; read -r _u _x < /proc/uptime; _r1=${{EPOCHREALTIME:-}}
+if [ -n "$_r0" ]; then echo "=:clock e $_r0 $_u $_r1"
+else _r0=$(date +%s%N); read -r _u _x < /proc/uptime; _r1=$(date +%s%N); echo "=:clock d $_r0 $_u $_r1"; fi
+read -r _me < $M/me 2>/dev/null; echo "=:me $_me"
 for j in $M/jobs/*; do [ -d "$j" ] || continue
   echo "=:job ${{j##*/}}"
   for f in state source classify.who generate.who prompt; do
     printf '=:%s ' $f; head -c 300 "$j/$f" 2>/dev/null | head -n 1; echo; done
   echo "=:classify.out"; head -c 8000 "$j/classify.out" 2>/dev/null; echo
   echo "=:generate.out"; head -c 16000 "$j/generate.out" 2>/dev/null; echo
+  echo "=:times"; head -c 600 "$j/times" 2>/dev/null; echo
   echo "=:end"
 done
 """
@@ -267,10 +274,18 @@ def results_one(dev: Device) -> list[dict[str, Any]]:
     """The jobs the phone's orchestrator recorded, with labels and story (parsed as data).
     Why the `=:` markers: the outputs are device text; a line of theirs that imitates a
     marker could at worst split its own job's text, never run anything."""
+    return results_and_clock(dev)[0]
+
+
+def results_and_clock(dev: Device) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """(jobs, {"clock": the uptime bracket line, "me": the phone's peer name}), one round
+    trip; each job's `times` parsed strictly (adbflow.mesh.trace.parse_times)."""
+    from adbflow.mesh.trace import parse_times
     from adbflow.parsers.label_image import parse_label_image
     from adbflow.parsers.llama import parse_llama
     res = dev.shell(_RESULTS, timeout=_TIMEOUT, check=False, max_output=4 << 20)
     jobs: list[dict[str, Any]] = []
+    head: dict[str, str] = {}
     cur: dict[str, Any] | None = None
     block: str | None = None
     buf: list[str] = []
@@ -279,8 +294,10 @@ def results_one(dev: Device) -> list[dict[str, Any]]:
             cur = {"job": line[6:].strip()[:12], "serial": dev.serial}
             jobs.append(cur)
         elif cur is None:
-            continue
-        elif line in ("=:classify.out", "=:generate.out", "=:end"):
+            k, _, v = line[2:].partition(" ") if line.startswith("=:") else ("", "", "")
+            if k in ("clock", "me") and k not in head:
+                head[k] = v.strip()[:120]
+        elif line in ("=:classify.out", "=:generate.out", "=:times", "=:end"):
             if block:
                 cur[block] = "\n".join(buf)
             block, buf = (line[2:] if line != "=:end" else None), []
@@ -295,13 +312,17 @@ def results_one(dev: Device) -> list[dict[str, Any]]:
         except ParseError:
             labels = []
         j["labels"] = [lb.name for lb in labels[:5]]
+        j["label_scores"] = [lb.score for lb in labels[:5]]
         out = j.pop("generate.out", "") or ""
         try:
             j["story"] = parse_llama(out, prompt=j.get("prompt"), require_text=False).text \
                 if out.strip() else None
         except ParseError:
             j["story"] = None
-    return jobs
+        j["times"], refused = parse_times(j.pop("times", "") or "")
+        if refused:
+            j["times_refused"] = refused
+    return jobs, head
 
 
 def status(devices: Sequence[Device]) -> list[dict[str, Any]]:

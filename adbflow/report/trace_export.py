@@ -17,7 +17,8 @@ from typing import Any
 
 from adbflow.runtime.trace import LAPTOP, Span
 
-LANES = ("job", "detect", "pull", "ingest", "classify", "generate", "story", "bid")
+LANES = ("job", "detect", "pull", "ingest", "classify", "generate", "story", "bid",
+         "convert", "head", "cut", "tail", "whole")     # the last five: mesh and split runs
 
 
 def _lane_tid(lane: str) -> int:
@@ -42,7 +43,10 @@ def to_chrome(spans: Sequence[Span]) -> dict[str, Any]:
     pids = device_pids(spans)
     origin = min((sp.start for sp in spans), default=0.0)
     events: list[dict[str, Any]] = []
+    used = {sp.device for sp in spans}
     for dev, pid in pids.items():
+        if dev not in used:          # the laptop, for mesh jobs it took no part in
+            continue
         events.append({"name": "process_name", "ph": "M", "pid": pid, "tid": 0,
                        "args": {"name": "laptop" if dev == LAPTOP else f"device {dev}"}})
         events.append({"name": "process_sort_index", "ph": "M", "pid": pid, "tid": 0,

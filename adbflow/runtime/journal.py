@@ -389,6 +389,49 @@ class Journal:
                              "mtime=?", (serial, path, int(size), float(mtime))).fetchone()
         return int(row["id"]), created
 
+    def record_finished_job(self, *, source: str, serial: str, path: str, size: int,
+                            mtime: float, how: str, state: str, created: float,
+                            finished: float, attempts: Iterable[dict[str, Any]],
+                            error: str | None = None, result: dict[str, Any] | None = None
+                            ) -> tuple[int, bool]:
+        """(job id, created): a job that ran outside the pipeline (a split run timed on
+        the laptop, a mesh job read back from the phone that orchestrated it), written whole
+        in one transaction with its measured times. Why not begin/commit_attempt: those
+        stamp the journal's clock now, and these times were measured elsewhere (the phones',
+        mapped) or before the rows could be written. The identity key makes a second
+        recording of the same job a no-op (created False). attempts: dicts with stage,
+        serial, state, started, ended, output, error."""
+        if state not in FINAL_STATES:
+            raise ValueError(f"not a final state: {state}")
+        state = JobState(state).value
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO jobs(source, serial, path, size, mtime, how, state, error,"
+                " result, created, updated, finished) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (source, serial, path, int(size), float(mtime), how, state, error,
+                 None if result is None else json.dumps(result), float(created),
+                 self._clock(), float(finished)))
+            row = db.execute("SELECT id FROM jobs WHERE serial=? AND path=? AND size=? AND "
+                             "mtime=?", (serial, path, int(size), float(mtime))).fetchone()
+            job_id = int(row["id"])
+            if cur.rowcount != 1:
+                return job_id, False
+            if result is not None and "job" not in result:    # as pipeline results say it
+                db.execute("UPDATE jobs SET result=? WHERE id=?",
+                           (json.dumps({"job": job_id, **result}), job_id))
+            counts: dict[str, int] = {}
+            for a in attempts:
+                stage = str(a["stage"])
+                counts[stage] = counts.get(stage, 0) + 1
+                st = AttemptState(a.get("state", "done")).value
+                db.execute("INSERT INTO attempts(job_id, stage, attempt, serial, state, started,"
+                           " ended, output, error, error_kind) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                           (job_id, stage, counts[stage], a.get("serial"), st,
+                            float(a["started"]), float(a["ended"]),
+                            None if a.get("output") is None else json.dumps(a["output"]),
+                            a.get("error"), "error" if a.get("error") else None))
+        return job_id, True
+
     def find_job(self, serial: str, path: str, size: int, mtime: float) -> JobRecord | None:
         rows = self._query("SELECT * FROM jobs WHERE serial=? AND path=? AND size=? AND mtime=?",
                            (serial, path, int(size), float(mtime)))

@@ -10,6 +10,11 @@ device's ClockTrack, and every mapped span carries the offset and its error boun
 Where only durations are known (older journals) parts are laid out in execution order
 inside their attempt and marked `"layout": "durations"`.
 
+Split runs (source `split`, adbflow.split.record) are jobs with `head`/`tail`/`whole`
+attempts, one per phone, laid out like the stages above plus the cut tensor's hop; mesh
+jobs (source `mesh`, adbflow.mesh.trace) hold times already mapped from the orchestrator's
+uptime and are drawn on the phones only (the laptop took no part).
+
 Pure: build_job_spans() takes journal records and clock tracks, no I/O.
 """
 from __future__ import annotations
@@ -24,7 +29,12 @@ LAPTOP = "laptop"
 # parts of a stage attempt, in execution order (for the duration layout)
 PARTS = {"pull": ("pull",), "ingest": ("pull",),
          "classify": ("convert", "bid", "reconvert", "slot_wait", "push", "run"),
-         "generate": ("bid", "slot_wait", "run")}
+         "generate": ("bid", "slot_wait", "run"),
+         # split runs (adbflow.split.record): each phone's push, benchmark_model run, pull
+         "head": ("push", "run", "pull"), "tail": ("push", "run", "pull"),
+         "whole": ("push", "run", "pull")}
+PROGRAMS = {"classify": "label_image", "generate": "llama-cli", "head": "benchmark_model",
+            "tail": "benchmark_model", "whole": "benchmark_model"}
 _DURATION_KEYS = {"pull": "pull_s", "convert": "convert_s", "bid": "bid_s",
                   "slot_wait": "slot_wait_s", "push": "push_s", "run": "run_s"}
 
@@ -106,6 +116,10 @@ def _program_spans(job: int, lane: str, device: str, stage: str, out: Mapping[st
     if stage == "classify" and isinstance(out.get("avg_ms"), (int, float)):
         ms = float(out["avg_ms"])
         add("label_image.invoke", end - ms / 1000.0, end, avg_ms=ms)
+    if PROGRAMS.get(stage) == "benchmark_model" and isinstance(out.get("inference_ms"),
+                                                             (int, float)):
+        ms = float(out["inference_ms"])    # its reported average invoke, at the run's end
+        add("benchmark_model.invoke", end - ms / 1000.0, end, inference_ms=ms)
     if stage == "generate":
         t = start
         load = out.get("load_ms")
@@ -187,7 +201,7 @@ def _device_run_spans(job: int, stage: str, attempt: int | None, serial: str,
             clock["device_clock"] = dt.get("source")
     else:                       # no device marks: the laptop's bracket of the call
         (s, e), clock = host_run, None
-    name = {"classify": "label_image", "generate": "llama-cli"}.get(stage, stage)
+    name = PROGRAMS.get(stage, stage)
     args: dict[str, Any] = {} if clock else {"from": "laptop bracket (no device clock marks)"}
     energy = out.get("energy")
     if isinstance(energy, Mapping):       # battery energy of this run (energymeter.py)
@@ -207,9 +221,13 @@ def build_job_spans(job: Any, attempts: Sequence[Any],
     """Every span of one job from its journal rows (JobRecord/AttemptRecord or their JSON)."""
     tracks = tracks or {}
     jid = int(_attr(job, "id"))
+    if _attr(job, "source") == "mesh":
+        return _mesh_spans(jid, job, attempts)
     spans: list[Span] = []
     for att in sorted(attempts, key=lambda a: float(_attr(a, "started"))):
         spans += _attempt_spans(jid, att, tracks)
+    if _attr(job, "source") == "split":
+        spans += _cut_tensor_spans(jid, attempts)
     created = float(_attr(job, "created"))
     if _attr(job, "source") == "device":
         origin = str(_attr(job, "serial"))
@@ -228,4 +246,54 @@ def build_job_spans(job: Any, attempts: Sequence[Any],
     spans.append(Span(jid, "job", "job", LAPTOP, first, last, None, str(_attr(job, "state")),
                       None, {"name": _attr(job, "name") or str(_attr(job, "path")).rsplit("/", 1)[-1],
                              "origin": _attr(job, "serial"), "error": _attr(job, "error")}))
+    return sorted(spans, key=lambda sp: (sp.start, -sp.end))
+
+
+def _cut_tensor_spans(job: int, attempts: Sequence[Any]) -> list[Span]:
+    """The cut tensor's hop of a split run: pulled from the head's phone, pushed to the
+    tail's (both over adb, timed on the laptop), on the laptop's `cut` lane."""
+    done = {str(_attr(a, "stage")): a for a in attempts if str(_attr(a, "state")) == "done"}
+    head, tail = done.get("head"), done.get("tail")
+    if head is None or tail is None:
+        return []
+    ho, to = _attr(head, "output") or {}, _attr(tail, "output") or {}
+    pull = _interval((ho.get("t") or {}).get("pull")) if isinstance(ho, Mapping) else None
+    push = _interval((to.get("t") or {}).get("push")) if isinstance(to, Mapping) else None
+    if pull is None or push is None:
+        return []
+    nbytes = (ho.get("bytes") or {}).get("pull") if isinstance(ho.get("bytes"), Mapping) else None
+    return [Span(job, "cut_tensor", "cut", LAPTOP, pull[0], push[1], None, "done", None,
+                 {"from": _attr(head, "serial"), "to": _attr(tail, "serial"), "bytes": nbytes,
+                  "pull_s": round(pull[1] - pull[0], 6), "push_s": round(push[1] - push[0], 6)})]
+
+
+def _mesh_spans(jid: int, job: Any, attempts: Sequence[Any]) -> list[Span]:
+    """A mesh job (adbflow.mesh.trace): the laptop took no part, so every span is on a
+    phone: the job and its detect/convert on the orchestrator, classify and generate on
+    the worker that ran them. The attempts already hold laptop-clock times (mapped when the
+    job was read back) and the mapping in output["clock"]."""
+    spans = []
+    for att in sorted(attempts, key=lambda a: float(_attr(a, "started"))):
+        out = _attr(att, "output") or {}
+        out = out if isinstance(out, Mapping) else {}
+        clock = out.get("clock") if isinstance(out.get("clock"), Mapping) else None
+        ended = _attr(att, "ended")
+        start = float(_attr(att, "started"))
+        stage = str(_attr(att, "stage"))
+        args = {k: v for k, v in (("peer", out.get("peer")), ("error", _attr(att, "error")),
+                                  ("timed", out.get("timed"))) if v}
+        spans.append(Span(jid, stage, stage, str(_attr(att, "serial") or LAPTOP), start,
+                          float(ended) if ended is not None else start, _attr(att, "attempt"),
+                          str(_attr(att, "state")), dict(clock) if clock else None, args))
+    result = _attr(job, "result") or {}
+    result = result if isinstance(result, Mapping) else {}
+    created, finished = float(_attr(job, "created")), _attr(job, "finished")
+    first = min([created] + [sp.start for sp in spans])
+    last = max([float(finished or created)] + [sp.end for sp in spans])
+    job_clock = spans[0].clock if spans else None
+    spans.append(Span(jid, "job", "job", str(_attr(job, "serial")), first, last, None,
+                      str(_attr(job, "state")), job_clock,
+                      {"name": str(_attr(job, "path")).rsplit("/", 1)[-1], "mesh": True,
+                       "mesh_job": result.get("mesh_job"), "mesh_state": result.get("state"),
+                       "error": _attr(job, "error")}))
     return sorted(spans, key=lambda sp: (sp.start, -sp.end))

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,7 @@ from adbflow.device.port import DevicePort
 from adbflow.errors import AdbError, AdbflowError, ParseError, SplitError
 from adbflow.parsers.benchmark_model import parse_benchmark_model
 from adbflow.parsers.tflite_model import DTYPES, cached_model, ints, tensor_nbytes, tensor_shape
+from adbflow.runtime.devtime import run_timed
 from adbflow.split.plan import Candidate
 from adbflow.split.profiling import LinkEstimate, single_run_args
 from adbflow.split.tflite_cut import CUT_TENSOR_NAME, SplitModels, model_digest, split_model
@@ -83,15 +85,27 @@ class StageResult:
     marks: dict[str, tuple[float, float]] = field(default_factory=dict)   # monotonic start, end
     plan: str = ""
     fallback: str | None = None
+    # for the journal and traces (adbflow.split.record): laptop wall-clock start/end of each
+    # step, the phone each step used, the phone's own clock marks around each program run
+    walls: dict[str, tuple[float, float]] = field(default_factory=dict)
+    serials: dict[str, str] = field(default_factory=dict)
+    device_times: dict[str, dict[str, Any]] = field(default_factory=dict)
+    nbytes: dict[str, int] = field(default_factory=dict)
+    # a fallback's failed split: its steps so far, and what failed (step, serial, error)
+    attempted: StageResult | None = None
+    failure: dict[str, str | None] | None = None
 
     @property
     def total_s(self) -> float:
         return sum(self.parts.values())
 
-    def mark(self, key: str, t0: float) -> None:
-        t1 = time.monotonic()
+    def mark(self, key: str, t0: float, serial: str | None = None) -> None:
+        t1, w1 = time.monotonic(), time.time()
         self.parts[key] = t1 - t0
         self.marks[key] = (t0, t1)
+        self.walls[key] = (w1 - (t1 - t0), w1)   # the same interval on the wall clock
+        if serial is not None:
+            self.serials[key] = serial
 
 
 class SplitRunner:
@@ -201,7 +215,8 @@ class SplitRunner:
             except AdbflowError as exc:
                 raise SplitError(f"push of {len(data)} bytes failed: {exc}", serial=serial,
                                  step=key) from exc
-        res.mark(key, t0)
+        res.mark(key, t0, serial)
+        res.nbytes[key] = len(data)
         if serial in self.links:
             self.links[serial].observe(len(data), res.parts[key])
 
@@ -218,7 +233,8 @@ class SplitRunner:
         if len(data) != nbytes:
             raise SplitError(f"{remote} has {len(data)} bytes, expected {nbytes}", serial=serial,
                              step=key, hint="the part and the plan disagree on the cut tensor")
-        res.mark(key, t0)
+        res.mark(key, t0, serial)
+        res.nbytes[key] = nbytes
         if serial in self.links:
             self.links[serial].observe(nbytes, res.parts[key])
         return data
@@ -230,10 +246,13 @@ class SplitRunner:
                 f"--input_layer_value_files={in_name}:{in_remote}", f"--output_filepath={out_remote}"]
         t0 = time.monotonic()
         try:
-            out = self._dev(serial).run(argv, timeout=self.timeout, check=False)
+            # between the phone's own clock marks (devtime), for traces on its clock
+            out, times = run_timed(self._dev(serial), argv, timeout=self.timeout, check=False)
         except AdbflowError as exc:
             raise SplitError(f"benchmark_model did not finish: {exc}", serial=serial, step=key) from exc
-        res.mark(key, t0)
+        res.mark(key, t0, serial)
+        if "device" in times:
+            res.device_times[key] = times["device"]
         if out.exit_code != 0:
             errs = [x for x in out.stderr.splitlines() if x.startswith("ERROR")] or \
                 out.stderr.strip().splitlines()[-1:] or [f"exit code {out.exit_code}"]
@@ -292,9 +311,10 @@ class SplitRunner:
                                  ("push_in", "run", "pull_out"), res)
         return res
 
-    def split(self, a: str, cut: int, b: str, tensor: bytes) -> StageResult:
+    def split(self, a: str, cut: int, b: str, tensor: bytes,
+              res: StageResult | None = None) -> StageResult:
         job = self.job_name()
-        res = StageResult(b"", plan=f"{a}:{cut}:{b}")
+        res = res if res is not None else StageResult(b"", plan=f"{a}:{cut}:{b}")
         cut_tensor = self.head(a, cut, tensor, job, res)
         res.output = self.tail(b, cut, cut_tensor, job, res)
         return res
@@ -304,12 +324,16 @@ class SplitRunner:
 
     def run_with_fallback(self, cand: Candidate, tensor: bytes) -> StageResult:
         """The plan; if a split step fails, the job whole on a phone that still answers."""
-        try:
+        if not cand.is_split:
             return self.run(cand, tensor)
+        a, cut, b = cand.split_of()
+        tried = StageResult(b"", plan=f"{a}:{cut}:{b}")
+        try:
+            return self.split(a, cut, b, tensor, tried)
         except SplitError as exc:
-            if not cand.is_split:
-                raise
-            return self.fallback_whole(cand, tensor, exc)
+            res = self.fallback_whole(cand, tensor, exc)
+            res.attempted = tried
+            return res
 
     def fallback_whole(self, cand: Candidate, tensor: bytes, failure: SplitError) -> StageResult:
         """Run whole after `failure`: the plan's phones that did not fail (the head's phone
@@ -326,6 +350,7 @@ class SplitRunner:
                 errors.append(str(exc))
                 continue
             res.fallback = f"split {cand.label} failed ({failure}); ran whole on {s}"
+            res.failure = {"step": failure.step, "serial": failure.serial, "error": str(failure)}
             return res
         raise SplitError("split failed and no phone could run the model whole: "
                          + "; ".join(errors), hint="check `adbflow devices`")
