@@ -395,7 +395,7 @@ def _forged_election_messages_change_nothing(session, devs, origin, *, dead_name
     v = ask(Kind.VOTE_REQUEST, f"{term + 5},1")
     assert v.arg.split(",")[:2] == [str(term), "leader-alive"]
     for kind, arg in ((Kind.CLAIM, "1x,1,1"), (Kind.HEARTBEAT, f"{term + 9},P1"),
-                      (Kind.DONE, "1,1,1,../x"), (Kind.JOBS, "9999999999")):
+                      (Kind.DONE, "1,1,1,bogus"), (Kind.JOBS, "9999999999")):
         assert ask(kind, arg) is None, (kind, arg)       # no answer to a malformed request
     jobs = control.results_one(origin)
     assert [(j["state"], j["generate.who"]) for j in jobs] == [("done", jobs[0]["generate.who"])]
