@@ -21,6 +21,7 @@ from adbflow.cli.options import AdbServers, JsonOut, Serials
 from adbflow.device import Inventory, resolve_servers
 from adbflow.errors import AdbflowError
 from adbflow.mesh import control
+from adbflow.mesh.election import ElectionTiming
 from adbflow.paths import data_home
 
 mesh_app = typer.Typer(help="The phones' own mesh (issue 16): workers that serve each other "
@@ -67,13 +68,28 @@ def up_cmd(adb_server: AdbServers = None, serial: Serials = None, addr: Addr = N
            orchestrator: Annotated[Optional[str], typer.Option(
                "--orchestrator", metavar="SERIAL",
                help="mode single: this phone watches its camera and farms the work out")] = None,
+           mode: Annotated[Optional[str], typer.Option(
+               "--mode", metavar="single",
+               help="single: one orchestrator for the mesh; without --orchestrator the "
+                    "phones elect it (and elect again when it stops answering)")] = None,
+           lease: Annotated[float, typer.Option(
+               "--lease", min=1.0, max=600.0,
+               help="election: seconds without the leader's heartbeat before the others "
+                    "elect again")] = 10.0,
            json_out: JsonOut = False) -> None:
     """Push the mesh runtime and a fresh session key to every phone and start its worker
-    (and, with --orchestrator, the single-mode orchestrator on that phone)."""
+    (and, with --orchestrator, the single-mode orchestrator on that phone; with --mode
+    single and no phone named, the election on every phone)."""
+    if mode not in (None, "single"):
+        raise typer.BadParameter(f"--mode {mode!r}: only 'single' here")
+    elect = None
+    if mode == "single" and not orchestrator:
+        lease_ds = max(10, round(lease * 10))
+        elect = ElectionTiming(lease_ds=lease_ds, beat_ds=max(1, lease_ds // 5))
     devs = _devices(adb_server, serial)
     with tempfile.TemporaryDirectory(prefix="adbflow-mesh-") as tmp:
         session = control.up(devs, addrs=_addrs(addr), port=port, tmp=Path(tmp),
-                             orchestrator=orchestrator)
+                             orchestrator=orchestrator, elect=elect)
     path = _save(session)
     if json_out:
         typer.echo(json.dumps({**control.session_json(session), "session": str(path)}))
@@ -93,8 +109,14 @@ def status_cmd(adb_server: AdbServers = None, serial: Serials = None,
         return
     typer.echo(tabulate([[r["serial"], r.get("name", "-"), "yes" if r["present"] else "no",
                           " ".join(f"{k}:{v['pid']}{'' if v['alive'] else '(dead)'}"
-                                   for k, v in r["pids"].items()) or "-"] for r in rows],
-                        headers=["serial", "peer", "installed", "processes"]))
+                                   for k, v in r["pids"].items()) or "-",
+                          "-" if r.get("term") is None else f"{r.get('leader') or '-'} "
+                                                            f"(term {r['term']})"]
+                         for r in rows],
+                        headers=["serial", "peer", "installed", "processes", "leader"]))
+    agreed = control.leader(rows)
+    if agreed:
+        typer.echo(f"orchestrator: {agreed[1]} (term {agreed[0]}, a majority agrees)")
 
 
 @mesh_app.command("logs")

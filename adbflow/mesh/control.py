@@ -23,6 +23,7 @@ from adbflow.errors import (
     MeshError,  # noqa: F401 - defined in adbflow.errors
     ParseError,
 )
+from adbflow.mesh.election import ElectionTiming
 from adbflow.mesh.wire import new_key
 from adbflow.paths import DEVICE_SCRIPTS_DIR, PROFILES_DIR
 from adbflow.runtime.stages import REMOTE_IMAGE, label_image_argv, llama_argv
@@ -32,7 +33,7 @@ log = logging.getLogger("adbflow.mesh")
 
 MESH_DIR = "/data/local/tmp/adbflow-mesh"
 DEFAULT_PORT = 7655
-SCRIPTS = ("wire.sh", "worker.sh", "start.sh", "orch.sh")
+SCRIPTS = ("wire.sh", "worker.sh", "start.sh", "orch.sh", "cost.sh", "elect.sh")
 PROMPT_MARK = "@PROMPT@"
 _TIMEOUT = 20.0
 _INET = re.compile(r"inet (?:addr:)?(\d{1,3}(?:\.\d{1,3}){3})")
@@ -51,6 +52,7 @@ class MeshSession:
     key: str
     peers: list[PeerSpec] = field(default_factory=list)
     orchestrator: str | None = None     # mode single: the peer name hosting it
+    elected: bool = False               # mode single, no phone named: the phones elect it
 
     def peers_file(self) -> str:
         return "".join(f"{p.name} {p.addr} {p.port}\n" for p in self.peers)
@@ -87,10 +89,13 @@ def argv_files(device: Device, profiles_dir: Path = PROFILES_DIR) -> dict[str, s
 
 def up(devices: Sequence[Device], *, addrs: Mapping[str, str] | None = None,
        port: int = DEFAULT_PORT, key: str | None = None, orchestrator: str | None = None,
+       elect: ElectionTiming | None = None,
        profiles_dir: Path = PROFILES_DIR, tmp: Path) -> MeshSession:
     """Install and start the mesh on every device. `addrs` overrides the Wi-Fi address per
-    serial; `orchestrator` (a serial) runs mode `single` there. Raises MeshError naming the
-    device on any failure (the others are left as they are: run `mesh down`)."""
+    serial; `orchestrator` (a serial) runs mode `single` there; `elect` (mode single with no
+    phone named) starts the election on every phone once every worker listens. Raises
+    MeshError naming the device on any failure (the others are left as they are: run
+    `mesh down`)."""
     addrs = dict(addrs or {})
     session = MeshSession(key or new_key())
     for i, dev in enumerate(devices, 1):
@@ -101,6 +106,9 @@ def up(devices: Sequence[Device], *, addrs: Mapping[str, str] | None = None,
     if orchestrator and not session.orchestrator:
         raise MeshError(f"{orchestrator}: not among the mesh's devices",
                         hint="pass the serial of one of the listed devices")
+    if orchestrator and elect:
+        raise MeshError("an orchestrator named and an election asked for",
+                        hint="name the orchestrator's phone, or let the phones elect it")
     lease_sh = (DEVICE_SCRIPTS_DIR / "lease.sh").read_text()
     tmp.mkdir(parents=True, exist_ok=True)
     for peer, dev in zip(session.peers, devices):
@@ -136,7 +144,24 @@ def up(devices: Sequence[Device], *, addrs: Mapping[str, str] | None = None,
         if not st.get("worker_alive"):
             raise MeshError(f"{dev.serial}: the mesh worker did not start",
                             hint=f"see `adbflow mesh logs`: {st.get('log_tail', '')[-300:]}")
+    if elect:
+        start_election(devices, elect, tmp)
+        session.elected = True
     return session
+
+
+def start_election(devices: Sequence[Device], timing: ElectionTiming, tmp: Path) -> None:
+    """Start the elector (elect.sh) on every phone, after every worker listens: the first
+    candidacy then reaches every phone (started with its worker, the first phone would stand
+    before the others could vote). Detached like start.sh (setsid; pid in pids/elect)."""
+    for dev in devices:
+        local = tmp / "elect.conf"
+        local.write_text(timing.conf_line())
+        dev.push(local, f"{MESH_DIR}/conf/elect", timeout=_TIMEOUT, mode=0o644)
+        local.unlink()
+    for dev in devices:
+        dev.shell(f"EL_RUN=loop setsid sh {MESH_DIR}/elect.sh </dev/null >/dev/null "
+                  f"2>>{MESH_DIR}/log/elect.err &", timeout=_TIMEOUT)
 
 
 _STATUS = f"""M={MESH_DIR}
@@ -148,6 +173,7 @@ for f in $M/pids/*; do [ -f "$f" ] || continue; read -r p < "$f"
   if kill -0 "$p" 2>/dev/null; then echo "pid=${{f##*/}}:$p:1"; else echo "pid=${{f##*/}}:$p:0"; fi
 done
 for f in $M/* $M/*/*; do [ -e "$f" ] && echo "file=${{f#$M/}}"; done
+read -r t l v b < $M/state/elect 2>/dev/null && echo "elect=$t:$l:$v"
 """
 
 
@@ -167,6 +193,12 @@ def status_one(dev: Device) -> dict[str, Any]:
                 out["pids"][parts[0][:16]] = {"pid": int(parts[1]), "alive": parts[2] == "1"}
         elif k == "file":
             out.setdefault("files", []).append(v[:200])
+        elif k == "elect":          # the election (elect.sh state/elect): term and leader
+            parts = v.split(":")
+            if len(parts) == 3 and parts[0].isdigit() and len(parts[0]) <= 9:
+                out["term"] = int(parts[0])
+                out["leader"] = parts[1][:16] if re.fullmatch(r"[a-z0-9]{1,16}", parts[1]) \
+                    else None
     out["worker_alive"] = bool(out["pids"].get("worker", {}).get("alive"))
     if out["present"] and not out["worker_alive"]:
         out["log_tail"] = logs_one(dev, lines=10)
@@ -188,9 +220,19 @@ sleep 0.3
 for f in $M/pgid $M/pids/*; do [ -f "$f" ] || continue
   read -r p < "$f"; case $p in ''|*[!0-9]*) continue;; esac
   kill -KILL -- -$p 2>/dev/null; kill -KILL $p 2>/dev/null
-  kill -0 $p 2>/dev/null && echo alive=$p
 done
+# a killed process takes a moment to be gone on a loaded phone: look again for up to 3 s
+i=0; while :; do left=
+  for f in $M/pgid $M/pids/*; do [ -f "$f" ] || continue
+    read -r p < "$f"; case $p in ''|*[!0-9]*) continue;; esac
+    kill -0 $p 2>/dev/null && left="$left $p"
+  done
+  [ -z "$left" ] || [ $i -ge 30 ] && break
+  i=$((i + 1)); sleep 0.1
+done
+for p in $left; do echo alive=$p; done
 rm -rf $M
+rm -f /data/local/tmp/adbflow/slot-mjob-* /data/local/tmp/adbflow/slot-role-orchestrator.*
 ls -d $M 2>/dev/null && echo left=1
 echo done
 """
@@ -285,6 +327,18 @@ def results_and_clock(dev: Device) -> tuple[list[dict[str, Any]], dict[str, str]
 
 def status(devices: Sequence[Device]) -> list[dict[str, Any]]:
     return [status_one(d) for d in devices]
+
+
+def leader(rows: Sequence[Mapping[str, Any]]) -> tuple[int, str] | None:
+    """(term, leader) when a majority of the mesh's phones name the same leader for the same
+    term (status rows of every phone), else None (an election under way, or none)."""
+    votes: dict[tuple[int, str], int] = {}
+    for r in rows:
+        if r.get("leader") and r.get("term") is not None:
+            k = (int(r["term"]), str(r["leader"]))
+            votes[k] = votes.get(k, 0) + 1
+    best = max(votes.items(), key=lambda kv: kv[1], default=None)
+    return best[0] if best and best[1] >= len(rows) // 2 + 1 else None
 
 
 def down(devices: Sequence[Device]) -> list[dict[str, Any]]:

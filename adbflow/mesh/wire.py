@@ -33,7 +33,7 @@ from adbflow.errors import (
 MAGIC = "AFM1"
 HEADER_BYTES = 256
 MAX_SKEW_S = 120
-MAX_BODY = {"TASK": 8 << 20, "RESULT": 64 << 10}
+MAX_BODY = {"TASK": 8 << 20, "RESULT": 64 << 10, "PICTURE": 8 << 20, "DONE": 64 << 10}
 _NAME_RE = re.compile(r"^[a-z0-9]{1,16}$")
 _ARG_RE = re.compile(r"^[A-Za-z0-9.,_-]{0,100}$")
 _KEY_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -49,6 +49,16 @@ class Kind(str, enum.Enum):
     TASK = "TASK"
     RESULT = "RESULT"
     RELEASE = "RELEASE"
+    # the election and the job records served to the elected orchestrator (elect.sh,
+    # adbflow/mesh/election.py)
+    VOTE_REQUEST = "VOTE_REQUEST"
+    VOTE = "VOTE"
+    HEARTBEAT = "HEARTBEAT"
+    ACK = "ACK"
+    JOBS = "JOBS"
+    CLAIM = "CLAIM"
+    PICTURE = "PICTURE"
+    DONE = "DONE"
 
 
 def new_key() -> str:
@@ -173,7 +183,8 @@ def _read_exact(sock: socket.socket, n: int, deadline: float, allow_short: bool 
         if not chunk:
             if allow_short and buf:
                 return bytes(buf)
-            raise WireError("short" if buf or n else "empty")
+            # nothing at all where a header was due: the peer hung up without an answer
+            raise WireError("empty" if allow_short and not buf else "short")
         buf += chunk
     return bytes(buf)
 

@@ -62,6 +62,12 @@ _stage() { _slot=$1 _in=$2 _job=$3
 # phase times for the job record (uptime, deciseconds): where a job's latency goes
 _mark() { read -r _u _x < /proc/uptime; _ui=${_u%.*} _uc=${_u#*.}
   echo "$1 $((_ui * 10 + ${_uc:0:1}))" >> "$2/times"; }
+# the story prompt from the top labels, as data: `INFO: 0.39: 285 Egyptian cat` -> `Egyptian cat`
+_prompt() {
+  _labels=$(grep -E '^INFO: [0-9.]+: [0-9]+ ' "$1/classify.out" | head -n 3 |
+    while read -r _i _s _x _name; do printf '%s, ' "$_name"; done)
+  printf 'Write a short story for children about a picture showing: %s\n' "${_labels%, }" > "$1/prompt"
+}
 _job() { _src=$1
   _n=1; while [ -e "$M/jobs/$_n" ]; do _n=$((_n + 1)); done
   _j=$M/jobs/$_n; mkdir -p "$_j"
@@ -74,10 +80,7 @@ _job() { _src=$1
   _mark converted "$_j"
   _stage classify "$M/tmp/job-$_n.bmp" "$_j" || { echo failed-classify > "$_j/state"; rm -f "$M/tmp/job-$_n.bmp"; return; }
   rm -f "$M/tmp/job-$_n.bmp"
-  # the top labels, as data: `INFO: 0.39: 285 Egyptian cat` -> `Egyptian cat`
-  _labels=$(grep -E '^INFO: [0-9.]+: [0-9]+ ' "$_j/classify.out" | head -n 3 |
-    while read -r _i _s _x _name; do printf '%s, ' "$_name"; done)
-  printf 'Write a short story for children about a picture showing: %s\n' "${_labels%, }" > "$_j/prompt"
+  _prompt "$_j"
   _mark classified "$_j"
   _stage generate "$_j/prompt" "$_j" || { echo failed-generate > "$_j/state"; return; }
   _mark generated "$_j"
@@ -86,19 +89,25 @@ _job() { _src=$1
   # shown on the phone where the Android version allows it (no-op where `cmd` is absent)
   cmd notification post -S bigtext -t adbflow mesh-$_n "story ready (job $_n)" >/dev/null 2>&1
 }
+# watch the camera folders; call $1 PATH for each new, complete picture
+_watch() {
+  # baseline: pictures already there are not new
+  [ -f "$M/state/pictures" ] || _list | while read -r _sz _f; do printf '%s\n' "$_f"; done > "$M/state/pictures"
+  mesh_log "orch: watching $DIRS"
+  while :; do
+    _list > "$M/tmp/list-1"
+    sleep "$POLL"
+    _list > "$M/tmp/list-2"
+    # a picture is new when not known, and complete when its size did not change across a poll
+    while read -r _sz _f; do
+      _known "$_f" && continue
+      grep -qxF -- "$_sz $_f" "$M/tmp/list-1" || continue
+      printf '%s\n' "$_f" >> "$M/state/pictures"
+      "$1" "$_f"
+    done < "$M/tmp/list-2"
+  done
+}
+# sourced as a library (elect.sh: the elected orchestrator and the phones' job records)
+[ -n "$MESH_LIB" ] && return 0
 echo $$ > "$M/pids/orchestrator"
-# baseline: pictures already there are not new
-[ -f "$M/state/pictures" ] || _list | while read -r _sz _f; do printf '%s\n' "$_f"; done > "$M/state/pictures"
-mesh_log "orch: watching $DIRS"
-while :; do
-  _list > "$M/tmp/list-1"
-  sleep "$POLL"
-  _list > "$M/tmp/list-2"
-  # a picture is new when not known, and complete when its size did not change across a poll
-  while read -r _sz _f; do
-    _known "$_f" && continue
-    grep -qxF -- "$_sz $_f" "$M/tmp/list-1" || continue
-    printf '%s\n' "$_f" >> "$M/state/pictures"
-    _job "$_f"
-  done < "$M/tmp/list-2"
-done
+_watch _job

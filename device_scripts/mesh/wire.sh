@@ -34,7 +34,7 @@ mesh_send() {
   return 0
 }
 # max body bytes per type (forged sizes are refused before anything is read)
-mesh_max() { case $1 in TASK) echo 8388608;; RESULT) echo 65536;; *) echo 0;; esac; }
+mesh_max() { case $1 in TASK|PICTURE) echo 8388608;; RESULT|DONE) echo 65536;; *) echo 0;; esac; }
 # mesh_recv: reads one message from stdin. Sets R_T R_FROM R_ARG R_LEN R_BODY (a file) and
 # returns 0 only when it is well formed, from a listed peer, to us, fresh, authentic and not
 # a replay; otherwise R_WHY says why (logged by the caller) and nothing else happened.
@@ -43,7 +43,9 @@ mesh_recv() {
   IFS= read -r -N $MESH_HDR _h || [ -n "$_h" ] || { R_WHY=empty; return 1; }
   set -f; set -- $_h; set +f
   [ $# = 9 ] && [ "$1" = AFM1 ] || { R_WHY=header; return 1; }
-  case $2 in BID_REQUEST|BID|RESERVE|GRANT|REFUSE|TASK|RESULT|RELEASE) ;; *) R_WHY=type; return 1;; esac
+  case $2 in BID_REQUEST|BID|RESERVE|GRANT|REFUSE|TASK|RESULT|RELEASE) ;;
+    VOTE_REQUEST|VOTE|HEARTBEAT|ACK|JOBS|CLAIM|PICTURE|DONE) ;;     # election (elect.sh)
+    *) R_WHY=type; return 1;; esac
   for _z in "$3" "$4"; do case $_z in ''|*[!a-z0-9]*) R_WHY=name; return 1;; esac; done
   for _z in "$5" "$6" "$8"; do case $_z in ''|*[!0-9]*) R_WHY=number; return 1;; esac; done
   [ ${#5} -le 9 ] && [ ${#6} -le 10 ] && [ ${#8} -le 8 ] || { R_WHY=number; return 1; }
@@ -64,10 +66,13 @@ mesh_recv() {
   [ "$(mesh_mac "$1 $2 $3 $4 $5 $6 $7 $8 $_bh")" = "$9" ] || { R_WHY=bad-mac; rm -f "$R_BODY"; return 1; }
   # replay: the counter must exceed the last one accepted from this peer (checked and stored
   # under a lock: two connections replaying the same message cannot both pass); the worker
-  # (requests) and the orchestrator (answers) keep separate records (MESH_ROLE w / o)
-  _ok=$({ flock 8; _l=0; read -r _l 2>/dev/null < "$M/state/seen-${MESH_ROLE:-w}-$3"
+  # (requests) and the orchestrator (answers) keep separate records (MESH_ROLE w / o; the
+  # elector: e); a sender's elector and orchestrator send concurrently, each in order: their
+  # requests are two streams (election: VOTE_REQUEST, HEARTBEAT; the rest), one record each
+  _rs=${MESH_ROLE:-w}; case $2 in VOTE_REQUEST|HEARTBEAT) _rs=${_rs}e;; esac
+  _ok=$({ flock 8; _l=0; read -r _l 2>/dev/null < "$M/state/seen-$_rs-$3"
     case $_l in ''|*[!0-9]*) _l=0;; esac
-    if [ "$5" -gt "$_l" ]; then echo "$5" > "$M/state/seen-${MESH_ROLE:-w}-$3"; echo y; fi; } 8>>"$M/state/seen.lock")
+    if [ "$5" -gt "$_l" ]; then echo "$5" > "$M/state/seen-$_rs-$3"; echo y; fi; } 8>>"$M/state/seen.lock")
   [ "$_ok" = y ] || { R_WHY=replay; rm -f "$R_BODY"; return 1; }
   R_T=$2 R_FROM=$3 R_ARG=$7 R_LEN=$8
   return 0

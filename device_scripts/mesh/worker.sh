@@ -12,6 +12,8 @@ IMG=/data/local/tmp/received-image
 LD=/data/local/tmp/adbflow
 trap 'rm -f "$M/tmp/"*-$$ "$M/tmp/"*-$$-*' EXIT
 if ! mesh_recv; then mesh_log "refused $R_WHY"; exit 0; fi   # no answer to a bad message
+# the election and the job records on this phone (orchestrator role): elect.sh (issue 16)
+case $R_T in VOTE_REQUEST|HEARTBEAT|JOBS|CLAIM|DONE) . "$M/elect.sh"; el_answer; exit 0;; esac
 mesh_log "recv $R_T from $R_FROM arg $R_ARG len $R_LEN"
 _slot() { case $1 in classify|generate) return 0;; esac; return 1; }
 _word() { case $1 in ''|*[!A-Za-z0-9_-]*) return 1;; esac; [ ${#1} -le 24 ]; }
@@ -20,20 +22,7 @@ _num() { case $1 in ''|*[!0-9]*) return 1;; esac; [ ${#1} -le 9 ]; }
 _lease() { _ln=m$$; adbflow_lease "$_ln" "$@" | while read -r _a _v _tk _rest; do
     [ "$_a" = "=:adbflow:$_ln:lease" ] && echo "$_v $_tk"; done; }
 _reply() { mesh_send "$1" "$R_FROM" "$2" "$3"; }
-# the bid: the expected run time in ms (lower wins): the profile's idle time for the slot
-# (conf/SLOT.ms, from the device profile) scaled by the CPU load per core (1 min loadavg);
-# `busy` while the slot is leased (by anybody: laptop or phone)
-_cost() {
-  _base=100; read -r _base 2>/dev/null < "$M/conf/$1.ms"
-  case $_base in ''|*[!0-9]*) _base=100;; esac
-  read -r _l1 _x < /proc/loadavg
-  _ci=${_l1%.*} _cf=${_l1#*.}00
-  _cores=$(grep -c '^processor' /proc/cpuinfo); [ "${_cores:-0}" -gt 0 ] || _cores=1
-  _left=$(adbflow_lease q read "$1" - 0 0 | while read -r _a _v _tk _o _lf _n; do
-      [ "$_a" = "=:adbflow:q:lease" ] && echo "$_lf"; done)
-  case $_left in ''|0) echo $(( _base * (100 + (_ci * 100 + ${_cf:0:2}) / _cores) / 100 ));;
-    *) echo busy;; esac
-}
+. "$M/cost.sh"    # _cost SLOT: the bid (one cost model with the orchestrator-role bid)
 _run_argv() {   # $1 argv file (one argument per line), $2 prompt file: never evaluated
   set -A _av; _i=0
   while IFS= read -r _w; do
