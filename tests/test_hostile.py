@@ -19,6 +19,7 @@ import threading
 import time
 import unicodedata
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -347,6 +348,31 @@ def test_bidder_survives_hostile_probe_output() -> None:
         json.dumps([b.to_json() for b in bids])            # reports stay serialisable
     winner = pick_lowest_cpu(bids)
     assert winner in {b.serial for b in bids if b.ok}
+
+
+class SlowProbeDevice(HostileProbeDevice):
+    """A sane probe answer that takes 0.2 s: long enough for rounds to overlap."""
+
+    def shell(self, cmd: str, **kw) -> ShellResult:
+        time.sleep(0.2)
+        return super().shell(cmd, **kw)
+
+
+def test_concurrent_rounds_share_one_probe_per_device() -> None:
+    """A burst: 12 bid rounds over the same 3 phones at once probe each phone about once
+    (single-flight), not 12 times; every round still gets a bid for every phone, and a
+    round that starts after the probe answered probes again (no stale reuse)."""
+    devs = [SlowProbeDevice(f"d{i}", STAT_OK, STAT_OK2) for i in range(3)]
+    bidder = Bidder(timeout=5)
+    with ThreadPoolExecutor(12) as pool:
+        rounds = list(pool.map(lambda _: bidder.gather(devs), range(12)))
+    assert all([b.serial for b in r] == ["d0", "d1", "d2"] and all(b.ok for b in r)
+               for r in rounds)
+    assert all(d.calls <= 2 for d in devs), [d.calls for d in devs]
+    before = [d.calls for d in devs]
+    bidder.gather(devs)
+    assert [d.calls for d in devs] == [c + 1 for c in before]
+    bidder.close()
 
 
 def test_probe_flood_is_cut_by_max_output() -> None:

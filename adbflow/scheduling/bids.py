@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from adbflow.device import DevicePort
 from adbflow.device.lease_rules import SlotState
@@ -100,6 +100,10 @@ class _Memory:
     thermal: object | None = None        # last parsed thermalservice (ThermalInfo)
     thermal_t: float | None = None       # when it was asked for (monotonic)
     thermal_missing: bool = False
+    #: one probe of a device at a time; concurrent rounds share it (see Bidder._probe)
+    probe_lock: threading.Lock = field(default_factory=threading.Lock)
+    last_bid: Bid | None = None
+    last_bid_end: float = -math.inf      # monotonic time the last probe's answer arrived
 
 
 def bid_temperature(rep: ProbeReport, thermalservice=None) -> float | None:
@@ -218,7 +222,23 @@ class Bidder:
         return bid
 
     def _probe(self, device: DevicePort) -> Bid:
+        """One-shot probe, single-flight per device. Why: a burst starts many jobs at once,
+        and each bid round would probe every phone: N jobs x N phones probes at the same
+        moment (256 on 16 phones), each a shell on the phone, all before any stream is up.
+        A round that arrives while a probe of that phone is running waits for it and takes
+        its answer, which arrived after the round asked, so it is as fresh as a probe of its
+        own; our own in-flight work is counted by the dispatcher, not by the reading."""
         mem = self._memory(device)
+        asked = time.monotonic()
+        with mem.probe_lock:
+            shared = mem.last_bid
+            if shared is not None and mem.last_bid_end >= asked:
+                return replace(shared)
+            bid = self._probe_now(device, mem)
+            mem.last_bid, mem.last_bid_end = bid, time.monotonic()
+            return bid
+
+    def _probe_now(self, device: DevicePort, mem: _Memory) -> Bid:
         now = time.monotonic()
         age = now - mem.sample_t
         first = mem.sample is None or not (MIN_WINDOW_S <= age <= MAX_SAMPLE_AGE_S)
