@@ -80,15 +80,18 @@ def ideal_per_min(book: ProfileBook, bids: list[Bid], work: list[tuple[int, int]
                   slow: float) -> float:
     """Sum over devices of 60 / (mean seconds per picture there), from the profiles: classify
     at classify_ms, each job's real prompt and generated token counts (llama-cli stops at
-    end-of-text, often before n_predict) at prompt_tok_s / gen_tok_s, two adb round trips;
-    times the simulated slow_factor, at the phone's own background load before the burst
+    end-of-text, often before n_predict) at prompt_tok_s / gen_tok_s, plus the model load
+    every start of a one-shot program pays (classify_load_ms, generate_load_ms: part of the
+    phone's rate, not overhead of ours), two adb round trips; times the simulated slow_factor, at the phone's own background load before the burst
     (the profile's load_sensitivity: the phone's own apps are not ours to take)."""
     total = 0.0
     for bid in bids:
         prof = book.for_model(bid.model)
         t = prof.timing
         load = max(0.0, min(95.0, bid.cpu_load if bid.ok else 0.0)) / 100.0
-        per_job = [(t.classify_ms / 1000.0 + p / t.prompt_tok_s + e / t.gen_tok_s) * slow
+        load_s = (t.classify_load_ms + t.generate_load_ms) / 1000.0
+        per_job = [(t.classify_ms / 1000.0 + load_s + p / t.prompt_tok_s + e / t.gen_tok_s)
+                   * slow
                    / (1.0 - t.load_sensitivity * load) + 2 * t.adb_latency_ms / 1000.0
                    for p, e in work]
         total += 60.0 / (sum(per_job) / len(per_job))
@@ -108,9 +111,11 @@ def runs_vs_profile(book: ProfileBook, bids: list[Bid], parts: dict[str, float],
     e = sorted(y for _, y in work)[len(work) // 2]
     out = {}
     if "classify.run" in parts:
-        out["classify"] = parts["classify.run"] / (t.classify_ms / 1000.0 * k)
+        out["classify"] = parts["classify.run"] / ((t.classify_ms + t.classify_load_ms)
+                                                   / 1000.0 * k)
     if "generate.run" in parts:
-        out["generate"] = parts["generate.run"] / ((p / t.prompt_tok_s + e / t.gen_tok_s) * k)
+        out["generate"] = parts["generate.run"] / ((t.generate_load_ms / 1000.0 + p
+                                                    / t.prompt_tok_s + e / t.gen_tok_s) * k)
     return out
 
 

@@ -88,6 +88,10 @@ def test_ideal_is_the_sum_of_each_phones_profile_rate() -> None:
     busy = throughput.ideal_per_min(book, [_Bid("adbflow-virtual budget_2018", 50.0)], work,
                                     1.0)
     assert busy < one                                        # its own apps are not ours
+    per_job = 60.0 / one                       # the profile's one-shot load time is in it
+    assert per_job == pytest.approx((slow.classify_ms + slow.classify_load_ms
+                                     + slow.generate_load_ms) / 1000.0 + 50 / slow.prompt_tok_s
+                                    + 60 / slow.gen_tok_s + 2 * slow.adb_latency_ms / 1000.0)
 
 
 @pytest.mark.parametrize("ratio", [0.5, 2.0])
@@ -95,7 +99,9 @@ def test_runs_vs_profile_is_run_time_over_the_profiles(ratio) -> None:
     book = ProfileBook.load(PROFILES_DIR)
     t = book.for_model("adbflow-virtual budget_2018").timing
     work = [(50, 60)]
-    parts = {"classify.run": ratio * t.classify_ms / 1000.0 * 3.0,
-             "generate.run": ratio * (50 / t.prompt_tok_s + 60 / t.gen_tok_s) * 3.0}
+    assert t.generate_load_ms > 0              # a one-shot start pays the model load
+    parts = {"classify.run": ratio * (t.classify_ms + t.classify_load_ms) / 1000.0 * 3.0,
+             "generate.run": ratio * (t.generate_load_ms / 1000.0 + 50 / t.prompt_tok_s
+                                      + 60 / t.gen_tok_s) * 3.0}
     out = throughput.runs_vs_profile(book, [_Bid("adbflow-virtual budget_2018")], parts, work, 3.0)
     assert out == pytest.approx({"classify": ratio, "generate": ratio})
