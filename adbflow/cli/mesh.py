@@ -64,16 +64,25 @@ Addr = Annotated[Optional[list[str]], typer.Option(
 @mesh_app.command("up")
 def up_cmd(adb_server: AdbServers = None, serial: Serials = None, addr: Addr = None,
            port: Annotated[int, typer.Option(min=1024, max=65535)] = control.DEFAULT_PORT,
-           orchestrator: Annotated[Optional[str], typer.Option(
+           orchestrator: Annotated[Optional[list[str]], typer.Option(
                "--orchestrator", metavar="SERIAL",
-               help="mode single: this phone watches its camera and farms the work out")] = None,
+               help="a phone that watches its camera and farms the work out (mode single: "
+                    "one; mode p2p: repeat it, default every phone)")] = None,
+           mode: Annotated[control.MeshMode, typer.Option(
+               help="single: one orchestrating phone; p2p: each listed phone orchestrates "
+                    "its own pictures, borrowing the others' workers")] = control.MeshMode.SINGLE,
            json_out: JsonOut = False) -> None:
     """Push the mesh runtime and a fresh session key to every phone and start its worker
-    (and, with --orchestrator, the single-mode orchestrator on that phone)."""
+    (and the orchestrator on the phones named by --orchestrator / mode p2p)."""
     devs = _devices(adb_server, serial)
+    named = list(orchestrator or [])
+    if mode is control.MeshMode.SINGLE and len(named) > 1:
+        raise typer.BadParameter("mode single has one --orchestrator; several need --mode p2p")
     with tempfile.TemporaryDirectory(prefix="adbflow-mesh-") as tmp:
-        session = control.up(devs, addrs=_addrs(addr), port=port, tmp=Path(tmp),
-                             orchestrator=orchestrator)
+        session = control.up(devs, addrs=_addrs(addr), port=port, tmp=Path(tmp), mode=mode,
+                             orchestrator=named[0] if mode is control.MeshMode.SINGLE and named
+                             else None,
+                             orchestrators=named if mode is control.MeshMode.P2P else ())
     path = _save(session)
     if json_out:
         typer.echo(json.dumps({**control.session_json(session), "session": str(path)}))
@@ -104,6 +113,20 @@ def logs_cmd(adb_server: AdbServers = None, serial: Serials = None,
     for d in _devices(adb_server, serial):
         typer.echo(f"== {d.serial}")
         typer.echo(control.logs_one(d, lines=lines))
+
+
+@mesh_app.command("restart")
+def restart_cmd(adb_server: AdbServers = None, serial: Serials = None,
+                json_out: JsonOut = False) -> None:
+    """Start again the mesh processes that are no longer running (a killed worker or
+    orchestrator), keeping each phone's state: unfinished jobs resume, done ones stay done."""
+    rows = [control.restart_one(d) for d in _devices(adb_server, serial)]
+    if json_out:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        typer.echo(f"{r['serial']}: " + " ".join(
+            f"{k}:{v['pid']}{'' if v['alive'] else '(dead)'}" for k, v in r["pids"].items()))
 
 
 @mesh_app.command("down")
