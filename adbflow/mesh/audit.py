@@ -73,7 +73,7 @@ def parse_lease_log(text: str) -> list[LeaseEvent]:
 def holds(events: Iterable[LeaseEvent]) -> dict[str, list[Hold]]:
     """Per slot, every granted token's hold, in token order."""
     grants: dict[tuple[str, int], LeaseEvent] = {}
-    expiry: dict[tuple[str, int], int] = {}
+    expiry: dict[tuple[str, int], tuple[int, int]] = {}    # (written at, expires)
     release: dict[tuple[str, int], int] = {}
     dup: list[LeaseEvent] = []
     for ev in events:
@@ -83,14 +83,16 @@ def holds(events: Iterable[LeaseEvent]) -> dict[str, list[Hold]]:
                 dup.append(ev)
             grants.setdefault(k, ev)
         if ev.verb in (LeaseVerb.GRANT, LeaseVerb.RENEW):
-            expiry[k] = max(expiry.get(k, 0), ev.end_ds)
+            # the last write wins (a renewal may shorten a reservation's first expiry)
+            if ev.now_ds >= expiry.get(k, (-1, 0))[0]:
+                expiry[k] = (ev.now_ds, ev.end_ds)
         elif ev.verb in (LeaseVerb.FINISH, LeaseVerb.RELEASE):
             release[k] = min(release.get(k, ev.now_ds), ev.now_ds)
     out: dict[str, list[Hold]] = {}
     for (slot, tok), g in grants.items():
         rel = release.get((slot, tok))
         out.setdefault(slot, []).append(Hold(slot, tok, g.owner, g.now_ds,
-                                             rel if rel is not None else expiry[(slot, tok)],
+                                             rel if rel is not None else expiry[(slot, tok)][1],
                                              rel is not None))
     for ev in dup:                        # the same token granted twice: two holders
         out[ev.slot].append(Hold(ev.slot, ev.token, ev.owner, ev.now_ds, ev.end_ds, False))
@@ -107,10 +109,10 @@ def double_bookings(events: Iterable[LeaseEvent]) -> list[DoubleBooking]:
         for a, b in zip(hs, hs[1:]):
             if a.token == b.token:
                 bad.append(DoubleBooking(slot, a, b, "token granted twice"))
-            elif b.start_ds < a.end_ds:
-                bad.append(DoubleBooking(slot, a, b, "granted while held"))
             elif b.start_ds < a.start_ds:
                 bad.append(DoubleBooking(slot, a, b, "token older than its predecessor"))
+            elif b.start_ds < a.end_ds:
+                bad.append(DoubleBooking(slot, a, b, "granted while held"))
     return bad
 
 
