@@ -285,11 +285,12 @@ class PictureChanging(AdbflowError):
     """The device file is not the detected version any more (still being written, or
     replaced): the pull waits until it is stable instead of failing the job."""
 
-    def __init__(self, serial: str, path: str, size: int, mtime: float) -> None:
+    def __init__(self, serial: str, path: str, size: int, mtime: float, ino: int = 0) -> None:
         self.serial = serial
         self.path = path
         self.size = size
         self.mtime = mtime
+        self.ino = ino
         super().__init__(f"{path!r} on {serial} changed since it was detected (now {size} "
                          "bytes)", hint="waiting until it is completely written")
 

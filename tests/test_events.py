@@ -69,6 +69,8 @@ CASES = [
      old("laptop_fault", job=None, path="/d", error="no space", first=True)),
     (ev.PartialsCleaned(files=["/d/x.part"], count=1, t=T),
      old("cleaned", files=["/d/x.part"], count=1)),
+    (ev.JobClaimedElsewhere(job=5, serial="o", owner="h:1:2:ab", left_s=12.5, t=T),
+     old("job_claimed_elsewhere", job=5, serial="o", owner="h:1:2:ab", left_s=12.5)),
 ]
 
 
@@ -81,7 +83,7 @@ def test_every_event_serialises_to_the_old_dict(event, expected) -> None:
 def test_every_event_type_is_covered_and_kinds_are_unique() -> None:
     assert {type(e) for e, _ in CASES} == set(ev.EVENT_TYPES)
     kinds = [cls.type for cls in ev.EVENT_TYPES]
-    assert len(kinds) == len(set(kinds)) == 22   # 15 old + 2 flow kinds + 5 of issue 14
+    assert len(kinds) == len(set(kinds)) == 23   # 15 old + 2 flow kinds + 6 of issue 14
 
 
 def test_events_are_frozen_and_stamped_when_made() -> None:

@@ -9,6 +9,7 @@ processes, many rounds: never both holding, tokens strictly increasing).
 from __future__ import annotations
 
 import random
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -257,3 +258,184 @@ def test_a_killed_local_orchestrators_lease_is_released_at_once(fleet):
         lease.acquire(dev, "stale", "other:1:1:x", ttl_s=60)
     with StageLeases(ttl_s=5).hold(dev, "stale") as held:
         assert held.token == stale.token + 1
+
+
+# ---------------------------------------------------------------------- picture claims
+
+def cstep(rec, op, owner="A", token=0, ttl=100, now=1000, boot=BOOT, result="-"):
+    return apply(rec, op, owner=owner, token=token, ttl_ds=ttl, now_ds=now, boot=boot,
+                 result=result)
+
+
+def test_a_completed_claim_is_done_for_everybody_for_good_and_shows_who_and_the_result():
+    g = cstep(Record(), Op.ACQUIRE, owner="A")
+    assert g.verdict is Verdict.GRANTED
+    c = cstep(g.record, Op.COMPLETE, owner="A", token=g.record.token, now=1050,
+              result="ok,label=tabby")
+    assert c.verdict is Verdict.COMPLETED and c.record.done
+    assert c.record.owner == "A" and c.record.result == "ok,label=tabby"
+    for who, now, boot in (("B", 1051, BOOT), ("A", 1051, BOOT), ("B", 10 ** 6, BOOT),
+                           ("B", 5, "rebooted")):
+        d = cstep(c.record, Op.ACQUIRE, owner=who, now=now, boot=boot)
+        assert d.verdict is Verdict.DONE and d.record == c.record, (who, now, boot)
+    assert cstep(c.record, Op.READ).verdict is Verdict.DONE
+    for op in (Op.RENEW, Op.COMPLETE, Op.RELEASE):       # nothing more to hold
+        assert cstep(c.record, op, owner="A", token=g.record.token,
+                     now=1052).verdict is Verdict.LOST
+    assert parse_record(c.record.format(), claim=True) == c.record
+    # a slot record never carries a result: the same line read as a slot is not done
+    assert not parse_record(c.record.format()).done
+
+
+def test_only_the_current_holder_completes_a_claim_so_a_late_crashed_claimant_cannot():
+    a = cstep(Record(), Op.ACQUIRE, owner="A").record
+    b = cstep(a, Op.ACQUIRE, owner="B", now=1100).record            # A's claim expired
+    late = cstep(b, Op.COMPLETE, owner="A", token=a.token, now=1101, result="A-result")
+    assert late.verdict is Verdict.LOST and not late.record.done
+    busy = cstep(b, Op.ACQUIRE, owner="A", now=1101)
+    assert busy.verdict is Verdict.BUSY and busy.record.owner == "B"
+    rel = cstep(b, Op.RELEASE, owner="B", token=b.token, now=1102)   # B gives up unfinished
+    assert rel.verdict is Verdict.RELEASED and not rel.record.done
+    again = cstep(rel.record, Op.ACQUIRE, owner="A", now=1103)
+    assert again.verdict is Verdict.GRANTED and again.record.token == b.token + 1
+
+
+def test_claim_results_and_keys_are_one_safe_word():
+    from adbflow.device.lease_rules import valid_key, valid_result
+    assert valid_result("done,label=tabby_cat,sha=0123abcd") and valid_result("-")
+    for bad in ("", "a b", "x;rm", "$(id)", "a\nb", "é", "x" * 241):
+        assert not valid_result(bad), bad
+    assert valid_key("p-0123456789abcdef0123") and not valid_key("IMG_1.jpg")
+    assert not valid_key("a/b") and not valid_key("x" * 65)
+    for line in ("adbflow-lease 1 3 A b 1 0 bad;result", "adbflow-lease 1 3 - b 1 0 r"):
+        assert not parse_record(line, claim=True).done, line
+
+
+def test_random_claim_sequences_complete_each_picture_at_most_once():
+    rnd = random.Random(9)
+    rec, now, holders, completions = Record(), 0, {}, []
+    for _ in range(5000):
+        if rec.done and rnd.random() < 0.05:
+            rec = Record(token=rec.token)                 # next picture, same token line
+        now += rnd.randint(0, 30)
+        who = rnd.choice("ABC")
+        op = rnd.choice([Op.ACQUIRE, Op.RENEW, Op.COMPLETE, Op.RELEASE, Op.READ])
+        out = cstep(rec, op, owner=who, token=holders.get(who, 0), ttl=rnd.randint(1, 60),
+                    now=now, result=f"r-{who}")
+        if out.verdict is Verdict.COMPLETED:
+            assert not rec.done and holds(rec, who, holders[who], now, BOOT)
+            completions.append(out.record)
+        if out.verdict is Verdict.GRANTED:
+            holders[who] = out.record.token
+        if rec.done:
+            assert out.record == rec                      # done is final
+        rec = out.record
+    assert len(completions) > 20
+
+
+@pytest.mark.fleet
+def test_claim_script_matches_the_model_on_random_sequences(fleet):
+    """adbflow_claim against the model: verdicts, tokens, results, and the record it wrote,
+    across expiries, completions and a reboot (a done claim survives it)."""
+    dev = device(fleet, fleet.serials[0])
+    rnd = random.Random(12)
+    rec, now, boot, tokens, key = Record(), 500, "bootA", {}, "cmodel0"
+    dev.shell(f"rm -f {lease.LEASE_DIR}/claim-cmodel*.lease", timeout=10)
+    seen = set()
+    for i in range(90):
+        now += rnd.randint(0, 30)
+        if i == 60:
+            boot = "bootB"
+        if rec.done and rnd.random() < 0.3:
+            key, rec = f"cmodel{i}", Record()             # the next picture
+        # mostly the current holder acts (else completions would be rare)
+        who = rec.owner if rec.owner != FREE and rnd.random() < 0.7 else rnd.choice("AB")
+        op = rnd.choice([Op.ACQUIRE, Op.ACQUIRE, Op.RENEW, Op.COMPLETE, Op.RELEASE, Op.READ])
+        ttl, tok, res = rnd.randint(1, 60), tokens.get((key, who), 0), f"ok,by={who},i={i}"
+        want = apply(rec, op, owner=who, token=tok, ttl_ds=ttl, now_ds=now, boot=boot,
+                     result=res)
+        got = lease.claim_call(dev, op.value, key, who, tok, ttl / 10.0, result=res,
+                               clock=(now, boot))
+        seen.add(got.verdict)
+        assert got.verdict is want.verdict, (i, op, rec, got)
+        if got.verdict is not Verdict.LOST:
+            assert got.token == want.record.token, (i, got, want)
+        if want.record.done:
+            assert got.result == want.record.result and got.owner == want.record.owner
+        if got.verdict is Verdict.GRANTED:
+            tokens[(key, who)] = got.token
+        rec = want.record
+        text = dev.shell(f"cat {lease.LEASE_DIR}/claim-{key}.lease", timeout=10,
+                         check=False).stdout.strip()
+        if text:
+            assert parse_record(text, claim=True) == rec, (i, op, text, rec)
+    assert {Verdict.GRANTED, Verdict.BUSY, Verdict.COMPLETED, Verdict.DONE,
+            Verdict.LOST} <= seen, seen
+
+
+@pytest.mark.fleet
+def test_claim_script_refuses_unsafe_keys_results_and_slot_only_ops(fleet):
+    dev = device(fleet, fleet.serials[0])
+    script = lease.lease_script()
+    for call in ("adbflow_claim n1 acquire 'a;b' A 0 10 -",
+                 "adbflow_claim n1 acquire ok A 0 10 'x y'",
+                 "adbflow_claim n1 guard ok A 0 10 -",
+                 "adbflow_lease n1 complete ok A 0 10"):
+        out = dev.shell(script + call, timeout=10, check=False)
+        assert "lease error" in out.stdout or "claim error" in out.stdout, (call, out.stdout)
+        assert out.exit_code == 1
+
+
+RACE_CLAIMS = textwrap.dedent("""
+    import sys
+    from adbflow.device import AdbServer, Device
+    from adbflow.device import lease
+    port, serial, me, n = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+    dev = Device(serial, AdbServer(port=port))
+    mine = done = 0
+    for i in range(n):
+        got = lease.claim_acquire(dev, f"crace{i}", me, ttl_s=30)
+        if isinstance(got, lease.DeviceClaim):
+            r = got.complete(f"by={me}")
+            assert r.verdict.value == "completed", r
+            mine += 1
+        else:
+            done += 1
+    print(mine, done)
+""")
+
+
+@pytest.mark.fleet
+def test_two_processes_claiming_the_same_pictures_complete_each_exactly_once(fleet):
+    dev = device(fleet, fleet.serials[0])
+    dev.shell(f"rm -f {lease.LEASE_DIR}/claim-crace*.lease", timeout=10)
+    n = 25
+    procs = [subprocess.Popen([sys.executable, "-c", RACE_CLAIMS, str(fleet.adb_port),
+                               fleet.serials[0], who, str(n)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for who in ("clA", "clB")]
+    outs = [p.communicate(timeout=240) for p in procs]
+    for p, (_out, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+    mine = [int(out.split()[0]) for out, _ in outs]
+    assert sum(mine) == n, mine
+    for i in range(n):
+        r = lease.claim_call(dev, "read", f"crace{i}", "x", 0, 0)
+        assert r.verdict is Verdict.DONE and r.result == f"by={r.owner}", (i, r)
+
+
+@pytest.mark.fleet
+def test_the_phone_computes_the_same_claim_key_as_the_laptop(fleet):
+    """Phone-side orchestrators (mesh) must name a picture's claim like the laptop does,
+    also for hostile names (spaces, quotes, newline-free unicode)."""
+    from adbflow.device.lease_rules import claim_key, valid_key
+    dev = device(fleet, fleet.serials[0])
+    for path, ino, size, mtime in (("/storage/emulated/0/Pictures/IMG_1.jpg", 123, 5000, 17e8),
+                                   ("/sdcard/DCIM/a b'$(x)\"é.png", 0, 1, 0.0)):
+        key = claim_key(path, ino, size, mtime)
+        assert valid_key(key) and key.startswith("pic-") and len(key) == 36
+        q = " ".join(shlex.quote(str(v)) for v in (path, ino, size, int(mtime)))
+        out = dev.shell(f"set -- {q}; printf '%s\\n%s\\n%s\\n%s\\n' \"$1\" \"$2\" \"$3\" \"$4\" "
+                        "| sha256sum", timeout=10).stdout.split()[0]
+        assert "pic-" + out[:32] == key, (path, out)
+    assert claim_key("/a", 1, 2, 3.9) != claim_key("/a", 2, 2, 3.9)   # inode counts

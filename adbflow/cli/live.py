@@ -19,6 +19,7 @@ from adbflow.runtime.events import (
     Event,
     GateDecided,
     JobAdded,
+    JobClaimedElsewhere,
     JobDone,
     JobFailed,
     JobOwnedElsewhere,
@@ -163,6 +164,11 @@ class LiveView:
             case JobRequeued():
                 self.jobs.setdefault(ev.job, {"t0": ev.t}).update(state="pending")
                 self._say(f"job {ev.job} goes on: {display_text(ev.reason, 200)}")
+            case JobClaimedElsewhere():
+                self.jobs.setdefault(ev.job, {"t0": ev.t}).update(state="waiting")
+                self._say(f"job {ev.job}: picture claimed by another orchestrator "
+                          f"({display_text(ev.owner, 100)}); looked at again in "
+                          f"{ev.left_s:.0f} s")
             case JobOwnedElsewhere():
                 self._say(f"job {ev.job} is being processed by {ev.owner}; waiting for it")
             case PartialsCleaned():

@@ -27,10 +27,12 @@ from adbflow.device.server import AdbServer
 from adbflow.device.stream import LineStream
 from adbflow.device.transfer import OnData, recv_file, send_file
 from adbflow.device.wire import (
+    DENT_V2,
     Wire,
     read_shell_packet,
     shell_packet,
     sync_fail_message,
+    sync_lstat_v2,
     sync_quit,
     sync_request,
     sync_stat,
@@ -205,39 +207,56 @@ class Device:
         return adb_failures(self.serial, cmd, timeout_hint=_SYNC_TIMEOUT_HINT)
 
     def stat(self, remote: str, *, timeout: float) -> RemoteEntry | None:
-        """lstat of a device path; None when it does not exist."""
+        """lstat of a device path; None when it does not exist. With adbd's stat_v2
+        (Android 9+) the entry carries the inode (picture identity, see RemoteEntry)."""
         cmd = f"stat {remote}"
+        v2 = "stat_v2" in self.features(timeout=timeout)
+        ino = 0
         with self._sync_failures(cmd):
             wire = self._sync(cmd, timeout)
             try:
-                mode, size, mtime = sync_stat(wire, remote)
+                if v2:
+                    mode, size, mtime, ino = sync_lstat_v2(wire, remote)
+                else:
+                    mode, size, mtime = sync_stat(wire, remote)
             finally:
                 sync_quit(wire)
         if mode == 0:
             return None
         return RemoteEntry(remote.rstrip("/").rsplit("/", 1)[-1] or "/", size, float(mtime),
-                           stat_mod.S_ISREG(mode))
+                           stat_mod.S_ISREG(mode), ino=ino)
 
     def list_dir(self, remote: str, *, timeout: float) -> list[RemoteEntry]:
-        """Entries of a device directory (no `.`/`..`). Names are untrusted device data."""
+        """Entries of a device directory (no `.`/`..`). Names are untrusted device data.
+        With adbd's ls_v2 (Android 11+) entries carry their inode (LIS2); else LIST."""
         cmd = f"ls {remote}"
+        v2 = "ls_v2" in self.features(timeout=timeout)
         entries: list[RemoteEntry] = []
         with self._sync_failures(cmd):
             wire = self._sync(cmd, timeout)
             try:
-                sync_request(wire, b"LIST", remote.encode())
+                sync_request(wire, b"LIS2" if v2 else b"LIST", remote.encode())
                 while True:
-                    head = wire.read_exact(20)
-                    if head[:4] == b"DONE":
+                    ino = 0
+                    if v2:
+                        head = wire.read_exact(DENT_V2.size)
+                        (ident, err, _dev, ino, mode, _nl, _u, _g, size, _at, mtime, _ct,
+                         namelen) = DENT_V2.unpack(head)
+                        want = b"DNT2"
+                    else:
+                        head = wire.read_exact(20)
+                        ident, err = head[:4], 0
+                        mode, size, mtime, namelen = struct.unpack("<IIII", head[4:])
+                        want = b"DENT"
+                    if ident == b"DONE":
                         break
-                    if head[:4] != b"DENT":
-                        raise ConnectionResetError(errno.EPROTO, f"protocol fault: {head[:4]!r}")
-                    mode, size, mtime, namelen = struct.unpack("<IIII", head[4:])
+                    if ident != want:
+                        raise ConnectionResetError(errno.EPROTO, f"protocol fault: {ident!r}")
                     name = wire.read_exact(namelen).decode("utf-8", "replace")
-                    if name in (".", ".."):
+                    if name in (".", "..") or err:      # err: lstat of that entry failed
                         continue
                     entries.append(RemoteEntry(name, size, float(mtime), stat_mod.S_ISREG(mode),
-                                               stat_mod.S_ISDIR(mode)))
+                                               stat_mod.S_ISDIR(mode), ino=ino))
             finally:
                 sync_quit(wire)
         return entries

@@ -31,7 +31,7 @@ from typing import Any
 
 import psutil
 
-from adbflow.device.lease_rules import FREE, Verdict, valid_owner
+from adbflow.device.lease_rules import FREE, NO_RESULT, Verdict, valid_key, valid_owner, valid_result
 from adbflow.device.port import DevicePort
 from adbflow.errors import AdbError, LeaseLost, ParseError, SlotBusy
 from adbflow.paths import DEVICE_SCRIPTS_DIR
@@ -99,25 +99,34 @@ class Reply:
     owner: str | None
     left_s: float
     now_ds: int
+    result: str | None = None     # claims: the recorded result of a done claim
 
 
 def lease_call(nonce: str, op: str, slot: str, owner: str, token: int, ttl_s: float,
-               clock: tuple[int, str] | None = None) -> str:
-    """One `adbflow_lease ...` line; every argument quoted."""
-    if not _SLOT_RE.match(slot):
-        raise ValueError(f"bad slot name {slot!r}")
+               clock: tuple[int, str] | None = None, *, claim_result: str | None = None
+               ) -> str:
+    """One `adbflow_lease ...` line (or `adbflow_claim ...` when `claim_result` is given:
+    `-` for none); every argument quoted."""
+    if not (_SLOT_RE.match(slot) if claim_result is None else valid_key(slot)):
+        raise ValueError(f"bad slot or claim name {slot!r}")
     if not nonce.isalnum():
         raise ValueError("nonce must be alphanumeric")
     args = [nonce, op, slot, owner, str(int(token)), str(max(0, int(round(ttl_s * 10))))]
+    func = "adbflow_lease"
+    if claim_result is not None:
+        if not valid_result(claim_result):
+            raise ValueError(f"bad claim result {claim_result!r}")
+        args.append(claim_result)
+        func = "adbflow_claim"
     if clock is not None:
         args += [str(int(clock[0])), clock[1]]
-    return "adbflow_lease " + " ".join(shlex.quote(a) for a in args)
+    return func + " " + " ".join(shlex.quote(a) for a in args)
 
 
-def parse_replies(text: str, nonce: str) -> list[Reply]:
-    """Every `=:adbflow:NONCE:lease ...` line, in order (program output cannot forge them:
-    the nonce is fresh per call)."""
-    prefix = f"=:adbflow:{nonce}:lease "
+def parse_replies(text: str, nonce: str, word: str = "lease") -> list[Reply]:
+    """Every `=:adbflow:NONCE:lease ...` line (`word` claim: the claim answers), in order
+    (program output cannot forge them: the nonce is fresh per call)."""
+    prefix = f"=:adbflow:{nonce}:{word} "
     out = []
     for line in text.splitlines():
         if not line.startswith(prefix):
@@ -127,9 +136,10 @@ def parse_replies(text: str, nonce: str) -> list[Reply]:
             verdict = Verdict(parts[0])
             token, left, now = int(parts[1]), int(parts[3]), int(parts[4])
         except (IndexError, ValueError):
-            raise ParseError("lease", "malformed lease answer", line) from None
+            raise ParseError(word, f"malformed {word} answer", line) from None
         owner = parts[2] if parts[2] != FREE else None
-        out.append(Reply(verdict, token, owner, left / 10.0, now))
+        result = parts[5] if len(parts) > 5 and parts[5] != NO_RESULT else None
+        out.append(Reply(verdict, token, owner, left / 10.0, now, result))
     return out
 
 
@@ -148,13 +158,16 @@ def strip_replies(text: str, nonce: str) -> str:
 
 
 def _one(device: DevicePort, op: str, slot: str, owner: str, token: int, ttl_s: float, *,
-         timeout: float, clock: tuple[int, str] | None = None) -> Reply:
+         timeout: float, clock: tuple[int, str] | None = None,
+         claim_result: str | None = None) -> Reply:
     nonce = secrets.token_hex(8)
-    cmd = lease_script() + lease_call(nonce, op, slot, owner, token, ttl_s, clock)
+    cmd = lease_script() + lease_call(nonce, op, slot, owner, token, ttl_s, clock,
+                                      claim_result=claim_result)
     res = device.shell(cmd, timeout=timeout, check=False, max_output=1 << 16)
-    replies = parse_replies(res.stdout, nonce)
+    word = "lease" if claim_result is None else "claim"
+    replies = parse_replies(res.stdout, nonce, word)
     if not replies:
-        raise AdbError(device.serial, f"lease {op} {slot}", stdout=res.stdout,
+        raise AdbError(device.serial, f"{word} {op} {slot}", stdout=res.stdout,
                        stderr=res.stderr, exit_code=res.exit_code,
                        message="no answer from the lease script",
                        hint="the phone needs mksh and toybox flock (Android 7+)")
@@ -184,11 +197,14 @@ class DeviceLease:
     def input_path(self) -> str:
         return input_path(self.slot, self.token)
 
+    #: `adbflow_claim` result argument for claims; None: a slot lease
+    _claim: str | None = None
+
     def renew(self) -> bool:
         """True when still ours; False (and `lost` set) when expired or taken over.
         Raises AdbError family when the device cannot be reached (the caller retries)."""
         r = _one(self.device, "renew", self.slot, self.owner, self.token, self.ttl_s,
-                 timeout=self.timeout)
+                 timeout=self.timeout, claim_result=self._claim)
         if r.verdict is Verdict.RENEWED:
             return True
         self.lost = f"renewal answered {r.verdict.value} (token {r.token}, owner {r.owner})"
@@ -200,7 +216,7 @@ class DeviceLease:
             return
         try:
             _one(self.device, "release", self.slot, self.owner, self.token, 0,
-                 timeout=self.timeout)
+                 timeout=self.timeout, claim_result=self._claim)
         except Exception as exc:  # noqa: BLE001 - expiry frees it anyway
             log.info("lease release on %s failed (expires by itself): %s", self.serial, exc)
         self.released = True
@@ -260,6 +276,50 @@ def call(device: DevicePort, op: str, slot: str, owner: str, token: int, ttl_s: 
          timeout: float = 10.0, clock: tuple[int, str] | None = None) -> Reply:
     """Any single operation (tests, `adbflow` diagnostics)."""
     return _one(device, op, slot, owner, token, ttl_s, timeout=timeout, clock=clock)
+
+
+# ---------------------------------------------------------------------- picture claims
+
+class DeviceClaim(DeviceLease):
+    """A granted claim on one picture at its origin phone (`adbflow_claim`, README
+    "Leases"): the same lease, renewed by the same `Renewer` while the job runs; it ends
+    with `complete(result)` (the picture is done for every orchestrator) or `release()`
+    (given up: free for another)."""
+
+    _claim = NO_RESULT
+
+    def complete(self, result: str) -> Reply:
+        """Record `result` under the claim. The reply: `completed`, or `lost` (the claim
+        expired or was taken over: the caller decides with `claim_acquire` what now)."""
+        r = _one(self.device, "complete", self.slot, self.owner, self.token, 0,
+                 timeout=self.timeout, claim_result=result or NO_RESULT)
+        if r.verdict is Verdict.COMPLETED:
+            self.released = True           # nothing left to release
+        return r
+
+
+def claim_call(device: DevicePort, op: str, key: str, owner: str, token: int, ttl_s: float,
+               *, result: str = NO_RESULT, timeout: float = 10.0,
+               clock: tuple[int, str] | None = None) -> Reply:
+    """Any single claim operation (tests, diagnostics)."""
+    return _one(device, op, key, owner, token, ttl_s, timeout=timeout, clock=clock,
+                claim_result=result or NO_RESULT)
+
+
+def claim_acquire(device: DevicePort, key: str, owner: str, *, ttl_s: float,
+                  timeout: float = 10.0) -> DeviceClaim | Reply:
+    """Claim picture `key` in one round trip: a DeviceClaim when granted, else the reply
+    (`busy`: another orchestrator works on it for `left_s` more; `done`: completed by
+    `owner`, with its `result`). AdbError family when the phone cannot be reached or
+    answers an error."""
+    r = _one(device, "acquire", key, owner, 0, ttl_s, timeout=timeout,
+             claim_result=NO_RESULT)
+    if r.verdict is Verdict.GRANTED:
+        return DeviceClaim(device, key, owner, r.token, ttl_s, timeout=timeout)
+    if r.verdict in (Verdict.BUSY, Verdict.DONE):
+        return r
+    raise AdbError(device.serial, f"claim acquire {key}", message=f"claim answered "
+                   f"{r.verdict.value}", hint="check that /data/local/tmp is writable")
 
 
 class Renewer:

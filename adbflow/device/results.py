@@ -22,3 +22,6 @@ class RemoteEntry:
     mtime: float
     is_file: bool
     is_dir: bool = False      # a real directory (lstat: a symlink to one is not)
+    # inode number (adb sync v2: STA2/LIS2, Android 9/11+); 0 = unknown (older adbd). It
+    # tells a same-size, same-mtime replacement (a new file renamed over) from the original.
+    ino: int = 0

@@ -103,6 +103,11 @@ def read_shell_packet(wire: Wire) -> tuple[int, bytes]:
 
 # --------------------------------------------------------------------------- sync
 
+#: STA2/LST2 answers; DNT2 entries are the same plus a u32 name length (adb's sync v2)
+STAT_V2 = struct.Struct("<4sIQQIIIIQqqq")
+DENT_V2 = struct.Struct("<4sIQQIIIIQqqqI")
+
+
 def sync_request(wire: Wire, op: bytes, arg: bytes) -> None:
     wire.send(op + struct.pack("<I", len(arg)) + arg)
 
@@ -115,6 +120,19 @@ def sync_stat(wire: Wire, remote: str) -> tuple[int, int, int]:
         raise ConnectionResetError(errno.EPROTO, f"protocol fault: {head[:4]!r}")
     mode, size, mtime = struct.unpack("<III", head[4:])
     return mode, size, mtime
+
+
+def sync_lstat_v2(wire: Wire, remote: str) -> tuple[int, int, int, int]:
+    """(mode, size, mtime, ino) of `remote` by LST2 (adbd with the stat_v2 feature); mode
+    0 means it does not exist (the in-band errno is non-zero)."""
+    sync_request(wire, b"LST2", remote.encode())
+    head = wire.read_exact(STAT_V2.size)
+    if head[:4] != b"LST2":
+        raise ConnectionResetError(errno.EPROTO, f"protocol fault: {head[:4]!r}")
+    _id, err, _dev, ino, mode, _nl, _uid, _gid, size, _at, mtime, _ct = STAT_V2.unpack(head)
+    if err:
+        return 0, 0, 0, 0
+    return mode, size, mtime, ino
 
 
 def sync_fail_message(wire: Wire, length: int) -> SyncFail:

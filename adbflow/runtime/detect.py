@@ -58,12 +58,14 @@ from adbflow.runtime.mediastore import MAX_DEPTH, MAX_SUBDIRS, MEDIASTORE_SDK, S
 
 # (serial, watched folder, entries at first contact) -> identities to ignore (baseline +
 # already journaled). Entry names are paths relative to the watched folder.
-InitialDecision = Callable[[str, str, Sequence[Entry]], set[tuple[str, int, float]]]
+InitialDecision = Callable[[str, str, Sequence[Entry]], set[tuple[str, int, float, int]]]
 
 
-def _entries(raw: Iterable[Entry], prefix: str = "") -> list[Entry]:
-    """Entries named relative to a watched folder, numbers normalised."""
-    return [Entry(prefix + e.name, int(e.size), float(e.mtime), bool(e.is_file)) for e in raw]
+def _entries(raw: Iterable[Entry], prefix: str = "", *, inodes: bool = False) -> list[Entry]:
+    """Entries named relative to a watched folder, numbers normalised; the inode kept only
+    when the device gives it in listings and stats alike (`inodes`), else 0 for all."""
+    return [Entry(prefix + e.name, int(e.size), float(e.mtime), bool(e.is_file),
+                  ino=int(getattr(e, "ino", 0) or 0) if inodes else 0) for e in raw]
 
 
 def _device_gone(exc: BaseException) -> bool:
@@ -108,6 +110,21 @@ class DeviceWatch:
         self._restart = threading.Event()
         self._thread: threading.Thread | None = None
         self.inotify_lines = 0
+        self._inodes: bool | None = None
+
+    @property
+    def inodes(self) -> bool:
+        """Whether this device's listings (LIS2, adbd's ls_v2, Android 11+) and stats carry
+        inodes: then the inode is part of a picture's identity. Decided once per device:
+        identities of one device must never mix known and unknown inodes (a listing without
+        and a stat with would make one picture look like two)."""
+        if self._inodes is None:
+            features = getattr(self.device, "features", None)
+            try:
+                self._inodes = callable(features) and "ls_v2" in features(timeout=self.timeout)
+            except AdbflowError:
+                return False                     # asked again next time
+        return bool(self._inodes)
 
     # ------------------------------------------------------------------ listing
     def _walk(self, root: str) -> list[Entry]:
@@ -133,7 +150,7 @@ class DeviceWatch:
                         and (f"{path}/{e.name}" in self.subdirs
                              or len(self.subdirs) < MAX_SUBDIRS):
                     todo.append((f"{path}/{e.name}", f"{prefix}{e.name}/", depth + 1))
-            out += _entries(raw, prefix)
+            out += _entries(raw, prefix, inodes=self.inodes)
         return out
 
     def _list_all(self) -> dict[str, list[Entry]]:
@@ -293,8 +310,10 @@ class DeviceWatch:
 
     def _stat(self, root: str, rel: str) -> Entry | None:
         raw = self.device.stat(f"{root.rstrip('/')}/{rel}", timeout=self.timeout)
-        return None if raw is None else Entry(rel, int(raw.size), float(raw.mtime),
-                                              bool(raw.is_file))
+        if raw is None:
+            return None
+        return Entry(rel, int(raw.size), float(raw.mtime), bool(raw.is_file),
+                     ino=int(getattr(raw, "ino", 0) or 0) if self.inodes else 0)
 
     def hint(self, now: float) -> None:
         """A pending file was written: query MediaStore soon, a few times, until it shows."""

@@ -89,20 +89,22 @@ class NewPicture:
     size: int
     mtime: float
     how: str  # "inotify" | "listing" | "backlog" | "mediastore"
+    ino: int = 0   # inode (0: the device does not say); part of the identity
 
     @property
     def path(self) -> str:
         return f"{self.directory.rstrip('/')}/{self.name}"
 
     @property
-    def key(self) -> tuple[str, int, float]:
-        return (self.name, self.size, self.mtime)
+    def key(self) -> tuple[str, int, float, int]:
+        return (self.name, self.size, self.mtime, self.ino)
 
 
 @dataclass
 class _Obs:
     size: int
     mtime: float
+    ino: int = 0
     looks: int = 1
     event: bool = False
     how: str = "listing"
@@ -114,27 +116,33 @@ class _Obs:
 class DetectionState:
     """Per-device detection decisions (pure: feed it listings, events and stats).
 
-    `ignore` holds (name, size, mtime) identities never to report: the baseline (pictures
-    present before watching started) and everything already reported. With `settle_s` set
+    `ignore` holds (name, size, mtime, inode) identities never to report: the baseline
+    (pictures present before watching started) and everything already reported. The inode
+    (0 where the device does not give it) makes a file replaced by another of the same size
+    with the mtime kept (renamed over it: a new inode) a new picture. With `settle_s` set
     and a `now` given to observe_listing, a newly seen file is due for a one-file re-check
     (`due`, then `observe_recheck`) settle_s later instead of waiting for the next listing.
     """
 
     serial: str
     directory: str = PICTURES_DIR
-    ignore: set[tuple[str, int, float]] = field(default_factory=set)
+    ignore: set[tuple[str, int, float, int]] = field(default_factory=set)
     stable_looks: int = 2
     settle_s: float | None = None
     max_rechecks: int = MAX_RECHECKS
     _obs: dict[str, _Obs] = field(default_factory=dict)
     _pending_events: set[str] = field(default_factory=set)
 
+    def __post_init__(self) -> None:
+        # (name, size, mtime) identities (callers without inodes) mean inode 0: unknown
+        self.ignore = {k if len(k) == 4 else (*k, 0) for k in self.ignore}
+
     def _report(self, name: str, o: _Obs, how: str) -> NewPicture | None:
-        key = (name, o.size, o.mtime)
+        key = (name, o.size, o.mtime, o.ino)
         if key in self.ignore:
             return None
         self.ignore.add(key)
-        return NewPicture(self.serial, self.directory, name, o.size, o.mtime, how)
+        return NewPicture(self.serial, self.directory, name, o.size, o.mtime, how, o.ino)
 
     def _schedule(self, o: _Obs, now: float | None) -> None:
         if self.settle_s is None or now is None or o.event or o.rechecks >= self.max_rechecks:
@@ -153,14 +161,15 @@ class DetectionState:
             if not e.is_file or not is_candidate_name(e.name):
                 continue
             present.add(e.name)
-            if (e.name, e.size, e.mtime) in self.ignore:
+            ino = int(getattr(e, "ino", 0) or 0)
+            if (e.name, e.size, e.mtime, ino) in self.ignore:
                 self._obs.pop(e.name, None)
                 continue
             o = self._obs.get(e.name)
-            if o is not None and o.size == e.size and o.mtime == e.mtime:
+            if o is not None and (o.size, o.mtime, o.ino) == (e.size, e.mtime, ino):
                 o.looks += 1
             else:   # new, or changed since the last look (the re-check budget carries over)
-                o = self._obs[e.name] = _Obs(e.size, e.mtime, how=how,
+                o = self._obs[e.name] = _Obs(e.size, e.mtime, ino, how=how,
                                              rechecks=o.rechecks if o is not None else 0)
                 self._schedule(o, now)
             if e.name in self._pending_events:   # its writer closed it: complete now
@@ -202,10 +211,11 @@ class DetectionState:
             del self._obs[name]
             return None
         o.rechecks += 1
-        if (entry.size, entry.mtime) == (o.size, o.mtime):
+        ino = int(getattr(entry, "ino", 0) or 0)
+        if (entry.size, entry.mtime, ino) == (o.size, o.mtime, o.ino):
             o.looks += 1
         else:
-            o.size, o.mtime, o.looks = entry.size, entry.mtime, 1
+            o.size, o.mtime, o.ino, o.looks = entry.size, entry.mtime, ino, 1
         if o.event or o.looks >= self.stable_looks:
             del self._obs[name]
             return self._report(name, o, "inotify" if o.event else o.how)
@@ -230,6 +240,6 @@ class DetectionState:
         if entry is None or not entry.is_file or not is_candidate_name(name):
             self._obs.pop(name, None)
             return None
-        o = _Obs(entry.size, entry.mtime, event=True)
+        o = _Obs(entry.size, entry.mtime, int(getattr(entry, "ino", 0) or 0), event=True)
         self._obs.pop(name, None)
         return self._report(name, o, how)

@@ -253,6 +253,20 @@ class JobOwnedElsewhere(Event):
 
 
 @dataclass(frozen=True)
+class JobClaimedElsewhere(Event):
+    """Another orchestrator holds the picture's claim at its origin phone: the job did not
+    start; it stays pending and is looked at again in `left_s` (when the claim would
+    expire). Not a failure."""
+
+    type: ClassVar[str] = "job_claimed_elsewhere"
+    job: int
+    serial: str
+    owner: str
+    left_s: float
+    t: float = field(default_factory=_now, kw_only=True)
+
+
+@dataclass(frozen=True)
 class JobRequeued(Event):
     """A parked job is queued again: its origin phone is back, or the laptop's disk takes
     writes again."""
@@ -290,7 +304,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     JobAdded, JobResumed, JobStarted, JobDone, JobSkipped, JobFailed, StageStarted,
     StageFinished, StageFailed, BidRound, DeviceQuarantined, DeviceReleased, DeviceError,
     Recovered, Watching, GateDecided, DriftChanged, JobWaiting, JobOwnedElsewhere,
-    JobRequeued, LaptopFaultSeen, PartialsCleaned)
+    JobRequeued, LaptopFaultSeen, PartialsCleaned, JobClaimedElsewhere)
 
 Emit = Callable[[Event], None]
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -38,12 +39,16 @@ from adbflow.runtime import owner as owners
 from adbflow.runtime.laptop import fault_from_os, fault_from_sqlite
 from adbflow.runtime.owner import ProcessId
 
-SCHEMA_VERSION = 2
-# columns added after version 1 (ALTER TABLE on open): who owns a job / a running attempt
+SCHEMA_VERSION = 3
+# columns added after version 1 (ALTER TABLE on open): who owns a job / a running attempt;
+# version 3: the picture's inode (identity: a same-size, same-mtime replacement is new)
 _ADDED_COLUMNS = {
-    "jobs": ("claim_host TEXT", "claim_pid INTEGER", "claim_start REAL"),
+    "jobs": ("claim_host TEXT", "claim_pid INTEGER", "claim_start REAL",
+             "ino INTEGER NOT NULL DEFAULT 0"),
     "attempts": ("owner_host TEXT", "owner_pid INTEGER", "owner_start REAL"),
+    "seen": ("ino INTEGER NOT NULL DEFAULT 0",),
 }
+_IDENTITY = ["serial", "path", "size", "mtime", "ino"]
 
 
 class JobState(str, Enum):
@@ -82,6 +87,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     path TEXT NOT NULL,                   -- untrusted device path, or absolute laptop path
     size INTEGER NOT NULL,
     mtime REAL NOT NULL,
+    ino INTEGER NOT NULL DEFAULT 0,       -- inode on the device (0: unknown)
     sha256 TEXT,
     local_path TEXT,                      -- our copy, always inside the data directory
     how TEXT,                             -- detected by: inotify | listing | backlog | run
@@ -91,7 +97,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     created REAL NOT NULL,
     updated REAL NOT NULL,
     finished REAL,
-    UNIQUE (serial, path, size, mtime)
+    UNIQUE (serial, path, size, mtime, ino)
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 CREATE INDEX IF NOT EXISTS jobs_hash ON jobs(serial, path, sha256);
@@ -149,6 +155,7 @@ class JobRecord:
     updated: float
     finished: float | None
     how: str | None = None
+    ino: int = 0
 
     @property
     def name(self) -> str:
@@ -159,7 +166,7 @@ class JobRecord:
                 "size": self.size, "mtime": self.mtime, "sha256": self.sha256,
                 "local_path": self.local_path, "state": self.state, "error": self.error,
                 "result": self.result, "created": self.created, "updated": self.updated,
-                "finished": self.finished, "how": self.how}
+                "finished": self.finished, "how": self.how, "ino": self.ino}
 
 
 @dataclass
@@ -255,6 +262,7 @@ class Journal:
                 for col in cols:
                     if col.split()[0] not in have:
                         self._db.execute(f"ALTER TABLE {table} ADD COLUMN {col}")
+            self._widen_job_identity()
             self._db.execute("UPDATE meta SET value=? WHERE key='schema' AND value<?",
                              (str(SCHEMA_VERSION), str(SCHEMA_VERSION)))
             self._db.execute("COMMIT")
@@ -262,6 +270,37 @@ class Journal:
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
             raise
+
+    def _widen_job_identity(self) -> None:
+        """Journals before version 3 have UNIQUE (serial, path, size, mtime) on jobs, which
+        refuses a job for a replacement with another inode: rebuild the table (rows, ids
+        and the id sequence kept) with the inode in the key. Inside _migrate's transaction."""
+        db = self._db
+        for idx in db.execute("PRAGMA index_list(jobs)").fetchall():
+            if not idx["unique"] or idx["origin"] != "u":
+                continue
+            cols = [r["name"] for r in db.execute(f"PRAGMA index_info({idx['name']})")]
+            if cols != _IDENTITY[:4]:
+                continue
+            seq = db.execute("SELECT seq FROM sqlite_sequence WHERE name='jobs'").fetchone()
+            create = _SCHEMA.split("CREATE TABLE IF NOT EXISTS jobs (", 1)[1].split(");", 1)[0]
+            db.execute(f"CREATE TABLE jobs_v3 ({create})")
+            for col in _ADDED_COLUMNS["jobs"]:
+                if col.split()[0] != "ino":
+                    db.execute(f"ALTER TABLE jobs_v3 ADD COLUMN {col}")
+            names = ", ".join(r["name"] for r in db.execute("PRAGMA table_info(jobs)"))
+            db.execute(f"INSERT INTO jobs_v3 ({names}) SELECT {names} FROM jobs")
+            db.execute("DROP TABLE jobs")
+            db.execute("ALTER TABLE jobs_v3 RENAME TO jobs")
+            db.execute("CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state)")
+            db.execute("CREATE INDEX IF NOT EXISTS jobs_hash ON jobs(serial, path, sha256)")
+            if seq is not None:
+                db.execute("UPDATE sqlite_sequence SET seq=max(seq, ?) WHERE name='jobs'",
+                           (int(seq["seq"]),))
+                if db.execute("SELECT changes()").fetchone()[0] == 0:
+                    db.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('jobs', ?)",
+                               (int(seq["seq"]),))
+            return
 
     class _Tx:
         def __init__(self, journal: Journal) -> None:
@@ -356,6 +395,15 @@ class Journal:
                 db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('recreated', ?)",
                            (str(int(above)),))
 
+    def instance_id(self) -> str:
+        """A random id naming this data dir's journal (12 hex digits, made once): claims
+        at the phones record it with the result, so a job completed just before a crash
+        is recognised as our own after the restart."""
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('instance', ?)",
+                       (secrets.token_hex(6),))
+            return str(db.execute("SELECT value FROM meta WHERE key='instance'").fetchone()[0])
+
     def recreated(self) -> bool:
         """This journal replaced a lost one (outputs of earlier jobs were in the data dir):
         what it does not know about a device is not "before the first watch"."""
@@ -374,24 +422,27 @@ class Journal:
     # -- jobs -------------------------------------------------------------------------------
     def add_job(self, *, source: str, serial: str, path: str, size: int, mtime: float,
                 local_path: str | None = None, sha256: str | None = None,
-                how: str | None = None) -> tuple[int, bool]:
-        """(job id, created). The same picture identity always maps to the same job."""
+                how: str | None = None, ino: int = 0) -> tuple[int, bool]:
+        """(job id, created). The same picture identity (serial, path, size, mtime, inode)
+        always maps to the same job."""
         now = self._clock()
         with self._tx() as db:
             cur = db.execute(
-                "INSERT OR IGNORE INTO jobs(source, serial, path, size, mtime, sha256, "
+                "INSERT OR IGNORE INTO jobs(source, serial, path, size, mtime, ino, sha256, "
                 "local_path, how, state, created, updated) "
-                "VALUES (?,?,?,?,?,?,?,?, 'pending', ?, ?)",
-                (source, serial, path, int(size), float(mtime), sha256, local_path, how, now,
-                 now))
+                "VALUES (?,?,?,?,?,?,?,?,?, 'pending', ?, ?)",
+                (source, serial, path, int(size), float(mtime), int(ino), sha256, local_path,
+                 how, now, now))
             created = cur.rowcount == 1
             row = db.execute("SELECT id FROM jobs WHERE serial=? AND path=? AND size=? AND "
-                             "mtime=?", (serial, path, int(size), float(mtime))).fetchone()
+                             "mtime=? AND ino=?",
+                             (serial, path, int(size), float(mtime), int(ino))).fetchone()
         return int(row["id"]), created
 
-    def find_job(self, serial: str, path: str, size: int, mtime: float) -> JobRecord | None:
-        rows = self._query("SELECT * FROM jobs WHERE serial=? AND path=? AND size=? AND mtime=?",
-                           (serial, path, int(size), float(mtime)))
+    def find_job(self, serial: str, path: str, size: int, mtime: float,
+                 ino: int = 0) -> JobRecord | None:
+        rows = self._query("SELECT * FROM jobs WHERE serial=? AND path=? AND size=? AND mtime=? "
+                           "AND ino=?", (serial, path, int(size), float(mtime), int(ino)))
         return self._job(rows[0]) if rows else None
 
     def job(self, job_id: int) -> JobRecord:
@@ -477,20 +528,22 @@ class Journal:
                        "WHERE job_id=? AND stage=? AND state='done'",
                        (reason, int(job_id), stage))
 
-    def retarget_job(self, job_id: int, size: int, mtime: float) -> int | None:
-        """The job's file settled at another (size, mtime): the job follows it. Returns the
-        id of another job that already has that identity (then nothing changes here)."""
+    def retarget_job(self, job_id: int, size: int, mtime: float, ino: int = 0) -> int | None:
+        """The job's file settled at another (size, mtime, inode): the job follows it.
+        Returns the id of another job that already has that identity (then nothing changes
+        here)."""
         with self._tx() as db:
             row = db.execute("SELECT serial, path FROM jobs WHERE id=?", (int(job_id),)).fetchone()
             other = db.execute("SELECT id FROM jobs WHERE serial=? AND path=? AND size=? AND "
-                               "mtime=? AND id<>?", (row["serial"], row["path"], int(size),
-                                                     float(mtime), int(job_id))).fetchone()
+                               "mtime=? AND ino=? AND id<>?",
+                               (row["serial"], row["path"], int(size), float(mtime), int(ino),
+                                int(job_id))).fetchone()
             if other is not None:
                 return int(other["id"])
-            db.execute("UPDATE jobs SET size=?, mtime=?, updated=? WHERE id=?",
-                       (int(size), float(mtime), self._clock(), int(job_id)))
-            db.execute("UPDATE seen SET size=?, mtime=? WHERE serial=? AND path=?",
-                       (int(size), float(mtime), row["serial"], row["path"]))
+            db.execute("UPDATE jobs SET size=?, mtime=?, ino=?, updated=? WHERE id=?",
+                       (int(size), float(mtime), int(ino), self._clock(), int(job_id)))
+            db.execute("UPDATE seen SET size=?, mtime=?, ino=? WHERE serial=? AND path=?",
+                       (int(size), float(mtime), int(ino), row["serial"], row["path"]))
             return None
 
     def unreachable_failed_jobs(self, serial: str) -> list[JobRecord]:
@@ -522,7 +575,8 @@ class Journal:
                          local_path=r["local_path"],
                          state=JobState(r["state"]), error=r["error"],
                          result=_loads(r["result"]), created=r["created"],
-                         updated=r["updated"], finished=r["finished"], how=r["how"])
+                         updated=r["updated"], finished=r["finished"], how=r["how"],
+                         ino=int(r["ino"] or 0))
 
     # -- attempts ---------------------------------------------------------------------------
     def begin_attempt(self, job_id: int, stage: str, serial: str | None) -> int:
@@ -645,9 +699,10 @@ class Journal:
         with self._tx() as db:
             db.execute("UPDATE sessions SET ended=? WHERE id=?", (self._clock(), int(session_id)))
 
-    def seen(self, serial: str) -> dict[str, tuple[int, float, bool]]:
-        return {r["path"]: (r["size"], r["mtime"], bool(r["baseline"])) for r in
-                self._query("SELECT * FROM seen WHERE serial=?", (serial,))}
+    def seen(self, serial: str) -> dict[str, tuple[int, float, bool, int]]:
+        """path -> (size, mtime, baseline, inode) of what `watch` looked at on `serial`."""
+        return {r["path"]: (r["size"], r["mtime"], bool(r["baseline"]), int(r["ino"] or 0))
+                for r in self._query("SELECT * FROM seen WHERE serial=?", (serial,))}
 
     # A device folder counts as watched once its first listing set the baseline. Rows are
     # keyed "serial<US>folder"; journals written before several folders were watched hold
@@ -681,15 +736,17 @@ class Journal:
             "ORDER BY id",
             (int(job_id), stage))]
 
-    def mark_seen(self, serial: str, entries: Iterable[tuple[str, int, float]], *,
+    def mark_seen(self, serial: str, entries: Iterable[tuple[Any, ...]], *,
                   baseline: bool) -> None:
+        """entries: (path, size, mtime) or (path, size, mtime, inode)."""
         now = self._clock()
+        rows = [(serial, e[0], int(e[1]), float(e[2]), int(e[3]) if len(e) > 3 else 0,
+                 int(baseline), now) for e in entries]
         with self._tx() as db:
-            db.executemany("INSERT INTO seen(serial, path, size, mtime, baseline, first_seen) "
-                           "VALUES (?,?,?,?,?,?) ON CONFLICT(serial, path) DO UPDATE SET "
-                           "size=excluded.size, mtime=excluded.mtime, baseline=excluded.baseline",
-                           [(serial, p, int(s), float(m), int(baseline), now)
-                            for p, s, m in entries])
+            db.executemany("INSERT INTO seen(serial, path, size, mtime, ino, baseline, first_seen)"
+                           " VALUES (?,?,?,?,?,?,?) ON CONFLICT(serial, path) DO UPDATE SET "
+                           "size=excluded.size, mtime=excluded.mtime, ino=excluded.ino, "
+                           "baseline=excluded.baseline", rows)
 
     def iter_rows(self, sql: str, args: Iterable[Any] = ()) -> Iterator[sqlite3.Row]:
         """Read-only escape hatch for reports (`adbflow jobs`)."""

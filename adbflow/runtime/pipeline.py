@@ -51,6 +51,7 @@ from adbflow.runtime.attempts import (
     error_kind,
     run_stage,
 )
+from adbflow.runtime.claims import ClaimBusy, DoneElsewhere, NoClaim, PictureClaims
 from adbflow.runtime.detect import SETTLE_S, WATCH_DIRS, NewPicture
 from adbflow.runtime.dispatcher import (
     Dispatcher,
@@ -63,6 +64,7 @@ from adbflow.runtime.events import (
     Emitter,
     Event,
     JobAdded,
+    JobClaimedElsewhere,
     JobDone,
     JobFailed,
     JobOwnedElsewhere,
@@ -146,6 +148,10 @@ class PipelineConfig:
     # still retried if the phone comes back later (the picture is never given up)
     origin_retry_s: float = 10.0
     origin_wait_s: float = 300.0
+    # picture claims at the origin phone (README "Picture claims"): orchestrators with
+    # other data dirs on the same phones process each picture once; renewed every ttl/3
+    claims: bool = True
+    claim_ttl_s: float = 30.0
 
     @property
     def journal_path(self) -> Path:
@@ -174,6 +180,8 @@ class Pipeline:
         # ids (and so story / picture file names) continue after any already used here
         self.journal.reserve_ids(highest_output_id(self.data_dir))
         self.leases = leases or StageLeases(ttl_s=config.lease_ttl_s)
+        self.claims = PictureClaims(owner=self.leases.owner, dir_id=self.journal.instance_id(),
+                                    ttl_s=config.claim_ttl_s) if config.claims else None
         self._own_bidder = bidder is None
         if bidder is None:
             from adbflow.scheduling.bids import Bidder
@@ -366,7 +374,62 @@ class Pipeline:
                     self.journal.release_job(job_id)
 
     def _process_claimed(self, job: JobRecord) -> JobRecord:
+        """The job's stages (its picture claimed at the origin phone first, for device
+        jobs), then the outcome in the journal."""
         job_id = job.id
+        held: Any = NoClaim()
+        try:
+            if job.source == "device" and self.claims is not None:
+                held = self.claims.take(self._origin_device(job), job)
+        except ClaimBusy as busy:       # another orchestrator works on it: not started
+            return self._claimed_elsewhere(job, busy)
+        except DoneElsewhere as other:
+            return self._done_elsewhere(job, other)
+        except OriginUnreachable as exc:
+            return self._origin_gone(job, exc)
+        completed = False
+        try:
+            with self.claims.renewing(held) if self.claims else contextlib.nullcontext():
+                completed = self._run_stages(job, held)
+        finally:
+            if not completed:            # failed, stopped, parked: free for another
+                held.release()
+        return self.journal.job(job_id)
+
+    def _origin_device(self, job: JobRecord) -> Any:
+        """The job's origin phone; OriginUnreachable when it is not listed (the job waits
+        for it, like its pull would)."""
+        try:
+            return self.inventory.device(job.serial)
+        except AdbflowError as exc:
+            raise OriginUnreachable(job.serial, str(exc)) from exc
+
+    def _claimed_elsewhere(self, job: JobRecord, busy: ClaimBusy) -> JobRecord:
+        self.waiting.park_claimed(job.id, busy.left_s)
+        self.journal.update_job(job.id, state=JobState.PENDING, error=str(busy))
+        self.emit(JobClaimedElsewhere(job=job.id, serial=busy.serial,
+                                      owner=busy.owner or "?", left_s=round(busy.left_s, 1)))
+        return self.journal.job(job.id)
+
+    def _done_elsewhere(self, job: JobRecord, other: DoneElsewhere) -> JobRecord:
+        """Recorded as skipped, with the other orchestrator's result (nothing reprocessed)."""
+        result = {"job": job.id, "origin": job.serial, "path": job.path, "name": job.name,
+                  "elsewhere": {"owner": other.owner, "serial": other.serial,
+                                "record": other.record, "raw": other.raw}}
+        self.journal.finish_job(job.id, JobState.SKIPPED, error=str(other), result=result)
+        self.emit(JobSkipped(job=job.id, error=str(other)))
+        return self.journal.job(job.id)
+
+    def _origin_gone(self, job: JobRecord, exc: OriginUnreachable) -> JobRecord:
+        self.waiting.park_origin(job.id, exc.serial)
+        self.journal.update_job(job.id, state=JobState.PENDING, error=str(exc))
+        self.emit(JobWaiting(job=job.id, serial=exc.serial, error=str(exc)))
+        return self.journal.job(job.id)
+
+    def _run_stages(self, job: JobRecord, held: Any) -> bool:
+        """True when the job ended `done` (its claim completed: nothing to release)."""
+        job_id = job.id
+        completed = False
         self.emit(JobStarted(job=job_id, serial=job.serial, name=job.name))
         try:
             for pulls_left in range(MAX_REPULLS, -1, -1):
@@ -394,6 +457,11 @@ class Pipeline:
                 self._stage(job, "generate", self.stages.generate)
                 result = compose_result(self.journal, self.journal.job(job_id),
                                         self.policy.name)
+                if self.claims is not None and job.source == "device":
+                    # the phone learns the result first: then no other orchestrator can
+                    # take the picture over, whatever happens to us before the journal
+                    self.claims.complete(self._origin_device(job), held, job, result)
+                    completed = True
                 try:
                     # `done` only with every stage's committed output (never an empty result)
                     self.journal.finish_job(job_id, JobState.DONE, result=result,
@@ -404,8 +472,14 @@ class Pipeline:
                         raise
             self._write_story(job_id, result)
             self.emit(JobDone(job=job_id, result=result))
+            completed = True
         except (Interrupted, JournalReplaced):
             raise
+        except ClaimBusy as busy:   # lost our claim meanwhile; another holds it now
+            self._claimed_elsewhere(job, busy)
+        except DoneElsewhere as other:    # ... and the other one completed it: theirs counts
+            self._done_elsewhere(job, other)
+            completed = True
         except LaptopFault as exc:
             # The laptop's disk, not the phone or the picture: the job waits (pending) and
             # resumes once the data dir is writable again; nothing failed or quarantined.
@@ -415,9 +489,7 @@ class Pipeline:
             self.emit(LaptopFaultSeen(job=job_id, path=exc.path, error=str(exc),
                                       first=first_fault))
         except OriginUnreachable as exc:
-            self.waiting.park_origin(job_id, exc.serial)
-            self.journal.update_job(job_id, state=JobState.PENDING, error=str(exc))
-            self.emit(JobWaiting(job=job_id, serial=exc.serial, error=str(exc)))
+            self._origin_gone(job, exc)
         except PictureSuperseded as sup:    # saw a file mid-write: not a failed job
             self.journal.finish_job(job_id, JobState.SKIPPED, error=str(sup))
             self.emit(JobSkipped(job=job_id, error=str(sup)))
@@ -435,7 +507,7 @@ class Pipeline:
             self.emit(JobFailed(job=job_id, error=msg))
         if self.tracer is not None:   # spans of the finished job (advisory, never raises)
             self.tracer.record(self.journal, job_id)
-        return self.journal.job(job_id)
+        return completed
 
     def _write_story(self, job_id: int, result: Mapping[str, Any]) -> None:
         """Stories are also plain files (data_dir/stories/JOB.txt) for people and scripts."""

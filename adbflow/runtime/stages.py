@@ -129,11 +129,18 @@ def sha256_file(path: Path) -> str:
 
 # ------------------------------------------------------------------ stage bodies
 
+def _ino(entry: Any, expected_ino: int) -> int:
+    """The entry's inode where the job's identity has one (0: identity without inodes)."""
+    return int(getattr(entry, "ino", 0) or 0) if expected_ino else 0
+
+
 def pull_picture(device: DevicePort, remote: str, local: Path, *, expected_size: int,
-                 expected_mtime: float, max_bytes: int, timeouts: StageTimeouts) -> dict[str, Any]:
+                 expected_mtime: float, max_bytes: int, timeouts: StageTimeouts,
+                 expected_ino: int = 0) -> dict[str, Any]:
     """Copy the detected picture to the laptop. JobError when the file is empty, too big or
     vanished; PictureChanging when it is not the detected version (before or after the
-    copy: a slow writer was still at it), so the caller waits for it to settle."""
+    copy: a slow writer was still at it, or another file was renamed over it: a new
+    inode), so the caller waits for it to settle."""
     if expected_size == 0:
         raise JobError(f"{remote!r} on {device.serial} is empty (0 bytes)",
                        hint="the camera app may have failed to write it")
@@ -143,8 +150,10 @@ def pull_picture(device: DevicePort, remote: str, local: Path, *, expected_size:
     entry = device.stat(remote, timeout=timeouts.stat_s)
     if entry is None:
         raise JobError(f"{remote!r} vanished from {device.serial} before it was pulled")
-    if int(entry.size) != expected_size or float(entry.mtime) != expected_mtime:
-        raise PictureChanging(device.serial, remote, int(entry.size), float(entry.mtime))
+    if int(entry.size) != expected_size or float(entry.mtime) != expected_mtime \
+            or _ino(entry, expected_ino) != expected_ino:
+        raise PictureChanging(device.serial, remote, int(entry.size), float(entry.mtime),
+                              _ino(entry, expected_ino))
     with laptop_io(local.parent):
         local.parent.mkdir(parents=True, exist_ok=True)
     remove_partial_pulls(local)
@@ -169,8 +178,10 @@ def pull_picture(device: DevicePort, remote: str, local: Path, *, expected_size:
     pull_s = time.monotonic() - t0
     after = device.stat(remote, timeout=timeouts.stat_s)
     if after is not None and (int(after.size) != expected_size
-                              or float(after.mtime) != expected_mtime):
-        raise PictureChanging(device.serial, remote, int(after.size), float(after.mtime))
+                              or float(after.mtime) != expected_mtime
+                              or _ino(after, expected_ino) != expected_ino):
+        raise PictureChanging(device.serial, remote, int(after.size), float(after.mtime),
+                              _ino(after, expected_ino))
     if n != expected_size:
         raise AdbError(device.serial, f"pull {remote}", message=f"got {n} of {expected_size} "
                        "bytes", hint="the transfer was cut; retrying")
@@ -310,19 +321,20 @@ STABLE_LOOK_S = 1.0         # ... looked at this often; stable = same size+mtime
 
 
 def wait_stable(device: DevicePort, remote: str, size: int, mtime: float, *,
-                timeouts: StageTimeouts, until: float) -> tuple[int, float]:
-    """(size, mtime) once two looks STABLE_LOOK_S apart agree (or at `until`). JobError
-    when the file vanished meanwhile."""
+                timeouts: StageTimeouts, until: float, ino: int = 0) -> tuple[int, float, int]:
+    """(size, mtime, inode) once two looks STABLE_LOOK_S apart agree (or at `until`);
+    the inode only where `ino` (the identity has inodes). JobError when the file vanished
+    meanwhile."""
     while time.monotonic() < until:
         time.sleep(STABLE_LOOK_S)
         entry = device.stat(remote, timeout=timeouts.stat_s)
         if entry is None:
             raise JobError(f"{remote!r} vanished from {device.serial} while being written")
-        now = (int(entry.size), float(entry.mtime))
-        if now == (size, mtime):
+        now = (int(entry.size), float(entry.mtime), _ino(entry, ino))
+        if now == (size, mtime, ino):
             return now
-        size, mtime = now
-    return size, mtime
+        size, mtime, ino = now
+    return size, mtime, ino
 
 
 # ------------------------------------------------------------------ job-level bodies
@@ -367,16 +379,17 @@ class JobStages:
             try:
                 out = pull_picture(device, job.path, local, expected_size=job.size,
                                    expected_mtime=job.mtime, max_bytes=self.max_bytes,
-                                   timeouts=self.timeouts)
+                                   timeouts=self.timeouts, expected_ino=job.ino)
                 break
             except PictureChanging as changing:
                 if time.monotonic() > deadline:
                     raise JobError(f"{job.path!r} on {job.serial} kept changing for "
                                    f"{STABLE_WAIT_S:.0f} s", hint="it is detected again "
                                    "once its writer is done") from changing
-                size, mtime = wait_stable(device, job.path, changing.size, changing.mtime,
-                                          timeouts=self.timeouts, until=deadline)
-                other = self.journal.retarget_job(job.id, size, mtime)
+                size, mtime, ino = wait_stable(device, job.path, changing.size,
+                                               changing.mtime, timeouts=self.timeouts,
+                                               until=deadline, ino=changing.ino)
+                other = self.journal.retarget_job(job.id, size, mtime, ino)
                 if other is not None:
                     raise PictureSuperseded(job.id, other) from changing
                 job = self.journal.job(job.id)
@@ -468,10 +481,10 @@ class JobStages:
                                                                timeout=self.timeouts.stat_s)
             except AdbError:
                 return                     # cannot tell: the decode error stands
-            if entry is not None and (int(entry.size), float(entry.mtime)) != (job.size,
-                                                                              job.mtime):
+            if entry is not None and (int(entry.size), float(entry.mtime),
+                                      _ino(entry, job.ino)) != (job.size, job.mtime, job.ino):
                 raise PictureChanging(job.serial, job.path, int(entry.size),
-                                      float(entry.mtime))
+                                      float(entry.mtime), _ino(entry, job.ino))
             if look == 0:
                 time.sleep(STABLE_LOOK_S)
 

@@ -1,4 +1,5 @@
-"""Jobs that wait instead of failing: the origin phone is gone, or the laptop's disk is.
+"""Jobs that wait instead of failing: the origin phone is gone, the laptop's disk is, or
+another orchestrator holds the picture's claim.
 
 Why a place of their own: neither is the picture's or a phone's fault, so such a job must
 not fail (the picture would be lost) and must not hold a worker thread while it waits
@@ -32,10 +33,17 @@ class WaitingJobs:
         self._lock = threading.Lock()
         self._origin: dict[int, tuple[str, float]] = {}   # job -> (origin serial, since)
         self._laptop: dict[int, LaptopFault] = {}         # job -> the fault it waits on
+        self._claimed: dict[int, float] = {}              # job -> look again at (monotonic)
 
     def park_origin(self, job_id: int, serial: str) -> None:
         with self._lock:
             self._origin.setdefault(job_id, (serial, time.monotonic()))
+
+    def park_claimed(self, job_id: int, left_s: float) -> None:
+        """Another orchestrator holds the picture's claim: look again once it would have
+        expired (its holder renews it while working; a crashed holder's claim expires)."""
+        with self._lock:
+            self._claimed[job_id] = time.monotonic() + max(0.5, left_s) + 0.5
 
     def park_laptop(self, job_id: int, fault: LaptopFault) -> bool:
         """Returns True for the first job waiting on the laptop (say it once)."""
@@ -59,6 +67,10 @@ class WaitingJobs:
         with self._lock:
             origin = dict(self._origin)
             laptop = bool(self._laptop)
+            due = sorted(j for j, at in self._claimed.items() if at <= now)
+            for j in due:
+                del self._claimed[j]
+        again += [(j, "the picture's claim is due to be looked at again") for j in due]
         for job_id, (serial, since) in origin.items():
             if serial in present:
                 with self._lock:

@@ -71,8 +71,8 @@ class DataDirLock:
 def record_picture(journal: Journal, pic: NewPicture, emit: Emit) -> tuple[int, bool]:
     """A detected picture becomes a job (once: the journal's unique key) and is marked seen."""
     job_id, created = journal.add_job(source="device", serial=pic.serial, path=pic.path,
-                                      size=pic.size, mtime=pic.mtime, how=pic.how)
-    journal.mark_seen(pic.serial, [(pic.path, pic.size, pic.mtime)], baseline=False)
+                                      size=pic.size, mtime=pic.mtime, how=pic.how, ino=pic.ino)
+    journal.mark_seen(pic.serial, [(pic.path, pic.size, pic.mtime, pic.ino)], baseline=False)
     if created:
         emit(JobAdded(job=job_id, serial=pic.serial, name=pic.name, how=pic.how))
     return job_id, created
@@ -96,7 +96,7 @@ def pulled_before(data_dir: Path, serial: str) -> set[str]:
 
 def initial_ignore(journal: Journal, directory: str, serial: str, entries: Sequence[Entry],
                    *, backlog: bool, crashed: bool,
-                   contacted: set[tuple[str, str]]) -> set[tuple[str, int, float]]:
+                   contacted: set[tuple[str, str]]) -> set[tuple[str, int, float, int]]:
     """What to ignore in a device's first listing of one watched folder this session
     (entry names are paths relative to `directory`).
 
@@ -113,26 +113,28 @@ def initial_ignore(journal: Journal, directory: str, serial: str, entries: Seque
     known = journal.was_watched(serial, directory) or recreated
     pulled = pulled_before(journal.path.parent, serial) if recreated else set()
     contacted.add((serial, directory))
-    ignore: set[tuple[str, int, float]] = set()
-    baseline: list[tuple[str, int, float]] = []
+    ignore: set[tuple[str, int, float, int]] = set()
+    baseline: list[tuple[str, int, float, int]] = []
     base = directory.rstrip("/")
     for e in entries:
         if not e.is_file or not is_candidate_name(e.name):
             continue
         path = f"{base}/{e.name}"
-        key = (e.name, e.size, e.mtime)
-        if journal.find_job(serial, path, e.size, e.mtime) is not None or (
+        ino = int(getattr(e, "ino", 0) or 0)
+        key = (e.name, e.size, e.mtime, ino)
+        if journal.find_job(serial, path, e.size, e.mtime, ino) is not None or (
                 pulled and picture_digest(serial, path) in pulled):
             ignore.add(key)
             continue
         s = seen.get(path)
-        if s is not None and (s[0], s[1]) == (e.size, e.mtime) and not (backlog and s[2]):
+        if s is not None and (s[0], s[1], s[3]) == (e.size, e.mtime, ino) \
+                and not (backlog and s[2]):
             ignore.add(key)
             continue
         if backlog or known:
             continue
         ignore.add(key)
-        baseline.append((path, e.size, e.mtime))
+        baseline.append((path, e.size, e.mtime, ino))
     if baseline:
         journal.mark_seen(serial, baseline, baseline=True)
     journal.mark_watched(serial, directory)
