@@ -227,7 +227,7 @@ def test_an_orchestrator_killed_mid_task_resumes_its_pictures_once_on_restart(fl
     control.restart_one(x)
     wait_for(lambda: all_final([x], 3), 120, what="3 jobs final")
     jobs = control.results_one(x)
-    taken = [f"/sdcard/DCIM/Camera/IMG_o{i}.jpg" for i in range(3)]
+    taken = [f"/storage/emulated/0/DCIM/Camera/IMG_o{i}.jpg" for i in range(3)]
     a = audit.pictures_done_once(taken, jobs)
     assert a.done_once == taken and not a.repeated, (jobs, logs(devs))
     assert resumed(x)
@@ -268,7 +268,7 @@ def burst_run(fl, devs, session, *, orchestrators: int, bursts: int, per_burst: 
             for k in range(per_burst):
                 name = f"IMG_b{b}_{k}.jpg"
                 fl.snap(fl.serials[i], CHELSEA, name=name)
-                taken[fl.serials[i]].append(f"/sdcard/DCIM/Camera/{name}")
+                taken[fl.serials[i]].append(f"/storage/emulated/0/DCIM/Camera/{name}")
         # mid-burst: kill what the plan says, where work runs: a worker with a task
         # running (renewed, not finished), an orchestrator with jobs in flight
         now = kill_plan[:2]

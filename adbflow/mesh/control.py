@@ -68,6 +68,7 @@ class MeshSettings:
     renew_ds: int = 100      # lease time a renewal grants while the program runs
     task_s: int = 300        # longest program run
     stage_s: int = 300       # how long a stage keeps bidding when every slot is busy
+    claim_ds: int = 300      # a picture claim's time to live (the laptop's claim_ttl_s)
 
     def files(self) -> dict[str, str]:
         return {f"conf/{k}": f"{int(v)}\n" for k, v in asdict(self).items()}
@@ -169,6 +170,8 @@ def up(devices: Sequence[Device], *, addrs: Mapping[str, str] | None = None,
                                 hint="slots: classify, generate; one argument per item")
             files[f"conf/{slot}.argv"] = "".join(a + "\n" for a in argv)
         files.update(settings.files())
+        # the claim key has the inode exactly where the laptop's has it (adbd's ls_v2)
+        files["conf/claim_inodes"] = "1\n" if "ls_v2" in dev.features(timeout=_TIMEOUT) else "0\n"
         files["mode"] = mode.value + "\n"
         if session.orchestrators:
             files["orchestrator"] = "".join(n + "\n" for n in session.orchestrators)

@@ -10,13 +10,19 @@
 # are run again in their own record, pictures never seen get new ones: each picture ends
 # with one `done` record. Reservations of a killed orchestrator expire on the workers'
 # clocks (a task already running finishes there and its lease is released).
+# Each picture is claimed at this phone (its origin) before any work, with the claims of
+# lease.sh (`adbflow_claim`, the same function, record and key a laptop-side `adbflow watch`
+# uses): done by another orchestrator -> skipped (done-elsewhere, its result recorded);
+# busy -> wait; ours -> renewed while the job runs, completed with a short result record.
 # Protocol: README "Mesh protocol". Picture names are untrusted: used only quoted, as data.
 M=/data/local/tmp/adbflow-mesh
 exec 2>>"$M/log/orch.err"
 read -r ME < "$M/me"
 MESH_ROLE=o
 . "$M/wire.sh"
-DIRS="/sdcard/Pictures /sdcard/DCIM/Camera"
+# the storage path, not /sdcard: a picture's claim key includes its path, and the laptop
+# names pictures by it
+DIRS="/storage/emulated/0/Pictures /storage/emulated/0/DCIM/Camera"
 POLL=${MESH_POLL:-1}
 _conf() { _cv=$2; read -r _cv 2>/dev/null < "$M/conf/$1"
   case $_cv in ''|*[!0-9]*) _cv=$2;; esac; echo "$_cv"; }
@@ -25,6 +31,9 @@ TASK_S=$(_conf task_s 300)    # then, while its program runs, up to this long
 JOBS=$(_conf jobs 2)
 STAGE_S=$(_conf stage_s 300)
 SIZE=$(_conf input_size 224)
+CLAIM_DS=$(_conf claim_ds 300)  # a picture claim's time to live, renewed every third
+INODES=$(_conf claim_inodes 0)  # the laptop's key has the inode where adbd has ls_v2
+CLAIM_OWNER=mesh.$ME.o$$
 mkdir -p "$M/jobs"
 _list() { for _d in $DIRS; do for _f in "$_d"/*; do [ -f "$_f" ] || continue
   case ${_f##*/} in .*) continue;; esac; echo "$(stat -c %s "$_f") $_f"; done; done; }
@@ -45,13 +54,14 @@ _ask() {
 }
 # bids for SLOT from every peer at once (one background request each, answers in files),
 # lowest cost first: lines `COST PEER` (a busy slot does not bid)
-_bids() { _bd=$M/tmp/bids-$MESH_TAG; mkdir -p "$_bd"
+_bids() { _bd=$M/tmp/bids-$MESH_TAG _bw=; mkdir -p "$_bd"
   while read -r _bp _ba _bq; do
     ( if _ask "$_bp" BID_REQUEST "$1" < /dev/null; then
         case ${R_ARG#*,} in ''|*[!0-9]*) ;; *) echo "${R_ARG#*,} $_bp" > "$_bd/$_bp";; esac
         rm -f "$R_BODY"; fi ) &
+    _bw="$_bw $!"
   done < "$M/peers"
-  wait
+  wait $_bw            # these requests only (the job's claim renewal runs on beside them)
   cat "$_bd"/* 2>/dev/null | sort -n; rm -rf "$_bd"; }
 # run SLOT with input file on the best peer that grants it: output in $2.out, winner in
 # $2.who. Refused, lost or silent: the next bidder; nobody left: a new bid round (slots
@@ -77,6 +87,50 @@ _stage() { _slot=$1 _in=$2 _job=$3 _round=0
     sleep "0.$((RANDOM % 9 + 1))"          # jitter: orchestrators do not retry in lockstep
   done
 }
+# the picture's claim name, as lease_rules.claim_key: `pic-` + 32 hex digits of sha256 over
+# `PATH\nINODE\nSIZE\nMTIME_S\n` (inode 0 where the laptop does not see inodes)
+_ckey() { _ci=0; [ "$INODES" = 1 ] && { _ci=$(stat -c %i "$1") || return 1; }
+  _cs=$(stat -c '%s %Y' "$1") || return 1
+  set -- "$1" "$_ci" $_cs
+  _kh=$(printf '%s\n%s\n%s\n%s\n' "$1" "$2" "$3" "$4" | _msha)
+  echo "pic-${_kh:0:32}"; }
+# one claim operation ($1 op $2 key $3 owner $4 token [$5 result]) in a subshell (lease.sh's
+# variables stay out of ours): prints `VERDICT TOKEN OWNER LEFT_DS RESULT`
+_claim() { ( . "$M/lease.sh"; adbflow_claim "c$1" "$1" "$2" "$3" "$4" "$CLAIM_DS" "${5:--}" ) |
+  while read -r _ca _cv _ct _co _cl _cn _cr _cx; do
+    [ "$_ca" = "=:adbflow:c$1:claim" ] && echo "$_cv $_ct $_co $_cl $_cr"; done; }
+# claim job $1's picture: 0 with CL_KEY CL_TOK when ours; 1 when done elsewhere (recorded)
+_take() { _tj=$M/jobs/$1
+  CL_KEY=$(_ckey "$_src") || { echo failed-image > "$_tj/state"; return 1; }
+  echo "$CL_KEY" > "$_tj/claim"
+  while :; do
+    set -f; set -- $(_claim acquire "$CL_KEY" "$CLAIM_OWNER" 0); set +f
+    case $1 in
+      granted) CL_TOK=$2; return 0;;
+      done) printf '%s %s\n' "$3" "$5" > "$_tj/elsewhere"; echo done-elsewhere > "$_tj/state"
+        mesh_log "orch: job ${_tj##*/} done elsewhere"; return 1;;
+      busy) # held by a killed orchestrator of this phone (its pid gone): stale, take it over
+        _op=; case $3 in "mesh.$ME.o"*) _op=${3#"mesh.$ME.o"};; esac
+        case $_op in ''|*[!0-9]*) ;; *)
+          if [ "$_op" != $$ ] && ! kill -0 "$_op" 2>/dev/null; then
+            _claim release "$CL_KEY" "$3" "$2" > /dev/null; continue; fi;; esac
+        sleep 1;;
+      *) sleep 1;;
+    esac
+  done; }
+# the short result record under the completed claim (the laptop's parse_result_record
+# reads it): who, which job, the top label reduced to [a-z0-9_]
+_record() { _lb=$(grep -E '^INFO: [0-9.]+: [0-9]+ ' "$1/classify.out" | head -n 1 |
+    while read -r _i _s _x _name; do echo "$_name"; done)
+  typeset -l _lb; _lb=${_lb//[!a-z0-9]/_}
+  echo "v=1,dir=mesh$ME,job=${1##*/},out=done,label=${_lb:0:40},by=$(cat "$1/classify.who")"; }
+# complete the claim: 0 when ours is recorded; 1 when another orchestrator's result counts
+_complete() { _rc=$(_record "$1")
+  for _try in 1 2 3; do
+    set -f; set -- $(_claim complete "$CL_KEY" "$CLAIM_OWNER" "$CL_TOK" "$_rc"); set +f
+    [ "$1" = completed ] && return 0
+    _take "${_j##*/}" || return 1            # expired meanwhile: claim again
+  done; return 1; }
 # phase times for the job record (uptime, deciseconds): where a job's latency goes
 _mark() { read -r _u _x < /proc/uptime; _ui=${_u%.*} _uc=${_u#*.}
   echo "$1 $((_ui * 10 + ${_uc:0:1}))" >> "$2/times"; }
@@ -84,23 +138,36 @@ _mark() { read -r _u _x < /proc/uptime; _ui=${_u%.*} _uc=${_u#*.}
 _job() { _n=$1 _j=$M/jobs/$1; MESH_TAG=j$1x$$
   read -r _src < "$_j/source"
   mesh_log "orch: job $_n for a new picture"
+  _take "$_n" || return
+  _mark claimed "$_j"
+  # the claim renewed while the job runs (stops with this orchestrator: then it expires)
+  ( trap - EXIT; while sleep $((CLAIM_DS / 30)); do kill -0 $$ 2>/dev/null || exit 0
+      _claim renew "$CL_KEY" "$CLAIM_OWNER" "$CL_TOK" > /dev/null; done ) &
+  _crl=$!
+  _work "$_n"; _wrc=$?
+  kill "$_crl" 2>/dev/null
+  if [ $_wrc != 0 ]; then _claim release "$CL_KEY" "$CLAIM_OWNER" "$CL_TOK" > /dev/null; return; fi
+  if _complete "$_j"; then
+    echo done > "$_j/state"
+    mesh_log "orch: job $_n done (classify on $(cat "$_j/classify.who"), generate on $(cat "$_j/generate.who"))"
+    # shown on the phone where the Android version allows it (no-op where `cmd` is absent)
+    cmd notification post -S bigtext -t adbflow mesh-$_n "story ready (job $_n)" >/dev/null 2>&1
+  fi
+}
+_work() {
   /data/local/tmp/img2bmp "$_src" "$M/tmp/job-$MESH_TAG.bmp" "$SIZE" 2>"$_j/img2bmp.err" ||
-    { echo failed-image > "$_j/state"; return; }
+    { echo failed-image > "$_j/state"; return 1; }
   _mark converted "$_j"
   _stage classify "$M/tmp/job-$MESH_TAG.bmp" "$_j" ||
-    { echo failed-classify > "$_j/state"; rm -f "$M/tmp/job-$MESH_TAG.bmp"; return; }
+    { echo failed-classify > "$_j/state"; rm -f "$M/tmp/job-$MESH_TAG.bmp"; return 1; }
   rm -f "$M/tmp/job-$MESH_TAG.bmp"
   # the top labels, as data: `INFO: 0.39: 285 Egyptian cat` -> `Egyptian cat`
   _labels=$(grep -E '^INFO: [0-9.]+: [0-9]+ ' "$_j/classify.out" | head -n 3 |
     while read -r _i _s _x _name; do printf '%s, ' "$_name"; done)
   printf 'Write a short story for children about a picture showing: %s\n' "${_labels%, }" > "$_j/prompt"
   _mark classified "$_j"
-  _stage generate "$_j/prompt" "$_j" || { echo failed-generate > "$_j/state"; return; }
+  _stage generate "$_j/prompt" "$_j" || { echo failed-generate > "$_j/state"; return 1; }
   _mark generated "$_j"
-  echo done > "$_j/state"
-  mesh_log "orch: job $_n done (classify on $(cat "$_j/classify.who"), generate on $(cat "$_j/generate.who"))"
-  # shown on the phone where the Android version allows it (no-op where `cmd` is absent)
-  cmd notification post -S bigtext -t adbflow mesh-$_n "story ready (job $_n)" >/dev/null 2>&1
 }
 _active() { set -- "$M/tmp/active-"*; [ -e "$1" ] && echo $# || echo 0; }
 # start job N in the background once fewer than JOBS run
@@ -125,7 +192,7 @@ for _j in "$M/jobs/"*; do [ -d "$_j" ] || continue
   [ -f "$_j/source" ] || { rm -rf "$_j"; continue; }
   read -r _src < "$_j/source"; _known "$_src" || printf '%s\n' "$_src" >> "$M/state/pictures"
   read -r _st < "$_j/state"
-  case $_st in done|failed-*) continue;; esac
+  case $_st in done|done-elsewhere|failed-*) continue;; esac
   mesh_log "orch: job ${_j##*/} resumed after a restart"; _mark resumed "$_j"
   _spawn "${_j##*/}"
 done
