@@ -363,3 +363,83 @@ def test_the_shell_replay_window_is_the_python_one(fleet, p2p_tmp):
     g = wire.ReplayGuard()
     assert shell == [g.accept("p2", c) for c in seq]
     assert shell.count(False) >= 3
+
+
+# ------------------------------------ done-when (4): laptop `watch` + phone orchestrators
+def test_laptop_watch_and_phone_orchestrators_on_the_same_phones_process_each_picture_once(
+        fleet, p2p_tmp):
+    """A laptop-side `watch` (claims on) and the orchestrators of p1 and p2, over the same
+    phones at once: every picture is processed by exactly one of them, the other records
+    it done elsewhere (the phone: done-elsewhere with the laptop's result; the laptop:
+    skipped with the phone's). The phone computes the laptop's claim key (same picture,
+    same name) - else both would process it."""
+    import threading
+
+    from adbflow.device import AdbServer, Inventory
+    from adbflow.runtime.claims import key_of
+    from adbflow.runtime.pipeline import Pipeline, PipelineConfig
+    session, devs = mesh_up(fleet, p2p_tmp, orchestrators=fleet.serials[:2], classify_s=1.0)
+    profiles = cheap_profiles(p2p_tmp / "lp", n_predict=8)
+    pipe = Pipeline(PipelineConfig(data_dir=p2p_tmp / "data", profiles_dir=profiles,
+                                   retry_wait_s=0.2), Inventory([AdbServer(port=fleet.adb_port)]))
+    errors: list[BaseException] = []
+
+    def watch() -> None:
+        try:
+            pipe.watch(poll_s=0.5, refresh_s=1.0)
+        except BaseException as exc:       # noqa: BLE001 - reported by the test
+            errors.append(exc)
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    try:
+        time.sleep(4)                      # both sides have listed the folders (baseline)
+        taken = []
+        for k in range(3):
+            for i in (0, 1, 2):            # phone 3 (index 2) has no orchestrator of its own
+                name = f"IMG_lw{k}_{i}.jpg"
+                fleet.snap(fleet.serials[i], CHELSEA, name=name)
+                taken.append((fleet.serials[i], f"/storage/emulated/0/DCIM/Camera/{name}"))
+            time.sleep(1.5)
+
+        def laptop_jobs():
+            return {(j.serial, j.path): j for j in pipe.journal.jobs(limit=None)}
+
+        def settled() -> bool:
+            lj = laptop_jobs()
+            phone = {(d.serial, j.get("source")): j for d in devs[:2]
+                     for j in control.results_one(d)}
+            for key in taken:
+                lap = lj.get(key)
+                ph = phone.get(key)
+                if key[0] in fleet.serials[:2] and (ph is None or ph.get("state") in
+                                                    ("pending", None)):
+                    return False
+                if lap is None or lap.state not in ("done", "skipped", "failed"):
+                    return False
+            return True
+        wait_for(settled, 300, poll=1.0, what="every picture settled on both sides")
+        assert not errors, errors
+        lj = laptop_jobs()
+        phone = {(d.serial, j.get("source")): (d, j) for d in devs[:2]
+                 for j in control.results_one(d)}
+        won = {"laptop": 0, "phone": 0}
+        for key in taken:
+            lap = lj[key]
+            processed = [lap.state == "done"]
+            if key in phone:
+                d, ph = phone[key]
+                processed.append(ph["state"] == "done")
+                assert ph["state"] in ("done", "done-elsewhere"), ph
+                claim = d.shell(f"cat {M}/jobs/{ph['job']}/claim", timeout=10).stdout.strip()
+                assert claim == key_of(lap), (claim, lap)
+                won["phone" if ph["state"] == "done" else "laptop"] += 1
+            assert processed.count(True) == 1, (key, lap.state, lap.error, phone.get(key))
+            if lap.state == "skipped":
+                assert lap.result["elsewhere"]["owner"].startswith("mesh.p"), lap.result
+        for d in devs:
+            assert audit.double_bookings(lease_log(d)) == []
+        print("processed by", won)
+    finally:
+        pipe.stop_event.set()
+        t.join(60)
+        pipe.close()
