@@ -244,8 +244,17 @@ done
 sleep 0.3
 for f in $M/pgid $M/pids/*; do [ -f "$f" ] || continue
   while read -r p; do case $p in ''|*[!0-9]*) continue;; esac
-  kill -KILL -- -$p 2>/dev/null; kill -KILL $p 2>/dev/null
-  kill -0 $p 2>/dev/null && echo alive=$p; done < "$f"
+  kill -KILL -- -$p 2>/dev/null; kill -KILL $p 2>/dev/null; done < "$f"
+done
+# a killed process is gone once reaped (the device's init reaps orphans; give it 3 s)
+i=0; while :; do left=
+  for f in $M/pgid $M/pids/*; do [ -f "$f" ] || continue
+    while read -r p; do case $p in ''|*[!0-9]*) continue;; esac
+    kill -0 $p 2>/dev/null && left="$left $p"; done < "$f"
+  done
+  [ -z "$left" ] && break
+  i=$((i + 1)); [ $i -ge 30 ] && {{ for p in $left; do echo alive=$p; done; break; }}
+  sleep 0.1
 done
 rm -rf $M
 ls -d $M 2>/dev/null && echo left=1
