@@ -55,7 +55,7 @@ def p2p_tmp(fleet, tmp_path):
 
 def procs(dev) -> list[tuple[int, int, str]]:
     rows = []
-    for line in dev.shell("ps -A -o pid,ppid,args", timeout=20).stdout.splitlines()[1:]:
+    for line in dev.shell("ps -A -o pid,ppid,args", timeout=60).stdout.splitlines()[1:]:
         f = line.split(None, 2)
         if len(f) >= 2 and f[0].isdigit() and f[1].isdigit():
             rows.append((int(f[0]), int(f[1]), f[2] if len(f) > 2 else ""))
@@ -83,7 +83,7 @@ def kill_tree(dev, roots: Callable[[list[tuple[int, int, str]]], set[int]]) -> s
 
 
 def pid_of(dev, role: str) -> int:
-    return int(dev.shell(f"cat {M}/pids/{role}", timeout=10).stdout.strip())
+    return int(dev.shell(f"cat {M}/pids/{role}", timeout=60).stdout.strip())
 
 
 def kill_role(dev, role: str) -> set[int]:
@@ -114,7 +114,7 @@ def wait_for(pred: Callable[[], object], timeout: float, poll: float = 0.3, what
 
 def resumed(dev) -> int:
     """How many jobs the phone's orchestrator resumed after a restart (its log says so)."""
-    out = dev.shell(f"grep -c 'resumed after a restart' {M}/log/mesh.log", timeout=10,
+    out = dev.shell(f"grep -c 'resumed after a restart' {M}/log/mesh.log", timeout=60,
                     check=False).stdout.strip()
     return int(out) if out.isdigit() else 0
 
@@ -195,11 +195,11 @@ def test_a_worker_killed_mid_task_its_lease_expires_then_the_orchestrator_gets_i
     fleet.snap(fleet.serials[0], CHELSEA, name="IMG_w1.jpg")
     p2 = devs[1]
     first = wait_for(lambda: [e for e in lease_log(p2) if e.verb is audit.LeaseVerb.RENEW],
-                     60, what="the classify program running on p2")[0]
+                     240, what="the classify program running on p2")[0]
     assert kill_handlers(p2)
     job = wait_for(lambda: [j for j in control.results_one(devs[0])
                             if j.get("state", "").startswith(("done", "failed"))],
-                   90, what="the job to finish")
+                   300, what="the job to finish")
     assert len(job) == 1 and job[0]["state"] == "done", (job, logs(devs))
     assert job[0]["classify.who"] == "p2"
     hs = audit.holds(lease_log(p2))["classify"]
@@ -221,14 +221,14 @@ def test_an_orchestrator_killed_mid_task_resumes_its_pictures_once_on_restart(fl
     for i in range(2):
         fleet.snap(fleet.serials[0], CHELSEA, name=f"IMG_o{i}.jpg")
     wait_for(lambda: sum(1 for d in devs for e in lease_log(d)
-                         if e.verb is audit.LeaseVerb.RENEW) >= 1, 60, what="a task running")
+                         if e.verb is audit.LeaseVerb.RENEW) >= 1, 240, what="a task running")
     kill_role(x, "orchestrator")
     time.sleep(1)
     # a picture taken while it is dead is new on restart
     fleet.snap(fleet.serials[0], CHELSEA, name="IMG_o2.jpg")
     assert not control.status_one(x)["pids"]["orchestrator"]["alive"]
     control.restart_one(x)
-    wait_for(lambda: all_final([x], 3), 120, what="3 jobs final")
+    wait_for(lambda: all_final([x], 3), 480, what="3 jobs final")
     jobs = control.results_one(x)
     taken = [f"/storage/emulated/0/DCIM/Camera/IMG_o{i}.jpg" for i in range(3)]
     a = audit.pictures_done_once(taken, jobs)
@@ -240,7 +240,7 @@ def test_an_orchestrator_killed_mid_task_resumes_its_pictures_once_on_restart(fl
 
 # --------------------------------------------------- done-when (3): bursts, kills, audits
 def uptime_ds(dev) -> int:
-    up = dev.shell("cat /proc/uptime", timeout=10).stdout.split()[0]
+    up = dev.shell("cat /proc/uptime", timeout=60).stdout.split()[0]
     whole, _, frac = up.partition(".")
     return int(whole) * 10 + int((frac or "0")[0])
 
@@ -278,14 +278,14 @@ def burst_run(fl, devs, session, *, orchestrators: int, bursts: int, per_burst: 
         del kill_plan[:2]
         for n, (role, idx) in enumerate(now):
             if role == "worker":
-                busy = wait_for(lambda: running_tasks(devs), 90, poll=0.2, what="a task running")
+                busy = wait_for(lambda: running_tasks(devs), 240, poll=0.2, what="a task running")
                 idx = busy[0] if busy[0] < len(devs) else idx
                 now[n] = (role, idx)
                 kill_role(devs[idx], "worker")
             else:
-                wait_for(lambda: devs[idx].shell(f"ls {M}/tmp | grep -c '^active-'", timeout=10,
+                wait_for(lambda: devs[idx].shell(f"ls {M}/tmp | grep -c '^active-'", timeout=60,
                                                  check=False).stdout.strip() not in ("", "0"),
-                         60, poll=0.2, what="jobs in flight")
+                         240, poll=0.2, what="jobs in flight")
                 kill_role(devs[idx], "orchestrator")
             killed.append(now[n])
         time.sleep(2)
@@ -443,7 +443,7 @@ def test_laptop_watch_and_phone_orchestrators_on_the_same_phones_process_each_pi
                 d, ph = phone[key]
                 processed.append(ph["state"] == "done")
                 assert ph["state"] in ("done", "done-elsewhere"), ph
-                claim = d.shell(f"cat {M}/jobs/{ph['job']}/claim", timeout=10).stdout.strip()
+                claim = d.shell(f"cat {M}/jobs/{ph['job']}/claim", timeout=60).stdout.strip()
                 assert claim == key_of(lap), (claim, lap)
                 won["phone" if ph["state"] == "done" else "laptop"] += 1
             assert processed.count(True) == 1, (key, lap.state, lap.error, phone.get(key))
