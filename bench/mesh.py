@@ -116,7 +116,7 @@ def mesh(fleet, devs: list[Device], mode: control.MeshMode, images: list[Path],
         time.sleep(1.5)                              # the orchestrators' baseline listing
         for n, img in enumerate(images, 1):
             t0 = time.monotonic()
-            fleet.snap(x.serial, img, name=f"IMG_bench_{n}.png")
+            fleet.snap(x.serial, img, name=f"IMG_{mode.value}_{n}.png")   # new names per mode
             lat = _wait_done([x], {x.serial: n}, t0, 600)
             out.append(lat if lat is not None else float("nan"))
             marks = dict(ln.split()[:2] for ln in x.shell(
@@ -134,7 +134,7 @@ def mesh(fleet, devs: list[Device], mode: control.MeshMode, images: list[Path],
         want = {d.serial: len(_states(d)) for d in devs}
         t0 = time.monotonic()
         for i, (img, d) in enumerate(zip(burst, targets)):
-            fleet.snap(d.serial, img, name=f"IMG_burst_{i}.png")
+            fleet.snap(d.serial, img, name=f"IMG_{mode.value}_burst_{i}.png")
             want[d.serial] += 1
         wall = _wait_done(devs, want, t0)
         for d in devs:
