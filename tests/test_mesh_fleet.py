@@ -48,7 +48,7 @@ def mesh(fleet, tmp_path_factory):
 def canaries(devs) -> list[str]:
     # `; true`: as uid 2000, find meets unreadable folders and exits 1; what it prints counts
     return [d.shell(f"cat {CANARY}; ls /data/local/tmp/pwned* 2>/dev/null; "
-                    "find / -xdev -name 'pwned*' 2>/dev/null; true", timeout=20).stdout
+                    "find / -xdev -name 'pwned*' 2>/dev/null; true", timeout=90).stdout
             for d in devs]
 
 

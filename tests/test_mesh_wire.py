@@ -69,14 +69,32 @@ def test_wrong_key_unknown_peer_not_for_me_and_stale_time_are_refused():
         assert exc.value.why == why, why
 
 
-def test_a_replayed_or_older_counter_is_refused():
+def test_a_replayed_counter_is_refused_and_an_out_of_order_one_accepted_once():
+    """The replay window: concurrent connections of one peer may arrive out of order (an
+    older counter within the window is accepted once); any repeat is refused, and so is a
+    counter older than the window."""
     p, guard = Peer("p2", KEY), ReplayGuard()
     first, second = p.make(Kind.BID_REQUEST, "p1", "classify"), p.make(Kind.BID, "p1", "x,1")
     deliver(second, guard=guard)
+    assert deliver(first, guard=guard).counter == 1          # late, inside the window
     for raw in (second, first):
         with pytest.raises(WireError) as exc:
             deliver(raw, guard=guard)
         assert exc.value.why == "replay"
+    p.counter = wire.WINDOW + 5
+    deliver(p.make(Kind.BID_REQUEST, "p1", "classify"), guard=guard)   # window moves to 70
+    p.counter = 5                                            # 6: now below the window
+    with pytest.raises(WireError) as exc:
+        deliver(p.make(Kind.BID_REQUEST, "p1", "classify"), guard=guard)
+    assert exc.value.why == "replay"
+
+
+def test_the_replay_window_rule():
+    g = ReplayGuard(window=4)
+    got = [g.accept("p", c) for c in (3, 1, 3, 2, 9, 5, 6, 6, 8, 0, 10, 7, 7)]
+    assert got == [True, True, False, True, True, False, True, False, True, False, True,
+                   True, False]
+    assert g.accept("q", 1)                                  # per peer
 
 
 def test_forged_sizes_are_refused_before_the_body_is_read():

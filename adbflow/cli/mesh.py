@@ -65,31 +65,38 @@ Addr = Annotated[Optional[list[str]], typer.Option(
 @mesh_app.command("up")
 def up_cmd(adb_server: AdbServers = None, serial: Serials = None, addr: Addr = None,
            port: Annotated[int, typer.Option(min=1024, max=65535)] = control.DEFAULT_PORT,
-           orchestrator: Annotated[Optional[str], typer.Option(
+           orchestrator: Annotated[Optional[list[str]], typer.Option(
                "--orchestrator", metavar="SERIAL",
-               help="mode single: this phone watches its camera and farms the work out")] = None,
-           mode: Annotated[Optional[str], typer.Option(
-               "--mode", metavar="single",
-               help="single: one orchestrator for the mesh; without --orchestrator the "
-                    "phones elect it (and elect again when it stops answering)")] = None,
+               help="a phone that watches its camera and farms the work out (mode single: "
+                    "one; mode p2p: repeat it, default every phone)")] = None,
+           mode: Annotated[Optional[control.MeshMode], typer.Option(
+               help="single: one orchestrating phone; without --orchestrator the phones "
+                    "elect it (and elect again when it stops answering); p2p: each listed "
+                    "phone orchestrates its own pictures, borrowing the others' workers. "
+                    "Neither: workers only (with --orchestrator: single)")] = None,
            lease: Annotated[float, typer.Option(
                "--lease", min=1.0, max=600.0,
                help="election: seconds without the leader's heartbeat before the others "
                     "elect again")] = 10.0,
            json_out: JsonOut = False) -> None:
     """Push the mesh runtime and a fresh session key to every phone and start its worker
-    (and, with --orchestrator, the single-mode orchestrator on that phone; with --mode
+    (and the orchestrator on the phones named by --orchestrator / mode p2p; with --mode
     single and no phone named, the election on every phone)."""
-    if mode not in (None, "single"):
-        raise typer.BadParameter(f"--mode {mode!r}: only 'single' here")
+    devs = _devices(adb_server, serial)
+    named = list(orchestrator or [])
+    if mode is not control.MeshMode.P2P and len(named) > 1:
+        raise typer.BadParameter("mode single has one --orchestrator; several need --mode p2p")
     elect = None
-    if mode == "single" and not orchestrator:
+    if mode is control.MeshMode.SINGLE and not named:
         lease_ds = max(10, round(lease * 10))
         elect = ElectionTiming(lease_ds=lease_ds, beat_ds=max(1, lease_ds // 5))
-    devs = _devices(adb_server, serial)
     with tempfile.TemporaryDirectory(prefix="adbflow-mesh-") as tmp:
         session = control.up(devs, addrs=_addrs(addr), port=port, tmp=Path(tmp),
-                             orchestrator=orchestrator, elect=elect)
+                             mode=mode or control.MeshMode.SINGLE,
+                             orchestrator=named[0] if mode is not control.MeshMode.P2P and named
+                             else None,
+                             orchestrators=named if mode is control.MeshMode.P2P else (),
+                             elect=elect)
     path = _save(session)
     if json_out:
         typer.echo(json.dumps({**control.session_json(session), "session": str(path)}))
@@ -126,6 +133,20 @@ def logs_cmd(adb_server: AdbServers = None, serial: Serials = None,
     for d in _devices(adb_server, serial):
         typer.echo(f"== {d.serial}")
         typer.echo(control.logs_one(d, lines=lines))
+
+
+@mesh_app.command("restart")
+def restart_cmd(adb_server: AdbServers = None, serial: Serials = None,
+                json_out: JsonOut = False) -> None:
+    """Start again the mesh processes that are no longer running (a killed worker or
+    orchestrator), keeping each phone's state: unfinished jobs resume, done ones stay done."""
+    rows = [control.restart_one(d) for d in _devices(adb_server, serial)]
+    if json_out:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        typer.echo(f"{r['serial']}: " + " ".join(
+            f"{k}:{v['pid']}{'' if v['alive'] else '(dead)'}" for k, v in r["pids"].items()))
 
 
 @mesh_app.command("down")

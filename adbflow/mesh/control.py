@@ -9,6 +9,7 @@ removes the folder, then lists it to prove it is gone. Nothing is registered at 
 """
 from __future__ import annotations
 
+import enum
 import logging
 import re
 import shlex
@@ -23,6 +24,7 @@ from adbflow.errors import (
     MeshError,  # noqa: F401 - defined in adbflow.errors
     ParseError,
 )
+from adbflow.mesh.audit import LeaseEvent, parse_lease_log
 from adbflow.mesh.election import ElectionTiming
 from adbflow.mesh.wire import new_key
 from adbflow.paths import DEVICE_SCRIPTS_DIR, PROFILES_DIR
@@ -47,12 +49,40 @@ class PeerSpec:
     port: int
 
 
+class MeshMode(str, enum.Enum):
+    """Who orchestrates: `single`, one phone for its pictures and nobody else's; `p2p`,
+    several (default: every) phone, each for its own pictures, borrowing the others'
+    workers through reservations (the same orchestrator program, orch.sh, on each)."""
+    SINGLE = "single"
+    P2P = "p2p"
+
+
+@dataclass(frozen=True)
+class MeshSettings:
+    """The orchestrators' and workers' knobs (pushed to conf/). Why these defaults: a
+    reservation only has to cover GRANT -> TASK start (the worker renews its lease every
+    renew_ds / 3 while the program runs), so 10 s is plenty and a dead orchestrator's
+    reservation is free again 10 s later; task_s bounds one program run (the worker kills
+    it after that; the orchestrator stops waiting 15 s later)."""
+    jobs: int = 2            # pictures one orchestrator handles at once
+    ttl_ds: int = 100        # reservation time to live (deciseconds, worker's clock)
+    renew_ds: int = 100      # lease time a renewal grants while the program runs
+    task_s: int = 300        # longest program run
+    stage_s: int = 300       # how long a stage keeps bidding when every slot is busy
+    claim_ds: int = 300      # a picture claim's time to live (the laptop's claim_ttl_s)
+
+    def files(self) -> dict[str, str]:
+        return {f"conf/{k}": f"{int(v)}\n" for k, v in asdict(self).items()}
+
+
 @dataclass
 class MeshSession:
     key: str
     peers: list[PeerSpec] = field(default_factory=list)
     orchestrator: str | None = None     # mode single: the peer name hosting it
     elected: bool = False               # mode single, no phone named: the phones elect it
+    mode: MeshMode = MeshMode.SINGLE
+    orchestrators: list[str] = field(default_factory=list)   # peer names running orch.sh
 
     def peers_file(self) -> str:
         return "".join(f"{p.name} {p.addr} {p.port}\n" for p in self.peers)
@@ -89,26 +119,47 @@ def argv_files(device: Device, profiles_dir: Path = PROFILES_DIR) -> dict[str, s
 
 def up(devices: Sequence[Device], *, addrs: Mapping[str, str] | None = None,
        port: int = DEFAULT_PORT, key: str | None = None, orchestrator: str | None = None,
+       mode: MeshMode = MeshMode.SINGLE, orchestrators: Sequence[str] = (),
+       settings: MeshSettings = MeshSettings(),
+       programs: Mapping[str, Sequence[str]] | None = None,
        elect: ElectionTiming | None = None,
        profiles_dir: Path = PROFILES_DIR, tmp: Path) -> MeshSession:
     """Install and start the mesh on every device. `addrs` overrides the Wi-Fi address per
     serial; `orchestrator` (a serial) runs mode `single` there; `elect` (mode single with no
-    phone named) starts the election on every phone once every worker listens. Raises
+    phone named) starts the election on every phone once every worker listens; mode `p2p`
+    runs an orchestrator on each of `orchestrators` (serials; default every device).
+    `programs` replaces the profile's classify/generate argv (stand-in programs for protocol
+    tests and benches; the argv is still one argument per line, never evaluated). Raises
     MeshError naming the device on any failure (the others are left as they are: run
     `mesh down`)."""
     addrs = dict(addrs or {})
-    session = MeshSession(key or new_key())
+    session = MeshSession(key or new_key(), mode=mode)
+    if mode is MeshMode.P2P:
+        if orchestrator:
+            raise MeshError("--orchestrator names one phone: that is mode single",
+                            hint="mode p2p takes --orchestrator once per phone, or none for all")
+        wanted = set(orchestrators) or {d.serial for d in devices}
+    else:
+        if orchestrators:
+            raise MeshError("several orchestrators need mode p2p", hint="pass --mode p2p")
+        wanted = {orchestrator} if orchestrator else set()
     for i, dev in enumerate(devices, 1):
         addr = addrs.get(dev.serial) or wifi_address(dev)
         session.peers.append(PeerSpec(f"p{i}", dev.serial, addr, port))
-        if orchestrator == dev.serial:
-            session.orchestrator = f"p{i}"
-    if orchestrator and not session.orchestrator:
-        raise MeshError(f"{orchestrator}: not among the mesh's devices",
+        if dev.serial in wanted:
+            session.orchestrators.append(f"p{i}")
+    unknown = wanted - {d.serial for d in devices}
+    if unknown:
+        raise MeshError(f"{', '.join(sorted(unknown))}: not among the mesh's devices",
                         hint="pass the serial of one of the listed devices")
     if orchestrator and elect:
         raise MeshError("an orchestrator named and an election asked for",
                         hint="name the orchestrator's phone, or let the phones elect it")
+    if elect and mode is not MeshMode.SINGLE:
+        raise MeshError("an election is for mode single (one orchestrator)",
+                        hint="mode p2p runs an orchestrator on every listed phone")
+    if mode is MeshMode.SINGLE and session.orchestrators:
+        session.orchestrator = session.orchestrators[0]
     lease_sh = (DEVICE_SCRIPTS_DIR / "lease.sh").read_text()
     tmp.mkdir(parents=True, exist_ok=True)
     for peer, dev in zip(session.peers, devices):
@@ -124,13 +175,22 @@ def up(devices: Sequence[Device], *, addrs: Mapping[str, str] | None = None,
         files["key"] = session.key
         for name, text in argv_files(dev, profiles_dir).items():
             files[f"conf/{name}" + ("" if "." in name or name == "input_size" else ".argv")] = text
-        if session.orchestrator:
-            files["orchestrator"] = session.orchestrator + "\n"
+        for slot, argv in (programs or {}).items():
+            if slot not in ("classify", "generate") or any("\n" in a for a in argv):
+                raise MeshError(f"program for {slot!r}: unknown slot or a newline in an argument",
+                                hint="slots: classify, generate; one argument per item")
+            files[f"conf/{slot}.argv"] = "".join(a + "\n" for a in argv)
+        files.update(settings.files())
+        # the claim key has the inode exactly where the laptop's has it (adbd's ls_v2)
+        files["conf/claim_inodes"] = "1\n" if "ls_v2" in dev.features(timeout=_TIMEOUT) else "0\n"
+        files["mode"] = mode.value + "\n"
+        if session.orchestrators:
+            files["orchestrator"] = "".join(n + "\n" for n in session.orchestrators)
         for rel, text in files.items():
             local = tmp / f"{peer.name}-{rel.replace('/', '_')}"
             local.write_text(text)
-            mode = 0o600 if rel == "key" else 0o644
-            dev.push(local, f"{d}/{rel}", timeout=_TIMEOUT, mode=mode)
+            fmode = 0o600 if rel == "key" else 0o644
+            dev.push(local, f"{d}/{rel}", timeout=_TIMEOUT, mode=fmode)
             local.unlink()
         dev.shell(f"chmod 600 {d}/key", timeout=_TIMEOUT)
         # setsid: a new session, so closing this adb shell (SIGHUP to its group) leaves it
@@ -213,24 +273,24 @@ def logs_one(dev: Device, lines: int = 50) -> str:
 
 _DOWN = f"""M={MESH_DIR}
 for f in $M/pgid $M/pids/*; do [ -f "$f" ] || continue
-  read -r p < "$f"; case $p in ''|*[!0-9]*) continue;; esac
-  kill -TERM -- -$p 2>/dev/null; kill -TERM $p 2>/dev/null
+  while read -r p; do case $p in ''|*[!0-9]*) continue;; esac
+  kill -TERM -- -$p 2>/dev/null; kill -TERM $p 2>/dev/null; done < "$f"
 done
 sleep 0.3
 for f in $M/pgid $M/pids/*; do [ -f "$f" ] || continue
-  read -r p < "$f"; case $p in ''|*[!0-9]*) continue;; esac
-  kill -KILL -- -$p 2>/dev/null; kill -KILL $p 2>/dev/null
+  while read -r p; do case $p in ''|*[!0-9]*) continue;; esac
+  kill -KILL -- -$p 2>/dev/null; kill -KILL $p 2>/dev/null; done < "$f"
 done
-# a killed process takes a moment to be gone on a loaded phone: look again for up to 3 s
+# a killed process is gone once reaped (the device's init reaps orphans; give it 3 s)
 i=0; while :; do left=
   for f in $M/pgid $M/pids/*; do [ -f "$f" ] || continue
-    read -r p < "$f"; case $p in ''|*[!0-9]*) continue;; esac
-    kill -0 $p 2>/dev/null && left="$left $p"
+    while read -r p; do case $p in ''|*[!0-9]*) continue;; esac
+    kill -0 $p 2>/dev/null && left="$left $p"; done < "$f"
   done
-  [ -z "$left" ] || [ $i -ge 30 ] && break
-  i=$((i + 1)); sleep 0.1
+  [ -z "$left" ] && break
+  i=$((i + 1)); [ $i -ge 30 ] && {{ for p in $left; do echo alive=$p; done; break; }}
+  sleep 0.1
 done
-for p in $left; do echo alive=$p; done
 rm -rf $M
 rm -f /data/local/tmp/adbflow/slot-mjob-* /data/local/tmp/adbflow/slot-role-orchestrator.*
 ls -d $M 2>/dev/null && echo left=1
@@ -325,6 +385,30 @@ def results_and_clock(dev: Device) -> tuple[list[dict[str, Any]], dict[str, str]
     return jobs, head
 
 
+def restart_one(dev: Device) -> dict[str, Any]:
+    """Start again what `up` started and is no longer running on the phone (its worker
+    listener, its orchestrator), keeping its state: a restarted orchestrator resumes its
+    unfinished jobs from their records (each picture still ends done once)."""
+    dev.shell(f"[ -d {MESH_DIR} ] && setsid sh {MESH_DIR}/start.sh </dev/null >/dev/null 2>&1 &",
+              timeout=_TIMEOUT)
+    deadline = time.monotonic() + 10.0
+    st = status_one(dev)
+    while not st.get("worker_alive") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        st = status_one(dev)
+    if not st.get("worker_alive"):
+        raise MeshError(f"{dev.serial}: the mesh worker did not start again",
+                        hint="`adbflow mesh up` installs it afresh")
+    return st
+
+
+def lease_log_one(dev: Device, max_bytes: int = 4 << 20) -> list[LeaseEvent]:
+    """The worker's lease log (log/lease.log), parsed as data (malformed lines dropped)."""
+    res = dev.shell(f"head -c {int(max_bytes)} {MESH_DIR}/log/lease.log 2>/dev/null",
+                    timeout=_TIMEOUT, check=False, max_output=max_bytes + 4096)
+    return parse_lease_log(res.stdout)
+
+
 def status(devices: Sequence[Device]) -> list[dict[str, Any]]:
     return [status_one(d) for d in devices]
 
@@ -347,7 +431,8 @@ def down(devices: Sequence[Device]) -> list[dict[str, Any]]:
 
 def session_json(session: MeshSession) -> dict[str, Any]:
     """The session without its key (what may be printed)."""
-    return {"peers": [asdict(p) for p in session.peers]}
+    return {"peers": [asdict(p) for p in session.peers], "mode": session.mode.value,
+            "orchestrators": list(session.orchestrators)}
 
 
 def quote(s: str) -> str:

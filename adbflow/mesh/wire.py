@@ -33,6 +33,7 @@ from adbflow.errors import (
 MAGIC = "AFM1"
 HEADER_BYTES = 256
 MAX_SKEW_S = 120
+WINDOW = 64            # replay window (counters), wire.sh MESH_WINDOW
 MAX_BODY = {"TASK": 8 << 20, "RESULT": 64 << 10, "PICTURE": 8 << 20, "DONE": 64 << 10}
 _NAME_RE = re.compile(r"^[a-z0-9]{1,16}$")
 _ARG_RE = re.compile(r"^[A-Za-z0-9.,_-]{0,100}$")
@@ -109,14 +110,27 @@ def encode(key: str, msg: Message) -> bytes:
 
 @dataclass
 class ReplayGuard:
-    """Last counter accepted per peer: a message must carry a larger one."""
-    seen: dict[str, int] = field(default_factory=dict)
+    """The replay window per peer (wire.sh's `seen-ROLE-PEER` record, same rule): a counter
+    above the highest accepted one moves the window; one within WINDOW below it is accepted
+    once (concurrent connections of one peer arrive out of order); one older than the
+    window, or seen before, is a replay. Counter 0 is never sent, so never accepted."""
+    window: int = WINDOW
+    seen: dict[str, tuple[int, frozenset[int]]] = field(default_factory=dict)
 
     def accept(self, sender: str, counter: int) -> bool:
-        if counter <= self.seen.get(sender, 0):
+        top, got = self.seen.get(sender, (0, frozenset()))
+        if counter <= 0 or counter in got or counter <= top - self.window:
             return False
-        self.seen[sender] = counter
+        top = max(top, counter)
+        self.seen[sender] = (top, frozenset({c for c in got if c > top - self.window}
+                                            | {counter}))
         return True
+
+
+def replay_stream(kind: Kind, sender: str) -> str:
+    """The replay record a message counts against (wire.sh `_rs`): a sender's elector and
+    orchestrator send concurrently, so election requests are their own in-order stream."""
+    return f"{sender}/e" if kind in (Kind.VOTE_REQUEST, Kind.HEARTBEAT) else sender
 
 
 def parse_header(raw: bytes) -> list[str]:
@@ -164,7 +178,7 @@ def read_message(sock: socket.socket, key: str, *, me: str, peers: set[str],
     body = _read_exact(sock, length, deadline)
     if not hmac.compare_digest(mac(key, " ".join(f[:8]) + " " + _sha(body)), f[8]):
         raise WireError("bad-mac")
-    if not guard.accept(sender, counter):
+    if not guard.accept(replay_stream(kind, sender), counter):
         raise WireError("replay", f"counter {counter}")
     return Message(kind, sender, to, counter, ts, f[6], body)
 

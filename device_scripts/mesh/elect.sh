@@ -496,10 +496,11 @@ _lead_loop() {
 }
 
 # ---- the camera watcher (EL_RUN=origin): this phone's pictures become job records here ---
-_record() { _src=$1
+_el_record() { _src=$1
   _n=1; while [ -e "$M/jobs/$_n" ]; do _n=$((_n + 1)); done
   _j=$M/jobs/$_n; mkdir -p "$_j"
   printf '%s\n' "$_src" > "$_j/source"
+  printf '%s\n' "$_src" >> "$M/state/pictures"    # known from now on (orch.sh's _watch)
   echo converting > "$_j/state"
   _mark detected "$_j"
   /data/local/tmp/img2bmp "$_src" "$_j/input.bmp" "$SIZE" 2>"$_j/img2bmp.err" ||
@@ -512,5 +513,5 @@ _record() { _src=$1
 case ${EL_RUN:-} in
 loop) _el_loop;;
 lead) _el_num "$EL_TERM" && _lead_loop;;
-origin) MESH_LIB=1 . "$M/orch.sh"; exec 2>>"$M/log/origin.err"; _watch _record;;
+origin) MESH_LIB=1 . "$M/orch.sh"; exec 2>>"$M/log/origin.err"; _watch _el_record;;
 esac

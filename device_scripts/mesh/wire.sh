@@ -12,11 +12,12 @@
 M=${M:-/data/local/tmp/adbflow-mesh}
 MESH_HDR=256
 MESH_SKEW=120                      # seconds of wall clock difference tolerated
+MESH_WINDOW=64                     # counters accepted out of order per peer (replay window)
 _msha() { sha256sum | { read -r _h _x; echo "$_h"; }; }
 mesh_mac() { _mi=$({ cat "$M/key"; printf '%s' "$1"; } | _msha)
   { cat "$M/key"; printf '%s' "$_mi"; } | _msha; }
 mesh_log() { echo "$(date +%s) $ME $*" >> "$M/log/mesh.log"; }
-# the sender's counter: strictly increasing per sender (flock-guarded file)
+# the sender's counter: +1 per message sent (flock-guarded file)
 mesh_ctr() {
   { flock 8; _c=0; read -r _c 2>/dev/null < "$M/state/ctr"
     case $_c in ''|*[!0-9]*) _c=0;; esac
@@ -59,20 +60,32 @@ mesh_recv() {
   [ "$8" -le "$(mesh_max "$2")" ] || { R_WHY=size; return 1; }
   _now=$(date +%s)
   [ "$6" -le $((_now + MESH_SKEW)) ] && [ "$6" -ge $((_now - MESH_SKEW)) ] || { R_WHY=stale; return 1; }
-  R_BODY=$M/tmp/body-$$-$3
+  R_BODY=$M/tmp/body-${MESH_TAG:-$$}-$3
   if [ "$8" -gt 0 ]; then head -c "$8" > "$R_BODY"; else : > "$R_BODY"; fi
   [ "$(stat -c %s "$R_BODY")" = "$8" ] || { R_WHY=short; rm -f "$R_BODY"; return 1; }
   _bh=$(_msha < "$R_BODY")
   [ "$(mesh_mac "$1 $2 $3 $4 $5 $6 $7 $8 $_bh")" = "$9" ] || { R_WHY=bad-mac; rm -f "$R_BODY"; return 1; }
-  # replay: the counter must exceed the last one accepted from this peer (checked and stored
-  # under a lock: two connections replaying the same message cannot both pass); the worker
-  # (requests) and the orchestrator (answers) keep separate records (MESH_ROLE w / o; the
-  # elector: e); a sender's elector and orchestrator send concurrently, each in order: their
-  # requests are two streams (election: VOTE_REQUEST, HEARTBEAT; the rest), one record each
+  # replay: a sliding window per peer and role (MESH_WINDOW counters, as IPsec's): a counter
+  # above the highest accepted one moves the window; one inside it is accepted once (several
+  # connections from one peer can arrive out of order: a p2p orchestrator runs jobs in
+  # parallel); one below it, or seen before, is a replay. Checked and stored under a lock
+  # (two connections replaying one message cannot both pass). The worker (requests) and the
+  # orchestrator (answers) keep separate records (MESH_ROLE w / o; the elector: e); a
+  # sender's elector and orchestrator send concurrently: their requests are two streams
+  # (election: VOTE_REQUEST, HEARTBEAT; the rest), one window each. Record: `MAX SEEN...`.
   _rs=${MESH_ROLE:-w}; case $2 in VOTE_REQUEST|HEARTBEAT) _rs=${_rs}e;; esac
-  _ok=$({ flock 8; _l=0; read -r _l 2>/dev/null < "$M/state/seen-$_rs-$3"
-    case $_l in ''|*[!0-9]*) _l=0;; esac
-    if [ "$5" -gt "$_l" ]; then echo "$5" > "$M/state/seen-$_rs-$3"; echo y; fi; } 8>>"$M/state/seen.lock")
+  _cn=$5 _sf=$M/state/seen-$_rs-$3
+  _ok=$({ flock 8; _w=; read -r _w 2>/dev/null < "$_sf"
+    set -f; set -- $_w; set +f
+    _mx=${1:-0}; case $_mx in *[!0-9]*) _mx=0;; esac; [ $# -gt 0 ] && shift
+    _top=$_mx; [ "$_cn" -gt "$_top" ] && _top=$_cn
+    _nw=$_cn _hit=
+    for _sc in "$@"; do case $_sc in ''|*[!0-9]*) continue;; esac
+      [ "$_sc" = "$_cn" ] && _hit=1
+      [ "$_sc" -gt $((_top - MESH_WINDOW)) ] && [ "$_sc" != "$_cn" ] && _nw="$_nw $_sc"
+    done
+    if [ "$_cn" -gt 0 ] && [ -z "$_hit" ] && [ "$_cn" -gt $((_mx - MESH_WINDOW)) ]; then
+      echo "$_top $_nw" > "$_sf"; echo y; fi; } 8>>"$M/state/seen.lock")
   [ "$_ok" = y ] || { R_WHY=replay; rm -f "$R_BODY"; return 1; }
   R_T=$2 R_FROM=$3 R_ARG=$7 R_LEN=$8
   return 0
