@@ -104,7 +104,8 @@ def build(version: str = SDIST_VERSION, jobs: int = 2, sdist: Path | None = None
         src_archive = sdist if sdist is not None else _download_sdist(work, version)
         src = _extract_tree(src_archive, work)
         build_dir = root / "build"
-        _run(["cmake", "-S", str(src), "-B", str(build_dir), "-G", "Ninja", *CMAKE_OPTIONS])
+        generator = "Ninja" if shutil.which("ninja") else "Unix Makefiles"
+        _run(["cmake", "-S", str(src), "-B", str(build_dir), "-G", generator, *CMAKE_OPTIONS])
         _run(["cmake", "--build", str(build_dir), "-j", str(jobs), "--target", *TARGETS])
         out = bin_dir(version)
         out.mkdir(parents=True, exist_ok=True)

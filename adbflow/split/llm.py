@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -180,11 +181,13 @@ class RpcWorker:
     _reader: threading.Thread | None = None
 
     def start(self, timeout: float = WORKER_START_S) -> None:
+        """Start it and read its pid (the shell's, which `exec` hands to the server).
+        Whether it listens yet is told by `wait_listening` through the tunnel: the
+        server's own start-up lines sit in its stdout buffer until the first client."""
         cmd = (f"echo $$; exec {remote_path(RPC_SERVER)} -H 127.0.0.1 -p {int(self.port)} "
                f"-t {int(self.threads)} 2>&1")
         self.stream = self.device.stream_lines(cmd, timeout=None)
-        deadline = time.monotonic() + timeout
-        ready = threading.Event()
+        got_pid = threading.Event()
 
         def read() -> None:
             assert self.stream is not None
@@ -192,25 +195,39 @@ class RpcWorker:
                 for line in self.stream:
                     if self.pid is None and (m := _PID.match(line)):
                         self.pid = int(m.group(1))
+                        got_pid.set()
                         continue
                     if len(self.log) < 200:
                         self.log.append(line[:300])
-                    if "listening" in line.lower() or "endpoint" in line.lower() \
-                            or "starting rpc server" in line.lower():
-                        ready.set()
             except AdbError:
                 pass
-            ready.set()
+            got_pid.set()
 
         self._reader = threading.Thread(target=read, name=f"rpc-{self.device.serial}", daemon=True)
         self._reader.start()
-        ready.wait(max(0.0, deadline - time.monotonic()))
-        if self.stream.exit_code is not None or self.pid is None or not ready.is_set():
-            tail = " | ".join(self.log[-3:]) or "no output"
+        got_pid.wait(timeout)
+        if self.pid is None or not self.alive():
             self.stop()
-            raise SplitError(f"{RPC_SERVER} did not start ({tail})", serial=self.device.serial,
-                             step="rpc worker", hint=f"is {remote_path(RPC_SERVER)} a build for "
-                             "this phone's ABI, and the port free?")
+            raise SplitError(f"{RPC_SERVER} did not start ({self.tail()})",
+                             serial=self.device.serial, step="rpc worker",
+                             hint=f"is {remote_path(RPC_SERVER)} a build for this phone's ABI?")
+
+    def tail(self) -> str:
+        return " | ".join(self.log[-3:]) or "no output"
+
+    def wait_listening(self, laptop_port: int, timeout: float = WORKER_START_S) -> None:
+        """Until a connection through the forward stays open (adbd closes it at once while
+        nothing listens on the phone's port); SplitError when the server exits first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                break
+            if _stays_open(laptop_port):
+                return
+            time.sleep(0.2)
+        raise SplitError(f"{RPC_SERVER} is not listening on 127.0.0.1:{self.port} "
+                         f"({self.tail()})", serial=self.device.serial, step="rpc worker",
+                         hint="is the port free on the phone?")
 
     def alive(self) -> bool:
         return self.stream is not None and self.stream.exit_code is None and \
@@ -226,13 +243,31 @@ class RpcWorker:
             self._reader.join(5.0)
 
 
+def _stays_open(port: int, wait_s: float = 0.5) -> bool:
+    """A laptop connection to `port` that is neither refused nor closed within `wait_s`.
+    Sends nothing: the RPC server waits for its client's hello and says nothing first."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5.0) as sock:
+            sock.settimeout(wait_s)
+            try:
+                return sock.recv(1) != b""
+            except TimeoutError:
+                return True
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
-def tunnel(main: Device, worker: Device, worker_port: int) -> Iterator[int]:
+def tunnel(main: Device, worker: Device, worker_port: int,
+           ready: Callable[[int], None] | None = None) -> Iterator[int]:
     """The worker's loopback port reachable from the main phone's loopback: `adb forward`
-    laptop tcp:0 -> worker, then `adb reverse` main tcp:0 -> that laptop port. Yields the
-    port on the main phone; both are removed afterwards (also on errors)."""
+    laptop tcp:0 -> worker, then `adb reverse` main tcp:0 -> that laptop port. `ready`
+    (laptop port) is called in between, to wait for the worker to listen. Yields the port
+    on the main phone; both are removed afterwards (also on errors)."""
     laptop = worker.forward("tcp:0", f"tcp:{int(worker_port)}", timeout=ADB_TIMEOUT_S)
     try:
+        if ready is not None:
+            ready(laptop)
         on_main = main.reverse("tcp:0", f"tcp:{laptop}", timeout=ADB_TIMEOUT_S)
         try:
             yield on_main
@@ -263,7 +298,8 @@ def run_story(devices: Mapping[str, Device], main: str, workers: Sequence[str], 
             stack.callback(worker.stop)
             worker.start()
             running[w] = worker
-            port = stack.enter_context(tunnel(devices[main], devices[w], worker.port))
+            port = stack.enter_context(tunnel(devices[main], devices[w], worker.port,
+                                              ready=worker.wait_listening))
             endpoints.append(f"127.0.0.1:{port}")
         ngl = sum(layers.get(w, 0) for w in workers)
         argv = completion_argv(binary, spec, rpc=endpoints, n_gpu_layers=ngl,
@@ -334,3 +370,31 @@ def run_story_with_fallback(devices: Mapping[str, Device], main: str, workers: S
 def story_prompt(request: str, opening: str = "") -> str:
     """The story request in SmolLM2's chat template (as the story stage sends it)."""
     return device_prompt(request, opening)
+
+
+# ------------------------------------------------------------------ from bids to a split
+
+def llm_phone(bid: Any, profile: Any) -> LlmPhone:
+    """A phone's generation speed now (profile tokens/s over the ECT cost's load, thermal
+    and frequency factors) and its free memory, from its live bid."""
+    from adbflow.scheduling.policy import background_load, freq_factor, thermal_factor
+    from adbflow.scheduling.service_times import load_factor
+    if getattr(bid, "error", None):
+        raise SplitError(f"no bid: {bid.error}", serial=bid.serial, step="layer split")
+    load = background_load(bid, [], profile)
+    slow = load_factor(load, profile.timing.load_sensitivity) * thermal_factor(bid) \
+        * freq_factor(bid, load)
+    return LlmPhone(bid.serial, float(profile.timing.gen_tok_s) / max(slow, 1e-6),
+                    (bid.mem_available_kb or 0) / 1024.0)
+
+
+def split_layers(main: str, workers: Sequence[str], bids: Sequence[Any], profile_of: Callable[[str], Any],
+                 n_layers: int, model_bytes: int) -> dict[str, int]:
+    """Layers per phone for a story on `main` with `workers` (layer_split over their bids)."""
+    by_serial = {b.serial: b for b in bids}
+    missing = [s for s in (main, *workers) if s not in by_serial]
+    if missing:
+        raise SplitError(f"no bid from {', '.join(missing)}", step="layer split",
+                         hint="check `adbflow devices`")
+    phones = [llm_phone(by_serial[s], profile_of(s)) for s in (main, *workers)]
+    return layer_split(n_layers, phones, layer_mb=model_bytes / 1e6 / max(n_layers, 1))
