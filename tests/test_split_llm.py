@@ -146,8 +146,9 @@ def test_story_split_over_two_phones_equals_one_phone_and_survives_a_lost_worker
     def kill_later(workers) -> None:
         worker = workers[b]
 
-        def kill() -> None:
-            time.sleep(max(0.5, split.seconds * 0.5))
+        def kill() -> None:   # halfway through the generation of the first split run
+            load = split.load_s or 0.0
+            time.sleep(max(0.5, load + (split.seconds - load) * 0.5))
             devs[b].run(["kill", "-9", str(worker.pid)], timeout=20, check=False)
         threading.Thread(target=kill, daemon=True).start()
 
@@ -155,5 +156,7 @@ def test_story_split_over_two_phones_equals_one_phone_and_survives_a_lost_worker
     assert rest.fallback is not None and b in rest.fallback and f"ran whole on {a}" in rest.fallback
     assert "went away mid-story" in rest.fallback, rest.fallback
     assert rest.text == one.text
+    print(f"\none phone: {one.text!r}\nsplit: {split.text!r}\nlost worker, partial: "
+          f"{rest.partial!r}\n{rest.fallback}")
     assert not _ours_running(devs[a]) and not _ours_running(devs[b])
     assert not [f for f in rpc_fleet.adb().forward_list() if f.serial in (a, b)]

@@ -138,6 +138,8 @@ class StoryResult:
     eval_tok_s: float | None = None
     fallback: str | None = None
     argv: list[str] = field(default_factory=list)
+    load_s: float | None = None      # llama.cpp's own model load time
+    partial: str = ""                # what the failed split run had written (fallback only)
 
     def to_json(self) -> dict[str, Any]:
         return {"text": self.text, "main": self.main, "layers": self.layers,
@@ -329,7 +331,8 @@ def run_story(devices: Mapping[str, Device], main: str, workers: Sequence[str], 
             raise SplitError(f"no story in llama-completion's output: {exc}", serial=main,
                              step="story") from exc
     return StoryResult(parsed.text, main, {main: _main_layers(layers, main, workers), **{
-        w: layers.get(w, 0) for w in workers}}, seconds, parsed.eval_tok_s, argv=argv)
+        w: layers.get(w, 0) for w in workers}}, seconds, parsed.eval_tok_s, argv=argv,
+        load_s=parsed.load_ms / 1000.0 if parsed.load_ms is not None else None)
 
 
 def _main_layers(layers: Mapping[str, int], main: str, workers: Sequence[str]) -> int:
@@ -362,9 +365,17 @@ def run_story_with_fallback(devices: Mapping[str, Device], main: str, workers: S
             errors.append(str(exc))
             continue
         res.fallback = f"split over {', '.join([main, *workers])} failed ({first}); ran whole on {serial}"
+        if isinstance(first, RpcWorkerLost):
+            res.partial = _clean_partial(first.stdout)
         return res
     raise SplitError("the split story failed and no phone could run it whole: " + "; ".join(errors),
                      hint="check `adbflow devices`")
+
+
+def _clean_partial(stdout: str, limit: int = 4000) -> str:
+    """The failed run's story so far (device text: controls dropped, bounded)."""
+    from adbflow.parsers.text import CONTROL_KEEP_NEWLINES
+    return CONTROL_KEEP_NEWLINES.sub("", stdout)[:limit].strip()
 
 
 def story_prompt(request: str, opening: str = "") -> str:
