@@ -210,7 +210,7 @@ def story_cmd(phones: Annotated[str, typer.Option(
     bound to its own 127.0.0.1, reached from MAIN through `adb forward` (laptop -> worker)
     and `adb reverse` (MAIN -> laptop): nothing listens on a network. Layers go in
     proportion to each phone's speed, capped by its free memory. Decoding is greedy
-    (temperature 0, fixed seed): a split story should equal the one-phone story. A worker lost
+    (temperature 0, fixed seed), so a split story equals the one-phone story. A worker lost
     mid-story aborts llama.cpp's run: the story is run again whole on MAIN (or another
     phone) and the output says so. Workers, forwards and reverses are removed afterwards.
     """

@@ -50,6 +50,9 @@ ADB_TIMEOUT_S = 20.0
 WORKER_START_S = 60.0
 STORY_TIMEOUT_S = 600.0
 MAX_OUTPUT = 1 << 20
+# how llama.cpp ends when its RPC socket fails: SIGPIPE writing to it, abort() on a bad reply
+_SIGNALS = {141: "SIGPIPE: its socket to the worker was closed",
+            134: "abort: the worker's reply was missing or malformed"}
 _PID = re.compile(r"^\s*(\d{1,9})\s*$")
 # ggml-rpc.cpp: what the client prints when a worker's socket fails mid-run
 _RPC_LOST = ("Remote RPC server crashed", "RPC_STATUS_ASSERT", "ggml-rpc", "failed to connect",
@@ -319,8 +322,9 @@ def run_story(devices: Mapping[str, Device], main: str, workers: Sequence[str], 
         if res.exit_code != 0:
             if gone or (workers and _lost_worker(res.stderr)):
                 who = gone[0] if gone else workers[0]
+                why = _SIGNALS.get(res.exit_code) or _tail(res.stderr)
                 raise RpcWorkerLost(f"llama-completion exited {res.exit_code}: worker {who} went "
-                                    f"away mid-story ({_tail(res.stderr)})", serial=who,
+                                    f"away mid-story ({why})", serial=who,
                                     step="story", main=main, stdout=res.stdout)
             raise SplitError(f"llama-completion exited {res.exit_code}: {_tail(res.stderr)}",
                              serial=main, step="story")
