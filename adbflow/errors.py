@@ -220,6 +220,19 @@ class SplitError(AdbflowError):
         super().__init__(f"{where}: {message}" if where else message, hint=hint)
 
 
+class RpcWorkerLost(SplitError):
+    """A llama.cpp RPC worker went away mid-story (llama.cpp aborts the whole run then):
+    `serial` is the worker, `main` the phone that ran the story, `stdout` what it had
+    written; the story is run again on the phones that are left."""
+
+    def __init__(self, message: str, *, serial: str, main: str, step: str = "story",
+                 stdout: str = "", hint: str | None = None) -> None:
+        self.main = main
+        self.stdout = stdout
+        super().__init__(message, serial=serial, step=step,
+                         hint=hint or "the story is re-run on the remaining phones")
+
+
 class CutError(SplitError):
     """A model cannot be cut as asked (no valid cut point, unsupported model, bad index)."""
 

