@@ -6,10 +6,8 @@ and the adb server multiplexes every connection over the one USB (or TCP) link. 
 listener the adb server keeps until told otherwise, so whoever opens one owns its release
 (`Forward.close`, also on Ctrl-C; the adb server drops it by itself when the phone goes).
 
-Wire format (AOSP adb docs/dev/services.txt, adb.cpp handle_forward_request):
-`host-serial:SERIAL:forward:LOCAL;REMOTE` answers OKAY (request taken) and OKAY again (listener
-installed), then, for `tcp:0`, the port the server picked as a length-prefixed string;
-`killforward:LOCAL` answers OKAY OKAY; either second status may be FAIL + message.
+The wire requests (`host-serial:SERIAL:forward:LOCAL;REMOTE`, `killforward:`) are
+Device.forward / remove_forward; this module adds ownership (close on exit) and the listing.
 """
 from __future__ import annotations
 
@@ -17,39 +15,23 @@ import time
 
 from adbflow.device.device import Device
 from adbflow.device.failures import adb_failures, connect
-from adbflow.device.wire import Refused, Wire
 from adbflow.errors import AdbError
 
 
-def _second_status(wire: Wire) -> None:
-    """The listener's own OKAY/FAIL after the request's OKAY."""
-    status = wire.read_exact(4)
-    if status == b"FAIL":
-        raise Refused(wire.read_block().decode("utf-8", "replace"))
-    if status != b"OKAY":
-        raise ConnectionResetError(f"protocol fault: status {status!r}")
-
-
 class Forward:
-    """One `adb forward tcp:LOCAL tcp:REMOTE` of one device; close() removes it.
+    """One `adb forward tcp:LOCAL tcp:REMOTE` of one device, owned: close() removes it.
 
-    `local_port` is the laptop's 127.0.0.1 port (picked by the adb server: tcp:0). Raises the
-    device layer's error classes (AdbTimeoutError, DeviceUnavailableError, AdbError)."""
+    `local_port` is the laptop's 127.0.0.1 port (picked by the adb server: tcp:0). The
+    request itself is Device.forward (the one implementation, shared with the split's RPC
+    tunnels). Raises the device layer's error classes (AdbTimeoutError,
+    DeviceUnavailableError, AdbError)."""
 
     def __init__(self, device: Device, remote_port: int, *, timeout: float = 10.0) -> None:
         self.device = device
         self.remote_port = int(remote_port)
         self.timeout = timeout
         self.local_port = 0
-        cmd = f"forward tcp:0 tcp:{self.remote_port}"
-        wire = connect(device.server, device.serial, cmd, time.monotonic() + timeout)
-        try:
-            with adb_failures(device.serial, cmd, timeout_message="timed out setting up the forward"):
-                wire.request(f"host-serial:{device.adb_serial}:forward:tcp:0;tcp:{self.remote_port}")
-                _second_status(wire)
-                self.local_port = int(wire.read_block().decode("ascii", "replace").strip())
-        finally:
-            wire.close()
+        self.local_port = device.forward("tcp:0", f"tcp:{self.remote_port}", timeout=timeout)
 
     def close(self) -> None:
         """Remove the listener (idempotent; a device that is gone took it with it)."""
@@ -66,22 +48,13 @@ class Forward:
 
 
 def remove_forward(device: Device, local_port: int, *, timeout: float = 10.0) -> bool:
-    """`adb forward --remove tcp:LOCAL`; False when there was nothing to remove (or no
-    adb server: then there is no listener either)."""
-    cmd = f"forward --remove tcp:{int(local_port)}"
+    """`adb forward --remove tcp:LOCAL`; False when there was nothing to remove (the device
+    dropped, or it was removed before; or no adb server: then there is no listener either)."""
     try:
-        wire = connect(device.server, device.serial, cmd, time.monotonic() + timeout)
+        device.remove_forward(f"tcp:{int(local_port)}", timeout=timeout)
+        return True
     except AdbError:
         return False
-    try:
-        with adb_failures(device.serial, cmd):
-            wire.request(f"host-serial:{device.adb_serial}:killforward:tcp:{int(local_port)}")
-            _second_status(wire)
-        return True
-    except AdbError:            # already gone (the device dropped, or removed before)
-        return False
-    finally:
-        wire.close()
 
 
 def list_forwards(device: Device, *, timeout: float = 10.0) -> list[tuple[str, str, str]]:
