@@ -18,7 +18,8 @@ import argparse
 import statistics
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+
+from common import shell_floor  # noqa: E402  (bench/ is on sys.path: run as a script or by run_all)
 
 from adbflow.device import AdbServer, Inventory
 from adbflow.fleet import adb_server
@@ -43,15 +44,7 @@ def main() -> None:
             if args.transport_delay:
                 for d in devices:
                     fleet.fault(d.serial, transport_delay_s=args.transport_delay)
-            floor_one, floor_many = [], []
-            with ThreadPoolExecutor(max_workers=len(devices)) as pool:
-                for _ in range(args.rounds):
-                    t = time.monotonic()
-                    devices[0].shell("true", timeout=10)
-                    floor_one.append(time.monotonic() - t)
-                    t = time.monotonic()
-                    list(pool.map(lambda d: d.shell("true", timeout=10), devices))
-                    floor_many.append(time.monotonic() - t)
+            floor_one, floor_many = shell_floor(devices, args.rounds, many_timeout=10)
             bidder = Bidder(timeout=10)
             bidder.gather(devices)                     # first contact (two-sample probes)
             single, rounds, probe_rtts = [], [], []

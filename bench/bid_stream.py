@@ -25,8 +25,9 @@ import os
 import statistics
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from common import shell_floor  # noqa: E402  (bench/ is on sys.path: run as a script or by run_all)
 
 from adbflow.device import AdbServer, Inventory
 from adbflow.fleet import adb_server
@@ -62,15 +63,7 @@ def measure(n: int, args) -> dict[str, float]:
         try:
             devices = Inventory([AdbServer(port=port)]).devices()
             assert len(devices) == n, len(devices)
-            shell, floor = [], []
-            with ThreadPoolExecutor(max_workers=n) as pool:
-                for _ in range(args.rounds):
-                    t = time.monotonic()
-                    devices[0].shell("true", timeout=10)
-                    shell.append(time.monotonic() - t)
-                    t = time.monotonic()
-                    list(pool.map(lambda d: d.shell("true", timeout=30), devices))
-                    floor.append(time.monotonic() - t)
+            shell, floor = shell_floor(devices, args.rounds)
             bad_one: list[int] = []
             bad_stream: list[int] = []
             with Bidder(timeout=10, max_workers=max(32, n)) as oneshot:

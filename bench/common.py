@@ -76,6 +76,24 @@ def tree_cpu_s(pid: int) -> float:
     return total
 
 
+def shell_floor(devices: list[Device], rounds: int, *, many_timeout: float = 30.0
+                ) -> tuple[list[float], list[float]]:
+    """(one, many): per round, the wall time of ONE `adb shell true` on the first phone (the
+    bid round's reference) and of `true` on every phone at once (the fleet's own floor for a
+    round that wakes every phone: on a laptop-hosted fleet they share the host's CPU)."""
+    from concurrent.futures import ThreadPoolExecutor
+    one, many = [], []
+    with ThreadPoolExecutor(max_workers=len(devices)) as pool:
+        for _ in range(rounds):
+            t = time.monotonic()
+            devices[0].shell("true", timeout=10)
+            one.append(time.monotonic() - t)
+            t = time.monotonic()
+            list(pool.map(lambda d: d.shell("true", timeout=many_timeout), devices))
+            many.append(time.monotonic() - t)
+    return one, many
+
+
 def timed(fn: Callable[[], Any]) -> float:
     t0 = time.perf_counter()
     fn()
