@@ -145,11 +145,11 @@ def test_an_old_journal_gets_the_inode_in_its_job_key_keeping_rows_and_ids(tmp_p
 
 # ---------------------------------------------------------------------- in-memory phones
 
-def _pipeline(data: Path, inv, events: list) -> Pipeline:
+def _pipeline(data: Path, inv, events: list, flow=None) -> Pipeline:
     cfg = PipelineConfig(data_dir=data, retry_wait_s=0.01, device_wait_s=0.2,
                          use_inotify=False, trace=False)
     return Pipeline(cfg, inv, bidder=FakeBidder({"dev1": 50.0, "dev2": 10.0}),
-                    on_event=events.append)
+                    on_event=events.append, flow=flow)
 
 
 def _add(p: Pipeline, dev: FakeDevice, path: str, ino: int = 0) -> int:
@@ -178,6 +178,30 @@ def test_two_data_dirs_process_a_picture_once_and_the_second_records_the_first_r
     assert other.result["elsewhere"]["owner"] == a.leases.owner
     assert not b.journal.attempts(jb)                  # nothing ran for it in b
     assert any(isinstance(e, JobSkipped) for e in ev_b)
+    a.close()
+    b.close()
+
+
+def test_a_flow_job_claims_its_picture_too(tmp_path):
+    """A non-default flow (the cascade) runs inside the same job rules: claimed at the
+    origin, completed there, so a second orchestrator skips it; its attempts carry the
+    flow's stage names."""
+    from adbflow.flows import load
+    devs = [FakeDevice("dev1"), FakeDevice("dev2")]
+    inv = FakeInventory(devs)
+    ev_a: list = []
+    ev_b: list = []
+    a = _pipeline(tmp_path / "a", inv, ev_a, flow=load.load("cascade"))
+    b = _pipeline(tmp_path / "b", inv, ev_b, flow=load.load("cascade"))
+    assert a.flow_runner is not None
+    path = devs[0].snap("IMG_1.png", CHELSEA, 1000.0)
+    ja, jb = _add(a, devs[0], path), _add(b, devs[0], path)
+    done = a.process(ja)
+    assert done.state == "done", done.error
+    assert {"pull", "small"} <= {x.stage for x in a.journal.attempts(ja)}
+    other = b.process(jb)
+    assert other.state == "skipped" and "done elsewhere" in (other.error or "")
+    assert not b.journal.attempts(jb)
     a.close()
     b.close()
 

@@ -25,18 +25,14 @@ from typing import Any
 from adbflow.errors import FlowError, JobError
 from adbflow.flows import gates
 from adbflow.flows.model import CLASSIFICATION, Flow, GateKind, OnMiss, Run, Stage, Tier
-from adbflow.runtime.attempts import Attempt, StageExhausted
-from adbflow.runtime.dispatcher import Interrupted, bid_summary, decision_summary
+from adbflow.runtime.attempts import Attempt
+from adbflow.runtime.dispatcher import bid_summary, decision_summary
 from adbflow.runtime.events import (
     DriftChanged,
     GateDecided,
-    JobDone,
-    JobFailed,
-    JobSkipped,
-    JobStarted,
 )
 from adbflow.runtime.host_tier import HostTier, host_models
-from adbflow.runtime.journal import FINAL_STATES, JobRecord, JobState
+from adbflow.runtime.journal import JobRecord
 from adbflow.runtime.stages import classify_on, generate_on
 from adbflow.runtime.story import build_prompt, story_opening
 from adbflow.scheduling.host_bid import HOST_SERIAL
@@ -90,41 +86,18 @@ class FlowRunner:
                 cache_dir=getattr(pipeline, "data_dir", None))
 
     # -------------------------------------------------------------- one job
-    def process(self, job_id: int) -> JobRecord:
+    def run_stages(self, job: JobRecord) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """The flow's stages for one job, inside the pipeline's job rules (Pipeline.
+        _run_stages: attempt ownership, the picture's claim at its origin, waits for a
+        missing origin or a laptop fault, `done` only with outputs): (result, the stages a
+        `done` job must have outputs of). Committed stages are not run again."""
         p = self.p
-        job = p.journal.job(job_id)
-        if job.state in FINAL_STATES:
-            return job
-        p.emit(JobStarted(job=job_id, serial=job.serial, name=job.name))
-        try:
-            first = "pull" if job.source == "device" else "ingest"
-            p._stage(job, first, p.stages.pull if first == "pull" else p.stages.ingest,
-                     origin_only=True)
-            job = p.journal.job(job_id)
-            if job.source == "device" and job.sha256:
-                dup = p.journal.duplicate_of(job.id, job.serial, job.path, job.sha256)
-                if dup is not None:
-                    msg = f"same content as job {dup} (only the timestamp changed)"
-                    p.journal.finish_job(job_id, JobState.SKIPPED, error=msg)
-                    p.emit(JobSkipped(job=job_id, error=msg))
-                    return p.journal.job(job_id)
-            outputs: dict[str, dict[str, Any]] = {}
-            for st in self.flow.stages:
-                outputs[st.name] = self._run(job, st, outputs)
-            result = self.compose(p.journal.job(job_id), first, outputs)
-            p._write_story(job_id, result)
-            p.journal.finish_job(job_id, JobState.DONE, result=result)
-            p.emit(JobDone(job=job_id, result=result))
-        except Interrupted:
-            raise
-        except (JobError, StageExhausted, FlowError) as exc:
-            p.journal.finish_job(job_id, JobState.FAILED, error=str(exc))
-            p.emit(JobFailed(job=job_id, error=str(exc)))
-        except Exception as exc:  # noqa: BLE001 - a bug must fail one job, not the watch
-            msg = f"internal error: {exc!r}"
-            p.journal.finish_job(job_id, JobState.FAILED, error=msg)
-            p.emit(JobFailed(job=job_id, error=msg))
-        return p.journal.job(job_id)
+        job, first = p.first_stage(job)
+        outputs: dict[str, dict[str, Any]] = {}
+        for st in self.flow.stages:
+            outputs[st.name] = self._run(job, st, outputs)
+        result = self.compose(p.journal.job(job.id), first, outputs)
+        return result, (first, *(st.name for st in self.flow.stages))
 
     def _ran(self, outputs: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
         return [(st.name, outputs[st.name]) for st in self.flow.stages

@@ -36,6 +36,7 @@ from typing import Any
 
 from adbflow.errors import (
     AdbflowError,
+    FlowError,
     JobError,
     JournalReplaced,
     LaptopFault,
@@ -353,8 +354,6 @@ class Pipeline:
         One process works on a job at a time (the journal's claim); another live owner's
         job is waited for, not run twice."""
         self.journal.check_identity()
-        if self.flow_runner is not None:
-            return self.flow_runner.process(job_id)
         job = self.journal.job(job_id)
         if job.state in FINAL_STATES:
             return job
@@ -435,37 +434,52 @@ class Pipeline:
         self.emit(JobWaiting(job=job.id, serial=exc.serial, error=str(exc)))
         return self.journal.job(job.id)
 
+    def first_stage(self, job: JobRecord) -> tuple[JobRecord, str]:
+        """The pull (device pictures) or ingest (laptop images), then the duplicate check:
+        (the job as journaled now, the first stage's name). _Duplicate when the pulled
+        content is another job's (only the timestamp changed). Every flow starts here."""
+        first = "pull" if job.source == "device" else "ingest"
+        self._stage(job, first, self.stages.pull if first == "pull" else self.stages.ingest,
+                    origin_only=True)
+        job = self.journal.job(job.id)
+        if job.source == "device" and job.sha256:
+            dup = self.journal.duplicate_of(job.id, job.serial, job.path, job.sha256)
+            if dup is not None:
+                raise _Duplicate(dup)
+        return job, first
+
+    def _default_stages(self, job: JobRecord) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """The default flow: first stage, classify (pulled again when the copy was taken
+        mid-write), generate. (result, the stages a `done` job must have outputs of)."""
+        job_id = job.id
+        for pulls_left in range(MAX_REPULLS, -1, -1):
+            job, first = self.first_stage(job)
+            try:
+                self._stage(job, "classify", self.stages.classify)
+                break
+            except PictureChanging as changing:
+                # the pulled copy was taken while the file was still being written
+                if not pulls_left:
+                    raise JobError(str(changing)) from changing
+                self.journal.invalidate_stage(job_id, "pull", str(changing))
+                job = self.journal.job(job_id)
+        self._stage(job, "classify", self.stages.classify)
+        self._stage(job, "generate", self.stages.generate)
+        result = compose_result(self.journal, self.journal.job(job_id), self.policy.name)
+        return result, (first, "classify", "generate")
+
     def _run_stages(self, job: JobRecord, held: Any) -> bool:
-        """True when the job ended `done` (its claim completed: nothing to release)."""
+        """True when the job ended `done` (its claim completed: nothing to release). The
+        stages are the default flow's or the flow runner's; the outcome (claim completed,
+        `done` only with every stage's output, waits, skips, failures) is one rule here."""
         job_id = job.id
         completed = False
         self.emit(JobStarted(job=job_id, serial=job.serial, name=job.name))
+        body = self.flow_runner.run_stages if self.flow_runner is not None \
+            else self._default_stages
         try:
-            for pulls_left in range(MAX_REPULLS, -1, -1):
-                if job.source == "device":
-                    self._stage(job, "pull", self.stages.pull, origin_only=True)
-                else:
-                    self._stage(job, "ingest", self.stages.ingest, origin_only=True)
-                job = self.journal.job(job_id)
-                if job.source == "device" and job.sha256:
-                    dup = self.journal.duplicate_of(job.id, job.serial, job.path, job.sha256)
-                    if dup is not None:
-                        raise _Duplicate(dup)
-                try:
-                    self._stage(job, "classify", self.stages.classify)
-                    break
-                except PictureChanging as changing:
-                    # the pulled copy was taken while the file was still being written
-                    if not pulls_left:
-                        raise JobError(str(changing)) from changing
-                    self.journal.invalidate_stage(job_id, "pull", str(changing))
-                    job = self.journal.job(job_id)
-            first = "pull" if job.source == "device" else "ingest"
             for again in (False, True):
-                self._stage(job, "classify", self.stages.classify)
-                self._stage(job, "generate", self.stages.generate)
-                result = compose_result(self.journal, self.journal.job(job_id),
-                                        self.policy.name)
+                result, require = body(job)     # committed stages are not run again
                 if self.claims is not None and job.source == "device":
                     # the phone learns the result first: then no other orchestrator can
                     # take the picture over, whatever happens to us before the journal
@@ -474,7 +488,7 @@ class Pipeline:
                 try:
                     # `done` only with every stage's committed output (never an empty result)
                     self.journal.finish_job(job_id, JobState.DONE, result=result,
-                                            require=(first, "classify", "generate"))
+                                            require=require)
                     break
                 except IncompleteResult:
                     if again:
@@ -506,7 +520,7 @@ class Pipeline:
             msg = f"same content as job {dup.other} (only the timestamp changed)"
             self.journal.finish_job(job_id, JobState.SKIPPED, error=msg)
             self.emit(JobSkipped(job=job_id, error=msg))
-        except (JobError, StageExhausted) as exc:
+        except (JobError, StageExhausted, FlowError) as exc:
             self.journal.finish_job(job_id, JobState.FAILED, error=str(exc))
             self.emit(JobFailed(job=job_id, error=str(exc)))
         except Exception as exc:  # noqa: BLE001 - a bug must fail one job, not the watch
