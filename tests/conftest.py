@@ -2,11 +2,21 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
+import sys
+from pathlib import Path
 
 import pytest
 
 pytest_plugins = ["adbflow.fleet.pytest_plugin"]
+
+# The example scripts and CLI tests run `python3` and `adbflow` from PATH: make those the
+# environment running the tests (`make test` runs .venv/bin/python without activating the
+# venv; a system python3 would lack adbutils and the rest), as an activated venv would.
+_ENV_BIN = str(Path(sys.executable).parent)
+if os.environ.get("PATH", "").split(os.pathsep)[0] != _ENV_BIN:
+    os.environ["PATH"] = _ENV_BIN + os.pathsep + os.environ.get("PATH", "")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
