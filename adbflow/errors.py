@@ -30,13 +30,16 @@ Callers branch on these classes (or on `AdbError.kind`), never on message text.
     │   ├── ReadOnlyFileSystem      read-only
     │   ├── NotARegularFile         a pull of a directory or special file (not-a-file)
     │   ├── OutputTooLarge          the command printed more than max_output
-    │   └── TransferTooLarge        the pulled file is bigger than max_bytes
+    │   ├── TransferTooLarge        the pulled file is bigger than max_bytes
+    │   └── ResidentServerError     a phone's resident llama-server did not start, hung or
+    │                               died (stopped; the stage is re-bid)
     ├── ParseError                  device output in a format we do not understand
     ├── ProfileError                a profile TOML is missing or malformed
     ├── FleetError                  the virtual fleet could not start / a control call failed
     ├── JobError                    a stage failed for a reason re-bidding cannot fix
     ├── SplitError                  split inference cannot run as planned (falls back whole)
-    │   └── CutError                the model cannot be cut as asked
+    │   ├── CutError                the model cannot be cut as asked
+    │   └── RpcWorkerLost           a llama.cpp RPC worker went away mid-story (re-run whole)
     ├── FlowError                   a flow is invalid (names the key path or TOML line)
     ├── SlotBusy                    another orchestrator holds the phone's slot lease
     ├── LeaseLost                   our slot lease expired or was taken over: output discarded

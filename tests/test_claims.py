@@ -293,6 +293,7 @@ def _wait(cond, timeout: float) -> bool:
     return False
 
 
+@pytest.mark.slow   # default suite: the pure replacement test above (same rule)
 @pytest.mark.fleet
 def test_a_picture_replaced_by_another_of_the_same_size_and_mtime_is_processed(
         fleet, tmp_path, profiles_dir):

@@ -134,6 +134,7 @@ def logs(devs) -> str:
 
 
 # ------------------------------------------------------------------ lease renewal (worker)
+@pytest.mark.slow   # default suite: the burst test kills workers and orchestrators
 def test_a_task_longer_than_its_lease_keeps_it_renewed_by_the_worker(fleet, p2p_tmp):
     """renew_ds 50 (5 s leases), an 8 s program: the worker renews while it runs (another
     orchestrator's RESERVE is refused after the first lease would have expired), the output
@@ -178,6 +179,7 @@ def test_a_task_longer_than_its_lease_keeps_it_renewed_by_the_worker(fleet, p2p_
 
 
 # -------------------------------------------------------------- a worker killed mid-task
+@pytest.mark.slow   # default suite: the burst test kills workers and orchestrators
 def test_a_worker_killed_mid_task_its_lease_expires_then_the_orchestrator_gets_it_again(
         fleet, p2p_tmp):
     """p1 orchestrates; every classify slot but p2's is reserved by a laptop peer, so the
@@ -215,6 +217,7 @@ def test_a_worker_killed_mid_task_its_lease_expires_then_the_orchestrator_gets_i
 
 
 # ----------------------------------------------- an orchestrator killed mid-task, restart
+@pytest.mark.slow   # default suite: the burst test kills workers and orchestrators
 def test_an_orchestrator_killed_mid_task_resumes_its_pictures_once_on_restart(fleet, p2p_tmp):
     session, devs = mesh_up(fleet, p2p_tmp, orchestrators=[fleet.serials[0]], classify_s=3)
     x = devs[0]
