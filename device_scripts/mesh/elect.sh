@@ -257,19 +257,25 @@ EOT
   echo "$_bs/$_bp/$_bl/$_bc"; }
 # candidacy for term E_TERM+1: my bid and a VOTE_REQUEST to every peer at once. Won: all
 # peers that answered granted or are worse, a majority of the mesh voted for me.
+# _el_fanout TYPE ARG ANSWER DIR: TYPE ARG to every other peer at once; each answer of type
+# ANSWER leaves its ARG in DIR/PEER (one background request per peer, waited for by pid: not
+# a bare wait, the origin watcher is our child too)
+_el_fanout() {
+  _w=
+  for _p in $(_el_peers); do [ "$_p" = "$ME" ] && continue
+    ( _el_ask "$_p" "$1" "$2" < /dev/null && [ "$R_T" = "$3" ] &&
+        printf '%s\n' "$R_ARG" > "$4/$_p"; rm -f "$R_BODY" ) &
+    _w="$_w $!"
+  done
+  wait $_w
+}
 _el_stand() {
   rm -f "$M/state/elect-run"
   _el_locked _el_stand_locked || return 1
   _t=$E_TERM
   set -- $(_el_bid); _ms=$1 _mine="$1/$2/$3/$4"     # measured at most a beat ago
   _d=$M/tmp/votes-$$; rm -rf "$_d"; mkdir -p "$_d"
-  _w=
-  for _p in $(_el_peers); do [ "$_p" = "$ME" ] && continue
-    ( _el_ask "$_p" VOTE_REQUEST "$_t,$_ms" < /dev/null && [ "$R_T" = VOTE ] &&
-        printf '%s\n' "$R_ARG" > "$_d/$_p"; rm -f "$R_BODY" ) &
-    _w="$_w $!"
-  done
-  wait $_w      # not a bare wait: the origin watcher is our child too
+  _el_fanout VOTE_REQUEST "$_t,$_ms" VOTE "$_d"
   _n=$(_el_count) _g=1 _veto= _hi=$_t _bids="$ME=$_mine" _okb="$_ms $ME"
   for _p in $(_el_peers); do [ "$_p" = "$ME" ] && continue
     _a=; { read -r _a < "$_d/$_p"; } 2>/dev/null
@@ -339,13 +345,7 @@ _el_beat() {
   _t=$E_TERM _ord=; { read -r _ord < "$M/state/elect-order-lead"; } 2>/dev/null
   _ord=${_ord%.}; _ord=${_ord:0:90}
   _d=$M/tmp/beats-$$; rm -rf "$_d"; mkdir -p "$_d"
-  _w=
-  for _p in $(_el_peers); do [ "$_p" = "$ME" ] && continue
-    ( _el_ask "$_p" HEARTBEAT "$_t,${_ord:--}" < /dev/null && [ "$R_T" = ACK ] &&
-        printf '%s\n' "$R_ARG" > "$_d/$_p"; rm -f "$R_BODY" ) &
-    _w="$_w $!"
-  done
-  wait $_w
+  _el_fanout HEARTBEAT "$_t,${_ord:--}" ACK "$_d"
   _n=$(_el_count) _g=1 _hi=$_t _okb=
   for _p in $(_el_peers); do [ "$_p" = "$ME" ] && continue
     _a=; { read -r _a < "$_d/$_p"; } 2>/dev/null
