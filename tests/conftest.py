@@ -19,6 +19,16 @@ if os.environ.get("PATH", "").split(os.pathsep)[0] != _ENV_BIN:
     os.environ["PATH"] = _ENV_BIN + os.pathsep + os.environ.get("PATH", "")
 
 
+# Parallel workers (pytest-xdist, `make test`): each takes its own slice of every port range
+# the fleet helpers search (adbflow.fleet.adb_server.PORT_SLICE_ENV), so two workers never
+# pick one port for their adb servers or devices. Set here, before any test starts, so the
+# CLI and example subprocesses the tests start inherit it.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _WORKER.startswith("gw") and _WORKER[2:].isdigit():
+    os.environ["ADBFLOW_PORT_SLICE"] = \
+        f"{int(_WORKER[2:])}/{max(1, int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1')))}"
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", default=False,
                      help="also run the long fault/load suite (marked slow)")

@@ -35,6 +35,7 @@ def test_measured_profile_takes_over_for_that_exact_model(tmp_path):
     assert prof.measurements[0]["measured_load_pct"] == 12.0
 
 
+@pytest.mark.timing   # compares speeds measured at two loads
 @pytest.mark.fleet
 def test_calibrates_virtual_devices_at_two_loads(fleet_factory, tmp_path, capsys):
     client = fleet_factory(devices=2, profiles=["flagship_2025", "old_2017"])

@@ -86,12 +86,27 @@ def test_sigterm_stops_run_like_ctrl_c_with_exit_143(tmp_path) -> None:
                              str(ASSETS_DIR / "chelsea.png"), str(tmp_path / "d")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready"
-    time.sleep(2.0)
+    # signal only once the job runs (its stage started, so the handlers are installed): a
+    # fixed sleep raced a slow start on a busy machine (the default action killed it: -15)
+    from adbflow.runtime.journal import Journal
+    db = tmp_path / "d" / "journal.sqlite"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if db.exists():
+            jr = Journal(db)
+            try:
+                states = [job.state for job in jr.jobs()]
+            finally:
+                jr.close()
+            if states == ["running"]:
+                break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[1]
+    time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
     _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 143, err
     assert "Traceback" not in err and "stopped" in err, err
-    from adbflow.runtime.journal import Journal
     j = Journal(tmp_path / "d" / "journal.sqlite")
     assert [job.state for job in j.jobs()] == ["running"]     # resumes at the next run
     j.close()

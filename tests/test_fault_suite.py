@@ -152,6 +152,7 @@ def _run_bursts(fleet, tmp_path: Path, profiles_dir: Path, n: int, timeout: floa
         p.close()
 
 
+@pytest.mark.timing   # stall/hang detection and stage timeouts: run alone
 def test_bursts_over_8_devices_each_picture_exactly_once(healthy, tmp_path, profiles_dir):
     _run_bursts(healthy, tmp_path, profiles_dir, n=20, timeout=240)
 
@@ -299,6 +300,7 @@ KINDS = {"timeout", "unavailable", "exit", "adb", "parse", "no-device", "input",
          "unreachable", "busy", "lease", "superseded"}
 
 
+@pytest.mark.timing   # stall/hang detection and stage timeouts: run alone
 def test_devices_killed_hung_slow_offline_and_adb_restart(healthy, tmp_path, profiles_dir):
     fleet = healthy
     s = fleet.serials

@@ -605,6 +605,7 @@ def test_delayed_ack_burst_mode(fleet_factory, tmp_path: Path) -> None:  # type:
         fleet_factory.release(client)
 
 
+@pytest.mark.timing   # a start-up time bound
 @pytest.mark.parametrize("kind", BACKENDS)
 def test_twenty_devices_start_fast_and_down_leaves_nothing(fleet_factory, kind: str) -> None:  # type: ignore[no-untyped-def]
     t0 = time.monotonic()

@@ -19,7 +19,7 @@ import pytest
 from adbflow.errors import ParseError, SplitError
 from adbflow.parsers.gguf import read_gguf_info
 from adbflow.split.llm import LlmPhone, StorySpec, completion_argv, layer_split
-from adbflow.split.profiling import LinkEstimate, fit_launch
+from adbflow.split.profiling import Direction, LinkEstimate, fit_launch
 
 
 def _gguf() -> Path | None:
@@ -83,12 +83,19 @@ def test_launch_fit_and_link_fixed_cost_are_learned() -> None:
     base, per_mb = fit_launch(18.0, 1.9, 0.1, 1.0)
     assert per_mb == pytest.approx(0.9 / 17.9) and base == pytest.approx(1.0 - per_mb * 0.1)
     assert fit_launch(18.0, 0.9, 0.1, 1.1) == (pytest.approx(1.0), 0.0)   # noise: no negative slope
-    link = LinkEstimate(0.004, 100e6)
+    link = LinkEstimate.start(0.004, 100e6)
     for _ in range(10):
-        link.observe(4000, 0.05)          # small pulls: ~50 ms each, whatever the bytes
-    assert link.latency_s == pytest.approx(0.05, rel=0.05)
-    link.observe(10_000_000, 0.05 + 0.2)  # 10 MB in 0.2 s beyond the fixed cost
-    assert link.bytes_per_s == pytest.approx(50e6, rel=0.01)
+        link.observe(Direction.PULL, 4000, 0.05)     # small pulls: ~50 ms each, whatever the bytes
+        link.observe(Direction.PUSH, 4000, 0.08)     # small pushes (create + stamp): ~80 ms
+    assert link.pull.latency_s == pytest.approx(0.05, rel=0.05)
+    assert link.push.latency_s == pytest.approx(0.08, rel=0.05)
+    link.observe(Direction.PULL, 10_000_000, 0.05 + 0.2)  # 10 MB in 0.2 s beyond the fixed cost
+    assert link.pull.bytes_per_s == pytest.approx(50e6, rel=0.01)
+    assert link.push.bytes_per_s == 100e6                 # untouched by a pull
+    got = link.link()
+    assert got.pull_s(4000) == pytest.approx(0.05 + 4000 / 50e6, rel=0.05)
+    assert got.push_s(4000) == pytest.approx(0.08 + 4000 / 100e6, rel=0.05)
+    assert got.push_s(0) == got.pull_s(0) == 0.0
 
 
 # ------------------------------------------------------------------ on the fleet

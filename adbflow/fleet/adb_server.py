@@ -148,10 +148,32 @@ def kill_server(port: int, *, adb: str | None = None, timeout: float = 10.0) -> 
         pass
 
 
+#: "K/W": every range free_port searches is cut into W equal slices and only slice K (0-based)
+#: is used, so W processes starting fleets at once (parallel test workers, two benches) never
+#: pick the same port between choosing it and binding it. Unset: the whole range.
+PORT_SLICE_ENV = "ADBFLOW_PORT_SLICE"
+
+
+def port_slice(start: int, stop: int, spec: str | None = None) -> tuple[int, int]:
+    """The part of [start, stop) this process may use (PORT_SLICE_ENV); the whole range
+    when unset or malformed (a bad value must not stop a fleet from starting)."""
+    spec = os.environ.get(PORT_SLICE_ENV, "") if spec is None else spec
+    k_text, _, w_text = spec.partition("/")
+    if not (k_text.isdigit() and w_text.isdigit()):
+        return start, stop
+    k, w = int(k_text), int(w_text)
+    if w < 1 or k >= w or (stop - start) // w < 16:
+        return start, stop
+    size = (stop - start) // w
+    return start + k * size, start + (k + 1) * size
+
+
 def free_port(start: int = 15037, stop: int = 16000) -> int:
-    """A TCP port nobody listens on in [start, stop), avoiding adb's 5037 and 5555-5585."""
+    """A TCP port nobody listens on in [start, stop), avoiding adb's 5037 and 5555-5585;
+    only this process's slice of the range when PORT_SLICE_ENV is set."""
     import random
-    candidates = list(range(start, stop))
+    lo, hi = port_slice(start, stop)
+    candidates = list(range(lo, hi))
     random.shuffle(candidates)
     for port in candidates:
         if port == 5037 or 5555 <= port <= 5585:
@@ -162,4 +184,5 @@ def free_port(start: int = 15037, stop: int = 16000) -> int:
             except OSError:
                 continue
             return port
-    raise FleetError(f"no free TCP port in {start}-{stop}")
+    raise FleetError(f"no free TCP port in {lo}-{hi}",
+                     hint=f"stop fleets or adb servers left running, or unset {PORT_SLICE_ENV}")

@@ -16,7 +16,10 @@ ECT cost in adbflow.scheduling.policy (whose load / thermal / frequency terms it
                     * learned factor (measured / predicted inference of our recent runs
                       there, an EWMA kept by adbflow.split.session: heat building up, a
                       phone slower than its op profile)
-    transfer(D,n) = adb latency(D) + n bytes / measured bandwidth(D)   (0 when n = 0)
+    transfer(D,n) = adb latency(D, dir) + n bytes / measured bandwidth(D, dir)  (0 when n = 0)
+                    dir = push (push_in, push_cut) or pull (pull_cut, pull_out): a push
+                    also creates the file and sets its mode and mtime on the phone, so its
+                    fixed cost differs from a pull's (bench/split.py measured both)
 
 Tensors go through the laptop (pull from A, then push to B). Per-op ms come from the
 op-profiling table of `benchmark_model` measured on the phone (adbflow.split.profiling),
@@ -50,15 +53,24 @@ OBJECTIVES = ("latency", "throughput")
 
 @dataclass(frozen=True)
 class Link:
-    """The adb link between the laptop and one phone."""
+    """The adb link between the laptop and one phone, each direction on its own (fixed
+    cost and bandwidth); the pull side defaults to the push side's numbers."""
 
     latency_s: float
     bytes_per_s: float
+    pull_latency_s: float | None = None
+    pull_bytes_per_s: float | None = None
 
-    def transfer_s(self, nbytes: int) -> float:
-        if nbytes <= 0:
-            return 0.0
-        return self.latency_s + nbytes / max(1.0, self.bytes_per_s)
+    def push_s(self, nbytes: int) -> float:
+        return _transfer(nbytes, self.latency_s, self.bytes_per_s)
+
+    def pull_s(self, nbytes: int) -> float:
+        return _transfer(nbytes, self.latency_s if self.pull_latency_s is None else self.pull_latency_s,
+                         self.bytes_per_s if self.pull_bytes_per_s is None else self.pull_bytes_per_s)
+
+
+def _transfer(nbytes: int, latency_s: float, bytes_per_s: float) -> float:
+    return 0.0 if nbytes <= 0 else latency_s + nbytes / max(1.0, bytes_per_s)
 
 
 @dataclass(frozen=True)
@@ -174,17 +186,17 @@ def phone_state(bid: Any, profile: DeviceProfile, times: OpTimes, link: Link, *,
 
 def whole_candidate(d: PhoneState, n_ops: int, input_bytes: int, output_bytes: int,
                     model_mb: float = 0.0) -> Candidate:
-    parts = {"push_in": d.link.transfer_s(input_bytes), "run": d.run_s(0, n_ops, model_mb),
-             "pull_out": d.link.transfer_s(output_bytes)}
+    parts = {"push_in": d.link.push_s(input_bytes), "run": d.run_s(0, n_ops, model_mb),
+             "pull_out": d.link.pull_s(output_bytes)}
     total = sum(parts.values())
     return Candidate(d.serial, None, None, parts, total, total)
 
 
 def split_candidate(a: PhoneState, cut: Cut, b: PhoneState, n_ops: int, input_bytes: int,
                     output_bytes: int) -> Candidate:
-    parts = {"push_in": a.link.transfer_s(input_bytes), "head": a.run_s(0, cut.op_index, cut.head_mb),
-             "pull_cut": a.link.transfer_s(cut.nbytes), "push_cut": b.link.transfer_s(cut.nbytes),
-             "tail": b.run_s(cut.op_index, n_ops, cut.tail_mb), "pull_out": b.link.transfer_s(output_bytes)}
+    parts = {"push_in": a.link.push_s(input_bytes), "head": a.run_s(0, cut.op_index, cut.head_mb),
+             "pull_cut": a.link.pull_s(cut.nbytes), "push_cut": b.link.push_s(cut.nbytes),
+             "tail": b.run_s(cut.op_index, n_ops, cut.tail_mb), "pull_out": b.link.pull_s(output_bytes)}
     a_busy = parts["push_in"] + parts["head"] + parts["pull_cut"]
     b_busy = parts["push_cut"] + parts["tail"] + parts["pull_out"]
     return Candidate(a.serial, cut.op_index, b.serial, parts, sum(parts.values()),

@@ -15,6 +15,7 @@ prior: the profile's classify_ms shared out by op cost (stated as source "prior"
 """
 from __future__ import annotations
 
+import enum
 import json
 import os
 import re
@@ -226,31 +227,28 @@ class LaunchModel:
         return replace(times, launch_s=self.base_s, launch_s_per_mb=self.per_mb_s)
 
 
-@dataclass
-class LinkEstimate:
-    """A phone's adb link, learned from the transfers we make: the fixed cost of one
-    transfer (EWMA of what small transfers take beyond their bytes) and the bandwidth
-    (EWMA over large ones, after that fixed cost). Starts from the profile's numbers.
+class Direction(enum.Enum):
+    """Which way a transfer went: a push creates the file on the phone (and sets its mode
+    and mtime), a pull only reads, so their fixed costs differ."""
 
-    Why the fixed cost is learned, not the profile's round trip: one push or pull is
-    several round trips (open the transport, the sync service, SEND/RECV, DONE, QUIT) plus
-    a temporary file and a rename on the laptop; on the virtual fleet it also waits for a
-    busy host. Taken as one 4 ms round trip, every small transfer came out 70-98 % short
-    (bench/split.py)."""
+    PUSH = "push"
+    PULL = "pull"
+
+
+@dataclass
+class _DirectionEstimate:
+    """One direction of a link: fixed cost (EWMA over small transfers) and bandwidth
+    (EWMA over large ones, after that fixed cost)."""
 
     latency_s: float
     bytes_per_s: float
-    alpha: float = 0.3
+    alpha: float
     samples: int = 0
     latency_samples: int = 0
 
-    @classmethod
-    def from_profile(cls, profile: DeviceProfile) -> LinkEstimate:
-        return cls(profile.timing.adb_latency_ms / 1000.0, profile.timing.bandwidth_mb_s * 1e6)
-
     def observe(self, nbytes: int, seconds: float) -> None:
-        """One transfer: a small one (< 32 KiB: its bytes take < 1 ms on any adb link)
-        teaches the fixed cost, a large one the bandwidth."""
+        """A small transfer (< 32 KiB: its bytes take < 1 ms on any adb link) teaches the
+        fixed cost, a large one the bandwidth."""
         if nbytes < 32 << 10:
             fixed = max(0.0, seconds - nbytes / max(1.0, self.bytes_per_s))
             self.latency_s = fixed if self.latency_samples == 0 else \
@@ -263,5 +261,36 @@ class LinkEstimate:
         self.bytes_per_s = bw if self.samples == 0 else (1 - self.alpha) * self.bytes_per_s + self.alpha * bw
         self.samples += 1
 
+
+@dataclass
+class LinkEstimate:
+    """A phone's adb link, learned from the transfers we make, each direction apart: the
+    fixed cost of one transfer and the bandwidth. Both start from the profile's numbers.
+
+    Why the fixed cost is learned, not the profile's round trip: one push or pull is
+    several round trips (open the transport, the sync service, SEND/RECV, DONE, QUIT) plus
+    a temporary file and a rename on the laptop; on the virtual fleet it also waits for a
+    busy host. Taken as one 4 ms round trip, every small transfer came out 70-98 % short
+    (bench/split.py). Why per direction: with one estimate for both, pushes (which create
+    and stamp a file on the phone) came out 27-42 % long and pulls short."""
+
+    push: _DirectionEstimate
+    pull: _DirectionEstimate
+
+    @classmethod
+    def start(cls, latency_s: float, bytes_per_s: float, alpha: float = 0.3) -> LinkEstimate:
+        """Both directions from the same first guess."""
+        return cls(_DirectionEstimate(latency_s, bytes_per_s, alpha),
+                   _DirectionEstimate(latency_s, bytes_per_s, alpha))
+
+    @classmethod
+    def from_profile(cls, profile: DeviceProfile, alpha: float = 0.3) -> LinkEstimate:
+        return cls.start(profile.timing.adb_latency_ms / 1000.0,
+                         profile.timing.bandwidth_mb_s * 1e6, alpha)
+
+    def observe(self, direction: Direction, nbytes: int, seconds: float) -> None:
+        (self.push if direction is Direction.PUSH else self.pull).observe(nbytes, seconds)
+
     def link(self) -> Link:
-        return Link(self.latency_s, self.bytes_per_s)
+        return Link(self.push.latency_s, self.push.bytes_per_s,
+                    self.pull.latency_s, self.pull.bytes_per_s)

@@ -40,7 +40,7 @@ from adbflow.parsers.benchmark_model import parse_benchmark_model
 from adbflow.parsers.tflite_model import DTYPES, cached_model, ints, tensor_nbytes, tensor_shape
 from adbflow.runtime.devtime import run_timed
 from adbflow.split.plan import Candidate
-from adbflow.split.profiling import LinkEstimate, single_run_args
+from adbflow.split.profiling import Direction, LinkEstimate, single_run_args
 from adbflow.split.tflite_cut import CUT_TENSOR_NAME, SplitModels, model_digest, split_model
 
 REMOTE_DIR = "/data/local/tmp/adbflow-split"
@@ -218,7 +218,7 @@ class SplitRunner:
         res.mark(key, t0, serial)
         res.nbytes[key] = len(data)
         if serial in self.links:
-            self.links[serial].observe(len(data), res.parts[key])
+            self.links[serial].observe(Direction.PUSH, len(data), res.parts[key])
 
     def _pull(self, serial: str, remote: str, nbytes: int, key: str, res: StageResult) -> bytes:
         t0 = time.monotonic()
@@ -236,7 +236,7 @@ class SplitRunner:
         res.mark(key, t0, serial)
         res.nbytes[key] = nbytes
         if serial in self.links:
-            self.links[serial].observe(nbytes, res.parts[key])
+            self.links[serial].observe(Direction.PULL, nbytes, res.parts[key])
         return data
 
     def _bench(self, serial: str, graph: str, in_name: str, in_shape: Sequence[int],
