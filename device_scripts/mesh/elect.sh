@@ -223,6 +223,9 @@ EOT
   *) _el_reply REFUSE "$_j,${1:-error}";;
   esac
 }
+# a commit that did not happen: no outputs left in the job record (it stays as it was)
+_el_unout() { rm -f "$1/classify.out" "$1/prompt" "$1/generate.out" "$1/classify.who" \
+  "$1/generate.who" "$1/part-"*; }
 _el_on_done() {    # ARG: JOB,TOKEN,TERM,PART[,A,B]: a part of the result, the commit, a release
   IFS=, read -r _j _tk _t _p _a _b _x <<EOT
 $R_ARG
@@ -255,22 +258,21 @@ EOT
     # under the job's lock: the claim completed with orch.sh's result record (what a laptop
     # reads: done), then the done record: exactly one commit per picture. The claim checked
     # first (a renew: no output is moved for a lost one); complete refused after all (lost
-    # in between): the outputs go again, the job stays pending
+    # in between): the moved outputs are removed again, the job stays pending
     _v=$({ flock 6
       if [ "$_p" = fail ]; then set -- $(_claim release "$CL_KEY" "$CLAIM_OWNER" "$_tk")
         [ "$1" = released ] || { echo lost; exit 0; }
         echo "failed-$_a" > "$_jd/state"; rm -f "$_jd/part-"*; echo done; exit 0; fi
       set -- $(_claim renew "$CL_KEY" "$CLAIM_OWNER" "$_tk")
       [ "$1" = renewed ] || { echo lost; exit 0; }
-      _outs="$_jd/classify.out $_jd/prompt $_jd/generate.out $_jd/classify.who $_jd/generate.who"
       mv -f "$_jd/part-$_tk-classify" "$_jd/classify.out" &&
         mv -f "$_jd/part-$_tk-prompt" "$_jd/prompt" &&
         mv -f "$_jd/part-$_tk-generate" "$_jd/generate.out" || {
           _claim release "$CL_KEY" "$CLAIM_OWNER" "$_tk" > /dev/null
-          rm -f $_outs "$_jd/part-"*; echo failed-parts > "$_jd/state"; echo lost; exit 0; }
+          _el_unout "$_jd"; echo failed-parts > "$_jd/state"; echo lost; exit 0; }
       echo "$_a" > "$_jd/classify.who"; echo "$_b" > "$_jd/generate.who"
       set -- $(_claim complete "$CL_KEY" "$CLAIM_OWNER" "$_tk" "$(_record "$_jd")")
-      [ "$1" = completed ] || { rm -f $_outs "$_jd/part-"*; echo lost; exit 0; }
+      [ "$1" = completed ] || { _el_unout "$_jd"; echo lost; exit 0; }
       echo done > "$_jd/state"
       rm -f "$_jd/part-"*; echo done; } 6>>"$_jd/lock")
     if [ "$_v" = done ] && [ "$_p" = commit ]; then
