@@ -375,6 +375,72 @@ def test_no_phone_named_one_leader_then_another_takes_over_within_the_lease(elec
                                              term=term2, leader=leader2)
 
 
+def test_a_laptop_claim_and_the_elected_mesh_process_each_picture_once(elected_mesh):
+    """The elected leader claims a picture with the claim a laptop-side `watch` uses (same
+    key at the origin, same record): a picture the laptop already claimed and completed is
+    not processed by the mesh (its job: done-elsewhere, with the laptop's owner and result);
+    one the mesh processed reads, for the laptop, as done by the mesh (DoneElsewhere: the
+    leader's owner, the origin's short result record)."""
+    import shlex
+    from types import SimpleNamespace
+
+    from adbflow.device import lease
+    from adbflow.runtime.claims import DoneElsewhere, PictureClaims, key_of
+    fl, devs, session = elected_mesh
+    names = [p.name for p in session.peers]
+    (term, leader), _ = _wait_leader(devs, timeout=60, everyone=True)
+    k = next(i for i, p in enumerate(session.peers) if p.name != leader)
+    origin, oname = devs[k], names[k]
+    inodes = "ls_v2" in origin.features(timeout=20)     # as the laptop's detector decides
+
+    def laptop_job(path: str, job_id: int) -> SimpleNamespace:
+        """The picture as a laptop's watch names it (its stat: size, mtime, inode)."""
+        st = origin.stat(path, timeout=20)
+        assert st is not None, path
+        return SimpleNamespace(path=path, ino=st.ino if inodes else 0, size=st.size,
+                               mtime=st.mtime, id=job_id)
+    laptop = PictureClaims(owner=lease.owner_id(), dir_id="laptop1", ttl_s=30)
+    # A: the laptop processed it first (claimed and completed before the camera folder
+    # showed it: written elsewhere, then renamed in, the same file: no race with the mesh)
+    cam = "/storage/emulated/0/DCIM/Camera"
+    staged = fl.snap(origin.serial, CHELSEA, name="IMG_lap_a.png", directory="Download")
+    pic_a = f"{cam}/IMG_lap_a.png"
+    job_a = laptop_job(staged, 7)
+    job_a.path = pic_a                                  # its key at the name it will have
+    held = laptop.take(origin, job_a)
+    assert isinstance(held, lease.DeviceClaim)
+    laptop.complete(origin, held, job_a, {"labels": [{"name": "laptop cat", "score": 0.5}],
+                                          "story": "The laptop told this one."})
+    origin.shell(f"mv {shlex.quote(staged)} {shlex.quote(pic_a)}", timeout=20)
+    assert key_of(laptop_job(pic_a, 7)) == key_of(job_a)     # renamed: the same identity
+    # B: only the mesh sees it
+    pic_b = fl.snap(origin.serial, CHELSEA, name="IMG_lap_b.png")
+    jobs = {j["source"]: j for j in _wait_jobs(origin, 2, devs=devs)}
+    assert set(jobs) == {pic_a, pic_b}, jobs
+    ja, jb = jobs[pic_a], jobs[pic_b]
+    assert ja["state"] == "done-elsewhere" and not ja["labels"] and not ja.get("generate.who")
+    jd = f"{control.MESH_DIR}/jobs"
+    owner, _, rec = origin.shell(f"cat {jd}/{ja['job']}/elsewhere", timeout=20) \
+        .stdout.strip().partition(" ")
+    assert owner == laptop.owner and "dir=laptop1" in rec and "label=laptop_cat" in rec, rec
+    olog = _log(origin)
+    assert not re.search(rf"origin: job {ja['job']} claimed", olog), olog
+    assert re.search(rf"origin: job {ja['job']} done elsewhere", olog), olog
+    # B done by the mesh: its claim at the origin is the laptop's key, completed
+    assert jb["state"] == "done" and any(w in " ".join(jb["labels"]) for w in CAT_WORDS), jb
+    job_b = laptop_job(pic_b, 8)
+    assert origin.shell(f"cat {jd}/{jb['job']}/claim", timeout=20).stdout.strip() \
+        == key_of(job_b)
+    with pytest.raises(DoneElsewhere) as done:
+        laptop.take(origin, job_b)
+    got = done.value
+    assert got.owner is not None and re.fullmatch(r"mesh\.p\d\.t\d+", got.owner), got.owner
+    assert got.record["dir"] == f"mesh{oname}" and got.record["job"] == jb["job"], got.record
+    assert got.record["out"] == "done" and got.record["by"] == jb["classify.who"], got.record
+    assert any(w in got.record["label"] for w in CAT_WORDS), (got.raw, jb["labels"])
+    assert len(re.findall(rf"origin: job {jb['job']} done ", olog)) == 1, olog
+
+
 def _forged_election_messages_change_nothing(session, devs, origin, *, dead_name: str,
                                              term: int, leader: str) -> None:
     """Authenticated messages (the key is known) from the dead leader's name: an old term,

@@ -292,7 +292,7 @@ i=0; while :; do left=
   sleep 0.1
 done
 rm -rf $M
-rm -f /data/local/tmp/adbflow/slot-mjob-* /data/local/tmp/adbflow/slot-role-orchestrator.*
+rm -f /data/local/tmp/adbflow/slot-role-orchestrator.*
 ls -d $M 2>/dev/null && echo left=1
 echo done
 """

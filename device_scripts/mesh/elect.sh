@@ -3,13 +3,17 @@
 # decisions in Python (the model the tests compare against): adbflow/mesh/election.py.
 # One file, four uses:
 #   sourced by worker.sh   el_answer: VOTE_REQUEST, HEARTBEAT (election), JOBS, CLAIM, DONE
-#                          (this phone's job records, served to the elected orchestrator)
+#                          (this phone's job records, served to the elected orchestrator;
+#                          CLAIM and DONE source orch.sh for its picture claims)
 #   EL_RUN=loop   the elector, on every phone (start.sh): candidacy, votes, heartbeats
 #   EL_RUN=lead   the orchestrator role, started/stopped by the elector on the leader only
 #   EL_RUN=origin the camera watcher, on every phone: a picture becomes a job record here
 # Why no central database: every phone keeps its own term, vote and leader (state/elect) and
 # its own job records; a leader exists only while a majority hears its heartbeats, and every
-# picture's claim is a slot lease on the phone that took it (lease.sh, fencing tokens).
+# picture is claimed on the phone that took it with the picture claim everything else uses
+# (orch.sh's _jkey/_acquire/_claim: lease.sh's adbflow_claim, the key and the result record
+# of a laptop-side `adbflow watch` and of p2p orchestrators; the claim's token fences the
+# leader's parts and commit): a laptop and an elected mesh process each picture once.
 # Everything from peers is data: numbers and names are checked by character class, bodies
 # go to files, nothing is evaluated.
 M=/data/local/tmp/adbflow-mesh
@@ -186,6 +190,10 @@ _el_on_jobs() {    # ARG: TERM -> ACK TERM,N.N.N (pending job records) | TERM,no
   _l=${_l#.}
   _el_reply ACK "$R_ARG,${_l:-none}"
 }
+# the picture claims of orch.sh (_jkey _acquire _claim _record: lease.sh's adbflow_claim, the
+# key and record a laptop-side `adbflow watch` and a p2p orchestrator use), for the elected
+# orchestrator: owner mesh.LEADER.tTERM ($1), time to live $2 (deciseconds)
+_el_claims() { MESH_LIB=1 . "$M/orch.sh"; CLAIM_OWNER=$1 CLAIM_DS=$2; }
 _el_on_claim() {   # ARG: JOB,TERM,TTL -> PICTURE JOB,TOKEN (body: the BMP) | REFUSE JOB,WHY
   IFS=, read -r _j _t _ttl _x <<EOT
 $R_ARG
@@ -195,51 +203,77 @@ EOT
   _jd=$M/jobs/$_j
   [ -f "$_jd/state" ] || { _el_reply REFUSE "$_j,unknown"; return 0; }
   _el_locked _el_mine "$_t" || { _el_reply REFUSE "$_j,not-leader"; return 0; }
+  _el_claims "mesh.$R_FROM.t$_t" "$_ttl"
   # under the job's lock: the state check and the claim are one step (a commit cannot
-  # slip between them)
+  # slip between them). The picture's claim: done by another orchestrator (a laptop's
+  # watch, say) -> recorded done-elsewhere, as orch.sh does; held by one -> busy
   _why=$({ flock 6; read -r _v < "$_jd/state"
     [ "$_v" = pending ] || { echo "$_v"; exit 0; }
-    set -- $(_el_lease acquire "mjob-$_j" "mesh.$R_FROM.t$_t" 0 "$_ttl")
-    [ "$1" = granted ] && { echo "granted $2"; exit 0; }
-    echo busy; } 6>>"$_jd/lock")
-  set -- $_why
-  if [ "$1" = granted ]; then
-    mesh_log "origin: job $_j claimed by $R_FROM term $_t token $2"
-    _el_reply PICTURE "$_j,$2" "$_jd/input.bmp"
-  else _el_reply REFUSE "$_j,${1:-error}"; fi
+    read -r _src < "$_jd/source"
+    _jkey "$_j" || { echo failed-image; exit 0; }
+    _acquire "$_j"
+    case $? in 0) echo "granted $CL_TOK";; 1) echo done-elsewhere "$(cat "$_jd/elsewhere")";;
+      *) [ -n "$CL_HELD" ] && echo busy || echo error;; esac; } 6>>"$_jd/lock")
+  set -f; set -- $_why; set +f
+  case $1 in
+  granted) mesh_log "origin: job $_j claimed by $R_FROM term $_t token $2"
+    _el_reply PICTURE "$_j,$2" "$_jd/input.bmp";;
+  done-elsewhere) mesh_log "origin: job $_j done elsewhere (by ${2:-?}), not claimed by $R_FROM"
+    _el_reply REFUSE "$_j,done-elsewhere";;
+  *) _el_reply REFUSE "$_j,${1:-error}";;
+  esac
 }
+# a commit that did not happen: no outputs left in the job record (it stays as it was)
+_el_unout() { rm -f "$1/classify.out" "$1/prompt" "$1/generate.out" "$1/classify.who" \
+  "$1/generate.who" "$1/part-"*; }
 _el_on_done() {    # ARG: JOB,TOKEN,TERM,PART[,A,B]: a part of the result, the commit, a release
   IFS=, read -r _j _tk _t _p _a _b _x <<EOT
 $R_ARG
 EOT
   _el_num "$_j" && _el_num "$_tk" && _el_num "$_t" || return 0
-  _jd=$M/jobs/$_j _own=mesh.$R_FROM.t$_t
+  case $_p in renew|release|classify|prompt|generate|commit|fail) ;; *) return 0;; esac
+  _jd=$M/jobs/$_j
   [ -f "$_jd/state" ] || return 0
+  # the claim _el_on_claim took (its key kept in the job record); the token fences it: a
+  # claim renewed, taken over or completed by another answers lost
+  _el_claims "mesh.$R_FROM.t$_t" "$EL_CLAIM"
+  CL_KEY=; { read -r CL_KEY < "$_jd/claim"; } 2>/dev/null
+  case $CL_KEY in pic-*) ;; *) _el_reply ACK "$_j,$_tk,lost"; return 0;; esac
   case $_p in
   renew)     # the orchestrator between stages: the claim lasts another CLAIM
-    set -- $(_el_lease renew "mjob-$_j" "$_own" "$_tk" "$EL_CLAIM")
+    set -- $(_claim renew "$CL_KEY" "$CLAIM_OWNER" "$_tk")
     _el_reply ACK "$_j,$_tk,${1:-error}";;
   release)   # the orchestrator gives the picture back unprocessed (it stopped leading)
-    set -- $(_el_lease release "mjob-$_j" "$_own" "$_tk" 0)
+    set -- $(_claim release "$CL_KEY" "$CLAIM_OWNER" "$_tk")
     [ "$1" = released ] && mesh_log "origin: job $_j released by $R_FROM term $_t token $_tk"
     _el_reply ACK "$_j,$_tk,${1:-error}";;
   classify|prompt|generate)
-    set -- $(_el_lease guard "mjob-$_j" "$_own" "$_tk" 0)
-    [ "$1" = held ] || { _el_reply ACK "$_j,$_tk,lost"; return 0; }
+    # claims have no guard: a renew with the same token is one (held, and stays held)
+    set -- $(_claim renew "$CL_KEY" "$CLAIM_OWNER" "$_tk")
+    [ "$1" = renewed ] || { _el_reply ACK "$_j,$_tk,lost"; return 0; }
     mv -f "$R_BODY" "$_jd/part-$_tk-$_p"; _el_reply ACK "$_j,$_tk,ok";;
   commit|fail)
     if [ "$_p" = commit ]; then _el_name "$_a" && _el_name "$_b" || return 0
     else case $_a in classify|generate) ;; *) return 0;; esac; fi
-    # finish + the done record under the job's lock: exactly one commit per picture
-    _v=$({ flock 6; set -- $(_el_lease finish "mjob-$_j" "$_own" "$_tk" 0)
-      [ "$1" = released ] || { echo lost; exit 0; }
-      if [ "$_p" = commit ]; then
-        mv -f "$_jd/part-$_tk-classify" "$_jd/classify.out" &&
-          mv -f "$_jd/part-$_tk-prompt" "$_jd/prompt" &&
-          mv -f "$_jd/part-$_tk-generate" "$_jd/generate.out" || { echo failed-parts > "$_jd/state"; echo lost; exit 0; }
-        echo "$_a" > "$_jd/classify.who"; echo "$_b" > "$_jd/generate.who"
-        echo done > "$_jd/state"
-      else echo "failed-$_a" > "$_jd/state"; fi
+    # under the job's lock: the claim completed with orch.sh's result record (what a laptop
+    # reads: done), then the done record: exactly one commit per picture. The claim checked
+    # first (a renew: no output is moved for a lost one); complete refused after all (lost
+    # in between): the moved outputs are removed again, the job stays pending
+    _v=$({ flock 6
+      if [ "$_p" = fail ]; then set -- $(_claim release "$CL_KEY" "$CLAIM_OWNER" "$_tk")
+        [ "$1" = released ] || { echo lost; exit 0; }
+        echo "failed-$_a" > "$_jd/state"; rm -f "$_jd/part-"*; echo done; exit 0; fi
+      set -- $(_claim renew "$CL_KEY" "$CLAIM_OWNER" "$_tk")
+      [ "$1" = renewed ] || { echo lost; exit 0; }
+      mv -f "$_jd/part-$_tk-classify" "$_jd/classify.out" &&
+        mv -f "$_jd/part-$_tk-prompt" "$_jd/prompt" &&
+        mv -f "$_jd/part-$_tk-generate" "$_jd/generate.out" || {
+          _claim release "$CL_KEY" "$CLAIM_OWNER" "$_tk" > /dev/null
+          _el_unout "$_jd"; echo failed-parts > "$_jd/state"; echo lost; exit 0; }
+      echo "$_a" > "$_jd/classify.who"; echo "$_b" > "$_jd/generate.who"
+      set -- $(_claim complete "$CL_KEY" "$CLAIM_OWNER" "$_tk" "$(_record "$_jd")")
+      [ "$1" = completed ] || { _el_unout "$_jd"; echo lost; exit 0; }
+      echo done > "$_jd/state"
       rm -f "$_jd/part-"*; echo done; } 6>>"$_jd/lock")
     if [ "$_v" = done ] && [ "$_p" = commit ]; then
       mesh_log "origin: job $_j done (classify on $_a, generate on $_b) by $R_FROM term $_t token $_tk"

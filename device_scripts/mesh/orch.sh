@@ -16,7 +16,6 @@
 # busy -> wait; ours -> renewed while the job runs, completed with a short result record.
 # Protocol: README "Mesh protocol". Picture names are untrusted: used only quoted, as data.
 M=/data/local/tmp/adbflow-mesh
-exec 2>>"$M/log/orch.err"
 read -r ME < "$M/me"
 MESH_ROLE=o
 . "$M/wire.sh"
@@ -99,30 +98,41 @@ _ckey() { _ci=0; [ "$INODES" = 1 ] && { _ci=$(stat -c %i "$1") || return 1; }
 _claim() { ( . "$M/lease.sh"; adbflow_claim "c$1" "$1" "$2" "$3" "$4" "$CLAIM_DS" "${5:--}" ) |
   while read -r _ca _cv _ct _co _cl _cn _cr _cx; do
     [ "$_ca" = "=:adbflow:c$1:claim" ] && echo "$_cv $_ct $_co $_cl $_cr"; done; }
+# job $1's picture ($_src) claim name: CL_KEY, kept in the job record (jobs/N/claim); the
+# picture gone: failed-image
+_jkey() { CL_KEY=$(_ckey "$_src") || { echo failed-image > "$M/jobs/$1/state"; return 1; }
+  echo "$CL_KEY" > "$M/jobs/$1/claim"; }
+# one acquire of CL_KEY for CLAIM_OWNER (job $1): 0 ours (CL_TOK); 1 done by another (its
+# owner and result recorded in jobs/N/elsewhere, state done-elsewhere); 2 busy (CL_HELD:
+# the live claim's TOKEN OWNER) or an error (CL_HELD empty). One attempt: the elected
+# orchestrator's origin answers each CLAIM with one (elect.sh); _take waits.
+_acquire() { _tj=$M/jobs/$1 CL_HELD=
+  set -f; set -- $(_claim acquire "$CL_KEY" "$CLAIM_OWNER" 0); set +f
+  case $1 in
+    granted) CL_TOK=$2; return 0;;
+    done) printf '%s %s\n' "$3" "$5" > "$_tj/elsewhere"; echo done-elsewhere > "$_tj/state"
+      mesh_log "orch: job ${_tj##*/} done elsewhere"; return 1;;
+    busy) CL_HELD="$2 $3";;
+  esac; return 2; }
 # claim job $1's picture: 0 with CL_KEY CL_TOK when ours; 1 when done elsewhere (recorded)
-_take() { _tj=$M/jobs/$1
-  CL_KEY=$(_ckey "$_src") || { echo failed-image > "$_tj/state"; return 1; }
-  echo "$CL_KEY" > "$_tj/claim"
+_take() { _jkey "$1" || return 1
   while :; do
-    set -f; set -- $(_claim acquire "$CL_KEY" "$CLAIM_OWNER" 0); set +f
-    case $1 in
-      granted) CL_TOK=$2; return 0;;
-      done) printf '%s %s\n' "$3" "$5" > "$_tj/elsewhere"; echo done-elsewhere > "$_tj/state"
-        mesh_log "orch: job ${_tj##*/} done elsewhere"; return 1;;
-      busy) # held by a killed orchestrator of this phone (its pid gone): stale, take it over
-        _op=; case $3 in "mesh.$ME.o"*) _op=${3#"mesh.$ME.o"};; esac
-        case $_op in ''|*[!0-9]*) ;; *)
-          if [ "$_op" != $$ ] && ! kill -0 "$_op" 2>/dev/null; then
-            _claim release "$CL_KEY" "$3" "$2" > /dev/null; continue; fi;; esac
-        sleep 1;;
-      *) sleep 1;;
-    esac
+    _acquire "$1"; case $? in 0) return 0;; 1) return 1;; esac
+    # held by a killed orchestrator of this phone (its pid gone): stale, take it over
+    set -f; set -- "$1" $CL_HELD; set +f
+    _op=; case $3 in "mesh.$ME.o"*) _op=${3#"mesh.$ME.o"};; esac
+    case $_op in ''|*[!0-9]*) ;; *)
+      if [ "$_op" != $$ ] && ! kill -0 "$_op" 2>/dev/null; then
+        _claim release "$CL_KEY" "$3" "$2" > /dev/null; continue; fi;; esac
+    sleep 1
   done; }
 # the short result record under the completed claim (the laptop's parse_result_record
-# reads it): who, which job, the top label reduced to [a-z0-9_]
-_record() { _lb=$(grep -E '^INFO: [0-9.]+: [0-9]+ ' "$1/classify.out" | head -n 1 |
+# reads it): who, which job, the top label reduced to [a-z0-9_] (typeset first: in a
+# function it makes a new, empty local, so a value assigned before it would be lost)
+_record() { typeset -l _lb
+  _lb=$(grep -E '^INFO: [0-9.]+: [0-9]+ ' "$1/classify.out" | head -n 1 |
     while read -r _i _s _x _name; do echo "$_name"; done)
-  typeset -l _lb; _lb=${_lb//[!a-z0-9]/_}
+  _lb=${_lb//[!a-z0-9]/_}
   echo "v=1,dir=mesh$ME,job=${1##*/},out=done,label=${_lb:0:40},by=$(cat "$1/classify.who")"; }
 # complete the claim: 0 when ours is recorded; 1 when another orchestrator's result counts
 _complete() { _rc=$(_record "$1")
@@ -201,8 +211,10 @@ _watch() {
     done < "$M/tmp/list-2"
   done
 }
-# sourced as a library (elect.sh: the elected orchestrator and the phones' job records)
+# sourced as a library (elect.sh: the elected orchestrator, the camera watcher, and the
+# origin's answers to the elected orchestrator's claims: each keeps its own stderr)
 [ -n "$MESH_LIB" ] && return 0
+exec 2>>"$M/log/orch.err"
 echo $$ > "$M/pids/orchestrator"
 # what a killed orchestrator left: its own temporary files (the worker's are not ours)
 rm -rf "$M/tmp/"rq-* "$M/tmp/"rp-* "$M/tmp/"bids-* "$M/tmp/"job-* "$M/tmp/"active-* "$M/tmp/"list-*
