@@ -96,6 +96,11 @@ def test_launch_fit_and_link_fixed_cost_are_learned() -> None:
     assert got.pull_s(4000) == pytest.approx(0.05 + 4000 / 50e6, rel=0.05)
     assert got.push_s(4000) == pytest.approx(0.08 + 4000 / 100e6, rel=0.05)
     assert got.push_s(0) == got.pull_s(0) == 0.0
+    fast = LinkEstimate.start(0.004, 400e6)      # loopback: 250 KB take 0.6 ms of bytes
+    for _ in range(5):
+        fast.observe(Direction.PUSH, 250_880, 0.0046)
+    assert fast.push.bytes_per_s == 400e6         # a round trip, not a 1.4 MB/s link
+    assert fast.link().push_s(250_880) == pytest.approx(0.0046, rel=0.05)
 
 
 # ------------------------------------------------------------------ on the fleet

@@ -247,10 +247,13 @@ class _DirectionEstimate:
     latency_samples: int = 0
 
     def observe(self, nbytes: int, seconds: float) -> None:
-        """A small transfer (< 32 KiB: its bytes take < 1 ms on any adb link) teaches the
-        fixed cost, a large one the bandwidth."""
-        if nbytes < 32 << 10:
-            fixed = max(0.0, seconds - nbytes / max(1.0, self.bytes_per_s))
+        """A transfer whose bytes take less than the fixed cost at the bandwidth known so
+        far teaches the fixed cost; a larger one the bandwidth. Why not a size threshold:
+        on a fast link (loopback, USB 3) a 250 KB tensor still takes less than one round
+        trip, and read as a bandwidth sample it made the next prediction 3x too long."""
+        byte_s = nbytes / max(1.0, self.bytes_per_s)
+        if nbytes < 32 << 10 or byte_s < self.latency_s:
+            fixed = max(0.0, seconds - byte_s)
             self.latency_s = fixed if self.latency_samples == 0 else \
                 (1 - self.alpha) * self.latency_s + self.alpha * fixed
             self.latency_samples += 1
