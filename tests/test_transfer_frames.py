@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from adbflow.device.transfer import recv_file, send_file
+from adbflow.device.transfer import FRAMES_PER_SEND, recv_file, send_file
 from adbflow.device.wire import SYNC_CHUNK, SyncFail
 
 SIZES = [0, 1, SYNC_CHUNK - 1, SYNC_CHUNK, SYNC_CHUNK + 1, 16 * SYNC_CHUNK,
@@ -110,3 +110,23 @@ def test_recv_file_fail_too_large_and_faults() -> None:
     threading.Thread(target=_serve, args=(b, _data_frames(b"y" * 10)[:12])).start()
     with pytest.raises(ConnectionResetError):                    # cut mid-frame
         recv_file(_Wire(a), io.BytesIO())
+
+
+def test_an_on_data_failure_stops_the_push_with_its_own_error() -> None:
+    """on_data runs on a helper thread beside sendall: its exception must still reach the
+    caller (a provision whose hash callback fails must not report a good copy)."""
+    a, b = socket.socketpair()
+    box: list = []
+    t = threading.Thread(target=_collect, args=(b, box))
+    t.start()
+    calls = []
+
+    def boom(chunk: memoryview) -> None:
+        calls.append(len(chunk))
+        if len(calls) == 20:
+            raise ValueError("hash callback failed")
+    with pytest.raises(ValueError, match="hash callback failed"):
+        send_file(_Wire(a), io.BytesIO(os.urandom(4 * FRAMES_PER_SEND * SYNC_CHUNK)), on_data=boom)
+    a.close()
+    t.join()
+    assert len(calls) == 20

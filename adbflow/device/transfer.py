@@ -10,7 +10,10 @@ against adb's own 427 MB/s. Here:
   `sendall` sends 16 frames with no concatenation and no copy;
 - pull `recv_into`s a large buffer and writes each frame's payload from a memoryview;
 - an optional `on_data(memoryview)` sees every payload slice as it goes (streaming sha256,
-  progress) without another pass over the file.
+  progress) without another pass over the file. On push it runs on a helper thread while
+  the main thread sends the same batch (both only read the buffer; the next batch waits
+  for both): hashlib and sendall release the GIL, so hashing costs no wall time on a
+  second core (1 GB: push with sha256 was 0.80x adb's push when hashed in line).
 
 Bytes only: socket errors and `SyncFail` go up to `adbflow.device.failures` as before.
 """
@@ -20,7 +23,8 @@ import errno
 import struct
 import time
 from collections.abc import Callable
-from typing import IO, Protocol
+from concurrent.futures import ThreadPoolExecutor
+from typing import IO, Any, Protocol
 
 from adbflow.device.wire import SYNC_CHUNK, SyncFail, Wire
 
@@ -46,7 +50,21 @@ def _remaining(wire: Wire) -> float | None:
 
 
 def send_file(wire: Wire, src: _ReadInto, on_data: OnData | None = None) -> int:
-    """DATA frames for all of `src` (after SEND was sent); returns the payload bytes."""
+    """DATA frames for all of `src` (after SEND was sent); returns the payload bytes.
+    `on_data` sees each payload slice, in order, on a helper thread while the batch is sent;
+    an exception it raises goes up from here once the batch is out."""
+    if on_data is None:
+        return _send_batches(wire, src, None)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="adbflow-push-data") as pool:
+        return _send_batches(wire, src, lambda slices: pool.submit(_feed, on_data, slices))
+
+
+def _feed(on_data: OnData, slices: list[memoryview]) -> None:
+    for sl in slices:
+        on_data(sl)
+
+
+def _send_batches(wire: Wire, src: _ReadInto, submit: Callable[[list[memoryview]], Any] | None) -> int:
     frame = 8 + SYNC_CHUNK
     buf = bytearray(frame * FRAMES_PER_SEND)
     view = memoryview(buf)
@@ -55,6 +73,7 @@ def send_file(wire: Wire, src: _ReadInto, on_data: OnData | None = None) -> int:
     eof = False
     while not eof:
         used = 0
+        slices: list[memoryview] = []
         for _ in range(FRAMES_PER_SEND):
             payload = view[used + 8:used + frame]
             n = 0
@@ -67,15 +86,19 @@ def send_file(wire: Wire, src: _ReadInto, on_data: OnData | None = None) -> int:
             if n == 0:
                 break
             _HEAD.pack_into(buf, used, b"DATA", n)
-            if on_data is not None:
-                on_data(payload[:n])
+            slices.append(payload[:n])
             used += 8 + n
             total += n
             if eof:
                 break
         if used:
-            sock.settimeout(_remaining(wire))
-            sock.sendall(view[:used])
+            pending = submit(slices) if submit is not None else None
+            try:
+                sock.settimeout(_remaining(wire))
+                sock.sendall(view[:used])
+            finally:
+                if pending is not None:
+                    pending.result()          # the buffer is reused next: wait for on_data
     return total
 
 
