@@ -19,7 +19,8 @@ import pytest
 from adbflow.errors import ParseError, SplitError
 from adbflow.parsers.gguf import read_gguf_info
 from adbflow.split.llm import LlmPhone, StorySpec, completion_argv, layer_split
-from adbflow.split.profiling import Direction, LinkEstimate, fit_launch
+from adbflow.split.plan import OpTimes
+from adbflow.split.profiling import Direction, LaunchModel, LinkEstimate, fit_launch
 
 
 def _gguf() -> Path | None:
@@ -101,6 +102,24 @@ def test_launch_fit_and_link_fixed_cost_are_learned() -> None:
         fast.observe(Direction.PUSH, 250_880, 0.0046)
     assert fast.push.bytes_per_s == 400e6         # a round trip, not a 1.4 MB/s link
     assert fast.link().push_s(250_880) == pytest.approx(0.0046, rel=0.05)
+
+
+
+def test_the_launch_line_keeps_its_calibration_when_large_parts_run_first() -> None:
+    """The calibration timed a small part and the whole model: flat, 0.40 s. Runs of large
+    parts that came out slower (a busy host) must not tilt the line so far that a small
+    tail is predicted far below its calibrated launch."""
+    cal = OpTimes((1.0,) * 4, 0.40, "measured", 0.0)
+    lm = LaunchModel.calibrated(cal, 0.02, 18.6)
+    assert lm.seen == [(0.02, 0.40), (18.6, 0.40)]
+    for mb, s in ((18.6, 0.46), (13.0, 0.45), (18.6, 0.47)):
+        lm.observe(mb, s)
+    small = lm.base_s + lm.per_mb_s * 1.3
+    assert 0.37 <= small <= 0.45, (lm.base_s, lm.per_mb_s)
+    bare = LaunchModel(0.40, 0.0)              # the old start: no points of its own
+    for mb, s in ((18.6, 0.46), (13.0, 0.40), (18.6, 0.47)):
+        bare.observe(mb, s)
+    assert bare.base_s + bare.per_mb_s * 1.3 < 0.37        # what the seed prevents
 
 
 # ------------------------------------------------------------------ on the fleet

@@ -214,6 +214,18 @@ class LaunchModel:
     keep: int = 12
     seen: list[tuple[float, float]] = field(default_factory=list)
 
+    @classmethod
+    def calibrated(cls, times: OpTimes, small_mb: float, big_mb: float) -> LaunchModel:
+        """Starts from the calibration's line as two observations, at the small part's size
+        and the whole model's: the first launches we see then refine it rather than replace
+        it. Why: the calibration timed a small part and the whole model alternately, three
+        times each. Without those two points, the first runs (all large parts) fixed the
+        line, and a later small tail's launch came out 20-56 % short (bench/split.py, cut 63)."""
+        lm = cls(times.launch_s, times.launch_s_per_mb)
+        for mb in sorted({max(0.0, small_mb), max(0.0, big_mb)}):
+            lm.seen.append((mb, times.launch_s + times.launch_s_per_mb * mb))
+        return lm
+
     def observe(self, mb: float, launch_s: float) -> None:
         self.seen.append((mb, launch_s))
         del self.seen[:-self.keep]

@@ -104,10 +104,16 @@ class SplitSession:
                                   binary={s: benchmark_binary(self.profile(s)) for s in self.devices},
                                   threads=self._threads(), links=self.links,
                                   on_run=self._observe_run)
-        self.launches = {s: LaunchModel(t.launch_s, t.launch_s_per_mb) for s, t in self.times.items()}
+        self.launches = {s: self._launch_model(t) for s, t in self.times.items()}
         self._base_slowdown: dict[str, float] = {}
         if self.privacy:
             self.runner.private_to = self.origin
+
+    def _launch_model(self, times: OpTimes) -> LaunchModel:
+        """The launch line of a phone, seeded with its calibration at the sizes it was taken
+        (the first cut's head, the whole model)."""
+        small_mb = self.cuts[0].head_mb if self.cuts else 0.0
+        return LaunchModel.calibrated(times, small_mb, self.model_mb)
 
     def _observe_run(self, serial: str, graph: str, mb: float, wall_s: float,
                      inference_s: float) -> None:
@@ -168,7 +174,7 @@ class SplitSession:
         for s, t in out.items():
             self.store.put(s, self.digest, t)
             self.times[s] = t
-            self.launches[s] = LaunchModel(t.launch_s, t.launch_s_per_mb)
+            self.launches[s] = self._launch_model(t)
             self.learned.pop(s, None)      # a fresh profile already has the phone as it is now
         return out
 
