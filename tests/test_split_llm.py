@@ -90,6 +90,8 @@ def test_launch_fit_and_link_fixed_cost_are_learned() -> None:
         link.observe(Direction.PUSH, 4000, 0.08)     # small pushes (create + stamp): ~80 ms
     assert link.pull.latency_s == pytest.approx(0.05, rel=0.05)
     assert link.push.latency_s == pytest.approx(0.08, rel=0.05)
+    link.observe(Direction.PULL, 4000, 0.15)     # one pull 3x slower (a busy moment)
+    assert link.pull.latency_s == pytest.approx(0.05, rel=0.05)
     link.observe(Direction.PULL, 10_000_000, 0.05 + 0.2)  # 10 MB in 0.2 s beyond the fixed cost
     assert link.pull.bytes_per_s == pytest.approx(50e6, rel=0.01)
     assert link.push.bytes_per_s == 100e6                 # untouched by a pull

@@ -249,14 +249,22 @@ class Direction(enum.Enum):
 
 @dataclass
 class _DirectionEstimate:
-    """One direction of a link: fixed cost (EWMA over small transfers) and bandwidth
-    (EWMA over large ones, after that fixed cost)."""
+    """One direction of a link: fixed cost (median of the last `keep` transfers whose bytes
+    take less than it) and bandwidth (EWMA over larger ones, after that fixed cost).
+    Why a median for the fixed cost: a few-ms transfer now and then takes 2-3x as long (the
+    laptop or a phone busy for a moment); an EWMA carried each such outlier into the next
+    predictions, a median ignores it."""
 
     latency_s: float
     bytes_per_s: float
     alpha: float
     samples: int = 0
-    latency_samples: int = 0
+    keep: int = 9
+    fixed: list[float] = field(default_factory=list)
+
+    @property
+    def latency_samples(self) -> int:
+        return len(self.fixed)
 
     def observe(self, nbytes: int, seconds: float) -> None:
         """A transfer whose bytes take less than the fixed cost at the bandwidth known so
@@ -265,10 +273,9 @@ class _DirectionEstimate:
         trip, and read as a bandwidth sample it made the next prediction 3x too long."""
         byte_s = nbytes / max(1.0, self.bytes_per_s)
         if nbytes < 32 << 10 or byte_s < self.latency_s:
-            fixed = max(0.0, seconds - byte_s)
-            self.latency_s = fixed if self.latency_samples == 0 else \
-                (1 - self.alpha) * self.latency_s + self.alpha * fixed
-            self.latency_samples += 1
+            self.fixed.append(max(0.0, seconds - byte_s))
+            del self.fixed[:-self.keep]
+            self.latency_s = statistics.median(self.fixed)
             return
         if seconds <= self.latency_s:
             return
