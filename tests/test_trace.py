@@ -207,6 +207,7 @@ def skewed_fleet(fleet_factory):
     fleet_factory.release(client)
 
 
+@pytest.mark.timing   # offset error bounds in milliseconds: run alone
 @pytest.mark.fleet
 @needs_faketime
 def test_a_real_job_traced_on_skewed_clocks_nests_after_correction(skewed_fleet, tmp_path):

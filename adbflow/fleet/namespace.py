@@ -161,8 +161,31 @@ class NamespaceHolder:
             await self.stop()
             raise FleetError(f"[{self.label}] namespace holder lost its init process",
                              hint=f"holder output: {out[-500:]!r}")
+        await self._wait_chrooted(pid, time.monotonic() + timeout, out)
         self.pid = pid
         return pid
+
+    async def _wait_chrooted(self, pid: int, deadline: float, out: str) -> None:
+        """Until PID 1 has run `exec chroot ROOT`. Why: the holder prints READY just before
+        that exec, and `nsenter -r -w` (every command, the spawner) takes the target's root
+        and cwd as they are at that moment: entered between the two, a device ran on the
+        namespace's `/` (the host tree, no /system/bin/sh: "No such file or directory"),
+        which a loaded machine made likely enough to fail a test module's every test."""
+        want = os.path.realpath(self.root)
+        while True:
+            try:
+                if os.readlink(f"/proc/{pid}/root") == want:
+                    return
+            except OSError:
+                pass
+            if self._popen is not None and self._popen.poll() is not None:
+                raise FleetError(f"[{self.label}] namespace holder exited before its chroot",
+                                 hint=f"holder output: {out[-500:]!r}")
+            if time.monotonic() > deadline:
+                await self.stop()
+                raise FleetError(f"[{self.label}] namespace holder did not enter the device root",
+                                 hint=f"holder output: {out[-500:]!r}")
+            await asyncio.sleep(0.005)
 
     async def _read_until_ready(self, timeout: float) -> str:
         assert self._popen is not None and self._popen.stdout is not None
