@@ -262,10 +262,6 @@ class _DirectionEstimate:
     keep: int = 9
     fixed: list[float] = field(default_factory=list)
 
-    @property
-    def latency_samples(self) -> int:
-        return len(self.fixed)
-
     def observe(self, nbytes: int, seconds: float) -> None:
         """A transfer whose bytes take less than the fixed cost at the bandwidth known so
         far teaches the fixed cost; a larger one the bandwidth. Why not a size threshold:

@@ -110,8 +110,9 @@ class SplitSession:
             self.runner.private_to = self.origin
 
     def _launch_model(self, times: OpTimes) -> LaunchModel:
-        """The launch line of a phone, seeded with its calibration at the sizes it was taken
-        (the first cut's head, the whole model)."""
+        """The launch line of a phone, seeded with two points of the line it starts from, at
+        the sizes a calibration times (the first cut's head, the whole model): the measured
+        calibration where there is one (fresh or stored), else the profile's prior."""
         small_mb = self.cuts[0].head_mb if self.cuts else 0.0
         return LaunchModel.calibrated(times, small_mb, self.model_mb)
 
