@@ -77,7 +77,12 @@ def key_of(job: Any) -> str:
 
 
 def _word(text: Any, limit: int) -> str:
-    return _WORD.sub("_", str(text or "").lower()).strip("_")[:limit] or "-"
+    """Lower-case ASCII letters and digits, each run of anything else one `_`, none at
+    either end. Non-ASCII is a separator before lower-casing (`"İ".lower()` is two
+    characters in Python, one in the phone's mksh): the mesh's shell twin, orch.sh's
+    `_label_word`, must give the same word for the same label."""
+    ascii_only = str(text or "").encode("ascii", "replace").decode("ascii")
+    return _WORD.sub("_", ascii_only.lower()).strip("_")[:limit] or "-"
 
 
 def label_word(label: Any) -> str:

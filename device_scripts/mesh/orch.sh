@@ -23,17 +23,19 @@ MESH_ROLE=o
 # names pictures by it
 DIRS="/storage/emulated/0/Pictures /storage/emulated/0/DCIM/Camera"
 POLL=${MESH_POLL:-1}
+# a number from conf/NAME, else DEFAULT, into _cv (no command substitution: elect.sh sources
+# this file for every CLAIM and DONE it answers, and each $(...) is a fork on the phone)
 _conf() { _cv=$2; read -r _cv 2>/dev/null < "$M/conf/$1"
-  case $_cv in ''|*[!0-9]*) _cv=$2;; esac; echo "$_cv"; }
-TTL=$(_conf ttl_ds 100)       # a reservation covers GRANT -> TASK start; the worker renews it
-TASK_S=$(_conf task_s 300)    # then, while its program runs, up to this long
-JOBS=$(_conf jobs 2)
-STAGE_S=$(_conf stage_s 300)
-SIZE=$(_conf input_size 224)
-CLAIM_DS=$(_conf claim_ds 300)  # a picture claim's time to live, renewed every third
-INODES=$(_conf claim_inodes 0)  # the laptop's key has the inode where adbd has ls_v2
+  case $_cv in ''|*[!0-9]*) _cv=$2;; esac; }
+_conf ttl_ds 100; TTL=$_cv        # a reservation covers GRANT -> TASK start; the worker renews it
+_conf task_s 300; TASK_S=$_cv     # then, while its program runs, up to this long
+_conf jobs 2; JOBS=$_cv
+_conf stage_s 300; STAGE_S=$_cv
+_conf input_size 224; SIZE=$_cv
+_conf claim_ds 300; CLAIM_DS=$_cv   # a picture claim's time to live, renewed every third
+_conf claim_inodes 0; INODES=$_cv   # the laptop's key has the inode where adbd has ls_v2
 CLAIM_OWNER=mesh.$ME.o$$
-mkdir -p "$M/jobs"
+[ -d "$M/jobs" ] || mkdir -p "$M/jobs"
 _list() { for _d in $DIRS; do for _f in "$_d"/*; do [ -f "$_f" ] || continue
   case ${_f##*/} in .*) continue;; esac; echo "$(stat -c %s "$_f") $_f"; done; done; }
 _known() { grep -qxF -- "$1" "$M/state/pictures" 2>/dev/null; }
@@ -126,14 +128,20 @@ _take() { _jkey "$1" || return 1
         _claim release "$CL_KEY" "$3" "$2" > /dev/null; continue; fi;; esac
     sleep 1
   done; }
+# a label as the result record stores it, the same rule as the laptop's
+# adbflow.runtime.claims.label_word (tests/test_label_word.py runs both on every ImageNet
+# label): lower case, each run of other characters one `_`, none at either end, at most 40,
+# `-` when nothing is left (typeset first: in a function it makes a new, empty local)
+_label_word() { typeset -l _w; _w=$1
+  _w=${_w//[!a-z0-9]/_}
+  while [[ $_w = *__* ]]; do _w=${_w//__/_}; done
+  _w=${_w#_}; _w=${_w%_}; _w=${_w:0:40}; echo "${_w:--}"; }
 # the short result record under the completed claim (the laptop's parse_result_record
-# reads it): who, which job, the top label reduced to [a-z0-9_] (typeset first: in a
-# function it makes a new, empty local, so a value assigned before it would be lost)
-_record() { typeset -l _lb
+# reads it): who, which job, the top label as _label_word gives it
+_record() {
   _lb=$(grep -E '^INFO: [0-9.]+: [0-9]+ ' "$1/classify.out" | head -n 1 |
     while read -r _i _s _x _name; do echo "$_name"; done)
-  _lb=${_lb//[!a-z0-9]/_}
-  echo "v=1,dir=mesh$ME,job=${1##*/},out=done,label=${_lb:0:40},by=$(cat "$1/classify.who")"; }
+  echo "v=1,dir=mesh$ME,job=${1##*/},out=done,label=$(_label_word "$_lb"),by=$(cat "$1/classify.who")"; }
 # complete the claim: 0 when ours is recorded; 1 when another orchestrator's result counts
 _complete() { _rc=$(_record "$1")
   for _try in 1 2 3; do
