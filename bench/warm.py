@@ -36,8 +36,14 @@ from adbflow.fleet.control import FleetClient  # noqa: E402
 from adbflow.fleet.host import DEFAULT_PROFILES  # noqa: E402
 from adbflow.fleet.profile import load_virtual_profile  # noqa: E402
 from adbflow.runtime.resident import ResidentServers  # noqa: E402
-from adbflow.runtime.stages import StageTimeouts, generate_on, generate_resident  # noqa: E402
+from adbflow.runtime.stages import (  # noqa: E402
+    StageTimeouts,
+    generate_on,
+    generate_resident,
+    llama_for,
+)
 from adbflow.runtime.story import build_prompt, story_opening  # noqa: E402
+from adbflow.scheduling.bids import Bidder  # noqa: E402
 from adbflow.scheduling.profiles import ProfileBook  # noqa: E402
 
 GOAL_REDUCTION = 0.30
@@ -48,7 +54,7 @@ PROMPT_RATE_X = 8.0      # the fleet's prefill rate relative to decode (its stan
 def expected_s(cls: str, n_prompt: int, n_cached: int, n_predict: int) -> tuple[float, float]:
     """(cold, warm) seconds the class profile says (the fleet's simulation, idle phone)."""
     vp = load_virtual_profile(cls)
-    rate = vp.llm_tok_s          # 4 threads on every default class: the profile's rate
+    rate = vp.llm_tok_s          # threads on the performance cores (llama_for): its rate
     prompt_rate = rate * PROMPT_RATE_X
     cold = vp.llm_load_ms / 1000.0 + n_prompt / prompt_rate + n_predict / rate
     warm = (n_prompt - n_cached) / prompt_rate + n_predict / rate
@@ -67,7 +73,8 @@ def measure(fleet: FleetClient, *, quick: bool = False, rounds: int | None = Non
         for dev in devices_of(fleet):
             model = dev.getprop("ro.product.model", timeout=10)
             cls = model.split()[-1]
-            spec = book.for_model(model).llama
+            # the threads the pipeline gives this phone (its performance cores, from a bid)
+            spec = llama_for(book.for_model(model), Bidder().bid(dev))
             t0 = time.monotonic()
             srv = residents.server(dev, spec)
             assert srv is not None, f"{dev.serial}: no llama-server"
@@ -88,7 +95,8 @@ def measure(fleet: FleetClient, *, quick: bool = False, rounds: int | None = Non
             med_c, med_w = statistics.median(cold), statistics.median(warm)
             exp_c, exp_w = expected_s(cls, statistics.median(n_prompt),
                                       statistics.median(cached), int(spec.n_predict))
-            rows.append({"class": cls, "serial": dev.serial, "cold_s": med_c, "warm_s": med_w,
+            rows.append({"class": cls, "serial": dev.serial, "threads": spec.threads,
+                         "cold_s": med_c, "warm_s": med_w,
                          "reduction": 1.0 - med_w / med_c, "server_start_s": start_s,
                          "expected_cold_s": exp_c, "expected_warm_s": exp_w,
                          "expected_reduction": 1.0 - exp_w / exp_c,

@@ -39,9 +39,10 @@ done
 m cpufreq
 for d in /sys/devices/system/cpu/cpu[0-9]*; do
   [ -d "$d" ] || continue
-  c=; x=; { read -r c < "$d/cpufreq/scaling_cur_freq"; } 2>/dev/null
+  c=; x=; k=; { read -r c < "$d/cpufreq/scaling_cur_freq"; } 2>/dev/null
   { read -r x < "$d/cpufreq/cpuinfo_max_freq"; } 2>/dev/null
-  echo "${d##*/} $c $x"
+  { read -r k < "$d/cpu_capacity"; } 2>/dev/null
+  echo "${d##*/} ${c:--} ${x:--} ${k:--}"
 done
 m thermal
 # Zones in numeric order (a glob sorts zone10 before zone2), up to 256; the type of each is

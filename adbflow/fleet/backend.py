@@ -330,7 +330,8 @@ class NamespaceBackend:
         return {
             "serial": self.serial,
             "virtual": True,
-            "profile": {"name": p.name, "ncores": p.ncores, "classify_ms": p.classify_ms,
+            "profile": {"name": p.name, "ncores": p.ncores, "perf_cores": p.perf_cores,
+                        "classify_ms": p.classify_ms,
                         "llm_tok_s": p.llm_tok_s, "llm_load_ms": p.llm_load_ms, "soc": p.soc,
                         "model_ms": p.model_ms()},
             "load": {"background_pct": p.background_load, "set_load_pct": self._load_pct,

@@ -446,8 +446,9 @@ class DeviceLoad:
             self._sys(f"devices/system/cpu/{f}", rng)
         self._sys("devices/system/cpu/offline", "\n")
         self._sys("devices/system/cpu/kernel_max", f"{max(7, n - 1)}\n")
-        maxs, mins = p.core_max_khz(), p.core_min_khz()
+        maxs, mins, caps = p.core_max_khz(), p.core_min_khz(), p.core_capacity()
         for i in range(n):
+            self._sys(f"devices/system/cpu/cpu{i}/cpu_capacity", f"{caps[i]}\n")
             base = f"devices/system/cpu/cpu{i}/cpufreq/"
             self._sys(base + "cpuinfo_max_freq", f"{maxs[i]}\n")
             self._sys(base + "cpuinfo_min_freq", f"{mins[i]}\n")

@@ -48,6 +48,9 @@ MODEL_SPEED_X = {
     "efficientnet_lite2.tflite": 2.2,
 }
 
+#: capacity-dmips-mhz per cluster kind (core_capacity; sm8250.dtsi's A55 and A77 values)
+CAPACITY_DMIPS_MHZ = {"big": 1024, "mid": 1024, "little": 448}
+
 
 @dataclass(frozen=True)
 class VirtualProfile:
@@ -102,6 +105,24 @@ class VirtualProfile:
         """cpuinfo_max_freq per cpu index (little cluster first, as on Android)."""
         return ([self.little_max_khz] * self.cores_little + [self.mid_max_khz] * self.cores_mid
                 + [self.big_max_khz] * self.cores_big)
+
+    @property
+    def perf_cores(self) -> int:
+        """Big + mid cores: where llama.cpp's threads belong (a thread on a little core
+        slows every token: the llama stand-ins simulate it)."""
+        return (self.cores_big + self.cores_mid) or self.ncores
+
+    def core_capacity(self) -> list[int]:
+        """/sys/devices/system/cpu/cpuN/cpu_capacity per cpu, as the kernel computes it:
+        capacity-dmips-mhz x the cluster's max frequency, scaled so the fastest is 1024.
+        DMIPS/MHz from sm8250.dtsi (Snapdragon 865): 448 for its Cortex-A55 cores, 1024
+        for its A77s; the fleet uses 448 for little and 1024 for big and mid (the same
+        core generation) on every class. Simulated (est.)."""
+        raw = [CAPACITY_DMIPS_MHZ["little"] * self.little_max_khz] * self.cores_little \
+            + [CAPACITY_DMIPS_MHZ["mid"] * self.mid_max_khz] * self.cores_mid \
+            + [CAPACITY_DMIPS_MHZ["big"] * self.big_max_khz] * self.cores_big
+        top = max(raw) if raw and max(raw) > 0 else 1
+        return [max(1, round(1024 * r / top)) for r in raw]
 
     def core_min_khz(self) -> list[int]:
         """cpuinfo_min_freq per cpu: roughly what Qualcomm parts idle at."""

@@ -15,11 +15,12 @@ import re
 import shlex
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from adbflow.device import Device
+from adbflow.device.probe import run_probe
 from adbflow.errors import (
     MeshError,  # noqa: F401 - defined in adbflow.errors
     ParseError,
@@ -29,6 +30,7 @@ from adbflow.mesh.election import ElectionTiming
 from adbflow.mesh.wire import new_key
 from adbflow.paths import DEVICE_SCRIPTS_DIR, PROFILES_DIR
 from adbflow.runtime.stages import REMOTE_IMAGE, label_image_argv, llama_argv
+from adbflow.scheduling.cores import performance_cores, program_threads
 from adbflow.scheduling.profiles import ProfileBook
 
 log = logging.getLogger("adbflow.mesh")
@@ -102,14 +104,19 @@ def wifi_address(device: Device) -> str:
 def argv_files(device: Device, profiles_dir: Path = PROFILES_DIR) -> dict[str, str]:
     """classify/generate argv, one argument per line (read into an array on the phone, never
     evaluated); the story prompt is the PROMPT_MARK line. Plus the model's input size."""
-    model = device.getprop("ro.product.model", timeout=_TIMEOUT).strip() or None
+    rep, _ = run_probe(device, timeout=_TIMEOUT, first=False, with_props=True)
+    model = rep.props.get("ro.product.model") or None
     prof = ProfileBook.load(profiles_dir).for_model(model)
     t = prof.timing
+    # the workers run the story with llama.cpp's threads on their performance cores, as
+    # the laptop's pipeline does (adbflow.scheduling.cores)
+    llama = replace(prof.llama, threads=program_threads(prof.llama.threads,
+                                                        performance_cores(rep.freqs)))
     out = {"input_size": f"{int(prof.label_image.input_size)}\n",
            "classify.ms": f"{max(1, round(t.classify_ms))}\n",
            "generate.ms": f"{max(1, round(prof.llama.n_predict * 1000 / max(t.gen_tok_s, 0.1)))}\n"}
     for slot, argv in (("classify", label_image_argv(prof.label_image, REMOTE_IMAGE)),
-                       ("generate", llama_argv(prof.llama, PROMPT_MARK))):
+                       ("generate", llama_argv(llama, PROMPT_MARK))):
         if any("\n" in a for a in argv):
             raise MeshError(f"{device.serial}: a {slot} argument contains a newline",
                             hint="fix the device profile")

@@ -31,18 +31,30 @@ def parse_cpu_list(text: str) -> list[int]:
 class CpuFreq:
     cur_khz: int | None
     max_khz: int | None
+    #: /sys/devices/system/cpu/cpuN/cpu_capacity: the kernel's relative performance of the
+    #: core (1024 = the fastest; micro-architecture x max frequency), None where unreadable
+    capacity: int | None = None
 
 
-_FREQ = re.compile(r"^cpu(\d+)(?:\s+(\d+))?(?:\s+(\d+))?\s*$")
+def _field(tok: str | None) -> int | None:
+    return int(tok) if tok is not None and tok.isdigit() and len(tok) <= 12 else None
 
 
 def parse_cpufreq(text: str) -> dict[int, CpuFreq]:
-    """probe.sh lines `cpuN CUR MAX` (either may be missing when the file is unreadable)."""
+    """probe.sh lines `cpuN CUR MAX CAPACITY`, `-` for a file it could not read (older
+    probes: `cpuN CUR MAX`, a missing value left empty). A line with any other token is
+    not a cpufreq line and is skipped (device text)."""
     out: dict[int, CpuFreq] = {}
     for line in text.splitlines():
-        m = _FREQ.match(line.strip())
-        if m:
-            out[int(m[1])] = CpuFreq(int(m[2]) if m[2] else None, int(m[3]) if m[3] else None)
+        toks = line.split()
+        if not toks or len(toks) > 4 or not toks[0].startswith("cpu"):
+            continue
+        num = toks[0][3:]
+        vals: list[str | None] = [*toks[1:], *[None] * (4 - len(toks))]
+        if not (num.isdigit() and len(num) <= 4) or any(
+                v is not None and v != "-" and not v.isdigit() for v in vals):
+            continue
+        out[int(num)] = CpuFreq(_field(vals[0]), _field(vals[1]), _field(vals[2]))
     return out
 
 

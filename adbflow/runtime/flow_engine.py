@@ -33,7 +33,7 @@ from adbflow.runtime.events import (
 )
 from adbflow.runtime.host_tier import HostTier, host_models
 from adbflow.runtime.journal import JobRecord
-from adbflow.runtime.stages import classify_on, generate_on
+from adbflow.runtime.stages import classify_on, generate_on, llama_for
 from adbflow.runtime.story import build_prompt, story_opening
 from adbflow.scheduling.host_bid import HOST_SERIAL
 from adbflow.scheduling.policy import CostModel, Task
@@ -241,7 +241,7 @@ class FlowRunner:
                 profile = p.profiles.for_model(won.bid.model)
                 with p.dispatcher.slot(won, "generate") as slot_wait_s, \
                         p.stages.leased(won, "generate") as held:
-                    out = generate_on(won.device, profile.llama, prompt,
+                    out = generate_on(won.device, llama_for(profile, won.bid), prompt,
                                       timeouts=p.stages.timeouts,
                                       opening=story_opening(labels),
                                       modes=p.stages.llama_modes, leases=p.stages.leases,

@@ -56,7 +56,7 @@ from adbflow.runtime.imaging import prepare_bmp
 from adbflow.runtime.laptop import LAPTOP_ERRNOS, fault_from_os, laptop_cause, laptop_io
 from adbflow.runtime.story import build_prompt, device_prompt, finish_story, story_opening
 from adbflow.scheduling.energy_rates import attempt_joules
-from adbflow.scheduling.policy import Task, background_load, task_units
+from adbflow.scheduling.policy import Task, background_load, stage_threads, task_units
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     from adbflow.runtime.attempts import Attempt
@@ -210,6 +210,14 @@ def label_image_argv(spec: Any, image: str = REMOTE_IMAGE) -> list[str]:
     if spec.count:
         argv += ["-c", str(spec.count)]
     return argv + list(spec.extra_args)
+
+
+def llama_for(profile: Any, bid: Any) -> Any:
+    """The profile's llama.cpp spec for the phone that won: threads capped at its
+    performance cores (policy.stage_threads; the policy's load terms count the same)."""
+    threads = stage_threads(profile, "generate", bid)
+    return profile.llama if threads == profile.llama.threads else replace(profile.llama,
+                                                                          threads=threads)
 
 
 def llama_argv(spec: Any, prompt: str) -> list[str]:
@@ -585,15 +593,16 @@ class JobStages:
             with self.dispatcher.slot(won, "generate") as slot_wait_s, \
                     self.leased(won, "generate") as held:
                 w_slot = time.time()
-                server = (residents.server(won.device, profile.llama)
+                llama = llama_for(profile, won.bid)
+                server = (residents.server(won.device, llama)
                           if residents is not None and isinstance(won.device, Device) else None)
                 with metered(won.device, self.energy) as energy:
                     if server is not None:
-                        out = generate_resident(server, profile.llama, prompt,
+                        out = generate_resident(server, llama, prompt,
                                                 timeouts=self.timeouts, opening=opening,
                                                 held=held)
                     else:
-                        out = generate_on(won.device, profile.llama, prompt,
+                        out = generate_on(won.device, llama, prompt,
                                           timeouts=self.timeouts, opening=opening,
                                           modes=self.llama_modes, leases=self.leases, held=held)
         finally:

@@ -21,6 +21,7 @@ from adbflow.device.probe import FIRST_SAMPLE_WINDOW_S, ProbeReport, run_probe
 from adbflow.errors import AdbError, AdbflowError, AdbTimeoutError, DeviceUnavailableError, ParseError
 from adbflow.parsers.proc_stat import ProcStat, cpu_load
 from adbflow.parsers.sysfs import freq_ratio
+from adbflow.scheduling.cores import performance_cores
 from adbflow.scheduling.telemetry import Sample, Telemetry
 
 log = logging.getLogger("adbflow.scheduling.bids")
@@ -70,6 +71,8 @@ class Bid:
         return st
     source: str = "probe"           # "probe" (one-shot shell) or "stream" (live telemetry)
     age_s: float | None = None      # how old the sample was when the bid was made (stream)
+    #: big + mid cores (adbflow.scheduling.cores): a CPU program's threads are capped at it
+    perf_cores: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -164,6 +167,7 @@ def build_bid(device: DevicePort, rep: ProbeReport, *, load, window_s: float | N
         server=_server(device),
         load_window_s=round(window_s, 3) if window_s is not None else None,
         slots=dict(rep.slots),
+        perf_cores=performance_cores(rep.freqs),
     )
 
 

@@ -74,6 +74,7 @@ from tabulate import tabulate
 
 from adbflow.errors import AdbflowError
 from adbflow.scheduling.bids import Bid, lowest_cpu_key
+from adbflow.scheduling.cores import program_threads
 from adbflow.scheduling.energy_rates import EnergyRates, expected_joules
 from adbflow.scheduling.profiles import DeviceProfile, ProfileBook
 from adbflow.scheduling.service_times import ServiceTimes, load_factor
@@ -244,6 +245,15 @@ def exclusion(task: Task, bid: Bid, profile: DeviceProfile, *, battery_floor: in
     return None
 
 
+def stage_threads(profile: Any, stage: str, bid: Bid) -> int:
+    """The threads a stage's program runs with on this phone: label_image the profile's
+    (its classify_ms is measured at that count), llama.cpp at most the phone's performance
+    cores (adbflow.scheduling.cores: a thread on a little core slows every token)."""
+    if stage == "classify":
+        return int(profile.label_image.threads)
+    return program_threads(profile.llama.threads, bid.perf_cores)
+
+
 def background_load(bid: Bid, inflight: Sequence[Task], profile: DeviceProfile, *,
                     ours_in_reading: bool | None = None) -> float:
     """The bid's CPU load (percent) minus the share of our own work in that reading.
@@ -263,7 +273,7 @@ def background_load(bid: Bid, inflight: Sequence[Task], profile: DeviceProfile, 
     if ours_in_reading:
         cores = max(1, bid.cores or 1)
         stage = running[0].stage if running else "generate"
-        threads = profile.label_image.threads if stage == "classify" else profile.llama.threads
+        threads = stage_threads(profile, stage, bid)
         load = max(0.0, load - 100.0 * min(1.0, threads / cores))
     return load
 
@@ -361,7 +371,7 @@ class CostModel:
             others = {x.stage for x in inflight if x.stage != task.stage}
             cores = max(1, bid.cores or 1)
             for stage in others:
-                threads = profile.label_image.threads if stage == "classify" else profile.llama.threads
+                threads = stage_threads(profile, stage, bid)
                 load += 100.0 * min(1.0, threads / cores)
         f_load = load_factor(load, t.load_sensitivity)
         f_therm = thermal_factor(bid)

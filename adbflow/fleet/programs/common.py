@@ -29,6 +29,7 @@ class DeviceState:
 
     profile: str = "unknown"
     ncores: int = 4
+    perf_cores: int = 0           # big + mid (0: unknown, every core counts)
     classify_ms: float = 100.0
     llm_tok_s: float = 20.0
     llm_load_ms: float = 0.0      # simulated model load per program start (profile)
@@ -60,6 +61,7 @@ def load_state(path: Path | None = None) -> DeviceState:
     faults = data.get("faults") or {}
     return DeviceState(profile=str(prof.get("name", "unknown")),
                        ncores=int(prof.get("ncores", 4)),
+                       perf_cores=int(prof.get("perf_cores", 0)),
                        classify_ms=float(prof.get("classify_ms", 100.0)),
                        llm_tok_s=float(prof.get("llm_tok_s", 20.0)),
                        llm_load_ms=float(prof.get("llm_load_ms", 0.0)),

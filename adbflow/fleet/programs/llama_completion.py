@@ -98,12 +98,26 @@ def unescape(s: str) -> str:
             .replace("\\'", "'").replace('\\"', '"').replace("\x00", "\\"))
 
 
+#: decode left when a thread runs on a little core: every token waits for the slowest
+#: thread (device-profiles.md: threads beyond big+mid cores cost 30-40 % of decode)
+LITTLE_CORE_FACTOR = 0.65
+#: and when there are more threads than cores (llama.cpp collapses: device-profiles.md)
+OVERSUBSCRIBED_FACTOR = 0.6
+
+
 def token_rate(state: common.DeviceState, threads: int, slow: common.Slowdown) -> float:
-    """Simulated generation tokens/s for this run."""
-    eff = max(1, min(threads, state.ncores))
-    rate = state.llm_tok_s * (min(eff, 4) / 4) ** 0.7
-    if threads > state.ncores:  # oversubscribed: llama.cpp collapses (device-profiles.md)
-        rate *= 0.6
+    """Simulated generation tokens/s for this run. The profile's rate is the class's best
+    (published app numbers run on the performance cores): reached at min(4, big + mid)
+    threads, scaled down below that; a thread beyond the big + mid cores costs
+    LITTLE_CORE_FACTOR, more threads than cores OVERSUBSCRIBED_FACTOR on top."""
+    perf = state.perf_cores if 0 < state.perf_cores <= state.ncores else state.ncores
+    anchor = max(1, min(4, perf))
+    eff = max(1, min(threads, perf, anchor))
+    rate = state.llm_tok_s * (eff / anchor) ** 0.7
+    if threads > perf:
+        rate *= LITTLE_CORE_FACTOR
+    if threads > state.ncores:
+        rate *= OVERSUBSCRIBED_FACTOR
     return max(0.05, rate / slow.total)
 
 
