@@ -14,6 +14,7 @@ import pytest
 
 from adbflow.device import AdbServer, Device, Inventory
 from adbflow.errors import AdbError, AdbTimeoutError, DeviceUnavailableError
+from adbflow.fleet.profile import load_virtual_profile
 from adbflow.scheduling.bids import Bidder, pick_lowest_cpu
 
 pytestmark = pytest.mark.fleet
@@ -60,6 +61,8 @@ def test_bid_once_json_picks_least_loaded(fleet):
         assert abs(b["cpu_load"] - pct) <= 10, (serial, pct, b["cpu_load"])
         assert b["cores"] >= 1 and 0 < b["mem_available_kb"] <= b["mem_total_kb"]
         assert b["model"].startswith("adbflow-virtual")
+        vp = load_virtual_profile(b["model"].split()[-1])
+        assert b["perf_cores"] == vp.cores_big + vp.cores_mid    # read from cpu_capacity
     assert doc["winner"] == fleet.serials[0]
 
 

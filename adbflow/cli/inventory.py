@@ -73,12 +73,12 @@ def bid_table(bids: list[Bid], winner: str | None) -> str:
         charging = "" if b.battery_charging is None else ("+" if b.battery_charging else "")
         rows.append([
             "*" if b.serial == winner else "", b.serial, b.model or "", b.cores or "-",
-            _fmt(b.cpu_load, ".1f"),
+            b.perf_cores or "-", _fmt(b.cpu_load, ".1f"),
             _fmt(b.mem_available_kb // 1024 if b.ok or b.mem_total_kb else None, "d"),
             _fmt(b.battery_level, "d") + charging, _fmt(b.temperature_c, ".1f"),
             _fmt(b.freq_ratio, ".2f"), _fmt(b.probe_rtt_s * 1000, ".0f"), b.error or "",
         ])
-    return tabulate(rows, headers=["win", "serial", "model", "cores", "cpu%", "mem MB free",
+    return tabulate(rows, headers=["win", "serial", "model", "cores", "perf", "cpu%", "mem MB free",
                                    "batt%", "temp C", "freq", "rtt ms", "error"])
 
 
