@@ -32,7 +32,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -290,16 +290,20 @@ def _lost_worker(text: str) -> bool:
 
 def run_story(devices: Mapping[str, Device], main: str, workers: Sequence[str], spec: StorySpec, *,
               layers: Mapping[str, int], base_port: int = 50052, timeout: float = STORY_TIMEOUT_S,
-              on_started: Callable[[Mapping[str, RpcWorker]], None] | None = None) -> StoryResult:
+              on_started: Callable[[Mapping[str, RpcWorker]], None] | None = None,
+              threads: Mapping[str, int] | None = None) -> StoryResult:
     """One story on `main`, the layers of each worker (`layers[serial]`) on its rpc-server.
-    Without workers: the whole model on `main`. Raises RpcWorkerLost when a worker went
-    away (llama.cpp aborts then), SplitError for other failures."""
+    Without workers: the whole model on `main`. `threads` per phone (its performance cores,
+    adbflow.scheduling.cores) overrides spec.threads. Raises RpcWorkerLost when a worker
+    went away (llama.cpp aborts then), SplitError for other failures."""
+    threads, default = threads or {}, spec.threads
+    spec = replace(spec, threads=threads.get(main, default))
     binary = remote_path(COMPLETION)
     running: dict[str, RpcWorker] = {}
     with contextlib.ExitStack() as stack:
         endpoints = []
         for i, w in enumerate(workers):
-            worker = RpcWorker(devices[w], base_port + i, spec.threads)
+            worker = RpcWorker(devices[w], base_port + i, threads.get(w, default))
             stack.callback(worker.stop)
             worker.start()
             running[w] = worker
