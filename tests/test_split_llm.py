@@ -207,9 +207,10 @@ def test_story_split_over_two_phones_equals_one_phone_and_survives_a_lost_worker
 
 
 @pytest.mark.fleet
-def test_story_split_over_three_phones_equals_one_phone(rpc_fleet, tmp_path) -> None:
+def test_story_split_over_three_phones_equals_one_phone(rpc_fleet, tmp_path, caplog) -> None:
     """Two rpc workers at once: `-ngl` is their layers together and `--tensor-split` shares
-    them out; the greedy story is the one phone's, and nothing stays running or forwarded."""
+    them out; the greedy story is the one phone's, and nothing stays running or forwarded.
+    The first worker's port is taken on its phone: it moves to the next candidate."""
     from fleet_helpers import device
 
     from adbflow.split import llm
@@ -227,7 +228,18 @@ def test_story_split_over_three_phones_equals_one_phone(rpc_fleet, tmp_path) -> 
                      n_predict=32, threads=2)
     layers = {a: n - 2 * (n // 3), b: n // 3, c: n // 3}
     one = llm.run_story(devs, a, [], spec, layers={a: n})
-    three = llm.run_story(devs, a, [b, c], spec, layers=layers)
+    # the workers' first ports are held on their phones (the virtual phones share the
+    # host's network): a program listens on B's (the readiness check would reach it), a
+    # connection's own port is C's (ggml-rpc-server cannot bind it and exits): each worker
+    # moves to its next candidate
+    import socket
+    with socket.create_server(("127.0.0.1", 50052)), socket.socket() as bound:
+        bound.bind(("127.0.0.1", 50053))
+        with caplog.at_level("INFO", logger="adbflow.split.llm"):
+            three = llm.run_story(devs, a, [b, c], spec, layers=layers, base_port=50052)
+    moved = caplog.text
+    assert f"{b}: port 50052 answers before the rpc server starts" in moved, moved
+    assert f"{c}: rpc port 50053 taken on the phone" in moved, moved
     assert len(one.text.split()) >= 8, one.text
     assert three.text == one.text, (one.text, three.text)
     argv = three.argv

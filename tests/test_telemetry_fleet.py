@@ -67,7 +67,9 @@ def test_requested_samples_are_light_and_bids_keep_the_full_parts(healthy) -> No
     the bid still shows the thermal zones and battery of the last full sample."""
     fleet = healthy
     devs = inventory(fleet).devices()
-    telemetry = Telemetry(interval_s=30.0, max_age_s=0.0)
+    # a generous request timeout: this is about what a requested sample holds, not how fast
+    # it comes (a parallel test run once took more than the default 1 s: a probe then)
+    telemetry = Telemetry(interval_s=30.0, max_age_s=0.0, request_timeout_s=10.0)
     with Bidder(timeout=10, telemetry=telemetry) as bidder:
         for d in devs:
             telemetry.stream(d)

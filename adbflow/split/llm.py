@@ -27,6 +27,7 @@ has a timeout, forwards and reverses are removed and workers killed when a story
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import socket
 import threading
@@ -47,7 +48,12 @@ RPC_DIR = "/data/local/tmp/adbflow-rpc"
 RPC_SERVER = "ggml-rpc-server"
 COMPLETION = "llama-completion"
 ADB_TIMEOUT_S = 20.0
+log = logging.getLogger(__name__)
 WORKER_START_S = 60.0
+#: ggml-rpc-server's line when its port is taken (it then exits with status 0)
+PORT_TAKEN = "Failed to create server socket"
+PORT_TRIES = 4
+PORT_STEP = 101
 STORY_TIMEOUT_S = 600.0
 MAX_OUTPUT = 1 << 20
 # how llama.cpp ends when its RPC socket fails: SIGPIPE writing to it, abort() on a bad reply
@@ -218,7 +224,12 @@ class RpcWorker:
                              hint=f"is {remote_path(RPC_SERVER)} a build for this phone's ABI?")
 
     def tail(self) -> str:
-        return " | ".join(self.log[-3:]) or "no output"
+        taken = [ln for ln in self.log if PORT_TAKEN in ln]
+        return " | ".join(taken[:1] + self.log[-3:]) or "no output"
+
+    def port_taken(self) -> bool:
+        """The server could not bind its port (something else on the phone holds it)."""
+        return any(PORT_TAKEN in ln for ln in self.log)
 
     def wait_listening(self, laptop_port: int, timeout: float = WORKER_START_S) -> None:
         """Until a connection through the forward stays open (adbd closes it at once while
@@ -239,7 +250,9 @@ class RpcWorker:
             self._reader is not None and self._reader.is_alive()
 
     def stop(self) -> None:
-        if self.pid is not None:
+        """Kill it while it runs (an exited server's pid may be another process's by now),
+        then close its stream (adbd kills what is left of the process group)."""
+        if self.pid is not None and self.alive():
             with contextlib.suppress(AdbflowError):
                 self.device.run(["kill", str(self.pid)], timeout=ADB_TIMEOUT_S, check=False)
         if self.stream is not None:
@@ -284,6 +297,57 @@ def tunnel(main: Device, worker: Device, worker_port: int,
             worker.remove_forward(f"tcp:{laptop}", timeout=ADB_TIMEOUT_S)
 
 
+def _listening_worker(stack: contextlib.ExitStack, main: Device, device: Device, port: int,
+                      threads: int) -> tuple[RpcWorker, int]:
+    """An rpc-server listening on `device` and its port on `main` (the tunnel), both undone
+    by `stack`. A phone port something else holds is not ours to take; the next candidate
+    is tried (PORT_TRIES, PORT_STEP apart). Two ways it is held: a program listens there
+    (then the readiness check would reach *it*, and llama.cpp would talk to a stranger: so
+    a port that answers before our server starts is skipped), or a connection uses it as
+    its own port (ggml-rpc-server prints "Failed to create server socket" and exits 0).
+    Seen on the fleet under a parallel test run (50052 was some connection's ephemeral
+    port); on a phone any app can hold it."""
+    for k in range(PORT_TRIES):
+        candidate = port + k * PORT_STEP
+        if _listening_on(device, candidate):
+            log.info("%s: port %d answers before the rpc server starts; trying %d",
+                     device.serial, candidate, candidate + PORT_STEP)
+            continue
+        attempt = contextlib.ExitStack()
+        worker = RpcWorker(device, candidate, threads)
+        attempt.callback(worker.stop)
+        try:
+            worker.start()
+            on_main = attempt.enter_context(tunnel(main, device, worker.port,
+                                                   ready=worker.wait_listening))
+        except SplitError:
+            attempt.close()
+            if worker.port_taken() and k + 1 < PORT_TRIES:
+                log.info("%s: rpc port %d taken on the phone; trying %d", device.serial,
+                         candidate, candidate + PORT_STEP)
+                continue
+            raise
+        except BaseException:
+            attempt.close()
+            raise
+        stack.enter_context(attempt)
+        return worker, on_main
+    raise SplitError(f"no free port for {RPC_SERVER} on the phone ({PORT_TRIES} tried from "
+                     f"{port})", serial=device.serial, step="rpc worker",
+                     hint="stop what listens on those ports, or pass another base port")
+
+
+def _listening_on(device: Device, port: int) -> bool:
+    """Something on the phone already listens on its loopback `port` (a forward's
+    connection stays open)."""
+    laptop = device.forward("tcp:0", f"tcp:{int(port)}", timeout=ADB_TIMEOUT_S)
+    try:
+        return _stays_open(laptop, wait_s=0.2)
+    finally:
+        with contextlib.suppress(AdbflowError):
+            device.remove_forward(f"tcp:{laptop}", timeout=ADB_TIMEOUT_S)
+
+
 def _lost_worker(text: str) -> bool:
     return any(m in text for m in _RPC_LOST)
 
@@ -303,12 +367,9 @@ def run_story(devices: Mapping[str, Device], main: str, workers: Sequence[str], 
     with contextlib.ExitStack() as stack:
         endpoints = []
         for i, w in enumerate(workers):
-            worker = RpcWorker(devices[w], base_port + i, threads.get(w, default))
-            stack.callback(worker.stop)
-            worker.start()
+            worker, port = _listening_worker(stack, devices[main], devices[w], base_port + i,
+                                             threads.get(w, default))
             running[w] = worker
-            port = stack.enter_context(tunnel(devices[main], devices[w], worker.port,
-                                              ready=worker.wait_listening))
             endpoints.append(f"127.0.0.1:{port}")
         ngl = sum(layers.get(w, 0) for w in workers)
         argv = completion_argv(binary, spec, rpc=endpoints, n_gpu_layers=ngl,
