@@ -71,10 +71,12 @@ def measure(fleet: FleetClient, *, quick: bool = False, rounds: int | None = Non
     residents = ResidentServers()
     try:
         for dev in devices_of(fleet):
-            model = dev.getprop("ro.product.model", timeout=10)
-            cls = model.split()[-1]
-            # the threads the pipeline gives this phone (its performance cores, from a bid)
-            spec = llama_for(book.for_model(model), Bidder().bid(dev))
+            # one bid: the model, and the threads the pipeline gives this phone (its
+            # performance cores)
+            bid = Bidder().bid(dev)
+            assert bid.ok and bid.model, f"{dev.serial}: {bid.error}"
+            cls = bid.model.split()[-1]
+            spec = llama_for(book.for_model(bid.model), bid.perf_cores)
             t0 = time.monotonic()
             srv = residents.server(dev, spec)
             assert srv is not None, f"{dev.serial}: no llama-server"

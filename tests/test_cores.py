@@ -106,7 +106,7 @@ def test_a_story_on_a_2_plus_6_phone_runs_on_its_2_big_cores(fleet_factory, tmp_
             bid = Bidder().bid(dev)
             assert bid.ok, bid
             profile = book.for_model(bid.model)
-            spec = llama_for(profile, bid)
+            spec = llama_for(profile, bid.perf_cores)
             threads[str(bid.model).split()[-1]] = spec.threads
             if spec.threads == profile.llama.threads:
                 continue

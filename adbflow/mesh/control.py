@@ -15,7 +15,7 @@ import re
 import shlex
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,8 @@ from adbflow.mesh.audit import LeaseEvent, parse_lease_log
 from adbflow.mesh.election import ElectionTiming
 from adbflow.mesh.wire import new_key
 from adbflow.paths import DEVICE_SCRIPTS_DIR, PROFILES_DIR
-from adbflow.runtime.stages import REMOTE_IMAGE, label_image_argv, llama_argv
-from adbflow.scheduling.cores import performance_cores, program_threads
+from adbflow.runtime.stages import REMOTE_IMAGE, label_image_argv, llama_argv, llama_for
+from adbflow.scheduling.cores import performance_cores
 from adbflow.scheduling.profiles import ProfileBook
 
 log = logging.getLogger("adbflow.mesh")
@@ -110,8 +110,7 @@ def argv_files(device: Device, profiles_dir: Path = PROFILES_DIR) -> dict[str, s
     t = prof.timing
     # the workers run the story with llama.cpp's threads on their performance cores, as
     # the laptop's pipeline does (adbflow.scheduling.cores)
-    llama = replace(prof.llama, threads=program_threads(prof.llama.threads,
-                                                        performance_cores(rep.freqs)))
+    llama = llama_for(prof, performance_cores(rep.freqs))
     out = {"input_size": f"{int(prof.label_image.input_size)}\n",
            "classify.ms": f"{max(1, round(t.classify_ms))}\n",
            "generate.ms": f"{max(1, round(prof.llama.n_predict * 1000 / max(t.gen_tok_s, 0.1)))}\n"}

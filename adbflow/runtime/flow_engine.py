@@ -241,7 +241,7 @@ class FlowRunner:
                 profile = p.profiles.for_model(won.bid.model)
                 with p.dispatcher.slot(won, "generate") as slot_wait_s, \
                         p.stages.leased(won, "generate") as held:
-                    out = generate_on(won.device, llama_for(profile, won.bid), prompt,
+                    out = generate_on(won.device, llama_for(profile, won.bid.perf_cores), prompt,
                                       timeouts=p.stages.timeouts,
                                       opening=story_opening(labels),
                                       modes=p.stages.llama_modes, leases=p.stages.leases,

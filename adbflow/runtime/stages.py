@@ -55,8 +55,9 @@ from adbflow.runtime.dispatcher import Dispatcher, Won, bid_summary, decision_su
 from adbflow.runtime.imaging import prepare_bmp
 from adbflow.runtime.laptop import LAPTOP_ERRNOS, fault_from_os, laptop_cause, laptop_io
 from adbflow.runtime.story import build_prompt, device_prompt, finish_story, story_opening
+from adbflow.scheduling.cores import program_threads
 from adbflow.scheduling.energy_rates import attempt_joules
-from adbflow.scheduling.policy import Task, background_load, stage_threads, task_units
+from adbflow.scheduling.policy import Task, background_load, task_units
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     from adbflow.runtime.attempts import Attempt
@@ -212,10 +213,11 @@ def label_image_argv(spec: Any, image: str = REMOTE_IMAGE) -> list[str]:
     return argv + list(spec.extra_args)
 
 
-def llama_for(profile: Any, bid: Any) -> Any:
-    """The profile's llama.cpp spec for the phone that won: threads capped at its
-    performance cores (policy.stage_threads; the policy's load terms count the same)."""
-    threads = stage_threads(profile, "generate", bid)
+def llama_for(profile: Any, perf_cores: int | None) -> Any:
+    """The profile's llama.cpp spec for a phone with `perf_cores` big + mid cores (a bid's
+    perf_cores, or scheduling.cores.performance_cores of a probe): threads capped there
+    (cores.program_threads, the rule policy.stage_threads counts in the load terms too)."""
+    threads = program_threads(profile.llama.threads, perf_cores)
     return profile.llama if threads == profile.llama.threads else replace(profile.llama,
                                                                           threads=threads)
 
@@ -593,7 +595,7 @@ class JobStages:
             with self.dispatcher.slot(won, "generate") as slot_wait_s, \
                     self.leased(won, "generate") as held:
                 w_slot = time.time()
-                llama = llama_for(profile, won.bid)
+                llama = llama_for(profile, won.bid.perf_cores)
                 server = (residents.server(won.device, llama)
                           if residents is not None and isinstance(won.device, Device) else None)
                 with metered(won.device, self.energy) as energy:

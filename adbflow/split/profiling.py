@@ -263,10 +263,11 @@ class _DirectionEstimate:
     fixed: list[float] = field(default_factory=list)
 
     def observe(self, nbytes: int, seconds: float) -> None:
-        """A transfer whose bytes take less than the fixed cost at the bandwidth known so
-        far teaches the fixed cost; a larger one the bandwidth. Why not a size threshold:
-        on a fast link (loopback, USB 3) a 250 KB tensor still takes less than one round
-        trip, and read as a bandwidth sample it made the next prediction 3x too long."""
+        """A transfer under 32 KiB, or whose bytes take less than the fixed cost at the
+        bandwidth known so far, teaches the fixed cost; a larger one the bandwidth. Why not
+        the size alone: on a fast link (loopback, USB 3) a 250 KB tensor still takes less
+        than one round trip, and read as a bandwidth sample it made the next prediction 3x
+        too long."""
         byte_s = nbytes / max(1.0, self.bytes_per_s)
         if nbytes < 32 << 10 or byte_s < self.latency_s:
             self.fixed.append(max(0.0, seconds - byte_s))
