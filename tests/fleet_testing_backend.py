@@ -51,7 +51,8 @@ class DirBackend:
                 pass
         self._pgids.clear()
 
-    async def spawn(self, command: str | None, *, pty: bool, env: dict[str, str] | None = None
+    async def spawn(self, command: str | None, *, pty: bool, env: dict[str, str] | None = None,
+                    merge_stderr: bool = False
                     ) -> tuple[asyncio.subprocess.Process, int | None]:
         argv = ["/bin/sh", "-c", command] if command is not None else ["/bin/sh", "-i"]
         full_env = dict(os.environ, ADBFLOW_DEVICE_ROOT=str(self.root), **(env or {}))
@@ -69,7 +70,8 @@ class DirBackend:
             return proc, master
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, cwd=self.root, env=full_env, start_new_session=True)
+            stderr=asyncio.subprocess.STDOUT if merge_stderr else asyncio.subprocess.PIPE,
+            cwd=self.root, env=full_env, start_new_session=True)
         self._track(proc)
         return proc, None
 

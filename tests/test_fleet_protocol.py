@@ -641,6 +641,22 @@ def test_failed_start_reports_log_and_leaves_nothing(tmp_path: Path) -> None:
         adb_server.kill_server(port)
 
 
+def test_shell_v1_and_exec_keep_the_order_stdout_and_stderr_were_written(fleet) -> None:  # type: ignore[no-untyped-def]
+    """adbd gives a v1 / exec: command one socketpair for stdout and stderr, so the merged
+    stream is in the order the command wrote. Two pipes pumped apart reordered them now and
+    then (a CI run: 'to-stderr' before the line echoed first)."""
+    from ppadb.client import Client  # test-only client: a v1 `shell:` stream
+    s = fleet.serials[1]
+    script = "i=0; while [ $i -lt 40 ]; do echo o$i; echo e$i >&2; i=$((i+1)); done"
+    want = "".join(f"o{i}\ne{i}\n" for i in range(40))
+    dev = Client(host="127.0.0.1", port=fleet.adb_port).device(s)
+    assert dev is not None
+    for _ in range(3):
+        assert dev.shell(script) == want
+        r = adb(fleet, s, "exec-out", script)
+        assert r.returncode == 0 and r.stdout.decode() == want, r.stderr
+
+
 # ---------------------------------------------------------------- a second, independent client
 
 def test_pure_python_adb_shell_push_pull(fleet, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -199,7 +199,8 @@ class NamespaceBackend:
             out.update({str(k): str(v) for k, v in env.items()})
         return out
 
-    async def spawn(self, command: str | None, *, pty: bool, env: dict[str, str] | None = None
+    async def spawn(self, command: str | None, *, pty: bool, env: dict[str, str] | None = None,
+                    merge_stderr: bool = False
                     ) -> tuple[asyncio.subprocess.Process | DeviceProcess, int | None]:
         """Run `command` with the device's /system/bin/sh -c (interactive sh when None).
 
@@ -215,7 +216,7 @@ class NamespaceBackend:
         if command is None:
             full_env.setdefault("ENV", "/system/etc/mkshrc")
         if self._spawner is not None and self._spawner.alive:
-            return self._spawn_resident(argv, full_env, pty)
+            return self._spawn_resident(argv, full_env, pty, merge_stderr)
         if self.runs_as_shell:  # nsenter keeps root: drop to the shell user like adbd does
             uid, gid, groups = rootfs.shell_creds(self.profile)
             argv = [SETPRIV, f"--reuid={uid}", f"--regid={gid}",
@@ -224,8 +225,8 @@ class NamespaceBackend:
         if not pty:
             proc = await asyncio.create_subprocess_exec(
                 *full, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=full_env, start_new_session=True,
-                close_fds=True)
+                stderr=asyncio.subprocess.STDOUT if merge_stderr else asyncio.subprocess.PIPE,
+                env=full_env, start_new_session=True, close_fds=True)
             return proc, None
         full_env.setdefault("TERM", "xterm-256color")
         with _child_pty() as (master, slave):
@@ -234,11 +235,11 @@ class NamespaceBackend:
                 preexec_fn=_become_tty_session_leader, close_fds=True)
         return proc, master
 
-    def _spawn_resident(self, argv: list[str], env: dict[str, str], pty: bool
-                        ) -> tuple[DeviceProcess, int | None]:
+    def _spawn_resident(self, argv: list[str], env: dict[str, str], pty: bool,
+                        merge_stderr: bool = False) -> tuple[DeviceProcess, int | None]:
         assert self._spawner is not None
         if not pty:
-            return self._spawner.spawn(argv, env), None
+            return self._spawner.spawn(argv, env, merge_stderr=merge_stderr), None
         env.setdefault("TERM", "xterm-256color")
         with _child_pty() as (master, slave):
             proc = self._spawner.spawn(argv, env, pty_slave=slave)

@@ -29,12 +29,16 @@ class DeviceBackend(Protocol):
     async def stop(self) -> None:
         """Kill every device process and the holder; keep the root on disk."""
 
-    async def spawn(self, command: str | None, *, pty: bool, env: dict[str, str] | None = None
+    async def spawn(self, command: str | None, *, pty: bool, env: dict[str, str] | None = None,
+                    merge_stderr: bool = False
                     ) -> tuple[asyncio.subprocess.Process | DeviceProcess, int | None]:
         """Run `command` with the device's /system/bin/sh (-c) inside the device, or an
         interactive shell when None.
 
         pty=False: the Process has three pipes (stdin, stdout, stderr); returns (proc, None).
+        merge_stderr=True: the child's stderr is its stdout pipe (proc.stderr is None), as
+        adbd's shell v1 and exec: give a command one socket for both, so the two streams
+        keep the order the command wrote them in.
         pty=True: stdin/stdout/stderr of the child are a pty slave; returns (proc, master_fd)
         and the caller reads/writes master_fd (proc.stdin/stdout are None).
         The process leads its own process group (start_new_session) so the transport can

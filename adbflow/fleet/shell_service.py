@@ -2,8 +2,9 @@
 
 Why these exact semantics: adbflow (and adbutils, and the adb CLI) behave differently per
 protocol, and tests must see what a real phone does:
-- v1 (`shell:CMD`, `exec:CMD`): stdout and stderr merged, no exit code, the stream closes
-  when the output ends.
+- v1 (`shell:CMD`, `exec:CMD`): stdout and stderr on one pipe (adbd: one socketpair), so
+  merged in the order the command wrote them; no exit code, the stream closes when the
+  output ends.
 - v2 (`shell,v2[,raw|,pty][,TERM=x]:CMD`): packets `u8 id, u32 LE len, payload`; ids
   0 stdin, 1 stdout, 2 stderr, 3 exit (1 byte), 4 close-stdin, 5 window size
   ("ROWSxCOLS,XxY"). Killed by signal N -> exit 128+N.
@@ -216,7 +217,8 @@ async def serve_raw(stream: Stream, backend: DeviceBackend) -> None:
     if req is None:
         return
     try:
-        proc, master = await backend.spawn(req.command, pty=False, env=None)
+        # one pipe for stdout and stderr, as adbd's one socketpair: the order is the command's
+        proc, master = await backend.spawn(req.command, pty=False, env=None, merge_stderr=True)
     except (OSError, AdbflowError) as exc:
         await stream.write(f"adbflow virtual device: cannot start shell: {exc}\n".encode())
         return
@@ -243,7 +245,8 @@ async def serve(stream: Stream, backend: DeviceBackend) -> None:
         return
     env = {"TERM": req.term} if req.term else None
     try:
-        proc, master = await backend.spawn(req.command, pty=req.pty, env=env)
+        proc, master = await backend.spawn(req.command, pty=req.pty, env=env,
+                                           merge_stderr=not req.v2)
     except (OSError, AdbflowError) as exc:
         # Like adbd when fork/exec fails: a message and a failing exit, not a hang.
         text = f"adbflow virtual device: cannot start shell: {exc}\n".encode()
@@ -341,9 +344,8 @@ async def _feed_raw(stream: Stream, proc: Any) -> None:
 
 
 async def _run_pipes_raw(stream: Stream, proc: Any) -> None:
-    assert proc.stdout is not None and proc.stderr is not None
-    out = asyncio.ensure_future(asyncio.gather(_pump_out_raw(proc.stdout, stream),
-                                               _pump_out_raw(proc.stderr, stream)))
+    assert proc.stdout is not None and proc.stderr is None   # merged (spawn merge_stderr)
+    out = asyncio.ensure_future(_pump_out_raw(proc.stdout, stream))
     feeder = asyncio.ensure_future(_feed_raw(stream, proc))
     try:
         pending: set[asyncio.Future[Any]] = {out, feeder}
@@ -358,7 +360,6 @@ async def _run_pipes_raw(stream: Stream, proc: Any) -> None:
                 if asyncio.current_task().cancelling():  # type: ignore[union-attr]
                     raise
             _close_reader(proc, "stdout")
-            _close_reader(proc, "stderr")
         else:
             await out
         await proc.wait()
@@ -378,11 +379,10 @@ async def _pump_stdin_v1(stream: Stream, proc: asyncio.subprocess.Process) -> No
 
 
 async def _run_pipes_v1(stream: Stream, proc: Any) -> None:
-    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout is not None and proc.stderr is None   # merged (spawn merge_stderr)
     feeder = asyncio.create_task(_pump_stdin_v1(stream, proc))
     try:
-        await asyncio.gather(_pump_out(proc.stdout, stream, None),
-                             _pump_out(proc.stderr, stream, None))
+        await _pump_out(proc.stdout, stream, None)
         await proc.wait()
     finally:
         feeder.cancel()

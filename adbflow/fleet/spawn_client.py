@@ -276,9 +276,10 @@ class SpawnerClient:
         return not self.closed
 
     # -- requests ---------------------------------------------------------------------------
-    def spawn(self, argv: list[str], env: dict[str, str], *, pty_slave: int | None = None
-              ) -> DeviceProcess:
-        """Start argv (device paths) in the device. The caller keeps pty_slave's ownership."""
+    def spawn(self, argv: list[str], env: dict[str, str], *, pty_slave: int | None = None,
+              merge_stderr: bool = False) -> DeviceProcess:
+        """Start argv (device paths) in the device. The caller keeps pty_slave's ownership.
+        merge_stderr: the child's stderr is its stdout pipe (sent twice; proc.stderr None)."""
         if self.closed:
             raise FleetError(f"[{self.label}] command spawner is gone",
                              hint="restart the device")
@@ -291,10 +292,15 @@ class SpawnerClient:
         else:
             in_r, in_w = os.pipe2(os.O_CLOEXEC)
             out_r, out_w = os.pipe2(os.O_CLOEXEC)
-            err_r, err_w = os.pipe2(os.O_CLOEXEC)
-            send_fds = [in_r, out_w, err_w]
+            err: PipeReader | None = None
+            if merge_stderr:
+                send_fds = [in_r, out_w, out_w]      # _close_all closes it once
+            else:
+                err_r, err_w = os.pipe2(os.O_CLOEXEC)
+                send_fds = [in_r, out_w, err_w]
+                err = PipeReader(err_r, self.loop)
             proc = DeviceProcess(self, rid, PipeWriter(in_w, self.loop),
-                                 PipeReader(out_r, self.loop), PipeReader(err_r, self.loop))
+                                 PipeReader(out_r, self.loop), err)
         self._procs[rid] = proc
         self._send(W.HEADER.pack(len(payload), W.OP_SPAWN, rid) + payload, send_fds)
         return proc
