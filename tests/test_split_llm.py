@@ -65,6 +65,23 @@ def test_greedy_argv_and_the_rpc_flags() -> None:
     assert two[two.index("--tensor-split") + 1] == "12,8"
 
 
+def test_each_phone_of_a_split_story_gets_its_own_profiles_threads_on_its_performance_cores() -> None:
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from adbflow.paths import PROFILES_DIR
+    from adbflow.scheduling.profiles import ProfileBook
+    from adbflow.split.llm import phone_threads
+    base = ProfileBook.load(PROFILES_DIR).for_model(None)
+    six = replace(base, llama=replace(base.llama, threads=6))
+    two = replace(base, llama=replace(base.llama, threads=2))
+    profiles = {"A": six, "B": two, "C": six, "D": six}
+    bids = [SimpleNamespace(serial="A", perf_cores=8), SimpleNamespace(serial="B", perf_cores=8),
+            SimpleNamespace(serial="C", perf_cores=2), SimpleNamespace(serial="D", perf_cores=None)]
+    # B keeps its own 2 (not A's 6); C is capped at its 2 big cores; D (unknown cores) keeps 6
+    assert phone_threads(bids, profiles.__getitem__) == {"A": 6, "B": 2, "C": 2, "D": 6}
+
+
 def test_gguf_header_gives_the_layer_count(tmp_path) -> None:
     path = _gguf()
     if path is None:

@@ -227,7 +227,6 @@ def story_cmd(phones: Annotated[str, typer.Option(
     from adbflow.parsers.gguf import read_gguf_info
     from adbflow.runtime.story import finish_story
     from adbflow.scheduling.bids import Bidder
-    from adbflow.scheduling.cores import program_threads
     from adbflow.scheduling.profiles import ProfileBook
     from adbflow.split import llm
     serials = [s.strip() for s in phones.split(",") if s.strip()]
@@ -265,8 +264,7 @@ def story_cmd(phones: Annotated[str, typer.Option(
         if bin_dir / llm.COMPLETION not in needs[s]:
             needs[s] = [*needs[s], bin_dir / llm.COMPLETION]
     llm.provision_binaries(devices, needs, data_home() / "provision-cache")
-    # each phone's llama.cpp threads on its performance cores (as the pipeline's stories)
-    threads = {b.serial: program_threads(spec_llama.threads, b.perf_cores) for b in bids}
+    threads = llm.phone_threads(bids, lambda s: book.for_model(models.get(s)))
     res = llm.run_story_with_fallback(devices, main, workers, spec, layers=layers,
                                       threads=threads)
     story = finish_story(opening, res.text)

@@ -468,6 +468,15 @@ def llm_phone(bid: Any, profile: Any) -> LlmPhone:
                     (bid.mem_available_kb or 0) / 1024.0)
 
 
+def phone_threads(bids: Sequence[Any], profile_of: Callable[[str], Any]) -> dict[str, int]:
+    """llama.cpp threads per phone of a split story: each phone's own profile threads on its
+    performance cores (stages.llama_for, the rule the pipeline's stories use). One phone's
+    count for all would oversubscribe a phone with fewer big cores, and llama.cpp's
+    RPC-split decode waits on its slowest part."""
+    from adbflow.runtime.stages import llama_for
+    return {b.serial: int(llama_for(profile_of(b.serial), b.perf_cores).threads) for b in bids}
+
+
 def split_layers(main: str, workers: Sequence[str], bids: Sequence[Any], profile_of: Callable[[str], Any],
                  n_layers: int, model_bytes: int) -> dict[str, int]:
     """Layers per phone for a story on `main` with `workers` (layer_split over their bids)."""
