@@ -344,7 +344,17 @@ class HostTierError(FlowError):
 
 
 class NoDevice(AdbflowError):
-    """No eligible device answered the bid round within the wait."""
+    """No eligible device answered the bid round within the wait.
+
+    `leased_elsewhere`: in the last bid round, every listed device that this stage may use
+    had its slot leased by another orchestrator. The phones are healthy and only busy, so the
+    attempt does not count against the job's budget (as SlotBusy); otherwise three busy
+    spells of another orchestrator's backlog would fail a picture nothing was wrong with."""
+
+    def __init__(self, message: str, *, hint: str | None = None,
+                 leased_elsewhere: bool = False) -> None:
+        super().__init__(message, hint=hint)
+        self.leased_elsewhere = leased_elsewhere
 
 
 class Interrupted(AdbflowError):

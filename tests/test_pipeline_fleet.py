@@ -176,7 +176,7 @@ def test_device_loss_and_garbage_rebid(healthy, tmp_path) -> None:
         atts = [(a.stage, a.serial, a.state, a.error_kind) for a in p.journal.attempts(job.id)]
         cls = [a for a in atts if a[0] == "classify"]
         gen = [a for a in atts if a[0] == "generate"]
-        assert cls[0][1:3] == (first, "failed") and cls[0][3] in ("unavailable", "timeout", "exit")
+        assert cls[0][1:3] == (first, "failed") and cls[0][3] in ("dropped", "timeout", "exit")
         assert cls[-1][1:3] == (second, "done"), atts
         assert gen == [("generate", second, "failed", "parse"), ("generate", third, "done", None)]
         assert job.result["devices"] == {"pull": third, "classify": second, "generate": third}

@@ -68,7 +68,7 @@ def test_happy_path(tmp_path, fleet) -> None:
 
 
 @pytest.mark.parametrize("mode,kind", [("fail", "exit"), ("hang", "timeout"),
-                                       ("garbage", "parse"), ("gone", "unavailable")])
+                                       ("garbage", "parse"), ("gone", "dropped")])
 def test_classify_failure_rebids_elsewhere(tmp_path, fleet, mode, kind) -> None:
     devs, inv, bidder = fleet
     devs[2].faults["label_image"] = mode              # dev3 wins the bid, then fails

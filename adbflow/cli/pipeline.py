@@ -70,7 +70,9 @@ DataDir = Annotated[Optional[Path], typer.Option(
 PolicyOpt = Annotated[str, typer.Option("--policy", help="Scheduling policy: ect (expected "
                                         "completion time), lowest-cpu, random, round-robin.")]
 Attempts = Annotated[int, typer.Option("--attempts", min=1, max=20,
-                                       help="Attempts per stage (each on another device if any).")]
+                                       help="Attempts per stage (each on another device if any). A phone "
+                                            "that drops off adb mid-stage, or phones all "
+                                            "leased by another orchestrator, do not count.")]
 Concurrency = Annotated[Optional[int], typer.Option(
     "--concurrency", min=1, max=256,
     help="Pictures processed at the same time. Default: from the fleet (every device's "

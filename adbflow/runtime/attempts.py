@@ -43,7 +43,7 @@ from adbflow.runtime.journal import AttemptAbandoned, JobRecord, Journal, StageA
 from adbflow.runtime.laptop import fault_from_os, laptop_cause
 from adbflow.runtime.retry import RetryPolicy
 
-MAX_FREE_RETRIES = 100   # busy / lost leases, abandoned commits, origin blips per stage run
+MAX_FREE_RETRIES = 100   # busy / lost leases, dropped phones, abandoned commits, origin blips per stage run
 
 
 class OriginWatch(Protocol):
@@ -77,6 +77,22 @@ def error_kind(exc: BaseException) -> str:
     return "internal"
 
 
+def uncounted_kind(exc: BaseException, serial: str | None, *, origin_bound: bool) -> str | None:
+    """The journal kind of a device-side failure that must not use up the job's attempts
+    (journal.UNCOUNTED_KINDS), or None when it counts. Why these two: a phone that leaves
+    adb mid-attempt (`dropped`: cable, Wi-Fi, reboot) or a fleet whose every usable phone
+    is another orchestrator's (`busy`) says nothing against the picture; counting them
+    failed pictures under ordinary churn (the two-orchestrator test lost one to three
+    disconnects). A dropped phone is left out for the rest of the stage's run, so this
+    stays bounded by the fleet. Stages bound to the origin phone wait for it instead
+    (`unreachable`), so they are not handled here."""
+    if isinstance(exc, NoDevice) and exc.leased_elsewhere:
+        return "busy"
+    if isinstance(exc, DeviceUnavailableError) and serial and not origin_bound:
+        return "dropped"
+    return None
+
+
 @dataclass
 class Attempt:
     """Mutable facts of one running attempt (the serial is known only after the bid)."""
@@ -103,10 +119,12 @@ def run_stage(job: JobRecord, stage: str, body: StageBody, *, journal: Journal,
     """Bounded attempts of one stage. Committed output -> returned without running.
 
     Not counted against the budget, no quarantine strike (none is the phone's fault):
-    a slot leased by another orchestrator (`busy`), a lease lost while running (`lease`:
-    the output is discarded), a commit refused because another process ended the attempt,
-    and, for stages bound to the origin phone (`origin` given), that phone being gone
-    (`unreachable`: waited for `origin_retry_s`, then OriginUnreachable parks the job).
+    a slot leased by another orchestrator, on the winner or on every usable phone (`busy`),
+    a lease lost while running (`lease`: the output is discarded), a commit refused because
+    another process ended the attempt, and, for stages bound to the origin phone (`origin`
+    given), that phone being gone (`unreachable`: waited for `origin_retry_s`, then
+    OriginUnreachable parks the job). Not counted either, but struck and left out for this
+    run: a worker phone that left adb mid-attempt (`dropped`).
     A laptop storage fault raises LaptopFault (the job waits, nothing failed)."""
     done = journal.stage_output(job.id, stage)
     if done is not None:
@@ -170,6 +188,20 @@ def run_stage(job: JobRecord, stage: str, body: StageBody, *, journal: Journal,
                                                                     origin_retry_s):
                     continue
                 raise OriginUnreachable(job.serial, str(exc)) from exc
+            free_kind = uncounted_kind(exc, att.serial, origin_bound=origin is not None)
+            if free_kind is not None:
+                journal.fail_attempt(att.id, str(exc), kind=free_kind)
+                if free_kind == "dropped" and att.serial:
+                    excluded.add(att.serial)       # not back in this run, and struck
+                    board.strike(att.serial, error_kind(exc), stage, job.id, str(exc))
+                emit(StageFailed(job=job.id, stage=stage, serial=att.serial, error=str(exc),
+                                 kind=free_kind, final=False))
+                free += 1
+                if free > MAX_FREE_RETRIES:
+                    raise StageExhausted(f"{stage}: no phone stayed free and connected: {exc}",
+                                         hint="check `adbflow devices`; retry later") from exc
+                sleep_or_stop(stop, 0.1)
+                continue
             kind = error_kind(exc)
             journal.fail_attempt(att.id, str(exc), kind=kind)
             reasons.append(f"{att.serial or '-'}: {kind}: {exc}")

@@ -106,6 +106,13 @@ class Won:
         return self.device.serial
 
 
+def only_leased(listed: set[str], excluded: set[str], leased: set[str]) -> bool:
+    """No device won only because another orchestrator leases the slot on every listed
+    device this stage may still use (none excluded after its own failure here)."""
+    usable = listed - excluded
+    return bool(usable) and usable <= leased
+
+
 class Dispatcher:
     """Bid rounds until a device wins `task`, then its per-stage slot.
 
@@ -196,7 +203,8 @@ class Dispatcher:
                     if leased else "")
                 raise NoDevice(f"no eligible device for {stage}: {why}",
                                hint="check `adbflow devices`; all devices may be busy, "
-                                    "offline or excluded after failures")
+                                    "offline or excluded after failures",
+                               leased_elsewhere=only_leased(set(by_serial), excluded, leased))
             sleep_or_stop(self._stop, pause)
 
     def slots_of(self, model: str | None, stage: str) -> int:

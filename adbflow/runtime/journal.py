@@ -78,6 +78,16 @@ class AttemptState(str, Enum):
 JOB_STATES = tuple(JobState)
 FINAL_STATES = (JobState.DONE, JobState.FAILED, JobState.SKIPPED)
 
+# Failed attempts (their error_kind) that do not count against a stage's attempts: none
+# says anything against the picture, and each has its own bound (runtime.attempts'
+# MAX_FREE_RETRIES; a dropped phone is also left out for the rest of the stage's run).
+#   busy        a phone leased by another orchestrator (or every usable phone was)
+#   lease       our lease lost while running: the output was discarded
+#   unreachable the origin phone gone (waited for, then the job is parked)
+#   superseded  a copy taken while the file was still being written
+#   dropped     a worker phone left adb during the attempt (cable, Wi-Fi, reboot)
+UNCOUNTED_KINDS = frozenset({"busy", "lease", "unreachable", "superseded", "dropped"})
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (
@@ -770,15 +780,12 @@ class Journal:
 
     def failed_attempts(self, job_id: int, stage: str) -> list[AttemptRecord]:
         """Attempts that failed (not abandoned by a crash): they count against the budget.
-        Not counted: a phone leased by another orchestrator (`busy`), a lease lost while
-        running (`lease`), the origin phone gone (`unreachable`), a copy taken while the
-        file was still being written (`superseded`): none says anything about the phone's
-        health or the picture."""
+        Not counted: the kinds of UNCOUNTED_KINDS."""
+        marks = ", ".join("?" * len(UNCOUNTED_KINDS))
         return [self._attempt(r) for r in self._query(
             "SELECT * FROM attempts WHERE job_id=? AND stage=? AND state='failed' AND "
-            "coalesce(error_kind, '') NOT IN ('busy', 'lease', 'unreachable', 'superseded') "
-            "ORDER BY id",
-            (int(job_id), stage))]
+            f"coalesce(error_kind, '') NOT IN ({marks}) ORDER BY id",
+            (int(job_id), stage, *sorted(UNCOUNTED_KINDS)))]
 
     def mark_seen(self, serial: str, entries: Iterable[tuple[Any, ...]], *,
                   baseline: bool) -> None:
