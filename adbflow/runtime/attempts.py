@@ -134,6 +134,20 @@ def run_stage(job: JobRecord, stage: str, body: StageBody, *, journal: Journal,
     reasons = [f"{a.serial or '-'}: {a.error}" for a in previous]
     budget = retry.budget(len(previous))
     n = free = 0
+
+    def free_retry(att: Attempt, exc: AdbflowError, kind: str, exhausted: str,
+                   hint: str) -> None:
+        """A failure that does not count (journal.UNCOUNTED_KINDS): journaled, announced,
+        retried after a moment; the run's free retries stop at MAX_FREE_RETRIES."""
+        nonlocal free
+        journal.fail_attempt(att.id, str(exc), kind=kind)
+        emit(StageFailed(job=job.id, stage=stage, serial=att.serial, error=str(exc),
+                         kind=kind, final=False))
+        free += 1
+        if free > MAX_FREE_RETRIES:
+            raise StageExhausted(f"{stage}: {exhausted}: {exc}", hint=hint) from exc
+        sleep_or_stop(stop, 0.1)
+
     while n < budget:
         if stop.is_set():
             raise Interrupted("stopping")
@@ -159,16 +173,8 @@ def run_stage(job: JobRecord, stage: str, body: StageBody, *, journal: Journal,
         except (SlotBusy, LeaseLost) as exc:
             # Another orchestrator uses that phone (busy), or took the slot over while we
             # ran (lost: our output may be its picture's, discarded): bid again.
-            kind = error_kind(exc)
-            journal.fail_attempt(att.id, str(exc), kind=kind)
-            emit(StageFailed(job=job.id, stage=stage, serial=att.serial, error=str(exc),
-                             kind=kind, final=False))
-            free += 1
-            if free > MAX_FREE_RETRIES:
-                raise StageExhausted(f"{stage}: the slot leases kept failing: {exc}",
-                                     hint="another orchestrator holds the phones; retry "
-                                          "later") from exc
-            sleep_or_stop(stop, 0.1)
+            free_retry(att, exc, error_kind(exc), "the slot leases kept failing",
+                       "another orchestrator holds the phones; retry later")
             continue
         except (AdbError, ParseError, NoDevice) as exc:
             cause = laptop_cause(exc)
@@ -190,17 +196,11 @@ def run_stage(job: JobRecord, stage: str, body: StageBody, *, journal: Journal,
                 raise OriginUnreachable(job.serial, str(exc)) from exc
             free_kind = uncounted_kind(exc, att.serial, origin_bound=origin is not None)
             if free_kind is not None:
-                journal.fail_attempt(att.id, str(exc), kind=free_kind)
                 if free_kind == "dropped" and att.serial:
                     excluded.add(att.serial)       # not back in this run, and struck
                     board.strike(att.serial, error_kind(exc), stage, job.id, str(exc))
-                emit(StageFailed(job=job.id, stage=stage, serial=att.serial, error=str(exc),
-                                 kind=free_kind, final=False))
-                free += 1
-                if free > MAX_FREE_RETRIES:
-                    raise StageExhausted(f"{stage}: no phone stayed free and connected: {exc}",
-                                         hint="check `adbflow devices`; retry later") from exc
-                sleep_or_stop(stop, 0.1)
+                free_retry(att, exc, free_kind, "no phone stayed free and connected",
+                           "check `adbflow devices`; retry later")
                 continue
             kind = error_kind(exc)
             journal.fail_attempt(att.id, str(exc), kind=kind)

@@ -42,6 +42,7 @@ from adbflow.device.stream import LineStream
 from adbflow.errors import AdbError, AdbflowError, ParseError, RpcWorkerLost, SplitError
 from adbflow.parsers.llama import parse_llama
 from adbflow.runtime.provision import LocalFile, parse_item, prepare, provision_phone
+from adbflow.runtime.stages import llama_for
 from adbflow.runtime.story import device_prompt
 
 RPC_DIR = "/data/local/tmp/adbflow-rpc"
@@ -473,7 +474,6 @@ def phone_threads(bids: Sequence[Any], profile_of: Callable[[str], Any]) -> dict
     performance cores (stages.llama_for, the rule the pipeline's stories use). One phone's
     count for all would oversubscribe a phone with fewer big cores, and llama.cpp's
     RPC-split decode waits on its slowest part."""
-    from adbflow.runtime.stages import llama_for
     return {b.serial: int(llama_for(profile_of(b.serial), b.perf_cores).threads) for b in bids}
 
 
